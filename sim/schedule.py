@@ -1,0 +1,115 @@
+"""The accelerator's pass schedule: the timing contract shared by RTL, cycle model and
+analytic model.
+
+Tiling. ``NT = ceil(N / cols)``, ``TT = ceil(T / acc_depth)``, ``KT = ceil(K / rows)``.
+A *pass* streams one T-tile of activations through one (K-tile, N-tile) of weights.
+Passes run in the order ``for nt: for tt: for kt`` (K innermost, so a T-tile's
+accumulators finish before the next T-tile starts). ``L(tt) = min(D, T - tt * D)``.
+An *n-group* is all passes with the same ``nt``; it uses one bias / ``(M, S)`` vector.
+
+Timing (all streams always valid / ready; cycle 0 is the ``cmd`` handshake):
+
+* ``s_0 = 1`` and ``s_{p+1} = s_p + max(L_p, rows, cols)``.
+* activation beat ``t`` of pass ``p`` is accepted at cycle ``s_p + t`` (``0 <= t < L_p``);
+* weight row ``r`` of pass ``p`` is accepted at cycle ``s_p + r`` (``0 <= r < rows``);
+  it lands in the shadow register of PE row ``r`` just before that row's first product;
+* the ``params`` beat of n-group ``nt`` is accepted with its first activation beat;
+* PE ``(r, c)`` multiplies activation ``(p, t)`` during cycle ``s_p + t + r + c + 1``;
+* output beat ``t`` of a T-tile is emitted at cycle ``s_p + t + rows + cols + 3`` where
+  ``p`` is that T-tile's last K pass;
+* the job's cycle count is the cycle of the last output beat.
+
+``max(L, rows, cols)``: one weight row loads per cycle (``rows``), a shadow row frees only
+after the previous pass's first activation crossed all ``cols`` PEs of it, and the pass
+itself takes ``L`` cycles. With ``acc_depth >= max(rows, cols)`` the array never idles
+between passes; only the fill/drain ``rows + cols + 3`` is exposed once per job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import ArrayConfig
+
+__all__ = ["PIPELINE_TAIL", "Tiling", "tiling", "pass_starts", "gemm_cycles"]
+
+#: cycles from a PE-column bottom to the output beat: accumulate, multiply, shift/clamp.
+PIPELINE_TAIL = 3
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class Tiling:
+    T: int
+    K: int
+    N: int
+    NT: int
+    TT: int
+    KT: int
+    rows: int
+    cols: int
+    depth: int
+
+    @property
+    def passes(self) -> int:
+        return self.NT * self.TT * self.KT
+
+    def tile_len(self, tt: int) -> int:
+        return min(self.depth, self.T - tt * self.depth)
+
+    def k_len(self, kt: int) -> int:
+        return min(self.rows, self.K - kt * self.rows)
+
+    def n_len(self, nt: int) -> int:
+        return min(self.cols, self.N - nt * self.cols)
+
+    def pass_index(self, nt: int, tt: int, kt: int) -> int:
+        return (nt * self.TT + tt) * self.KT + kt
+
+    def pass_coords(self) -> np.ndarray:
+        """``[passes, 3]`` array of ``(nt, tt, kt)`` in execution order."""
+        nt, tt, kt = np.meshgrid(np.arange(self.NT), np.arange(self.TT), np.arange(self.KT),
+                                 indexing="ij")
+        return np.stack([nt.ravel(), tt.ravel(), kt.ravel()], axis=1)
+
+    def pass_lengths(self) -> np.ndarray:
+        """``L_p`` for every pass in execution order."""
+        lens = np.minimum(self.depth, self.T - np.arange(self.TT) * self.depth)
+        return np.tile(np.repeat(lens, self.KT), self.NT)
+
+
+def tiling(cfg: ArrayConfig, T: int, K: int, N: int) -> Tiling:
+    for name, v in (("T", T), ("K", K), ("N", N)):
+        if not isinstance(v, int | np.integer) or v < 1:
+            raise ValueError(f"GEMM dimension {name} must be a positive integer, not {v!r}")
+    return Tiling(T=int(T), K=int(K), N=int(N), NT=_ceil_div(N, cfg.cols),
+                  TT=_ceil_div(T, cfg.acc_depth), KT=_ceil_div(K, cfg.rows),
+                  rows=cfg.rows, cols=cfg.cols, depth=cfg.acc_depth)
+
+
+def pass_starts(cfg: ArrayConfig, til: Tiling) -> np.ndarray:
+    """``s_p`` for every pass (int64), per the recurrence in the module docstring."""
+    periods = np.maximum(til.pass_lengths(), max(cfg.rows, cfg.cols))
+    starts = np.empty(til.passes, dtype=np.int64)
+    starts[0] = 1
+    np.cumsum(periods[:-1], out=starts[1:])
+    starts[1:] += 1
+    return starts
+
+
+def gemm_cycles(cfg: ArrayConfig, T: int, K: int, N: int) -> int:
+    """Total cycles of one GEMM job, closed form (no per-pass arrays)."""
+    til = tiling(cfg, T, K, N)
+    span = max(cfg.rows, cfg.cols)
+    full = max(cfg.acc_depth, span)
+    last_len = til.tile_len(til.TT - 1)
+    last = max(last_len, span)
+    per_group = (til.TT - 1) * full + last          # one nt's passes for a single kt
+    total_periods = til.NT * til.KT * per_group
+    # s_last = 1 + sum of all periods but the last; last beat at s_last + L_last - 1 + tail
+    return total_periods - last + last_len + cfg.rows + cfg.cols + PIPELINE_TAIL

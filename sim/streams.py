@@ -1,0 +1,110 @@
+"""The accelerator's documented transaction order: a job as the beats of each stream.
+
+Streams (all ``amaranth.lib.stream`` style valid/ready; lanes are little-endian packed,
+lane 0 in the least significant bits):
+
+``cmd``     one beat per job: ``T, K, N, z_y, relu`` (+ ``m, s`` in per-tensor builds).
+``weight``  ``cols`` lanes of ``w_bits`` (signed): for nt, for tt, for kt, for r in rows:
+            ``W[kt*rows + r, nt*cols : nt*cols + cols]``. Lanes/rows past K or N are
+            don't-care (the RTL masks them); :func:`job_beats` sends zeros.
+``act``     ``rows`` lanes of ``a_bits``: for nt, for tt, for kt, for t in the T-tile:
+            ``X[tt*D + t, kt*rows : kt*rows + rows]``. Lanes past K are don't-care.
+``params``  one beat per n-tile: ``bias`` (``cols`` x ``acc_bits`` signed) and, per-channel,
+            ``m`` (``cols`` x ``mult_bits``) and ``s`` (``cols`` x 6). Lanes past N: don't-care.
+``out``     ``cols`` lanes of ``a_bits``: for nt, for t in 0..T-1:
+            ``Y[t, nt*cols : nt*cols + cols]``; lanes past N are 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import ArrayConfig
+from .job import GemmJob
+from .schedule import tiling
+
+__all__ = ["JobBeats", "job_beats", "out_beats_to_matrix", "pack_lanes", "unpack_lanes"]
+
+
+@dataclass(frozen=True)
+class JobBeats:
+    cmd: dict                 # T, K, N, z_y, relu (+ m, s per-tensor)
+    weight: np.ndarray        # [n_weight_beats, cols]
+    act: np.ndarray           # [n_act_beats, rows]
+    bias: np.ndarray          # [NT, cols]
+    m: np.ndarray | None      # [NT, cols] per-channel, else None
+    s: np.ndarray | None      # [NT, cols] per-channel, else None
+    out: np.ndarray           # [NT * T, cols] expected outputs (given the reference y)
+
+
+def _pad(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    out = np.zeros(shape, dtype=np.int64)
+    out[: a.shape[0], : a.shape[1]] = a
+    return out
+
+
+def job_beats(cfg: ArrayConfig, job: GemmJob, y: np.ndarray | None = None) -> JobBeats:
+    """All beats of ``job`` in stream order. ``y`` ([T, N]) fills the expected ``out``."""
+    til = tiling(cfg, job.T, job.K, job.N)
+    R, C, D = cfg.rows, cfg.cols, cfg.acc_depth
+    Kp, Np = til.KT * R, til.NT * C
+    Tp = til.TT * D
+    w = _pad(job.w, (Kp, Np))
+    x = _pad(job.x, (Tp, Kp))
+    # weight: [NT, TT, KT, R, C]
+    wt = w.reshape(til.KT, R, til.NT, C).transpose(2, 0, 1, 3)        # [NT, KT, R, C]
+    weight = np.broadcast_to(wt[:, None], (til.NT, til.TT, til.KT, R, C))
+    # act: for nt, tt, kt, t<L(tt)
+    xt = x.reshape(til.TT, D, til.KT, R).transpose(0, 2, 1, 3)        # [TT, KT, D, R]
+    act_rows = []
+    for tt in range(til.TT):
+        L = til.tile_len(tt)
+        act_rows.append(xt[tt, :, :L, :].reshape(-1, R))              # [KT*L, R]
+    act_one = np.concatenate(act_rows, axis=0)
+    act = np.tile(act_one, (til.NT, 1))
+    bias = _pad(job.bias[None, :], (1, Np)).reshape(til.NT, C)
+    cmd = {"T": job.T, "K": job.K, "N": job.N, "z_y": job.z_y, "relu": job.relu}
+    if cfg.per_channel:
+        m = _pad(job.m[None, :], (1, Np)).reshape(til.NT, C)
+        s = _pad(job.s[None, :], (1, Np)).reshape(til.NT, C)
+    else:
+        m = s = None
+        cmd["m"], cmd["s"] = int(job.m), int(job.s)
+    out = np.zeros((til.NT * job.T, C), dtype=np.int64)
+    if y is not None:
+        yp = _pad(np.asarray(y, dtype=np.int64), (job.T, Np))
+        out = yp.reshape(job.T, til.NT, C).transpose(1, 0, 2).reshape(-1, C)
+    return JobBeats(cmd=cmd, weight=weight.reshape(-1, C).copy(), act=act, bias=bias, m=m, s=s,
+                    out=out)
+
+
+def out_beats_to_matrix(cfg: ArrayConfig, beats: np.ndarray, T: int, N: int) -> np.ndarray:
+    """Inverse of the ``out`` order: ``[NT * T, cols]`` beats -> ``Y[T, N]``."""
+    beats = np.asarray(beats, dtype=np.int64)
+    NT = -(-N // cfg.cols)
+    if beats.shape != (NT * T, cfg.cols):
+        raise ValueError(f"expected {(NT * T, cfg.cols)} output beats, got {beats.shape}")
+    return beats.reshape(NT, T, cfg.cols).transpose(1, 0, 2).reshape(T, NT * cfg.cols)[:, :N]
+
+
+def pack_lanes(values, bits: int) -> int:
+    """Pack integer lanes (lane 0 least significant) into one unsigned integer."""
+    mask = (1 << bits) - 1
+    word = 0
+    for i, v in enumerate(np.asarray(values).ravel().tolist()):
+        word |= (int(v) & mask) << (i * bits)
+    return word
+
+
+def unpack_lanes(word: int, lanes: int, bits: int, signed: bool) -> np.ndarray:
+    """Inverse of :func:`pack_lanes`."""
+    mask = (1 << bits) - 1
+    out = np.empty(lanes, dtype=np.int64)
+    for i in range(lanes):
+        v = (int(word) >> (i * bits)) & mask
+        if signed and v >> (bits - 1):
+            v -= 1 << bits
+        out[i] = v
+    return out
