@@ -1,0 +1,1 @@
+"""Subcommands of the ``qaccel`` CLI (see ``qaccel.cli.COMMAND_MODULES``)."""
