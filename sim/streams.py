@@ -108,3 +108,42 @@ def unpack_lanes(word: int, lanes: int, bits: int, signed: bool) -> np.ndarray:
             v -= 1 << bits
         out[i] = v
     return out
+
+
+# ---- payload bit layouts (the RTL's StructLayouts must match these, LSB first) ------------
+
+def cmd_fields(cfg: ArrayConfig) -> list[tuple[str, int, bool]]:
+    """``cmd`` payload fields ``(name, bits, signed)``, least significant first."""
+    fields = [("T", cfg.dim_bits, False), ("K", cfg.dim_bits, False), ("N", cfg.dim_bits, False),
+              ("z_y", cfg.a_bits, cfg.a_signed), ("relu", 1, False)]
+    if not cfg.per_channel:
+        fields += [("m", cfg.mult_bits, False), ("s", 6, False)]
+    return fields
+
+
+def pack_cmd(cfg: ArrayConfig, cmd: dict) -> int:
+    """Pack a ``JobBeats.cmd`` dict into the ``cmd`` payload integer."""
+    word, shift = 0, 0
+    for name, bits, _signed in cmd_fields(cfg):
+        word |= (int(cmd[name]) & ((1 << bits) - 1)) << shift
+        shift += bits
+    return word
+
+
+def params_fields(cfg: ArrayConfig) -> list[tuple[str, int, bool]]:
+    """``params`` payload arrays ``(name, lane_bits, signed)``, each ``cols`` lanes,
+    least significant first."""
+    fields = [("bias", cfg.acc_bits, True)]
+    if cfg.per_channel:
+        fields += [("m", cfg.mult_bits, False), ("s", 6, False)]
+    return fields
+
+
+def pack_params(cfg: ArrayConfig, beats: JobBeats, nt: int) -> int:
+    """Pack the ``params`` beat of n-tile ``nt``."""
+    arrays = {"bias": beats.bias, "m": beats.m, "s": beats.s}
+    word, shift = 0, 0
+    for name, bits, _signed in params_fields(cfg):
+        word |= pack_lanes(arrays[name][nt], bits) << shift
+        shift += bits * cfg.cols
+    return word
