@@ -1,0 +1,339 @@
+"""Cycle-level model of the accelerator: the machine of ``hw/README.md``, register for register.
+
+One GEMM job is fed in as the beats of its streams (:mod:`sim.streams` order, all streams
+always valid / ready) and stepped one clock at a time. Every register of the RTL pipeline
+has a counterpart here:
+
+==========================  ==============================================================
+RTL                          model (numpy state, updated once per cycle)
+==========================  ==============================================================
+sequencer                    Python counters: pass ``p``, cycle-in-pass ``u`` (mirrors the
+                             RTL's counters; ``s_{p+1} = s_p + max(L_p, R, C)``)
+input skew (r regs, row r)   ``skew[field, slot, lane]``: a ring of the last ``R`` tokens;
+                             row ``r`` reads the token of cycle ``now - r``
+PE a / swap / valid          ``pe[field, r, c]``, shifted one column right per cycle
+PE psum                      ``psum[0]`` (acc_bits, wrapped) -- ``psum[1]`` is its exact,
+                             unwrapped shadow used only to report ``acc_bits_needed``
+PE w_active / w_shadow       ``w_act[r, c]``, ``w_sh[r, c]``
+de-skew (C-1-c regs, col c)  ``dsk[kind, slot, c]``: ring of the last ``C`` bottom rows
+tag delay line (R+C regs)    ``tags``: ring of ``R + C`` token tags
+accumulator bank D x C       ``acc[kind, t_idx, c]``
+parameter FIFO               ``deque`` of ``(bias, M, S)``; depth checked every push
+requantizer stage 1 / 2      ``rq_in`` (sum, M, S), ``rq_prod`` (sum * M, S)
+output register              ``out_reg``
+==========================  ==============================================================
+
+A ring buffer of ``n`` entries read ``k`` slots back is exactly a chain of ``k`` registers;
+it only avoids moving data. The PE grid is updated with whole-array numpy operations;
+the only Python loop is over cycles.
+
+Bookkeeping that the RTL does not need, carried so the model can report it: each lane
+also carries ``kn = n_rem`` if it holds a real operand (``valid`` and ``r < K_rem``) else
+0, so PE ``(r, c)`` is *busy* iff ``c < kn`` (the definition at the end of hw/README.md).
+Overflow events count adder results -- PE ``psum_in + a * w`` and accumulator
+``base + psum`` -- that do not fit ``acc_bits``, over busy PEs / real lanes only.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from .arith import rounding_term
+from .config import ArrayConfig
+from .job import GemmJob
+from .schedule import PIPELINE_TAIL, gemm_cycles, tiling
+from .streams import JobBeats, job_beats, out_beats_to_matrix
+
+__all__ = ["CycleResult", "StreamTrace", "simulate", "simulate_beats", "params_fifo_depth",
+           "bits_for_range"]
+
+# lane fields carried through the skew registers and the PE grid
+_A, _SWAP, _VALID, _KN = range(4)
+
+
+def params_fifo_depth(cfg: ArrayConfig) -> int:
+    """Depth of the parameter FIFO: ``ceil((R + C + 1) / max(R, C)) + 1`` (hw/README.md)."""
+    return -(-(cfg.rows + cfg.cols + 1) // max(cfg.rows, cfg.cols)) + 1
+
+
+def bits_for_range(lo: int, hi: int) -> int:
+    """Smallest two's-complement width holding every integer in ``[lo, hi]`` (at least 1)."""
+    return max(int(hi), ~int(lo), 0).bit_length() + 1
+
+
+@dataclass(frozen=True)
+class StreamTrace:
+    """Cycle (``cmd`` handshake = 0) at which each beat of each stream was accepted,
+    in stream order."""
+
+    act: np.ndarray            # [NT * KT * T]
+    weight: np.ndarray         # [passes * rows]
+    params: np.ndarray         # [NT]
+    out: np.ndarray            # [NT * T]
+    params_fifo_peak: int      # most parameter-FIFO entries held at once
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    """What one job did on the machine."""
+
+    y: np.ndarray              # [T, N] requantized outputs
+    out_beats: np.ndarray      # [NT * T, cols] the ``out`` stream, in order
+    cycles: int                # cycle of the last out beat (cmd handshake = cycle 0)
+    busy: np.ndarray           # [cycles + 1] busy PEs in each cycle
+    utilization: float         # useful MACs / (rows * cols * cycles)
+    overflow_events: int       # adder results (PE and accumulator) that wrapped
+    acc_bits_needed: int       # smallest acc width with no wrap anywhere
+    trace: StreamTrace | None = None
+
+    @property
+    def useful_macs(self) -> int:
+        return int(self.busy.sum())
+
+
+def simulate(cfg: ArrayConfig, job: GemmJob, *, trace: bool = False) -> CycleResult:
+    """Run ``job`` on the cycle-level model of the ``cfg`` machine."""
+    # re-validate: the job may have been built for another configuration
+    job = GemmJob.create(cfg, job.x, job.w, job.bias, job.m, job.s, z_y=job.z_y, relu=job.relu)
+    return simulate_beats(cfg, job_beats(cfg, job), trace=trace)
+
+
+def _check_beats(cfg: ArrayConfig, beats: JobBeats):
+    cmd = beats.cmd
+    for key in ("T", "K", "N", "z_y", "relu") + (() if cfg.per_channel else ("m", "s")):
+        if key not in cmd:
+            raise ValueError(f"cmd beat lacks field {key!r}")
+    T, K, N = (int(cmd[k]) for k in ("T", "K", "N"))
+    for name, v in (("T", T), ("K", K), ("N", N)):
+        if not 1 <= v <= cfg.max_dim:
+            raise ValueError(f"cmd.{name} must be in [1, {cfg.max_dim}], not {v}")
+    til = tiling(cfg, T, K, N)
+    R, C = cfg.rows, cfg.cols
+    shapes = {"weight": (beats.weight, (til.passes * R, C)),
+              "act": (beats.act, (til.NT * til.KT * T, R)),
+              "bias": (beats.bias, (til.NT, C))}
+    if cfg.per_channel:
+        shapes["m"] = (beats.m, (til.NT, C))
+        shapes["s"] = (beats.s, (til.NT, C))
+    for name, (arr, shape) in shapes.items():
+        if arr is None or np.shape(arr) != shape:
+            raise ValueError(f"{name} beats must have shape {shape}, got "
+                             f"{None if arr is None else np.shape(arr)}")
+    return T, K, N, til
+
+
+def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False) -> CycleResult:
+    """Run the job given as stream beats (as the RTL sees it). Don't-care lanes (act lanes
+    past K, weight rows/lanes past K/N, params lanes past N) may hold anything."""
+    T, K, N, til = _check_beats(cfg, beats)
+    R, C, D = cfg.rows, cfg.cols, cfg.acc_depth
+    span = max(R, C)
+    acc_bits = cfg.acc_bits
+    half = np.int64(1) << np.int64(acc_bits - 1)
+    mask = (np.int64(1) << np.int64(acc_bits)) - np.int64(1)
+    a_min, a_max = cfg.a_range
+    z_y = int(beats.cmd["z_y"])
+    lo, hi = (z_y if beats.cmd["relu"] else a_min), a_max
+
+    act = np.asarray(beats.act, dtype=np.int64)
+    weight = np.asarray(beats.weight, dtype=np.int64)
+    bias_b = np.asarray(beats.bias, dtype=np.int64)
+    if cfg.per_channel:
+        m_b = np.asarray(beats.m, dtype=np.int64)
+        s_b = np.asarray(beats.s, dtype=np.int64)
+    else:
+        m_pt = np.int64(beats.cmd["m"])
+        s_pt = np.int64(beats.cmd["s"])
+
+    # ---- sequencer tables (what its counters decode to, per pass) --------------------
+    coords = til.pass_coords().tolist()
+    lens = til.pass_lengths().tolist()
+    lane = np.arange(R)
+    col = np.arange(C)
+    k_rem = [til.k_len(kt) for (_nt, _tt, kt) in coords]
+    n_rem = [til.n_len(nt) for (nt, _tt, _kt) in coords]
+    lane_real = [lane < k for k in k_rem]
+    kn_lanes = [np.where(lane < k, n, 0) for k, n in zip(k_rem, n_rem)]
+
+    # ---- registers -----------------------------------------------------------------
+    skew = np.zeros((4, R, R), dtype=np.int64)     # [field, slot, lane]
+    skew_slot = [(k - lane) % R for k in range(R)]  # row r reads the token of cycle now - r
+    pe = np.zeros((4, R, C), dtype=np.int64)       # a, swap, valid, kn
+    psum = np.zeros((2, R, C), dtype=np.int64)     # wrapped, exact
+    w_act = np.zeros((R, C), dtype=np.int64)
+    w_sh = np.zeros((R, C), dtype=np.int64)
+    dsk = np.zeros((2, C, C), dtype=np.int64)      # [kind, slot, col]
+    dsk_slot = [(k - (C - 1 - col)) % C for k in range(C)]
+    n_tags = R + C
+    tags: list = [None] * n_tags
+    acc = np.zeros((2, D, C), dtype=np.int64)      # wrapped, exact
+    fifo: deque = deque()
+    fifo_depth = params_fifo_depth(cfg)
+    fifo_peak = 0
+    rq_in = rq_prod = out_reg = None
+
+    n_out = til.NT * T
+    out_beats = np.zeros((n_out, C), dtype=np.int64)
+    out_cyc = np.zeros(n_out, dtype=np.int64)
+    act_cyc = np.zeros(act.shape[0], dtype=np.int64)
+    w_cyc = np.zeros(weight.shape[0], dtype=np.int64)
+    prm_cyc = np.zeros(til.NT, dtype=np.int64)
+    busy: list[int] = []
+    overflow = 0
+    x_lo = x_hi = 0                                # exact adder-result extremes
+
+    # sequencer state
+    p, u = 0, 0
+    n_pass = til.passes
+    a_ptr = w_ptr = prm_ptr = o_ptr = 0
+    limit = 2 * gemm_cycles(cfg, T, K, N) + 4 * (R + C + D) + 64
+    bubble = np.zeros((4, R), dtype=np.int64)
+
+    cyc = 0
+    while True:
+        # ================= combinational part of cycle `cyc` =========================
+        # -- sequencer (cycle 0 is the cmd handshake; passes start at s_0 = 1)
+        token = None
+        w_row = None
+        push = None
+        if cyc >= 1 and p < n_pass:
+            nt, tt, kt = coords[p]
+            L = lens[p]
+            if u < L:
+                tok = np.empty((4, R), dtype=np.int64)
+                tok[_A] = np.where(lane_real[p], act[a_ptr], 0)
+                tok[_SWAP] = u == 0
+                tok[_VALID] = 1
+                tok[_KN] = kn_lanes[p]
+                act_cyc[a_ptr] = cyc
+                a_ptr += 1
+                token = (tok, kt == 0, kt == til.KT - 1, u, n_rem[p],
+                         tt == til.TT - 1 and kt == til.KT - 1 and u == L - 1)
+            if u < R:
+                w_row = (u, weight[w_ptr])
+                w_cyc[w_ptr] = cyc
+                w_ptr += 1
+            if u == 0 and tt == 0 and kt == 0:
+                if cfg.per_channel:
+                    push = (bias_b[prm_ptr], m_b[prm_ptr], s_b[prm_ptr],
+                            rounding_term(s_b[prm_ptr]))
+                else:
+                    push = (bias_b[prm_ptr], m_pt, s_pt, rounding_term(s_pt))
+                prm_cyc[prm_ptr] = cyc
+                prm_ptr += 1
+            u += 1
+            if u == max(L, span):
+                p, u = p + 1, 0
+
+        # -- output register: beat accepted this cycle
+        if out_reg is not None:
+            out_beats[o_ptr] = out_reg
+            out_cyc[o_ptr] = cyc
+            o_ptr += 1
+            if o_ptr == n_out:
+                busy.append(int(np.count_nonzero(col < pe[_KN])))
+                break
+
+        # -- requantizer stage 2: y <= clamp(z_y + ((prod + R_S) >> S), lo, hi)
+        y_next = None
+        if rq_prod is not None:
+            prod, s_sh, r_s, nr = rq_prod
+            y_next = np.clip(np.right_shift(prod + r_s, s_sh) + z_y, lo, hi)
+            y_next[nr:] = 0
+        # -- requantizer stage 1: prod <= sum * M
+        prod_next = None
+        if rq_in is not None:
+            total, m_g, s_g, r_g, nr = rq_in
+            prod_next = (total * m_g, s_g, r_g, nr)
+
+        # -- de-skew: column c's bottom psum, C-1-c registers late (slot 0 = no delay)
+        dslot = cyc % C
+        dsk[:, dslot, :] = psum[:, R - 1, :]
+        # -- accumulate (cycle alpha): the tag that entered R + C cycles ago
+        tslot = cyc % n_tags
+        tag = tags[tslot]
+        tags[tslot] = None if token is None else token[1:]
+        rq_next = None
+        pop = False
+        if tag is not None:
+            first_k, last_k, t_idx, nr, group_end = tag
+            vec = dsk[:, dsk_slot[dslot], col]               # [kind, C] aligned psums
+            if first_k:
+                g = fifo[0][0]
+                base = np.stack([g, g])
+            else:
+                base = acc[:, t_idx, :]
+            total = base + vec                               # exact adder results
+            wrapped = ((total[0] + half) & mask) - half
+            overflow += int(np.count_nonzero(wrapped[:nr] != total[0, :nr]))
+            ex = total[1, :nr]
+            x_lo, x_hi = min(x_lo, int(ex.min())), max(x_hi, int(ex.max()))
+            if last_k:
+                _b, m_g, s_g, r_g = fifo[0]
+                rq_next = (wrapped, m_g, s_g, r_g, nr)
+            else:
+                acc[0, t_idx] = wrapped
+                acc[1, t_idx] = total[1]
+            pop = group_end
+
+        # -- PE grid
+        busy_m = col < pe[_KN]
+        n_busy = int(np.count_nonzero(busy_m))
+        busy.append(n_busy)
+        w_eff = np.where(pe[_SWAP] != 0, w_sh, w_act)
+        prod_pe = pe[_A] * w_eff
+        new = np.empty((2, R, C), dtype=np.int64)
+        new[:, 0] = prod_pe[0]
+        np.add(psum[:, :-1], prod_pe[1:], out=new[:, 1:])    # psum_in + a * w_eff
+        wrapped_pe = ((new[0] + half) & mask) - half
+        if n_busy:
+            overflow += int(np.count_nonzero((wrapped_pe != new[0]) & busy_m))
+            ex = new[1][busy_m]
+            x_lo, x_hi = min(x_lo, int(ex.min())), max(x_hi, int(ex.max()))
+        new[0] = wrapped_pe
+
+        # -- input skew: row r's PE(r, 0) takes lane r of the token of cycle `cyc - r`
+        kslot = cyc % R
+        skew[:, kslot, :] = bubble if token is None else token[0]
+        col0 = skew[:, skew_slot[kslot], lane]
+
+        # ================= clock edge: every register latches ========================
+        out_reg = y_next
+        rq_prod = prod_next
+        rq_in = rq_next
+        if pop:
+            fifo.popleft()
+        if push is not None:
+            fifo.append(push)
+            fifo_peak = max(fifo_peak, len(fifo))
+            if len(fifo) > fifo_depth:
+                raise RuntimeError(f"parameter FIFO overflow: {len(fifo)} groups in flight, "
+                                   f"depth {fifo_depth}")
+        w_act = w_eff
+        psum = new
+        pe[:, :, 1:] = pe[:, :, :-1]
+        pe[:, :, 0] = col0
+        if w_row is not None:
+            w_sh[w_row[0]] = w_row[1]
+
+        cyc += 1
+        if cyc > limit:
+            raise RuntimeError(f"cycle model did not finish within {limit} cycles")
+
+    busy_arr = np.asarray(busy, dtype=np.int64)
+    y = out_beats_to_matrix(cfg, out_beats, T, N)
+    st = None
+    if trace:
+        st = StreamTrace(act=act_cyc, weight=w_cyc, params=prm_cyc, out=out_cyc,
+                         params_fifo_peak=fifo_peak)
+    return CycleResult(y=y, out_beats=out_beats, cycles=cyc, busy=busy_arr,
+                       utilization=float(busy_arr.sum()) / (R * C * cyc),
+                       overflow_events=overflow, acc_bits_needed=bits_for_range(x_lo, x_hi),
+                       trace=st)
+
+
+# the pipeline tail is fixed by the registers above: accumulate -> stage 1 -> stage 2 -> out
+assert PIPELINE_TAIL == 3
