@@ -1,0 +1,432 @@
+"""Energy model of the weight-stationary accelerator: per-operation / per-access energies
+from a documented table (default Horowitz, ISSCC 2014, 45 nm) applied to per-layer counts.
+
+The model is deliberately decoupled from the traffic model. It consumes
+:class:`LayerCounts` — op counts plus bits read/written per (level, operand) — and returns
+an :class:`EnergyBreakdown` of named terms in pJ. ``qaccel.energy`` adapts the analytic
+model's per-layer records to :class:`LayerCounts`.
+
+Scaling laws (justified in ``docs/energy.md``):
+
+* adders: piecewise **linear in width** through the table's anchor widths
+  (8 and 32 bits by default), extrapolated with the end segments;
+* multipliers: ``b1 x b2`` multiplier costs the table's ``n x n`` multiplier energy
+  interpolated as a **power law in the product** ``b1 * b2`` (log-log piecewise linear
+  through the anchors ``8*8`` and ``32*32``): array-multiplier energy follows the number of
+  partial-product bits;
+* registers: ``register_bit`` per bit written or read (linear with width);
+* SRAM: energy per bit = ``E_64b(size) / 64`` with ``E_64b`` interpolated **log-log** in the
+  capacity between the anchors (8 KB, 32 KB, 1 MB) and extrapolated with the end segment's
+  exponent (about ``sqrt(size)``); writes cost ``sram_write_over_read`` x reads;
+* DRAM: energy per bit = ``dram_64b[use] / 64``.
+
+Per-channel vs per-tensor scaling (whitepaper sec. 2.4.2) differs **only** in the
+``params.ms_*`` terms: the ``(M, S)`` vectors' DRAM fetch, buffer write/read, parameter
+FIFO write/read and per-lane requantizer registers, once per output tile (n-group),
+instead of one ``(M, S)`` latched with the job's ``cmd``. :func:`per_channel_terms` names
+them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .config import ArrayConfig
+
+__all__ = ["EnergyTable", "EnergyTableError", "LayerCounts", "EnergyBreakdown", "load_table",
+           "default_table", "layer_energy", "network_energy", "per_channel_terms", "CATEGORIES",
+           "category_of", "LEVELS", "OPERANDS", "S_BITS", "DEFAULT_TABLE_PATH"]
+
+DEFAULT_TABLE_PATH = pathlib.Path(__file__).with_name("data") / "energy_horowitz45.json"
+
+#: memory levels and operands a :class:`LayerCounts` may report bits for
+LEVELS = ("pe", "acc", "buffer", "dram")
+OPERANDS = ("weight", "act", "psum", "out")
+#: width of the requantizer shift ``S`` (SPEC: S in [0, 63])
+S_BITS = 6
+
+#: plotting / reporting categories, in stacking order
+CATEGORIES = ("mac", "pe_regs", "accumulator", "requant", "buffers", "params", "dram")
+
+
+class EnergyTableError(ValueError):
+    """A malformed energy table; the message names the file and the field."""
+
+
+# ---- the table ------------------------------------------------------------------------
+
+def _interp(points: list[tuple[float, float]], x: float, log: bool) -> float:
+    """Piecewise-linear interpolation through sorted ``points`` (log-log if ``log``),
+    extrapolated with the end segments."""
+    if len(points) == 1:
+        x0, y0 = points[0]
+        return y0 * (x / x0) if log else y0
+    f = math.log if log else float
+    xs = [f(p[0]) for p in points]
+    ys = [f(p[1]) for p in points]
+    fx = f(x)
+    i = 0
+    while i < len(xs) - 2 and fx > xs[i + 1]:
+        i += 1
+    t = (fx - xs[i]) / (xs[i + 1] - xs[i])
+    y = ys[i] + t * (ys[i + 1] - ys[i])
+    return math.exp(y) if log else y
+
+
+@dataclass(frozen=True)
+class EnergyTable:
+    """Per-operation / per-access energies in pJ (see module docstring for the scaling)."""
+
+    name: str
+    source: str
+    add: tuple[tuple[int, float], ...]            # (width, pJ)
+    mult: tuple[tuple[int, float], ...]           # (n for an n x n multiplier, pJ)
+    sram_read_64b: tuple[tuple[int, float], ...]  # (capacity in bytes, pJ per 64-bit read)
+    sram_write_over_read: float
+    dram_64b: float                               # pJ per 64 bits, the chosen point
+    dram_64b_range: tuple[float, float]           # (low, high) as published
+    register_bit: float
+    mux2_bit_over_add_bit: float
+    path: str = ""
+
+    # -- scaling laws --
+    def add_pj(self, bits: int) -> float:
+        """One ``bits``-wide integer addition."""
+        return _interp(list(self.add), bits, log=False)
+
+    def mult_pj(self, b1: int, b2: int) -> float:
+        """One ``b1 x b2`` integer multiplication (power law in ``b1 * b2``)."""
+        pts = [(n * n, e) for n, e in self.mult]
+        return _interp(pts, b1 * b2, log=True)
+
+    def sram_bit_pj(self, capacity_bytes: float, write: bool = False) -> float:
+        """Energy per bit read (or written) from an SRAM of ``capacity_bytes``."""
+        e64 = _interp(list(self.sram_read_64b), capacity_bytes, log=True)
+        return e64 / 64.0 * (self.sram_write_over_read if write else 1.0)
+
+    def dram_bit_pj(self) -> float:
+        return self.dram_64b / 64.0
+
+    def mux2_bit_pj(self) -> float:
+        """A 2:1 multiplexer bit, relative to one adder bit at 32 bits."""
+        return self.mux2_bit_over_add_bit * self.add_pj(32) / 32.0
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "source": self.source, "path": self.path,
+                "add": dict(self.add), "mult": dict(self.mult),
+                "sram_read_64b": dict(self.sram_read_64b),
+                "sram_write_over_read": self.sram_write_over_read,
+                "dram_64b": self.dram_64b, "dram_64b_range": list(self.dram_64b_range),
+                "register_bit": self.register_bit,
+                "mux2_bit_over_add_bit": self.mux2_bit_over_add_bit}
+
+
+_REQUIRED = ("add", "mult", "sram_read_64b", "dram_64b", "register_bit")
+
+
+def _positive(where: str, name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or value <= 0:
+        raise EnergyTableError(f"{where}: field '{name}' must be a positive number, "
+                               f"not {value!r}")
+    return float(value)
+
+
+def _points(where: str, name: str, value, min_points: int, key_what: str,
+            increasing: bool) -> tuple[tuple[int, float], ...]:
+    if not isinstance(value, dict) or len(value) < min_points:
+        raise EnergyTableError(f"{where}: field '{name}' must be an object mapping {key_what} "
+                               f"to pJ with at least {min_points} entries, not {value!r}")
+    pts = []
+    for k, v in value.items():
+        try:
+            key = int(k)
+        except (TypeError, ValueError):
+            raise EnergyTableError(f"{where}: field '{name}' key {k!r} is not an integer "
+                                   f"({key_what})") from None
+        if key < 1:
+            raise EnergyTableError(f"{where}: field '{name}' key {k!r} must be >= 1")
+        pts.append((key, _positive(where, f"{name}.{k}", v)))
+    pts.sort()
+    for (k0, e0), (k1, e1) in zip(pts, pts[1:]):
+        if increasing and not e1 > e0:
+            raise EnergyTableError(f"{where}: field '{name}' must increase with {key_what}: "
+                                   f"{k0} -> {e0} pJ but {k1} -> {e1} pJ")
+    return tuple(pts)
+
+
+def table_from_dict(data: dict, where: str = "<dict>") -> EnergyTable:
+    """Validate ``data`` (the JSON layout of ``sim/data/energy_horowitz45.json``)."""
+    if not isinstance(data, dict):
+        raise EnergyTableError(f"{where}: top level must be a JSON object")
+    missing = [k for k in _REQUIRED if k not in data]
+    if missing:
+        raise EnergyTableError(f"{where}: missing field(s) {missing}; required: {list(_REQUIRED)}")
+    known = set(_REQUIRED) | {"format", "version", "name", "source", "unit",
+                              "sram_write_over_read", "mux2_bit_over_add_bit", "notes"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise EnergyTableError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
+    if data.get("unit", "pJ") != "pJ":
+        raise EnergyTableError(f"{where}: field 'unit' must be \"pJ\", not {data['unit']!r}")
+    add = _points(where, "add", data["add"], 2, "bit width", increasing=True)
+    if _interp(list(add), 1, log=False) <= 0:
+        raise EnergyTableError(f"{where}: field 'add' extrapolates to a non-positive energy "
+                               f"at 1 bit; anchors {dict(add)} are too steep")
+    mult = _points(where, "mult", data["mult"], 2, "operand width n (n x n)", increasing=True)
+    sram = _points(where, "sram_read_64b", data["sram_read_64b"], 2, "capacity in bytes",
+                   increasing=True)
+    dram = data["dram_64b"]
+    if isinstance(dram, dict):
+        for k in ("low", "high"):
+            if k not in dram:
+                raise EnergyTableError(f"{where}: field 'dram_64b' needs 'low' and 'high' "
+                                       f"(pJ per 64 bits) and 'use'; missing {k!r}")
+        lo = _positive(where, "dram_64b.low", dram["low"])
+        hi = _positive(where, "dram_64b.high", dram["high"])
+        if hi < lo:
+            raise EnergyTableError(f"{where}: field 'dram_64b' has high {hi} < low {lo}")
+        use = dram.get("use", "mid")
+        choices = {"low": lo, "high": hi, "mid": (lo + hi) / 2}
+        if use not in choices:
+            raise EnergyTableError(f"{where}: field 'dram_64b.use' must be one of "
+                                   f"{sorted(choices)}, not {use!r}")
+        dram_e, dram_range = choices[use], (lo, hi)
+    else:
+        dram_e = _positive(where, "dram_64b", dram)
+        dram_range = (dram_e, dram_e)
+    return EnergyTable(
+        name=str(data.get("name", "custom")), source=str(data.get("source", "")),
+        add=add, mult=mult, sram_read_64b=sram,
+        sram_write_over_read=_positive(where, "sram_write_over_read",
+                                       data.get("sram_write_over_read", 1.0)),
+        dram_64b=dram_e, dram_64b_range=dram_range,
+        register_bit=_positive(where, "register_bit", data["register_bit"]),
+        mux2_bit_over_add_bit=_positive(where, "mux2_bit_over_add_bit",
+                                        data.get("mux2_bit_over_add_bit", 0.5)),
+        path=where)
+
+
+def load_table(path: str | pathlib.Path | None = None) -> EnergyTable:
+    """Load and validate an energy table (JSON). ``None``: the default Horowitz 45 nm table."""
+    p = pathlib.Path(path) if path is not None else DEFAULT_TABLE_PATH
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"energy table {p} does not exist") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EnergyTableError(f"{p}: not valid JSON: {exc}") from None
+    return table_from_dict(data, where=str(p))
+
+
+_DEFAULT: EnergyTable | None = None
+
+
+def default_table() -> EnergyTable:
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = load_table(None)
+    return _DEFAULT
+
+
+# ---- counts in, energy out ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LayerCounts:
+    """What the energy model needs from a traffic model, for one layer.
+
+    ``bits`` maps ``"level.operand.read"`` / ``"level.operand.write"`` (level in
+    :data:`LEVELS`, operand in :data:`OPERANDS`) to bits moved; missing keys are 0.
+    Requantizer parameters are *not* in ``bits``: the energy model derives them from
+    ``jobs``, ``n_groups`` and ``channels`` so that per-tensor and per-channel differ only
+    in documented terms.
+    """
+
+    name: str
+    macs: int            # useful multiply-accumulates (busy PE-cycles)
+    acc_updates: int     # accumulator-bank additions of a column psum (acc_bits wide)
+    outputs: int         # requantized output values
+    jobs: int            # GEMM jobs (one cmd each; per-tensor (M, S) per job)
+    n_groups: int        # output tiles (n-groups) over all jobs: one params beat each
+    channels: int        # output channels over all jobs (N summed): bias / (M, S) fetched
+    cycles: int = 0
+    bits: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        for k in ("macs", "acc_updates", "outputs", "jobs", "n_groups", "channels", "cycles"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"LayerCounts.{k} must be a non-negative integer, not {v!r}")
+        for key, v in self.bits.items():
+            parts = key.split(".")
+            if len(parts) != 3 or parts[0] not in LEVELS or parts[1] not in OPERANDS \
+                    or parts[2] not in ("read", "write"):
+                raise ValueError(f"LayerCounts.bits key {key!r} must be 'level.operand.read|"
+                                 f"write' with level in {LEVELS}, operand in {OPERANDS}")
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"LayerCounts.bits[{key!r}] must be a non-negative integer, "
+                                 f"not {v!r}")
+
+    def b(self, level: str, operand: str, rw: str) -> int:
+        return int(self.bits.get(f"{level}.{operand}.{rw}", 0))
+
+
+@dataclass(frozen=True)
+class EnergyBreakdown:
+    """Named energy terms in pJ for one layer (or a sum of layers)."""
+
+    name: str
+    terms: dict[str, float]
+    cycles: int = 0
+    macs: int = 0
+
+    @property
+    def total_pj(self) -> float:
+        return float(sum(self.terms.values()))
+
+    def by_category(self) -> dict[str, float]:
+        out = dict.fromkeys(CATEGORIES, 0.0)
+        for k, v in self.terms.items():
+            out[category_of(k)] += v
+        return out
+
+    def __add__(self, other: EnergyBreakdown) -> EnergyBreakdown:
+        terms = dict(self.terms)
+        for k, v in other.terms.items():
+            terms[k] = terms.get(k, 0.0) + v
+        return EnergyBreakdown(name="total", terms=terms, cycles=self.cycles + other.cycles,
+                               macs=self.macs + other.macs)
+
+
+def category_of(term: str) -> str:
+    head = term.split(".", 1)[0]
+    return {"mac": "mac", "pe": "pe_regs", "acc": "accumulator", "requant": "requant",
+            "buffer": "buffers", "params": "params", "dram": "dram"}[head]
+
+
+def buffer_bytes(cfg: ArrayConfig, operand: str) -> int:
+    """Capacity of the on-chip buffer holding ``operand`` (psum spills go to the output
+    buffer; requantizer parameters live in the weight buffer)."""
+    kib = {"weight": cfg.weight_buffer_kib, "act": cfg.act_buffer_kib,
+           "psum": cfg.out_buffer_kib, "out": cfg.out_buffer_kib,
+           "param": cfg.weight_buffer_kib}[operand]
+    return kib * 1024
+
+
+def acc_bank_bit_pj(cfg: ArrayConfig, table: EnergyTable, write: bool = False) -> float:
+    """One bit of one column's accumulator bank (``acc_depth x acc_bits``): an SRAM of that
+    size by the SRAM law, but never cheaper than a register bit."""
+    bank_bytes = cfg.acc_depth * cfg.acc_bits / 8.0
+    return max(table.register_bit, table.sram_bit_pj(bank_bytes, write=write))
+
+
+def requant_op_pj(cfg: ArrayConfig, table: EnergyTable) -> dict[str, float]:
+    """Energy of requantizing one accumulator: ``(acc*M + R) >> S``, ``+ z_y``, clamp."""
+    p = cfg.acc_bits + cfg.mult_bits
+    return {
+        "requant.mult": table.mult_pj(cfg.acc_bits, cfg.mult_bits),
+        # rounding add of R = 1 << (S-1) at full product width
+        "requant.round": table.add_pj(p),
+        # barrel shifter: S_BITS stages of p-bit 2:1 muxes
+        "requant.shift": S_BITS * p * table.mux2_bit_pj(),
+        # + z_y and the two clamp comparisons, at the shifted value's width (acc_bits)
+        "requant.clamp": 3 * table.add_pj(cfg.acc_bits),
+        # output register
+        "requant.reg": cfg.a_bits * table.register_bit,
+    }
+
+
+def params_terms(cfg: ArrayConfig, c: LayerCounts, table: EnergyTable) -> dict[str, float]:
+    """Bias and requantizer-parameter movement, DRAM -> weight buffer -> FIFO -> requantizer.
+
+    bias (both modes): ``channels x acc_bits`` fetched once, written and read back from the
+    buffer once per n-group (``cols`` lanes), through the parameter FIFO (write + read).
+    (M, S) per-tensor: ``mult_bits + 6`` bits per job, fetched from DRAM and latched with
+    ``cmd`` (one register write). Per-channel: ``channels x (mult_bits + 6)`` fetched, a
+    ``cols``-lane vector per n-group written to / read from the buffer, written to / read
+    from the FIFO and loaded into the per-lane requantizer registers.
+    """
+    dram = table.dram_bit_pj()
+    buf_r = table.sram_bit_pj(buffer_bytes(cfg, "param"))
+    buf_w = table.sram_bit_pj(buffer_bytes(cfg, "param"), write=True)
+    reg = table.register_bit
+    bias_fetch = c.channels * cfg.acc_bits
+    bias_vec = c.n_groups * cfg.cols * cfg.acc_bits
+    ms = cfg.mult_bits + S_BITS
+    terms = {
+        "params.bias_dram": bias_fetch * dram,
+        "params.bias_buffer": bias_fetch * buf_w + bias_vec * buf_r,
+        "params.bias_fifo": 2 * bias_vec * reg,
+    }
+    if cfg.per_channel:
+        ms_fetch = c.channels * ms
+        ms_vec = c.n_groups * cfg.cols * ms
+        terms.update({
+            "params.ms_dram": ms_fetch * dram,
+            "params.ms_buffer": ms_fetch * buf_w + ms_vec * buf_r,
+            "params.ms_fifo": 2 * ms_vec * reg,
+            "params.ms_regs": ms_vec * reg,
+        })
+    else:
+        ms_fetch = c.jobs * ms
+        terms.update({
+            "params.ms_dram": ms_fetch * dram,
+            "params.ms_buffer": 0.0,
+            "params.ms_fifo": 0.0,
+            "params.ms_regs": ms_fetch * reg,
+        })
+    return terms
+
+
+def per_channel_terms() -> tuple[str, ...]:
+    """The only terms in which a per-channel build differs from the per-tensor one."""
+    return ("params.ms_dram", "params.ms_buffer", "params.ms_fifo", "params.ms_regs")
+
+
+def layer_energy(cfg: ArrayConfig, counts: LayerCounts,
+                 table: EnergyTable | None = None) -> EnergyBreakdown:
+    """Energy terms (pJ) of one layer's counts on ``cfg``."""
+    t = table if table is not None else default_table()
+    c = counts
+    terms: dict[str, float] = {
+        "mac.mult": c.macs * t.mult_pj(cfg.w_bits, cfg.a_bits),
+        "mac.add": c.macs * t.add_pj(cfg.acc_bits),
+        "acc.add": c.acc_updates * t.add_pj(cfg.acc_bits),
+    }
+    for operand in OPERANDS:
+        pe_bits = c.b("pe", operand, "read") + c.b("pe", operand, "write")
+        if pe_bits:
+            terms[f"pe.{operand}"] = pe_bits * t.register_bit
+        acc = (c.b("acc", operand, "read") * acc_bank_bit_pj(cfg, t)
+               + c.b("acc", operand, "write") * acc_bank_bit_pj(cfg, t, write=True))
+        if acc:
+            terms[f"acc.{operand}"] = acc
+        size = buffer_bytes(cfg, operand)
+        buf = (c.b("buffer", operand, "read") * t.sram_bit_pj(size)
+               + c.b("buffer", operand, "write") * t.sram_bit_pj(size, write=True))
+        if buf:
+            terms[f"buffer.{operand}"] = buf
+        dram_bits = c.b("dram", operand, "read") + c.b("dram", operand, "write")
+        if dram_bits:
+            terms[f"dram.{operand}"] = dram_bits * t.dram_bit_pj()
+    for k, e in requant_op_pj(cfg, t).items():
+        terms[k] = c.outputs * e
+    terms.update(params_terms(cfg, c, t))
+    return EnergyBreakdown(name=c.name, terms=terms, cycles=c.cycles, macs=c.macs)
+
+
+def network_energy(cfg: ArrayConfig, layers: Iterable[LayerCounts],
+                   table: EnergyTable | None = None) -> tuple[list[EnergyBreakdown],
+                                                              EnergyBreakdown]:
+    """Per-layer breakdowns and their sum."""
+    per = [layer_energy(cfg, c, table) for c in layers]
+    total = EnergyBreakdown(name="total", terms={})
+    for b in per:
+        total = total + b
+    return per, total
