@@ -1,0 +1,309 @@
+"""Analytic latency and traffic model of the weight-stationary accelerator (closed form).
+
+Cycles
+------
+One GEMM job takes exactly :func:`sim.schedule.gemm_cycles` cycles — the same closed form
+the RTL and the cycle model (``sim/cycle.py``) implement. A layer of ``repeat`` jobs (the
+groups of a grouped / depthwise convolution, the batch x heads of an attention matmul)
+runs them as consecutive, non-overlapping jobs: ``cycles = repeat * gemm_cycles(T, K, N)``.
+A PE is busy when it multiplies a real operand pair, so ``busy = MACs = repeat * T*K*N``
+and ``utilization = busy / (rows * cols * cycles)``.
+
+Traffic
+-------
+Every count is in BITS, so bit-widths change it: weights ``w_bits``, activations and
+outputs ``a_bits``, partial sums / accumulators and bias ``acc_bits``, per-channel ``M``
+``mult_bits`` and ``S`` 6 bits (per tensor: one ``(M, S)`` per job in ``cmd``). With
+``NT, TT, KT`` the tile counts of :func:`sim.schedule.tiling`, ``R x C`` the array,
+``P = NT*TT*KT`` passes and ``slots = NT*KT*T*R*C`` PE-cycles that hold a valid token,
+per job (all on-chip counts are physical: full ``R``/``C`` lanes, as the streams carry them;
+DRAM counts are the tensors' real sizes):
+
+=========== =========================================================================
+level       reads / writes
+=========== =========================================================================
+``pe``      weights: ``2*P*R*C`` register writes (shadow, then active on swap),
+            ``slots`` reads; activations and psums: ``slots`` reads and writes each.
+``acc``     psums: the accumulator bank is read and written for every non-final K pass,
+            ``NT*T*(KT-1)*C`` each; params: bias read at the first K pass and ``M, S`` at
+            the last (``NT*T*C`` lanes each; per tensor one ``M, S`` per vector).
+``buffer``  reads = what the streams carry (``sim/streams.py``): weights ``P*R*C``,
+            activations ``NT*KT*T*R``, params ``NT*C`` lanes; outputs written
+            ``NT*T*C``. Buffer writes (fills) equal the DRAM reads; output-buffer reads
+            (drain) equal the DRAM writes.
+``dram``    see the reuse policy below. Partial sums never leave the chip: K is the
+            innermost loop, so a T-tile's accumulators finish before the next starts.
+=========== =========================================================================
+
+Reuse policy (what spills to DRAM, given ``ArrayConfig.*_buffer_kib``); passes run
+``for nt: for tt: for kt``:
+
+* **weights** (weight buffer, with the params): the K x C weight column of one n-tile is
+  used by every T-tile of that n-tile. If it fits (``K * min(N, C) * w_bits`` bits), each
+  weight is fetched from DRAM once per job; otherwise every pass re-fetches its tile:
+  ``TT`` times the weights.
+* **activations** (activation buffer): every n-tile streams the whole input. If the job's
+  input (``GemmWorkload.input_elems * a_bits``: the feature map for a convolution,
+  expanded by im2col on the buffer's read side, ``T*K`` for a GEMM) fits, it is fetched
+  once; otherwise once per n-tile (``NT`` times).
+* **outputs** are written to DRAM once; **params** are read once per job.
+* Layers exchange activations through DRAM (no inter-layer fusion).
+
+A buffer smaller than one tile — weights ``min(K,R)*min(N,C)*w_bits``, activations
+``min(T,D)*min(K,R)*a_bits``, outputs ``min(T,D)*min(N,C)*a_bits`` — is an error naming
+the layer and the ``ArrayConfig`` field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import ArrayConfig
+from .schedule import gemm_cycles, tiling
+from .workload import GemmWorkload
+
+__all__ = ["LEVELS", "OPERANDS", "BUFFER_OF", "Access", "Traffic", "LayerPerf", "NetworkPerf",
+           "analyze_layer", "analyze_network", "param_lane_bits", "check_buffers"]
+
+LEVELS = ("pe", "acc", "buffer", "dram")
+OPERANDS = ("weights", "activations", "psums", "outputs", "params")
+#: which on-chip buffer (``ArrayConfig`` field) holds each operand at the ``buffer`` level
+BUFFER_OF = {"weights": "weight_buffer_kib", "params": "weight_buffer_kib",
+             "activations": "act_buffer_kib", "outputs": "out_buffer_kib"}
+
+_L = {name: i for i, name in enumerate(LEVELS)}
+_O = {name: i for i, name in enumerate(OPERANDS)}
+
+
+@dataclass(frozen=True)
+class Access:
+    reads: int
+    writes: int
+
+    @property
+    def total(self) -> int:
+        return self.reads + self.writes
+
+
+class Traffic:
+    """Reads and writes in bits per ``(level, operand)``; ``bits[level, operand, 0/1]``."""
+
+    __slots__ = ("bits",)
+
+    def __init__(self, bits: np.ndarray | None = None):
+        self.bits = (np.zeros((len(LEVELS), len(OPERANDS), 2), dtype=np.int64)
+                     if bits is None else np.asarray(bits, dtype=np.int64))
+
+    def add(self, level: str, operand: str, reads: int = 0, writes: int = 0) -> None:
+        self.bits[_L[level], _O[operand], 0] += reads
+        self.bits[_L[level], _O[operand], 1] += writes
+
+    def __getitem__(self, key: tuple[str, str]) -> Access:
+        level, operand = key
+        r, w = self.bits[_L[level], _O[operand]]
+        return Access(int(r), int(w))
+
+    def reads(self, level: str, operand: str | None = None) -> int:
+        ops = slice(None) if operand is None else _O[operand]
+        return int(np.sum(self.bits[_L[level], ops, 0]))
+
+    def writes(self, level: str, operand: str | None = None) -> int:
+        ops = slice(None) if operand is None else _O[operand]
+        return int(np.sum(self.bits[_L[level], ops, 1]))
+
+    def total(self, level: str) -> int:
+        return int(self.bits[_L[level]].sum())
+
+    def __mul__(self, k: int) -> Traffic:
+        return Traffic(self.bits * int(k))
+
+    def __add__(self, other: Traffic) -> Traffic:
+        return Traffic(self.bits + other.bits)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Traffic) and bool(np.array_equal(self.bits, other.bits))
+
+    def to_dict(self) -> dict:
+        """``{level: {operand: {"reads": bits, "writes": bits}}}``."""
+        return {lv: {op: {"reads": int(self.bits[i, j, 0]), "writes": int(self.bits[i, j, 1])}
+                     for j, op in enumerate(OPERANDS)} for i, lv in enumerate(LEVELS)}
+
+
+def param_lane_bits(cfg: ArrayConfig) -> int:
+    """Bits of one output channel's params beat lane: bias, plus ``M, S`` per channel."""
+    return cfg.acc_bits + (cfg.mult_bits + 6 if cfg.per_channel else 0)
+
+
+def _kib_bits(kib: int) -> int:
+    return kib * 1024 * 8
+
+
+def check_buffers(cfg: ArrayConfig, w: GemmWorkload) -> None:
+    """Raise ``ValueError`` if a buffer cannot hold one tile of ``w``."""
+    R, C, D = cfg.rows, cfg.cols, cfg.acc_depth
+    need = {
+        "weight_buffer_kib": (min(w.K, R) * min(w.N, C) * cfg.w_bits,
+                              f"one {min(w.K, R)}x{min(w.N, C)} weight tile at {cfg.w_bits} bits"),
+        "act_buffer_kib": (min(w.T, D) * min(w.K, R) * cfg.a_bits,
+                           f"one {min(w.T, D)}x{min(w.K, R)} activation tile at "
+                           f"{cfg.a_bits} bits"),
+        "out_buffer_kib": (min(w.T, D) * min(w.N, C) * cfg.a_bits,
+                           f"one {min(w.T, D)}x{min(w.N, C)} output tile at {cfg.a_bits} bits"),
+    }
+    for fld, (bits, what) in need.items():
+        have = _kib_bits(getattr(cfg, fld))
+        if bits > have:
+            raise ValueError(f"layer {w.name!r}: ArrayConfig.{fld}={getattr(cfg, fld)} "
+                             f"({have} bits) is too small for {what} ({bits} bits)")
+    if max(w.T, w.K, w.N) > cfg.max_dim:
+        dim = max(("T", w.T), ("K", w.K), ("N", w.N), key=lambda kv: kv[1])
+        raise ValueError(f"layer {w.name!r}: GEMM dimension {dim[0]}={dim[1]} exceeds "
+                         f"{cfg.max_dim} (ArrayConfig.dim_bits={cfg.dim_bits})")
+
+
+@dataclass(frozen=True)
+class LayerPerf:
+    """One layer (``repeat`` jobs) on the accelerator. Counts cover all jobs."""
+
+    name: str
+    op: str
+    T: int
+    K: int
+    N: int
+    repeat: int
+    cycles: int              # repeat * cycles_per_job
+    cycles_per_job: int
+    macs: int                # = busy PE-cycles
+    utilization: float       # macs / (rows * cols * cycles)
+    passes: int              # weight-tile passes, all jobs
+    pe_slots: int            # PE-cycles holding a valid token (incl. padded lanes)
+    acc_adds: int            # accumulate-stage lane additions
+    requant_ops: int         # requantizer lane operations (multiply + shift + clamp)
+    weights_refetched: bool  # weight column did not fit: re-fetched per T-tile
+    acts_refetched: bool     # input did not fit: re-fetched per n-tile
+    traffic: Traffic
+
+    @property
+    def busy(self) -> int:
+        return self.macs
+
+    @property
+    def dram_bits(self) -> int:
+        return self.traffic.total("dram")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "op": self.op, "T": self.T, "K": self.K, "N": self.N,
+                "repeat": self.repeat, "cycles": self.cycles,
+                "cycles_per_job": self.cycles_per_job, "macs": self.macs,
+                "utilization": self.utilization, "passes": self.passes,
+                "pe_slots": self.pe_slots, "acc_adds": self.acc_adds,
+                "requant_ops": self.requant_ops, "weights_refetched": self.weights_refetched,
+                "acts_refetched": self.acts_refetched, "dram_bits": self.dram_bits,
+                "traffic_bits": self.traffic.to_dict()}
+
+
+def analyze_layer(cfg: ArrayConfig, w: GemmWorkload) -> LayerPerf:
+    """Cycles, utilization, operation counts and per-operand traffic (bits) of one layer."""
+    check_buffers(cfg, w)
+    T, K, N = w.T, w.K, w.N
+    R, C = cfg.rows, cfg.cols
+    til = tiling(cfg, T, K, N)
+    NT, TT, KT = til.NT, til.TT, til.KT
+    P = til.passes
+    cyc = gemm_cycles(cfg, T, K, N)
+    slots = NT * KT * T * R * C
+    wb, ab, cb = cfg.w_bits, cfg.a_bits, cfg.acc_bits
+    pl = param_lane_bits(cfg)
+    ms_bits = cfg.mult_bits + 6
+    tr = Traffic()
+    # PE registers
+    tr.add("pe", "weights", reads=slots * wb, writes=2 * P * R * C * wb)
+    tr.add("pe", "activations", reads=slots * ab, writes=slots * ab)
+    tr.add("pe", "psums", reads=slots * cb, writes=slots * cb)
+    # accumulator bank and the parameter registers feeding accumulate / requantize
+    partial = NT * T * (KT - 1) * C * cb
+    tr.add("acc", "psums", reads=partial, writes=partial)
+    vec = NT * T                                         # finished output vectors
+    params_acc = vec * C * cb + (vec * C * ms_bits if cfg.per_channel else vec * ms_bits)
+    tr.add("acc", "params", reads=params_acc, writes=NT * C * pl)
+    # DRAM, per the reuse policy
+    w_fits = K * min(N, C) * wb <= _kib_bits(cfg.weight_buffer_kib)
+    x_fits = w.input_elems * ab <= _kib_bits(cfg.act_buffer_kib)
+    dram_w = K * N * wb * (1 if w_fits else TT)
+    dram_x = w.input_elems * ab * (1 if x_fits else NT)
+    dram_p = N * pl + (0 if cfg.per_channel else ms_bits)
+    dram_y = T * N * ab
+    tr.add("dram", "weights", reads=dram_w)
+    tr.add("dram", "activations", reads=dram_x)
+    tr.add("dram", "params", reads=dram_p)
+    tr.add("dram", "outputs", writes=dram_y)
+    # on-chip buffers: stream reads, fills from DRAM, output writes and drain
+    tr.add("buffer", "weights", reads=P * R * C * wb, writes=dram_w)
+    tr.add("buffer", "activations", reads=NT * KT * T * R * ab, writes=dram_x)
+    tr.add("buffer", "params", reads=NT * C * pl + (0 if cfg.per_channel else ms_bits),
+           writes=dram_p)
+    tr.add("buffer", "outputs", reads=dram_y, writes=NT * T * C * ab)
+    rep = w.repeat
+    macs = w.macs
+    cycles = rep * cyc
+    return LayerPerf(name=w.name, op=w.op, T=T, K=K, N=N, repeat=rep, cycles=cycles,
+                     cycles_per_job=cyc, macs=macs,
+                     utilization=macs / (R * C * cycles), passes=rep * P,
+                     pe_slots=rep * slots, acc_adds=rep * NT * KT * T * C,
+                     requant_ops=rep * NT * T * C, weights_refetched=not w_fits,
+                     acts_refetched=not x_fits, traffic=tr * rep)
+
+
+@dataclass(frozen=True)
+class NetworkPerf:
+    """Per-layer results and totals of a network (layers run one after another)."""
+
+    cfg: ArrayConfig
+    layers: tuple[LayerPerf, ...]
+
+    @property
+    def cycles(self) -> int:
+        return sum(lp.cycles for lp in self.layers)
+
+    @property
+    def macs(self) -> int:
+        return sum(lp.macs for lp in self.layers)
+
+    @property
+    def utilization(self) -> float:
+        return self.macs / (self.cfg.rows * self.cfg.cols * self.cycles)
+
+    @property
+    def traffic(self) -> Traffic:
+        total = Traffic()
+        for lp in self.layers:
+            total = total + lp.traffic
+        return total
+
+    @property
+    def dram_bits(self) -> int:
+        return self.traffic.total("dram")
+
+    def totals(self) -> dict:
+        return {"layers": len(self.layers), "cycles": self.cycles, "macs": self.macs,
+                "utilization": self.utilization, "dram_bits": self.dram_bits,
+                "pe_slots": sum(lp.pe_slots for lp in self.layers),
+                "acc_adds": sum(lp.acc_adds for lp in self.layers),
+                "requant_ops": sum(lp.requant_ops for lp in self.layers),
+                "traffic_bits": self.traffic.to_dict()}
+
+    def to_dict(self) -> dict:
+        return {"config": self.cfg.to_dict(), "model": "analytic",
+                "layers": [lp.to_dict() for lp in self.layers], "totals": self.totals()}
+
+
+def analyze_network(cfg: ArrayConfig, gemms: Iterable[GemmWorkload] | Sequence[GemmWorkload]
+                    ) -> NetworkPerf:
+    """:func:`analyze_layer` on every workload, in order."""
+    layers = tuple(analyze_layer(cfg, g) for g in gemms)
+    if not layers:
+        raise ValueError("analyze_network: no layers")
+    return NetworkPerf(cfg=cfg, layers=layers)
