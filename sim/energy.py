@@ -21,10 +21,11 @@ Scaling laws (justified in ``docs/energy.md``):
 * DRAM: energy per bit = ``dram_64b[use] / 64``.
 
 Per-channel vs per-tensor scaling (whitepaper sec. 2.4.2) differs **only** in the
-``params.ms_*`` terms: the ``(M, S)`` vectors' DRAM fetch, buffer write/read, parameter
-FIFO write/read and per-lane requantizer registers, once per output tile (n-group),
-instead of one ``(M, S)`` latched with the job's ``cmd``. :func:`per_channel_terms` names
-them.
+``params.*`` terms: the traffic model moves ``cols`` lanes of ``(M, S)`` (``mult_bits + 6``
+bits each) with every output tile's params beat — DRAM fetch, weight-buffer write/read,
+parameter FIFO / per-lane requantizer registers, and a per-lane ``(M, S)`` read for every
+requantized vector — instead of one ``(M, S)`` per job latched with ``cmd``.
+:func:`per_channel_terms` names the terms.
 """
 
 from __future__ import annotations
@@ -39,13 +40,15 @@ from .config import ArrayConfig
 
 __all__ = ["EnergyTable", "EnergyTableError", "LayerCounts", "EnergyBreakdown", "load_table",
            "default_table", "layer_energy", "network_energy", "per_channel_terms", "CATEGORIES",
-           "category_of", "LEVELS", "OPERANDS", "S_BITS", "DEFAULT_TABLE_PATH"]
+           "category_of", "LEVELS", "OPERANDS", "S_BITS", "DEFAULT_TABLE_PATH",
+           "requant_op_pj", "acc_bank_bit_pj", "buffer_bytes", "table_from_dict"]
 
 DEFAULT_TABLE_PATH = pathlib.Path(__file__).with_name("data") / "energy_horowitz45.json"
 
 #: memory levels and operands a :class:`LayerCounts` may report bits for
 LEVELS = ("pe", "acc", "buffer", "dram")
-OPERANDS = ("weight", "act", "psum", "out")
+#: (names as in ``sim.analytic``)
+OPERANDS = ("weights", "activations", "psums", "outputs", "params")
 #: width of the requantizer shift ``S`` (SPEC: S in [0, 63])
 S_BITS = 6
 
@@ -243,23 +246,18 @@ class LayerCounts:
 
     ``bits`` maps ``"level.operand.read"`` / ``"level.operand.write"`` (level in
     :data:`LEVELS`, operand in :data:`OPERANDS`) to bits moved; missing keys are 0.
-    Requantizer parameters are *not* in ``bits``: the energy model derives them from
-    ``jobs``, ``n_groups`` and ``channels`` so that per-tensor and per-channel differ only
-    in documented terms.
+    ``qaccel.energy.counts_from_perf`` fills it from ``sim.analytic.LayerPerf``.
     """
 
     name: str
     macs: int            # useful multiply-accumulates (busy PE-cycles)
-    acc_updates: int     # accumulator-bank additions of a column psum (acc_bits wide)
-    outputs: int         # requantized output values
-    jobs: int            # GEMM jobs (one cmd each; per-tensor (M, S) per job)
-    n_groups: int        # output tiles (n-groups) over all jobs: one params beat each
-    channels: int        # output channels over all jobs (N summed): bias / (M, S) fetched
+    acc_updates: int     # accumulate-stage lane additions (acc_bits wide)
+    outputs: int         # requantizer lane operations (multiply, round, shift, clamp)
     cycles: int = 0
     bits: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self):
-        for k in ("macs", "acc_updates", "outputs", "jobs", "n_groups", "channels", "cycles"):
+        for k in ("macs", "acc_updates", "outputs", "cycles"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"LayerCounts.{k} must be a non-negative integer, not {v!r}")
@@ -311,11 +309,11 @@ def category_of(term: str) -> str:
 
 
 def buffer_bytes(cfg: ArrayConfig, operand: str) -> int:
-    """Capacity of the on-chip buffer holding ``operand`` (psum spills go to the output
-    buffer; requantizer parameters live in the weight buffer)."""
-    kib = {"weight": cfg.weight_buffer_kib, "act": cfg.act_buffer_kib,
-           "psum": cfg.out_buffer_kib, "out": cfg.out_buffer_kib,
-           "param": cfg.weight_buffer_kib}[operand]
+    """Capacity of the on-chip buffer holding ``operand`` (as ``sim.analytic.BUFFER_OF``:
+    requantizer parameters share the weight buffer; psums never reach a buffer)."""
+    kib = {"weights": cfg.weight_buffer_kib, "params": cfg.weight_buffer_kib,
+           "activations": cfg.act_buffer_kib, "psums": cfg.out_buffer_kib,
+           "outputs": cfg.out_buffer_kib}[operand]
     return kib * 1024
 
 
@@ -337,61 +335,39 @@ def requant_op_pj(cfg: ArrayConfig, table: EnergyTable) -> dict[str, float]:
         "requant.shift": S_BITS * p * table.mux2_bit_pj(),
         # + z_y and the two clamp comparisons, at the shifted value's width (acc_bits)
         "requant.clamp": 3 * table.add_pj(cfg.acc_bits),
-        # output register
-        "requant.reg": cfg.a_bits * table.register_bit,
+        # the two pipeline registers (acc_bits + product) and the output register
+        "requant.regs": (2 * cfg.acc_bits + cfg.mult_bits + cfg.a_bits) * table.register_bit,
     }
-
-
-def params_terms(cfg: ArrayConfig, c: LayerCounts, table: EnergyTable) -> dict[str, float]:
-    """Bias and requantizer-parameter movement, DRAM -> weight buffer -> FIFO -> requantizer.
-
-    bias (both modes): ``channels x acc_bits`` fetched once, written and read back from the
-    buffer once per n-group (``cols`` lanes), through the parameter FIFO (write + read).
-    (M, S) per-tensor: ``mult_bits + 6`` bits per job, fetched from DRAM and latched with
-    ``cmd`` (one register write). Per-channel: ``channels x (mult_bits + 6)`` fetched, a
-    ``cols``-lane vector per n-group written to / read from the buffer, written to / read
-    from the FIFO and loaded into the per-lane requantizer registers.
-    """
-    dram = table.dram_bit_pj()
-    buf_r = table.sram_bit_pj(buffer_bytes(cfg, "param"))
-    buf_w = table.sram_bit_pj(buffer_bytes(cfg, "param"), write=True)
-    reg = table.register_bit
-    bias_fetch = c.channels * cfg.acc_bits
-    bias_vec = c.n_groups * cfg.cols * cfg.acc_bits
-    ms = cfg.mult_bits + S_BITS
-    terms = {
-        "params.bias_dram": bias_fetch * dram,
-        "params.bias_buffer": bias_fetch * buf_w + bias_vec * buf_r,
-        "params.bias_fifo": 2 * bias_vec * reg,
-    }
-    if cfg.per_channel:
-        ms_fetch = c.channels * ms
-        ms_vec = c.n_groups * cfg.cols * ms
-        terms.update({
-            "params.ms_dram": ms_fetch * dram,
-            "params.ms_buffer": ms_fetch * buf_w + ms_vec * buf_r,
-            "params.ms_fifo": 2 * ms_vec * reg,
-            "params.ms_regs": ms_vec * reg,
-        })
-    else:
-        ms_fetch = c.jobs * ms
-        terms.update({
-            "params.ms_dram": ms_fetch * dram,
-            "params.ms_buffer": 0.0,
-            "params.ms_fifo": 0.0,
-            "params.ms_regs": ms_fetch * reg,
-        })
-    return terms
 
 
 def per_channel_terms() -> tuple[str, ...]:
-    """The only terms in which a per-channel build differs from the per-tensor one."""
-    return ("params.ms_dram", "params.ms_buffer", "params.ms_fifo", "params.ms_regs")
+    """The only terms in which a per-channel build differs from the per-tensor one
+    (given the same traffic for the other operands): parameter movement."""
+    return tuple(f"params.{lv}" for lv in LEVELS)
+
+
+def _level_bit_pj(cfg: ArrayConfig, t: EnergyTable, level: str, operand: str,
+                  write: bool) -> float:
+    if level == "pe":
+        return t.register_bit
+    if level == "acc":
+        # psums live in the accumulator banks; bias/(M, S) in the parameter FIFO and the
+        # requantizer's per-lane registers
+        return acc_bank_bit_pj(cfg, t, write) if operand == "psums" else t.register_bit
+    if level == "buffer":
+        return t.sram_bit_pj(buffer_bytes(cfg, operand), write=write)
+    return t.dram_bit_pj()
 
 
 def layer_energy(cfg: ArrayConfig, counts: LayerCounts,
                  table: EnergyTable | None = None) -> EnergyBreakdown:
-    """Energy terms (pJ) of one layer's counts on ``cfg``."""
+    """Energy terms (pJ) of one layer's counts on ``cfg``.
+
+    Terms: ``mac.mult``/``mac.add`` per MAC; ``acc.add`` per accumulate;
+    ``requant.*`` per requantized output; and for every level and operand the bits read
+    and written times that level's energy per bit (``pe.*``, ``acc.*``, ``buffer.*``,
+    ``dram.*``, and ``params.<level>`` for bias and ``(M, S)``).
+    """
     t = table if table is not None else default_table()
     c = counts
     terms: dict[str, float] = {
@@ -399,25 +375,14 @@ def layer_energy(cfg: ArrayConfig, counts: LayerCounts,
         "mac.add": c.macs * t.add_pj(cfg.acc_bits),
         "acc.add": c.acc_updates * t.add_pj(cfg.acc_bits),
     }
-    for operand in OPERANDS:
-        pe_bits = c.b("pe", operand, "read") + c.b("pe", operand, "write")
-        if pe_bits:
-            terms[f"pe.{operand}"] = pe_bits * t.register_bit
-        acc = (c.b("acc", operand, "read") * acc_bank_bit_pj(cfg, t)
-               + c.b("acc", operand, "write") * acc_bank_bit_pj(cfg, t, write=True))
-        if acc:
-            terms[f"acc.{operand}"] = acc
-        size = buffer_bytes(cfg, operand)
-        buf = (c.b("buffer", operand, "read") * t.sram_bit_pj(size)
-               + c.b("buffer", operand, "write") * t.sram_bit_pj(size, write=True))
-        if buf:
-            terms[f"buffer.{operand}"] = buf
-        dram_bits = c.b("dram", operand, "read") + c.b("dram", operand, "write")
-        if dram_bits:
-            terms[f"dram.{operand}"] = dram_bits * t.dram_bit_pj()
     for k, e in requant_op_pj(cfg, t).items():
         terms[k] = c.outputs * e
-    terms.update(params_terms(cfg, c, t))
+    for level in LEVELS:
+        for operand in OPERANDS:
+            e = (c.b(level, operand, "read") * _level_bit_pj(cfg, t, level, operand, False)
+                 + c.b(level, operand, "write") * _level_bit_pj(cfg, t, level, operand, True))
+            key = f"params.{level}" if operand == "params" else f"{level}.{operand}"
+            terms[key] = e
     return EnergyBreakdown(name=c.name, terms=terms, cycles=c.cycles, macs=c.macs)
 
 

@@ -23,27 +23,41 @@ from sim.schedule import tiling
 
 
 def gemm_counts(cfg: ArrayConfig, T: int, K: int, N: int, name: str = "g") -> LayerCounts:
-    """A simple, width-proportional traffic record for one GEMM (test fixture only; the
-    product's counts come from the analytic model)."""
+    """A width-proportional traffic record for one GEMM (test fixture, independent of
+    ``sim.analytic``; the product's counts come from the analytic model)."""
     til = tiling(cfg, T, K, N)
     w, a, acc = cfg.w_bits, cfg.a_bits, cfg.acc_bits
+    R, C = cfg.rows, cfg.cols
+    slots = til.NT * til.KT * T * R * C
+    ms = cfg.mult_bits + 6
+    lane = acc + (ms if cfg.per_channel else 0)
+    vec = til.NT * T
     bits = {
-        "pe.weight.write": 2 * til.passes * cfg.rows * cfg.cols * w,
-        "pe.act.write": T * K * til.NT * cfg.cols * a,
-        "pe.psum.write": T * K * N * acc,
-        "acc.psum.read": T * N * (til.KT - 1) * acc,
-        "acc.psum.write": T * N * (til.KT - 1) * acc,
-        "buffer.weight.read": K * N * til.TT * w,
-        "buffer.weight.write": K * N * w,
-        "buffer.act.read": T * K * til.NT * a,
-        "buffer.act.write": T * K * a,
-        "buffer.out.write": T * N * a,
-        "dram.weight.read": K * N * w,
-        "dram.act.read": T * K * a,
-        "dram.out.write": T * N * a,
+        "pe.weights.write": 2 * til.passes * R * C * w,
+        "pe.weights.read": slots * w,
+        "pe.activations.write": slots * a,
+        "pe.activations.read": slots * a,
+        "pe.psums.write": slots * acc,
+        "pe.psums.read": slots * acc,
+        "acc.psums.read": vec * (til.KT - 1) * C * acc,
+        "acc.psums.write": vec * (til.KT - 1) * C * acc,
+        "acc.params.read": vec * C * acc + vec * ms * (C if cfg.per_channel else 1),
+        "acc.params.write": til.NT * C * lane,
+        "buffer.weights.read": til.passes * R * C * w,
+        "buffer.weights.write": K * N * w,
+        "buffer.activations.read": til.NT * til.KT * T * R * a,
+        "buffer.activations.write": T * K * a,
+        "buffer.outputs.write": vec * C * a,
+        "buffer.outputs.read": T * N * a,
+        "buffer.params.read": til.NT * C * lane + (0 if cfg.per_channel else ms),
+        "buffer.params.write": N * lane + (0 if cfg.per_channel else ms),
+        "dram.weights.read": K * N * w,
+        "dram.activations.read": T * K * a,
+        "dram.outputs.write": T * N * a,
+        "dram.params.read": N * lane + (0 if cfg.per_channel else ms),
     }
-    return LayerCounts(name=name, macs=T * K * N, acc_updates=T * N * til.KT, outputs=T * N,
-                       jobs=1, n_groups=til.NT, channels=N, cycles=0, bits=bits)
+    return LayerCounts(name=name, macs=T * K * N, acc_updates=vec * til.KT * C,
+                       outputs=vec * C, cycles=0, bits=bits)
 
 
 # ---- table anchors -------------------------------------------------------------------
@@ -140,20 +154,20 @@ def test_custom_table_changes_energy(tmp_path):
     e_new = layer_energy(cfg, c, load_table(p))
     assert e_new.terms["mac.mult"] == pytest.approx(2 * e_def.terms["mac.mult"])
     assert e_new.terms["requant.mult"] == pytest.approx(2 * e_def.terms["requant.mult"])
-    assert e_new.terms["dram.weight"] == e_def.terms["dram.weight"]
+    assert e_new.terms["dram.weights"] == e_def.terms["dram.weights"]
 
 
 # ---- counts ----------------------------------------------------------------------------
 
 def test_layer_counts_validation():
     with pytest.raises(ValueError, match="LayerCounts.macs"):
-        LayerCounts(name="x", macs=-1, acc_updates=0, outputs=0, jobs=1, n_groups=1, channels=1)
-    with pytest.raises(ValueError, match="sram.weight.read"):
-        LayerCounts(name="x", macs=1, acc_updates=0, outputs=0, jobs=1, n_groups=1,
-                    channels=1, bits={"sram.weight.read": 8})
-    with pytest.raises(ValueError, match=r"bits\['dram.act.read'\]"):
-        LayerCounts(name="x", macs=1, acc_updates=0, outputs=0, jobs=1, n_groups=1,
-                    channels=1, bits={"dram.act.read": 1.5})
+        LayerCounts(name="x", macs=-1, acc_updates=0, outputs=0)
+    with pytest.raises(ValueError, match="sram.weights.read"):
+        LayerCounts(name="x", macs=1, acc_updates=0, outputs=0,
+                    bits={"sram.weights.read": 8})
+    with pytest.raises(ValueError, match=r"bits\['dram.activations.read'\]"):
+        LayerCounts(name="x", macs=1, acc_updates=0, outputs=0,
+                    bits={"dram.activations.read": 1.5})
 
 
 # ---- monotonicity --------------------------------------------------------------------
@@ -180,10 +194,10 @@ def test_fewer_bits_less_mac_buffer_dram_energy(per_channel):
             assert small[0]["dram"] < big[0]["dram"]
             assert small[2] < big[2]
             if w2 < w1:
-                assert small[1]["dram.weight"] < big[1]["dram.weight"]
+                assert small[1]["dram.weights"] < big[1]["dram.weights"]
             if a2 < a1:
-                assert small[1]["dram.act"] < big[1]["dram.act"]
-                assert small[1]["dram.out"] < big[1]["dram.out"]
+                assert small[1]["dram.activations"] < big[1]["dram.activations"]
+                assert small[1]["dram.outputs"] < big[1]["dram.outputs"]
 
 
 def test_requantizer_cost_follows_mult_and_acc_bits():
@@ -216,9 +230,8 @@ def test_acc_bits_drive_mac_add_and_accumulator():
 def test_per_channel_costs_exactly_the_modelled_terms(shape, rows, cols):
     pt = ArrayConfig(rows=rows, cols=cols, per_channel=False)
     pc = pt.replace(per_channel=True)
-    counts = gemm_counts(pt, *shape)
-    assert counts == gemm_counts(pc, *shape)   # same traffic: scaling does not change tiling
-    e_pt, e_pc = layer_energy(pt, counts), layer_energy(pc, counts)
+    c_pt, c_pc = gemm_counts(pt, *shape), gemm_counts(pc, *shape)
+    e_pt, e_pc = layer_energy(pt, c_pt), layer_energy(pc, c_pc)
     assert set(e_pt.terms) == set(e_pc.terms)
     extra = per_channel_terms()
     for k in e_pt.terms:
@@ -227,23 +240,27 @@ def test_per_channel_costs_exactly_the_modelled_terms(shape, rows, cols):
     diff = sum(e_pc.terms[k] - e_pt.terms[k] for k in extra)
     assert e_pc.total_pj - e_pt.total_pj == pytest.approx(diff, rel=1e-12)
     assert e_pc.total_pj > e_pt.total_pj
-    # the terms themselves, from the documented policy
+    # each term is the extra (M, S) bits times that level's energy per bit
     t = default_table()
     ms = pt.mult_bits + 6
-    n_groups = -(-shape[2] // cols)
-    assert e_pc.terms["params.ms_dram"] == pytest.approx(shape[2] * ms * t.dram_bit_pj())
-    assert e_pt.terms["params.ms_dram"] == pytest.approx(ms * t.dram_bit_pj())
-    assert e_pc.terms["params.ms_regs"] == pytest.approx(n_groups * cols * ms * t.register_bit)
-    assert e_pc.terms["params.ms_fifo"] == pytest.approx(2 * e_pc.terms["params.ms_regs"])
+    N = shape[2]
+    assert e_pc.terms["params.dram"] - e_pt.terms["params.dram"] == pytest.approx(
+        (N - 1) * ms * t.dram_bit_pj())
+    nt, vec = -(-N // cols), -(-N // cols) * shape[0]
+    d_acc = (vec * ms * (cols - 1) + nt * cols * ms) * t.register_bit
+    assert e_pc.terms["params.acc"] - e_pt.terms["params.acc"] == pytest.approx(d_acc)
+    buf = 1024 * pt.weight_buffer_kib
+    d_buf = (nt * cols * ms - ms) * t.sram_bit_pj(buf) + (N * ms - ms) * t.sram_bit_pj(buf, True)
+    assert e_pc.terms["params.buffer"] - e_pt.terms["params.buffer"] == pytest.approx(d_buf)
 
 
 def test_per_channel_overhead_grows_with_mult_bits():
     pc = ArrayConfig(rows=16, cols=16, per_channel=True, mult_bits=8)
-    counts = gemm_counts(pc, 100, 100, 100)
 
     def over(cfg):
-        e_pc = layer_energy(cfg, counts)
-        e_pt = layer_energy(cfg.replace(per_channel=False), counts)
+        pt = cfg.replace(per_channel=False)
+        e_pc = layer_energy(cfg, gemm_counts(cfg, 100, 100, 100))
+        e_pt = layer_energy(pt, gemm_counts(pt, 100, 100, 100))
         return e_pc.total_pj - e_pt.total_pj
 
     assert 0 < over(pc) < over(pc.replace(mult_bits=16)) < over(pc.replace(mult_bits=24))
