@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .arith import rounding_term
+from .arith import rounding_term, wrap
 from .config import ArrayConfig
 from .job import GemmJob
 from .schedule import PIPELINE_TAIL, gemm_cycles, tiling
@@ -101,6 +101,12 @@ def simulate(cfg: ArrayConfig, job: GemmJob, *, trace: bool = False) -> CycleRes
     return simulate_beats(cfg, job_beats(cfg, job), trace=trace)
 
 
+def _port(values, bits: int, signed: bool) -> np.ndarray:
+    """``values`` truncated to a ``bits``-wide port (int64)."""
+    v = np.asarray(values, dtype=np.int64)
+    return wrap(v, bits) if signed else v & np.int64((1 << bits) - 1)
+
+
 def _check_beats(cfg: ArrayConfig, beats: JobBeats):
     cmd = beats.cmd
     for key in ("T", "K", "N", "z_y", "relu") + (() if cfg.per_channel else ("m", "s")):
@@ -135,18 +141,19 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False) ->
     half = np.int64(1) << np.int64(acc_bits - 1)
     mask = (np.int64(1) << np.int64(acc_bits)) - np.int64(1)
     a_min, a_max = cfg.a_range
-    z_y = int(beats.cmd["z_y"])
+    z_y = int(_port(beats.cmd["z_y"], cfg.a_bits, cfg.a_signed))
     lo, hi = (z_y if beats.cmd["relu"] else a_min), a_max
 
-    act = np.asarray(beats.act, dtype=np.int64)
-    weight = np.asarray(beats.weight, dtype=np.int64)
-    bias_b = np.asarray(beats.bias, dtype=np.int64)
+    # ports are as wide as the payload fields: wider values are truncated, as in the RTL
+    act = _port(beats.act, cfg.a_bits, cfg.a_signed)
+    weight = _port(beats.weight, cfg.w_bits, True)
+    bias_b = _port(beats.bias, acc_bits, True)
     if cfg.per_channel:
-        m_b = np.asarray(beats.m, dtype=np.int64)
-        s_b = np.asarray(beats.s, dtype=np.int64)
+        m_b = _port(beats.m, cfg.mult_bits, False)
+        s_b = _port(beats.s, 6, False)
     else:
-        m_pt = np.int64(beats.cmd["m"])
-        s_pt = np.int64(beats.cmd["s"])
+        m_pt = _port(beats.cmd["m"], cfg.mult_bits, False)
+        s_pt = _port(beats.cmd["s"], 6, False)
 
     # ---- sequencer tables (what its counters decode to, per pass) --------------------
     coords = til.pass_coords().tolist()

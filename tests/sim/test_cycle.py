@@ -1,0 +1,256 @@
+"""The cycle-level model against the numpy reference and the pass schedule."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from sim.config import ArrayConfig
+from sim.cycle import bits_for_range, params_fifo_depth, simulate, simulate_beats
+from sim.job import GemmJob, random_job
+from sim.reference import reference_gemm
+from sim.schedule import PIPELINE_TAIL, gemm_cycles, pass_starts, tiling
+from sim.streams import job_beats
+
+# keep one example's simulation short: the model steps one clock per Python iteration
+MAX_CYCLES = 2500
+
+
+@st.composite
+def configs(draw) -> ArrayConfig:
+    w_bits = draw(st.integers(2, 16))
+    a_bits = draw(st.integers(2, 16))
+    mult_bits = draw(st.integers(1, min(32, 62 - w_bits - a_bits)))
+    floor, ceil = w_bits + a_bits, min(60, 62 - mult_bits)
+    # narrow accumulators (which wrap) as often as wide ones
+    acc_bits = draw(st.one_of(st.integers(floor, min(ceil, floor + 4)),
+                              st.integers(floor, ceil)))
+    return ArrayConfig(rows=draw(st.integers(2, 9)), cols=draw(st.integers(2, 9)),
+                       w_bits=w_bits, a_bits=a_bits, a_signed=draw(st.booleans()),
+                       acc_bits=acc_bits, mult_bits=mult_bits,
+                       per_channel=draw(st.booleans()), acc_depth=draw(st.integers(1, 12)))
+
+
+@st.composite
+def cases(draw):
+    cfg = draw(configs())
+    T, K, N = (draw(st.integers(1, 40)) for _ in range(3))
+    assume(gemm_cycles(cfg, T, K, N) <= MAX_CYCLES)
+    seed = draw(st.integers(0, 2**32 - 1))
+    extreme = draw(st.booleans())
+    job = random_job(cfg, T, K, N, np.random.default_rng(seed), extreme=extreme)
+    return cfg, job
+
+
+def expected_trace(cfg: ArrayConfig, T: int, K: int, N: int) -> dict[str, np.ndarray]:
+    """Beat cycles of every stream, straight from the schedule in sim/schedule.py."""
+    til = tiling(cfg, T, K, N)
+    starts = pass_starts(cfg, til)
+    act, weight, params, out = [], [], [], []
+    for p, (_nt, tt, kt) in enumerate(til.pass_coords().tolist()):
+        s, L = int(starts[p]), til.tile_len(tt)
+        act += [s + t for t in range(L)]
+        weight += [s + r for r in range(cfg.rows)]
+        if tt == 0 and kt == 0:
+            params.append(s)
+        if kt == til.KT - 1:
+            out += [s + t + cfg.rows + cfg.cols + PIPELINE_TAIL for t in range(L)]
+    return {k: np.array(v, dtype=np.int64) for k, v in
+            (("act", act), ("weight", weight), ("params", params), ("out", out))}
+
+
+def expected_busy(cfg: ArrayConfig, T: int, K: int, N: int) -> np.ndarray:
+    """Busy PEs per cycle: PE (r, c) multiplies (p, t) in cycle s_p + t + r + c + 1."""
+    til = tiling(cfg, T, K, N)
+    starts = pass_starts(cfg, til)
+    total = gemm_cycles(cfg, T, K, N) + 1
+    busy = np.zeros(total, dtype=np.int64)
+    for p, (nt, tt, kt) in enumerate(til.pass_coords().tolist()):
+        t, r, c = np.meshgrid(np.arange(til.tile_len(tt)), np.arange(til.k_len(kt)),
+                              np.arange(til.n_len(nt)), indexing="ij")
+        busy += np.bincount((starts[p] + t + r + c + 1).ravel(), minlength=total)[:total]
+    return busy
+
+
+def exact_partial_sums(cfg: ArrayConfig, job: GemmJob) -> np.ndarray:
+    """Every exact adder result in the order the array adds: down each PE column
+    (rows of one K tile), then into the accumulator starting from the bias."""
+    til = tiling(cfg, job.T, job.K, job.N)
+    sums = []
+    acc = np.broadcast_to(job.bias, (job.T, job.N)).astype(np.int64)
+    for kt in range(til.KT):
+        ks = slice(kt * cfg.rows, kt * cfg.rows + til.k_len(kt))
+        col = np.cumsum(job.x[:, ks, None] * job.w[None, ks, :], axis=1)   # [T, k, N]
+        sums.append(col.ravel())
+        acc = acc + col[:, -1, :]
+        sums.append(acc.ravel())
+    return np.concatenate(sums)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.filter_too_much,
+                                                                   HealthCheck.too_slow])
+@given(cases())
+def test_cycle_model_matches_reference_and_schedule(case):
+    cfg, job = case
+    T, K, N = job.T, job.K, job.N
+    res = simulate(cfg, job, trace=True)
+    ref = reference_gemm(cfg, job)
+    # outputs, bit-exact, also as the out stream of sim/streams.py
+    np.testing.assert_array_equal(res.y, ref.y)
+    np.testing.assert_array_equal(res.out_beats, job_beats(cfg, job, ref.y).out)
+    # timing: closed form and beat by beat
+    assert res.cycles == gemm_cycles(cfg, T, K, N)
+    want = expected_trace(cfg, T, K, N)
+    for stream, cycles in want.items():
+        np.testing.assert_array_equal(getattr(res.trace, stream), cycles, err_msg=stream)
+    assert res.trace.out[-1] == res.cycles
+    assert res.trace.params_fifo_peak <= params_fifo_depth(cfg)
+    # busy PEs
+    assert res.busy.shape == (res.cycles + 1,)
+    assert res.busy.sum() == T * K * N == res.useful_macs
+    np.testing.assert_array_equal(res.busy, expected_busy(cfg, T, K, N))
+    assert res.utilization == pytest.approx(T * K * N / (cfg.rows * cfg.cols * res.cycles))
+    # overflow accounting
+    exact = exact_partial_sums(cfg, job)
+    lo, hi = cfg.acc_range
+    leaves = bool(np.any((exact < lo) | (exact > hi)))
+    assert (res.overflow_events > 0) == leaves
+    assert res.acc_bits_needed == bits_for_range(exact.min(), exact.max())
+    assert (res.acc_bits_needed > cfg.acc_bits) == leaves
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.filter_too_much,
+                                                                  HealthCheck.too_slow])
+@given(cases(), st.integers(0, 2**32 - 1))
+def test_dont_care_lanes_are_ignored(case, seed):
+    """Act lanes past K, weight rows/lanes past K/N and params lanes past N are don't-care."""
+    cfg, job = case
+    T, K, N = job.T, job.K, job.N
+    til = tiling(cfg, T, K, N)
+    assume(K % cfg.rows or N % cfg.cols)
+    rng = np.random.default_rng(seed)
+    beats = job_beats(cfg, job)
+    clean = simulate_beats(cfg, beats)
+
+    def garbage(arr, keep, lo, hi):
+        noisy = rng.integers(lo, hi, endpoint=True, size=arr.shape)
+        return np.where(keep, arr, noisy)
+
+    kt = np.tile(np.repeat(np.tile(np.arange(til.KT), til.TT), cfg.rows), til.NT)
+    k_of_w = kt * cfg.rows + np.tile(np.arange(cfg.rows), til.passes)          # weight beat row
+    n_of_lane = (np.repeat(til.pass_coords()[:, 0], cfg.rows)[:, None] * cfg.cols
+                 + np.arange(cfg.cols))
+    weight = garbage(beats.weight, (k_of_w[:, None] < K) & (n_of_lane < N), *cfg.w_range)
+    act_kt = np.concatenate([np.repeat(np.arange(til.KT), til.tile_len(tt))
+                             for tt in range(til.TT)])
+    act_k = np.tile(act_kt, til.NT)[:, None] * cfg.rows + np.arange(cfg.rows)
+    act = garbage(beats.act, act_k < K, *cfg.a_range)
+    lane_n = np.arange(til.NT)[:, None] * cfg.cols + np.arange(cfg.cols)
+    fields = {"weight": weight, "act": act,
+              "bias": garbage(beats.bias, lane_n < N, *cfg.acc_range)}
+    if cfg.per_channel:
+        fields["m"] = garbage(beats.m, lane_n < N, *cfg.mult_range)
+        fields["s"] = garbage(beats.s, lane_n < N, 0, 63)
+    noisy = simulate_beats(cfg, dataclasses.replace(beats, **fields))
+    np.testing.assert_array_equal(noisy.out_beats, clean.out_beats)
+    np.testing.assert_array_equal(noisy.busy, clean.busy)
+    assert (noisy.cycles, noisy.overflow_events, noisy.acc_bits_needed) == \
+        (clean.cycles, clean.overflow_events, clean.acc_bits_needed)
+
+
+def test_overflow_events_counted_per_adder():
+    """Two rows of 255 * 127 in a 16-bit accumulator: row 1's PE add wraps (64770 needs
+    17 bits), the accumulator add of bias 0 and the wrapped column sum does not."""
+    cfg = ArrayConfig(rows=2, cols=2, w_bits=8, a_bits=8, acc_bits=16, acc_depth=4)
+    job = GemmJob.create(cfg, [[255, 255]], [[127], [127]], [0], 1, 0)
+    res = simulate(cfg, job)
+    column = 255 * 127 * 2
+    assert column > cfg.acc_range[1]
+    assert res.overflow_events == 1
+    assert res.acc_bits_needed == column.bit_length() + 1
+    np.testing.assert_array_equal(res.y, reference_gemm(cfg, job).y)
+
+
+def test_wrapping_accumulator_across_k_tiles():
+    """Extreme operands over many K tiles in the narrowest legal accumulator: the model
+    wraps like the reference and counts the events."""
+    cfg = ArrayConfig(rows=3, cols=4, w_bits=4, a_bits=4, a_signed=True, acc_bits=8,
+                      acc_depth=5)
+    rng = np.random.default_rng(7)
+    job = random_job(cfg, 11, 29, 9, rng, extreme=True)
+    res = simulate(cfg, job)
+    ref = reference_gemm(cfg, job)
+    np.testing.assert_array_equal(res.y, ref.y)
+    assert res.overflow_events > 0
+    assert res.acc_bits_needed > cfg.acc_bits
+    assert res.acc_bits_needed >= ref.acc_bits_needed()
+
+
+def test_wide_accumulator_never_overflows():
+    cfg = ArrayConfig(rows=5, cols=3, w_bits=16, a_bits=16, acc_bits=46, mult_bits=16,
+                      per_channel=True, acc_depth=3)
+    job = random_job(cfg, 7, 23, 8, np.random.default_rng(1), extreme=True)
+    res = simulate(cfg, job)
+    assert res.overflow_events == 0
+    assert res.acc_bits_needed <= cfg.acc_bits
+    np.testing.assert_array_equal(res.y, reference_gemm(cfg, job).y)
+
+
+def test_full_utilization_goal():
+    """Issue goal: T >= 8 (R + C), K, N multiples of the array: cycles <= 1.05 ideal."""
+    cfg = ArrayConfig(rows=4, cols=4, acc_depth=64)
+    T, K, N = 64, 8, 8
+    res = simulate(cfg, random_job(cfg, T, K, N, np.random.default_rng(3)))
+    ideal = T * K * N / (cfg.rows * cfg.cols)
+    assert res.cycles <= 1.05 * ideal
+    assert res.utilization >= 1 / 1.05
+
+
+def test_trace_is_optional():
+    cfg = ArrayConfig(rows=2, cols=3)
+    res = simulate(cfg, random_job(cfg, 3, 4, 5, np.random.default_rng(0)))
+    assert res.trace is None
+
+
+def test_result_is_frozen():
+    cfg = ArrayConfig(rows=2, cols=2)
+    res = simulate(cfg, random_job(cfg, 2, 2, 2, np.random.default_rng(0)))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.cycles = 0
+
+
+def test_job_built_for_another_config_is_rejected():
+    per_tensor = ArrayConfig(rows=2, cols=2)
+    job = random_job(per_tensor, 3, 3, 3, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"GemmJob\.m must have shape \(3,\)"):
+        simulate(per_tensor.replace(per_channel=True), job)
+    wide = ArrayConfig(rows=2, cols=2, w_bits=8)
+    job = GemmJob.create(wide, [[1]], [[100]], [0], 1, 0)
+    with pytest.raises(ValueError, match=r"GemmJob\.w values must be in \[-8, 7\]"):
+        simulate(wide.replace(w_bits=4), job)
+
+
+def test_beats_with_wrong_shapes_are_rejected():
+    cfg = ArrayConfig(rows=2, cols=2)
+    beats = job_beats(cfg, random_job(cfg, 3, 3, 3, np.random.default_rng(0)))
+    with pytest.raises(ValueError, match=r"act beats must have shape \(12, 2\)"):
+        simulate_beats(cfg, dataclasses.replace(beats, act=beats.act[:-1]))
+    with pytest.raises(ValueError, match=r"weight beats must have shape"):
+        simulate_beats(cfg, dataclasses.replace(beats, weight=beats.weight[:, :1]))
+    with pytest.raises(ValueError, match=r"cmd\.K must be in \[1, 65535\]"):
+        simulate_beats(cfg, dataclasses.replace(beats, cmd={**beats.cmd, "K": 0}))
+
+
+@pytest.mark.parametrize(("lo", "hi", "bits"), [(0, 0, 1), (-1, 0, 1), (0, 1, 2), (-2, 1, 2),
+                                                (-3, 0, 3), (0, 127, 8), (-128, 0, 8),
+                                                (-129, 0, 9), (0, 128, 9)])
+def test_bits_for_range(lo, hi, bits):
+    assert bits_for_range(lo, hi) == bits
+    # and it is the smallest: one bit fewer does not hold the range
+    assert -(1 << (bits - 1)) <= lo and hi < (1 << (bits - 1))
+    if bits > 1:
+        assert lo < -(1 << (bits - 2)) or hi >= (1 << (bits - 2))
