@@ -41,7 +41,8 @@ from .config import ArrayConfig
 __all__ = ["EnergyTable", "EnergyTableError", "LayerCounts", "EnergyBreakdown", "load_table",
            "default_table", "layer_energy", "network_energy", "per_channel_terms", "CATEGORIES",
            "category_of", "LEVELS", "OPERANDS", "S_BITS", "DEFAULT_TABLE_PATH",
-           "requant_op_pj", "acc_bank_bit_pj", "buffer_bytes", "table_from_dict"]
+           "requant_op_pj", "acc_bank_bit_pj", "buffer_bytes", "table_from_dict",
+           "counts_from_perf", "workloads_energy"]
 
 DEFAULT_TABLE_PATH = pathlib.Path(__file__).with_name("data") / "energy_horowitz45.json"
 
@@ -395,3 +396,28 @@ def network_energy(cfg: ArrayConfig, layers: Iterable[LayerCounts],
     for b in per:
         total = total + b
     return per, total
+
+
+# ---- adapter to the analytic model ------------------------------------------------------
+
+def counts_from_perf(lp) -> LayerCounts:
+    """:class:`LayerCounts` of a ``sim.analytic.LayerPerf`` (all its jobs)."""
+    bits = {}
+    for level, ops in lp.traffic.to_dict().items():
+        for operand, acc in ops.items():
+            if acc["reads"]:
+                bits[f"{level}.{operand}.read"] = int(acc["reads"])
+            if acc["writes"]:
+                bits[f"{level}.{operand}.write"] = int(acc["writes"])
+    return LayerCounts(name=lp.name, macs=int(lp.macs), acc_updates=int(lp.acc_adds),
+                       outputs=int(lp.requant_ops), cycles=int(lp.cycles), bits=bits)
+
+
+def workloads_energy(cfg: ArrayConfig, workloads, table: EnergyTable | None = None):
+    """Analytic model + energy model for a list of ``GemmWorkload``:
+    ``(NetworkPerf, per-layer breakdowns, total breakdown)``."""
+    from .analytic import analyze_network
+
+    perf = analyze_network(cfg, workloads)
+    per, total = network_energy(cfg, [counts_from_perf(lp) for lp in perf.layers], table)
+    return perf, per, total
