@@ -1,0 +1,290 @@
+"""cocotb bench for the accelerator top (``qaccel_top``), run by :func:`qaccel.rtl_build.run_jobs`.
+
+Structured like cocotb's ``examples/matrix_multiplier``:
+
+* **drivers** -- one :class:`StreamDriver` per input stream (``cmd``, ``weight``, ``act``,
+  ``params``): presents ``valid``/``payload``, holds them until ``ready``, optionally
+  inserts random idle cycles (``valid`` low) between beats;
+* **monitor** -- :class:`OutMonitor` on ``out``: drives ``ready`` (random stalls on request)
+  and records every accepted beat with its cycle;
+* **model** -- :func:`sim.cycle.simulate_beats` on exactly the beats that were driven;
+* **checker** -- :func:`check_job`: every output integer, the number of beats, and (for
+  jobs without stalls) the total cycle count ``last out handshake - cmd handshake``.
+
+Parameters arrive through the environment: ``QACCEL_RUN`` names a JSON spec in the run
+directory (configuration, jobs file, per-job stall probability, seed, results path).
+
+Timing: one coroutine steps the clock. After each rising edge the drivers update their
+outputs; in the ``ReadOnly`` phase of the same cycle every stream's ``valid && ready`` is
+sampled, which is the handshake that completes at the next edge. Cycle numbers count rising
+edges, so the ``cmd`` handshake cycle and the last ``out`` handshake cycle differ by
+exactly the model's ``cycles``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import random
+import time
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ReadOnly, RisingEdge
+
+from sim import ArrayConfig, GemmJob
+from sim.cycle import simulate_beats
+from sim.reference import reference_gemm
+from sim.schedule import tiling
+from sim.streams import JobBeats, job_beats, pack_cmd, pack_lanes, pack_params, unpack_lanes
+
+CLOCK_NS = 10
+
+
+def _port(dut, stream: str, member: str):
+    """``<stream>__<member>``: how Amaranth names the flattened interface ports."""
+    for name in (f"{stream}__{member}", f"{stream}_{member}"):
+        try:
+            return getattr(dut, name)
+        except AttributeError:
+            continue
+    raise AttributeError(f"DUT has no port {stream}__{member}")
+
+
+class StreamDriver:
+    """Drives one valid/ready input stream from a queue of packed payload integers."""
+
+    def __init__(self, dut, name: str, rng: random.Random):
+        self.name = name
+        self.valid = _port(dut, name, "valid")
+        self.ready = _port(dut, name, "ready")
+        self.payload = _port(dut, name, "payload")
+        self.rng = rng
+        self.gap = 0.0
+        self.queue: list[int] = []
+        self.pos = 0
+        self.presenting = False
+        self.accepted: list[int] = []          # handshake cycle of every beat
+        self._last_payload: int | None = None
+        self.valid.value = 0
+
+    def load(self, words: list[int], gap: float) -> None:
+        self.queue, self.pos, self.gap = list(words), 0, gap
+        self.accepted = []
+        self.presenting = False
+
+    @property
+    def pending(self) -> int:
+        return len(self.queue) - self.pos
+
+    def drive(self) -> None:
+        """Called right after a rising edge: decide this cycle's valid/payload."""
+        if not self.presenting and self.pos < len(self.queue):
+            # a beat once presented stays valid until accepted (stream rules)
+            if not (self.gap and self.rng.random() < self.gap):
+                self.presenting = True
+                word = self.queue[self.pos]
+                if word != self._last_payload:
+                    self.payload.value = word
+                    self._last_payload = word
+        self.valid.value = 1 if self.presenting else 0
+
+    def sample(self, cycle: int) -> None:
+        """Called in ReadOnly: did the presented beat handshake in this cycle?"""
+        if self.presenting and int(self.ready.value):
+            self.accepted.append(cycle)
+            self.pos += 1
+            self.presenting = False
+
+
+class OutMonitor:
+    """Drives ``out.ready`` (random stalls with probability ``gap``) and records beats."""
+
+    def __init__(self, dut, cfg: ArrayConfig, rng: random.Random):
+        self.cfg = cfg
+        self.valid = _port(dut, "out", "valid")
+        self.ready = _port(dut, "out", "ready")
+        self.payload = _port(dut, "out", "payload")
+        self.rng = rng
+        self.gap = 0.0
+        self.beats: list[np.ndarray] = []
+        self.cycles: list[int] = []
+        self.ready.value = 0
+
+    def start(self, gap: float) -> None:
+        self.gap, self.beats, self.cycles = gap, [], []
+
+    def drive(self) -> None:
+        self.ready.value = 0 if (self.gap and self.rng.random() < self.gap) else 1
+
+    def sample(self, cycle: int) -> None:
+        if int(self.valid.value) and int(self.ready.value):
+            word = self.payload.value.to_unsigned()
+            self.beats.append(unpack_lanes(word, self.cfg.cols, self.cfg.a_bits,
+                                           self.cfg.a_signed))
+            self.cycles.append(cycle)
+
+
+def scramble_dont_cares(cfg: ArrayConfig, beats: JobBeats, rng: np.random.Generator) -> JobBeats:
+    """Fill every don't-care lane (act lanes past K, weight rows/lanes past K/N, params
+    lanes past N) with random in-range values: the RTL must mask them."""
+    T, K, N = (int(beats.cmd[k]) for k in ("T", "K", "N"))
+    til = tiling(cfg, T, K, N)
+    R, C = cfg.rows, cfg.cols
+    kt_act = np.concatenate([np.full(til.tile_len(tt), kt) for _nt in range(til.NT)
+                             for tt in range(til.TT) for kt in range(til.KT)])
+    dc_act = kt_act[:, None] * R + np.arange(R)[None, :] >= K
+    coords = [(nt, kt) for nt in range(til.NT) for _tt in range(til.TT) for kt in range(til.KT)]
+    nt_w = np.repeat([c[0] for c in coords], R)
+    kt_w = np.repeat([c[1] for c in coords], R)
+    row_w = np.tile(np.arange(R), len(coords))
+    dc_w = (kt_w * R + row_w >= K)[:, None] | (nt_w[:, None] * C + np.arange(C)[None, :] >= N)
+    dc_p = np.arange(til.NT)[:, None] * C + np.arange(C)[None, :] >= N
+
+    def fill(arr, mask, lo, hi):
+        arr = np.array(arr, dtype=np.int64)
+        arr[mask] = rng.integers(lo, hi, endpoint=True, size=int(mask.sum()))
+        return arr
+
+    changes = {"act": fill(beats.act, dc_act, *cfg.a_range),
+               "weight": fill(beats.weight, dc_w, *cfg.w_range),
+               "bias": fill(beats.bias, dc_p, *cfg.acc_range)}
+    if cfg.per_channel:
+        changes["m"] = fill(beats.m, dc_p, *cfg.mult_range)
+        changes["s"] = fill(beats.s, dc_p, 0, 63)
+    return dataclasses.replace(beats, **changes)
+
+
+def check_job(cfg: ArrayConfig, job: GemmJob, model, rtl_beats: np.ndarray, rtl_cycles,
+              check_cycles: bool) -> dict:
+    """Checker: every output integer, the beat count, and (gap-free) the cycle count."""
+    rec: dict = {"n_out_model": int(model.out_beats.shape[0]), "n_out_rtl": int(len(rtl_beats)),
+                 "model_cycles": int(model.cycles), "rtl_cycles": rtl_cycles,
+                 "cycles_checked": check_cycles, "mismatches": []}
+    ok_n = rec["n_out_model"] == rec["n_out_rtl"]
+    if ok_n and len(rtl_beats):
+        diff = np.argwhere(np.asarray(rtl_beats) != model.out_beats)
+        for b, lane in diff[:10].tolist():
+            rec["mismatches"].append({"beat": b, "lane": lane,
+                                      "rtl": int(rtl_beats[b][lane]),
+                                      "model": int(model.out_beats[b, lane])})
+        rec["n_mismatches"] = int(len(diff))
+    else:
+        rec["n_mismatches"] = None
+    rec["outputs_match"] = bool(ok_n and rec["n_mismatches"] == 0)
+    rec["cycles_match"] = (rtl_cycles == model.cycles) if check_cycles else None
+    ref = reference_gemm(cfg, job)
+    rec["model_matches_reference"] = bool(np.array_equal(model.y, ref.y))
+    rec["utilization"] = float(model.utilization)
+    rec["overflow_events"] = int(model.overflow_events)
+    rec["ok"] = bool(rec["outputs_match"] and rec["cycles_match"] is not False)
+    return rec
+
+
+async def _reset(dut, cycles: int = 3) -> None:
+    dut.rst.value = 1
+    for _ in range(cycles):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
+
+
+@cocotb.test()
+async def run_jobs(dut):
+    """Drive every job of the run spec back to back; check each against the cycle model."""
+    spec = json.loads(pathlib.Path(os.environ["QACCEL_RUN"]).read_text())
+    cfg = ArrayConfig.from_dict(spec["config"])
+    from qaccel.rtl_build import load_jobs
+
+    jobs = load_jobs(cfg, pathlib.Path(spec["jobs"]))
+    gaps = spec["gaps"]
+    check_model = spec.get("check_model", True)
+    scramble = spec.get("scramble", [False] * len(jobs))
+    seed = int(spec["seed"])
+    rng = random.Random(seed)
+    nprng = np.random.default_rng(seed)
+
+    drivers = {name: StreamDriver(dut, name, rng) for name in ("cmd", "weight", "act", "params")}
+    monitor = OutMonitor(dut, cfg, rng)
+    cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+    await _reset(dut)
+
+    cycle = 0
+    records = []
+    t_start = time.perf_counter()
+    for index, (job, gap) in enumerate(zip(jobs, gaps)):
+        beats = job_beats(cfg, job)
+        if scramble[index]:
+            beats = scramble_dont_cares(cfg, beats, nprng)
+        til = tiling(cfg, job.T, job.K, job.N)
+        model = simulate_beats(cfg, beats) if check_model else None
+        drivers["cmd"].load([pack_cmd(cfg, beats.cmd)], gap)
+        drivers["weight"].load([pack_lanes(r, cfg.w_bits) for r in beats.weight], gap)
+        drivers["act"].load([pack_lanes(r, cfg.a_bits) for r in beats.act], gap)
+        drivers["params"].load([pack_params(cfg, beats, nt) for nt in range(til.NT)], gap)
+        monitor.start(gap)
+        n_out = til.NT * job.T
+        budget = (model.cycles if model else 4 * (til.passes * max(cfg.acc_depth, cfg.rows,
+                                                                   cfg.cols)))
+        limit = int(budget * (1 + 20 * gap)) + 200
+        t0 = cycle
+        error = None
+        while len(monitor.beats) < n_out:
+            await RisingEdge(dut.clk)
+            cycle += 1
+            for d in drivers.values():
+                d.drive()
+            monitor.drive()
+            await ReadOnly()
+            for d in drivers.values():
+                d.sample(cycle)
+            monitor.sample(cycle)
+            if cycle - t0 > limit:
+                error = (f"timeout after {limit} cycles: {len(monitor.beats)}/{n_out} out beats; "
+                         + ", ".join(f"{k} {d.pending} beats pending"
+                                     for k, d in drivers.items()))
+                break
+        # a few idle cycles: no stray output beats after the job
+        extra = 0
+        if error is None:
+            monitor.gap = 0.0
+            for _ in range(4):
+                await RisingEdge(dut.clk)
+                cycle += 1
+                for d in drivers.values():
+                    d.drive()
+                monitor.drive()
+                await ReadOnly()
+                extra += int(monitor.valid.value)
+        leftover = {k: d.pending for k, d in drivers.items() if d.pending}
+        if error is None and leftover:
+            error = f"job finished with input beats never consumed: {leftover}"
+        if error is None and extra:
+            error = f"{extra} stray out.valid cycles after the last output beat"
+        cmd_cycle = drivers["cmd"].accepted[0] if drivers["cmd"].accepted else None
+        rtl_cycles = (monitor.cycles[-1] - cmd_cycle) if (monitor.cycles and cmd_cycle
+                                                          is not None) else None
+        rec = {"index": index, "T": job.T, "K": job.K, "N": job.N, "gaps": gap,
+               "scrambled": bool(scramble[index]), "rtl_cycles": rtl_cycles, "error": error}
+        if model is not None:
+            rtl = np.array(monitor.beats, dtype=np.int64).reshape(-1, cfg.cols)
+            rec.update(check_job(cfg, job, model, rtl, rtl_cycles, check_cycles=(gap == 0)))
+        else:
+            rec.update({"model_cycles": None, "outputs_match": None, "cycles_match": None,
+                        "ok": error is None})
+        if error:
+            rec["ok"] = False
+        records.append(rec)
+        dut._log.info("job %d: T=%d K=%d N=%d gap=%.2f rtl_cycles=%s model_cycles=%s ok=%s %s",
+                      index, job.T, job.K, job.N, gap, rtl_cycles, rec.get("model_cycles"),
+                      rec["ok"], error or "")
+        if error and "timeout" in error:
+            break           # the machine is wedged; later jobs would only time out too
+    tb_seconds = time.perf_counter() - t_start
+    pathlib.Path(spec["results"]).write_text(json.dumps({"jobs": records,
+                                                         "tb_seconds": tb_seconds}, indent=1))
+    bad = [r for r in records if not r["ok"]]
+    assert len(records) == len(jobs), f"stopped after {len(records)}/{len(jobs)} jobs"
+    assert not bad, "RTL != cycle model:\n" + "\n".join(json.dumps(r) for r in bad)
