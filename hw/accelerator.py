@@ -8,11 +8,11 @@ from amaranth.lib.wiring import In, Out
 
 from sim.config import ArrayConfig
 
+from ._checks import fail
 from .accumulator import AccumulatorBank
 from .array import SystolicArray
 from .controller import Sequencer, token_layout
-from .layouts import (act_layout, act_shape, cmd_layout, out_layout, params_layout,
-                      weight_layout)
+from .layouts import act_layout, act_shape, cmd_layout, out_layout, params_layout, weight_layout
 from .params_fifo import ParamsFifo
 from .requant import Requantizer
 
@@ -63,7 +63,7 @@ class Accelerator(wiring.Component):
 
     def __init__(self, cfg: ArrayConfig):
         if not isinstance(cfg, ArrayConfig):
-            raise ValueError(f"Accelerator.cfg must be an ArrayConfig, not {cfg!r}")
+            raise fail(self, f"Accelerator.cfg must be an ArrayConfig, not {cfg!r}")
         self.cfg = cfg
         super().__init__({
             "cmd": In(stream.Signature(cmd_layout(cfg))),

@@ -62,9 +62,9 @@ class AccumulatorBank(wiring.Component):
     """
 
     def __init__(self, *, cols: int, acc_bits: int, depth: int):
-        self.cols = check_int("AccumulatorBank", "cols", cols, 2, 256)
-        self.acc_bits = check_int("AccumulatorBank", "acc_bits", acc_bits, 4, 60)
-        self.depth = check_int("AccumulatorBank", "depth", depth, 1, 65536)
+        self.cols = check_int(self, "cols", cols, 2, 256)
+        self.acc_bits = check_int(self, "acc_bits", acc_bits, 4, 60)
+        self.depth = check_int(self, "depth", depth, 1, 65536)
         lanes = data.ArrayLayout(signed(acc_bits), cols)
         self.lanes = lanes
         super().__init__({

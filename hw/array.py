@@ -53,12 +53,12 @@ class SystolicArray(wiring.Component):
 
     def __init__(self, *, rows: int, cols: int, w_bits: int, a_bits: int, a_signed: bool,
                  acc_bits: int):
-        self.rows = check_int("SystolicArray", "rows", rows, 2, 256)
-        self.cols = check_int("SystolicArray", "cols", cols, 2, 256)
-        self.w_bits = check_int("SystolicArray", "w_bits", w_bits, 2, 16)
-        self.a_bits = check_int("SystolicArray", "a_bits", a_bits, 2, 16)
-        self.a_signed = check_bool("SystolicArray", "a_signed", a_signed)
-        self.acc_bits = check_int("SystolicArray", "acc_bits", acc_bits, w_bits + a_bits, 60)
+        self.rows = check_int(self, "rows", rows, 2, 256)
+        self.cols = check_int(self, "cols", cols, 2, 256)
+        self.w_bits = check_int(self, "w_bits", w_bits, 2, 16)
+        self.a_bits = check_int(self, "a_bits", a_bits, 2, 16)
+        self.a_signed = check_bool(self, "a_signed", a_signed)
+        self.acc_bits = check_int(self, "acc_bits", acc_bits, w_bits + a_bits, 60)
         self.a_shape = signed(a_bits) if a_signed else unsigned(a_bits)
         super().__init__({
             "en": In(1),

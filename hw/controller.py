@@ -68,10 +68,10 @@ class Sequencer(wiring.Component):
     """
 
     def __init__(self, *, rows: int, cols: int, depth: int, dim_bits: int):
-        self.rows = check_int("Sequencer", "rows", rows, 2, 256)
-        self.cols = check_int("Sequencer", "cols", cols, 2, 256)
-        self.depth = check_int("Sequencer", "depth", depth, 1, 65536)
-        self.dim_bits = check_int("Sequencer", "dim_bits", dim_bits, 4, 24)
+        self.rows = check_int(self, "rows", rows, 2, 256)
+        self.cols = check_int(self, "cols", cols, 2, 256)
+        self.depth = check_int(self, "depth", depth, 1, 65536)
+        self.dim_bits = check_int(self, "dim_bits", dim_bits, 4, 24)
         super().__init__({
             "en": In(1),
             "start": In(1),

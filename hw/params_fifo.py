@@ -48,7 +48,7 @@ class ParamsFifo(wiring.Component):
     def __init__(self, shape, *, depth: int):
         Shape.cast(shape)
         self.shape = shape
-        self.depth = check_int("ParamsFifo", "depth", depth, 1, 64)
+        self.depth = check_int(self, "depth", depth, 1, 64)
         super().__init__({
             "en": In(1),
             "w_en": In(1),

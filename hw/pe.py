@@ -55,10 +55,10 @@ class ProcessingElement(wiring.Component):
     """
 
     def __init__(self, *, w_bits: int, a_bits: int, a_signed: bool, acc_bits: int):
-        self.w_bits = check_int("ProcessingElement", "w_bits", w_bits, 2, 16)
-        self.a_bits = check_int("ProcessingElement", "a_bits", a_bits, 2, 16)
-        self.a_signed = check_bool("ProcessingElement", "a_signed", a_signed)
-        self.acc_bits = check_int("ProcessingElement", "acc_bits", acc_bits, w_bits + a_bits, 60)
+        self.w_bits = check_int(self, "w_bits", w_bits, 2, 16)
+        self.a_bits = check_int(self, "a_bits", a_bits, 2, 16)
+        self.a_signed = check_bool(self, "a_signed", a_signed)
+        self.acc_bits = check_int(self, "acc_bits", acc_bits, w_bits + a_bits, 60)
         a_shape = signed(a_bits) if a_signed else unsigned(a_bits)
         super().__init__({
             "en": In(1),

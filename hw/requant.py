@@ -6,7 +6,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ._checks import check_bool, check_int
+from ._checks import check_bool, check_int, fail
 
 __all__ = ["Requantizer"]
 
@@ -70,15 +70,15 @@ class Requantizer(wiring.Component):
 
     def __init__(self, *, lanes: int, acc_bits: int, mult_bits: int, a_bits: int,
                  a_signed: bool, per_channel: bool):
-        self.lanes = check_int("Requantizer", "lanes", lanes, 2, 256)
-        self.acc_bits = check_int("Requantizer", "acc_bits", acc_bits, 4, 60)
-        self.mult_bits = check_int("Requantizer", "mult_bits", mult_bits, 1, 32)
+        self.lanes = check_int(self, "lanes", lanes, 2, 256)
+        self.acc_bits = check_int(self, "acc_bits", acc_bits, 4, 60)
+        self.mult_bits = check_int(self, "mult_bits", mult_bits, 1, 32)
         if acc_bits + mult_bits > 62:
-            raise ValueError(f"Requantizer.acc_bits + mult_bits must be <= 62, not "
+            raise fail(self, f"Requantizer.acc_bits + mult_bits must be <= 62, not "
                              f"{acc_bits} + {mult_bits} = {acc_bits + mult_bits}")
-        self.a_bits = check_int("Requantizer", "a_bits", a_bits, 2, 16)
-        self.a_signed = check_bool("Requantizer", "a_signed", a_signed)
-        self.per_channel = check_bool("Requantizer", "per_channel", per_channel)
+        self.a_bits = check_int(self, "a_bits", a_bits, 2, 16)
+        self.a_signed = check_bool(self, "a_signed", a_signed)
+        self.per_channel = check_bool(self, "per_channel", per_channel)
         self.y_shape = signed(a_bits) if a_signed else unsigned(a_bits)
         m_shape, s_shape = unsigned(mult_bits), unsigned(6)
         if per_channel:

@@ -1,0 +1,191 @@
+"""Whole GEMM jobs on the Amaranth ``Accelerator``: every output integer against
+``sim.reference.reference_gemm`` and the cycle count against ``sim.schedule.gemm_cycles``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from hw.accelerator import Accelerator, params_fifo_depth
+from hw.amaranth_sim import run_job
+from sim.arith import int_range, wrap
+from sim.config import ArrayConfig
+from sim.job import GemmJob
+from sim.reference import reference_gemm
+from sim.schedule import gemm_cycles
+from sim.streams import job_beats, pack_cmd
+
+
+def spread_job(cfg: ArrayConfig, T: int, K: int, N: int, rng: np.random.Generator, *,
+               extreme: bool = False, relu: bool | None = None) -> GemmJob:
+    """A random job whose (M, S) map the accumulators onto the output range, so outputs
+    spread over the whole type (both clamps and the values in between) instead of
+    saturating. ``extreme`` draws operands from the range ends."""
+    alo, ahi = cfg.a_range
+    wlo, whi = cfg.w_range
+    if extreme:
+        x = rng.choice([alo, ahi], size=(T, K))
+        w = rng.choice([wlo, whi], size=(K, N))
+    else:
+        x = rng.integers(alo, ahi, endpoint=True, size=(T, K))
+        w = rng.integers(wlo, whi, endpoint=True, size=(K, N))
+    clo, chi = cfg.acc_range
+    mag = min(chi, 1 << (cfg.w_bits + cfg.a_bits + 1))
+    bias = rng.integers(max(clo, -mag), mag, endpoint=True, size=N)
+    acc = wrap(x @ w + bias, cfg.acc_bits)
+    n_m = N if cfg.per_channel else 1
+    m = rng.integers(1 << (cfg.mult_bits - 1), (1 << cfg.mult_bits) - 1, endpoint=True,
+                     size=n_m)
+    span = max(1, int(np.abs(acc).max()))
+    # (span * M) >> S a little above the output range: some lanes clamp, most do not
+    s = np.array([max(0, int(np.log2(span * int(mi))) - cfg.a_bits + 1) for mi in m])
+    s = np.clip(s + rng.integers(-1, 2, size=n_m), 0, 63)
+    tmin, tmax = int_range(cfg.a_bits, cfg.a_signed)
+    z_y = int(rng.integers(tmin, tmax, endpoint=True)) // 2
+    if relu is None:
+        relu = bool(rng.integers(0, 2))
+    if not cfg.per_channel:
+        m, s = m[0], s[0]
+    return GemmJob.create(cfg, x, w, bias, m, s, z_y=z_y, relu=relu)
+
+
+def check_job(cfg: ArrayConfig, T: int, K: int, N: int, seed: int, *, gaps: float = 0.0,
+              extreme: bool = False, relu: bool | None = None):
+    rng = np.random.default_rng(seed)
+    job = spread_job(cfg, T, K, N, rng, extreme=extreme, relu=relu)
+    ref = reference_gemm(cfg, job)
+    expect = job_beats(cfg, job, ref.y).out
+    run = run_job(cfg, job, gaps=gaps, seed=seed)
+    assert run.out.shape == expect.shape
+    bad = np.argwhere(run.out != expect)
+    assert bad.size == 0, f"{len(bad)} wrong outputs, first at beat/lane {bad[0].tolist()}: " \
+                          f"{run.out[tuple(bad[0])]} != {expect[tuple(bad[0])]}"
+    if gaps == 0.0:
+        assert run.stalls == 0
+        assert run.cycles == gemm_cycles(cfg, T, K, N)
+    else:
+        assert run.cycles > gemm_cycles(cfg, T, K, N)
+    return job, ref, run
+
+
+CASES = {
+    # name: (config, (T, K, N))
+    "4x4_w8a8_pt_partial_TKN": (ArrayConfig(acc_depth=4), (11, 9, 10)),
+    "3x5_w2a4u": (ArrayConfig(rows=3, cols=5, w_bits=2, a_bits=4, acc_bits=16, acc_depth=4),
+                  (9, 7, 12)),
+    "4x4_w8a8s_per_channel": (ArrayConfig(a_signed=True, per_channel=True, acc_depth=6),
+                              (13, 10, 7)),
+    "2x3_w4a8_pc_deep": (ArrayConfig(rows=2, cols=3, w_bits=4, per_channel=True, acc_depth=16),
+                         (5, 5, 8)),
+    "5x2_rows_gt_cols": (ArrayConfig(rows=5, cols=2, a_signed=True, acc_depth=3), (7, 11, 3)),
+    "2x2_depth1": (ArrayConfig(rows=2, cols=2, acc_depth=1), (3, 3, 3)),
+    "single_tile": (ArrayConfig(), (1, 1, 1)),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_job_outputs_and_cycles(name):
+    cfg, (T, K, N) = CASES[name]
+    job, ref, _run = check_job(cfg, T, K, N, seed=len(name))
+    if T * N > 20:
+        # the job is informative: outputs spread, not all clamped to one value
+        assert len(np.unique(ref.y)) > 3
+
+
+def test_job_multiple_tiles_everywhere():
+    cfg = ArrayConfig(rows=3, cols=2, acc_depth=4, per_channel=True)
+    T, K, N = 10, 8, 5      # TT = 3, KT = 3, NT = 3, all partial at the end
+    check_job(cfg, T, K, N, seed=11)
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_acc16_wrap_extreme(relu):
+    cfg = ArrayConfig(acc_bits=16, acc_depth=8)
+    job, ref, _run = check_job(cfg, 9, 13, 6, seed=5 + relu, extreme=True, relu=relu)
+    assert np.any(ref.acc != ref.acc_exact), "the job must overflow a 16-bit accumulator"
+
+
+@pytest.mark.parametrize("cfg,shape,gaps", [
+    (ArrayConfig(per_channel=True, acc_depth=4), (10, 9, 9), 0.35),
+    (ArrayConfig(rows=3, cols=5, w_bits=2, a_bits=4, acc_bits=12, acc_depth=4), (6, 7, 11),
+     0.5),
+])
+def test_back_pressure_random_gaps(cfg, shape, gaps):
+    _job, _ref, run = check_job(cfg, *shape, seed=23, gaps=gaps)
+    assert run.stalls > 0
+
+
+def test_params_fifo_depth_bound():
+    assert params_fifo_depth(ArrayConfig(rows=4, cols=4)) == 4
+    assert params_fifo_depth(ArrayConfig(rows=2, cols=256)) == 3
+    assert params_fifo_depth(ArrayConfig(rows=16, cols=2)) == 3
+
+
+def test_back_to_back_jobs_and_zero_dim_cmd():
+    """Two jobs on one machine (cmd accepted only when idle), with a T = 0 command in
+    between that is consumed without output."""
+    cfg = ArrayConfig(rows=2, cols=3, acc_depth=4, per_channel=True)
+    rng = np.random.default_rng(4)
+    jobs = [spread_job(cfg, 5, 3, 4, rng), spread_job(cfg, 3, 5, 2, rng)]
+    dut = Accelerator(cfg)
+    from sim.streams import pack_lanes, pack_params, unpack_lanes
+
+    queues = {"cmd": [], "weight": [], "act": [], "params": []}
+    expect = []
+    zero_cmd = pack_cmd(cfg, dict(T=0, K=3, N=3, z_y=0, relu=False))
+    for i, job in enumerate(jobs):
+        beats = job_beats(cfg, job, reference_gemm(cfg, job).y)
+        queues["cmd"].append(pack_cmd(cfg, beats.cmd))
+        if i == 0:
+            queues["cmd"].append(zero_cmd)
+        queues["weight"] += [pack_lanes(r, cfg.w_bits) for r in beats.weight]
+        queues["act"] += [pack_lanes(r, cfg.a_bits) for r in beats.act]
+        queues["params"] += [pack_params(cfg, beats, nt) for nt in range(beats.bias.shape[0])]
+        expect.append(beats.out)
+    expect = np.concatenate(expect)
+    got, cmd_cycles, out_cycles = [], [], []
+
+    async def tb(ctx):
+        pos = dict.fromkeys(queues, 0)
+        ctx.set(dut.out.ready, 1)
+        for cycle in range(400):
+            for name, q in queues.items():
+                port = getattr(dut, name)
+                ctx.set(port.valid, pos[name] < len(q))
+                if pos[name] < len(q):
+                    ctx.set(port.payload.as_value(), q[pos[name]])
+            fired = {n: pos[n] < len(q) and ctx.get(getattr(dut, n).ready)
+                     for n, q in queues.items()}
+            if fired["cmd"]:
+                cmd_cycles.append((cycle, ctx.get(dut.busy)))
+            if ctx.get(dut.out.valid):
+                got.append(ctx.get(dut.out.payload.as_value()))
+                out_cycles.append(cycle)
+            await ctx.tick()
+            for n, f in fired.items():
+                pos[n] += bool(f)
+            if len(got) == len(expect):
+                break
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+    out = np.stack([unpack_lanes(w, cfg.cols, cfg.a_bits, cfg.a_signed) for w in got])
+    assert np.array_equal(out, expect)
+    assert [busy for _c, busy in cmd_cycles] == [0, 0, 0]
+    n0 = len(job_beats(cfg, jobs[0]).out)
+    c0 = cmd_cycles[0][0]
+    assert out_cycles[n0 - 1] - c0 == gemm_cycles(cfg, jobs[0].T, jobs[0].K, jobs[0].N)
+    # the T = 0 command is taken the cycle after job 0 ends, job 1 the cycle after that
+    assert cmd_cycles[1][0] == out_cycles[n0 - 1] + 1
+    assert cmd_cycles[2][0] == cmd_cycles[1][0] + 1
+    assert out_cycles[-1] - cmd_cycles[2][0] == gemm_cycles(cfg, jobs[1].T, jobs[1].K,
+                                                              jobs[1].N)
+
+
+def test_accelerator_rejects_non_config():
+    with pytest.raises(ValueError, match=r"^Accelerator.cfg must be an ArrayConfig, not "
+                                         r"\{'rows': 4\}$"):
+        Accelerator({"rows": 4})
