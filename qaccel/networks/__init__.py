@@ -1,0 +1,99 @@
+"""Shipped networks for shapes (plain torch modules; torchvision is not installable here).
+
+``NETWORKS[name]`` builds ``(model, example_input)``; :func:`network_workloads` maps it to
+GEMM workloads with :mod:`qaccel.mapping`. The digits models come from
+``quant.digits`` (8x8 greyscale input).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["NetworkSpec", "NETWORKS", "build_network", "network_workloads", "network_names"]
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    name: str
+    builder: Callable[[], nn.Module]
+    input_shape: tuple[int, ...]
+    description: str
+
+
+def _resnet18():
+    from .resnet import resnet18
+    return resnet18()
+
+
+def _resnet50():
+    from .resnet import resnet50
+    return resnet50()
+
+
+def _mobilenet_v2():
+    from .mobilenet import mobilenet_v2
+    return mobilenet_v2()
+
+
+def _bert():
+    from .bert import bert_base_layer
+    return bert_base_layer()
+
+
+def _digits(name: str):
+    def build():
+        try:
+            from quant import digits
+        except ImportError as exc:       # pragma: no cover - depends on quant/ being present
+            raise ValueError(f"network {name!r} needs quant.digits, which is unavailable: "
+                             f"{exc}") from None
+        return getattr(digits, name)()
+    return build
+
+
+NETWORKS: dict[str, NetworkSpec] = {
+    "resnet18": NetworkSpec("resnet18", _resnet18, (1, 3, 224, 224), "ResNet-18, 224x224"),
+    "resnet50": NetworkSpec("resnet50", _resnet50, (1, 3, 224, 224), "ResNet-50, 224x224"),
+    "mobilenet_v2": NetworkSpec("mobilenet_v2", _mobilenet_v2, (1, 3, 224, 224),
+                                "MobileNetV2 1.0, 224x224"),
+    "bert_base": NetworkSpec("bert_base", _bert, (1, 128, 768),
+                             "one BERT-base encoder layer, sequence length 128"),
+    "digits_cnn": NetworkSpec("digits_cnn", _digits("digits_cnn"), (1, 1, 8, 8),
+                              "quant.digits small CNN, 8x8 digits"),
+    "digits_mobilenet": NetworkSpec("digits_mobilenet", _digits("digits_mobilenet"),
+                                    (1, 1, 8, 8), "quant.digits MobileNet-style CNN, 8x8"),
+}
+
+
+def network_names() -> list[str]:
+    return list(NETWORKS)
+
+
+def build_network(name: str, *, seq_len: int | None = None, image_size: int | None = None,
+                  batch: int = 1) -> tuple[nn.Module, torch.Tensor]:
+    """``(model in eval mode, example input)`` of a shipped network, both on the ``meta``
+    device: mapping needs only shapes."""
+    if name not in NETWORKS:
+        raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}")
+    spec = NETWORKS[name]
+    shape = list(spec.input_shape)
+    shape[0] = batch
+    if seq_len is not None and name == "bert_base":
+        shape[1] = seq_len
+    if image_size is not None and len(shape) == 4:
+        shape[2] = shape[3] = image_size
+    with torch.device("meta"):          # shapes only: no weights allocated, no arithmetic
+        model = spec.builder().eval()
+    return model, torch.zeros(shape, device="meta")
+
+
+def network_workloads(name: str, method: str = "auto", **kw):
+    """GEMM workloads of a shipped network."""
+    from qaccel.mapping import workloads_from_model
+
+    model, x = build_network(name, **kw)
+    return workloads_from_model(model, x, method=method)
