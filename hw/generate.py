@@ -31,6 +31,7 @@ def top_ports(cfg: ArrayConfig) -> list[tuple[str, str, int]]:
     """``(name, direction, width)`` of every top-level Verilog port, in signature order."""
     ports = [("clk", "input", 1), ("rst", "input", 1)]
     top = Accelerator(cfg)
+    top._MustUse__silence = True        # only the signature is wanted, never elaborated
     for path, member, _value in top.signature.flatten(top):
         name = "__".join(str(p) for p in path)
         direction = "input" if member.flow == wiring.In else "output"

@@ -14,7 +14,7 @@ from sim.config import ArrayConfig
 from sim.job import GemmJob
 from sim.reference import reference_gemm
 from sim.schedule import gemm_cycles
-from sim.streams import job_beats, pack_cmd
+from sim.streams import job_beats, pack_cmd, pack_lanes, pack_params, unpack_lanes
 
 
 def spread_job(cfg: ArrayConfig, T: int, K: int, N: int, rng: np.random.Generator, *,
@@ -129,8 +129,6 @@ def test_back_to_back_jobs_and_zero_dim_cmd():
     rng = np.random.default_rng(4)
     jobs = [spread_job(cfg, 5, 3, 4, rng), spread_job(cfg, 3, 5, 2, rng)]
     dut = Accelerator(cfg)
-    from sim.streams import pack_lanes, pack_params, unpack_lanes
-
     queues = {"cmd": [], "weight": [], "act": [], "params": []}
     expect = []
     zero_cmd = pack_cmd(cfg, dict(T=0, K=3, N=3, z_y=0, relu=False))
