@@ -57,13 +57,18 @@ def quantize_multiplier(real_scale, mult_bits: int) -> tuple[np.ndarray, np.ndar
     """``(M, S)`` with ``M / 2**S ~= real_scale``: the largest ``S`` in [0, 63] with
     ``M = round(real_scale * 2**S) < 2**mult_bits``.
 
-    ``real_scale`` is ``s_w * s_x / s_y`` (scalar or per channel, >= 0). A scale too small
-    to represent gives ``M = 0, S = 0`` is avoided: it gives ``S = 63`` and the rounded M.
+    ``real_scale`` is ``s_w * s_x / s_y`` (scalar or per channel, >= 0). A scale of 0 gives
+    ``M = 0, S = 0``; a scale too small for ``S = 63`` gives ``S = 63`` and the rounded
+    (possibly 0) ``M``. Rounding is to nearest, ties to even. Always returns arrays
+    (at least 1-D).
     """
+    if isinstance(mult_bits, bool) or not isinstance(mult_bits, int | np.integer) \
+            or not 1 <= mult_bits <= 62:
+        raise ValueError(f"mult_bits must be an integer in [1, 62], not {mult_bits!r}")
     scale = np.atleast_1d(np.asarray(real_scale, dtype=np.float64))
     if np.any(~np.isfinite(scale)) or np.any(scale < 0):
         raise ValueError("real_scale must be finite and >= 0")
-    limit = (1 << mult_bits) - 1
+    limit = (1 << int(mult_bits)) - 1
     ms = np.zeros(scale.shape, dtype=np.int64)
     ss = np.zeros(scale.shape, dtype=np.int64)
     for i, x in enumerate(scale.ravel()):
@@ -73,7 +78,8 @@ def quantize_multiplier(real_scale, mult_bits: int) -> tuple[np.ndarray, np.ndar
             raise ValueError(f"real_scale {x} needs a multiplier above 2**{mult_bits} - 1 "
                              "even with S = 0")
         # largest S with round(x * 2**S) <= limit
-        s = min(63, max(0, int(math.floor(math.log2(limit / x)))))
+        # first guess from logs (limit / x may overflow a float for tiny x), then exact
+        s = min(63, max(0, int(math.floor(math.log2(limit) - math.log2(x)))))
         while s < 63 and round(x * 2.0 ** (s + 1)) <= limit:
             s += 1
         while s > 0 and round(x * 2.0 ** s) > limit:

@@ -7,6 +7,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+import numpy as np
+
 __all__ = ["ArrayConfig"]
 
 _BOOL_FIELDS = ("a_signed", "per_channel")
@@ -73,6 +75,11 @@ class ArrayConfig:
     out_buffer_kib: int = 64
 
     def __post_init__(self):
+        # numpy scalars (e.g. from sweeps over np.arange) become plain Python values
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.bool_ | np.integer):
+                object.__setattr__(self, f.name, value.item())
         for name in _BOOL_FIELDS:
             value = getattr(self, name)
             if not isinstance(value, bool):

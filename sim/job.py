@@ -24,6 +24,9 @@ def _as_int_array(name: str, value, ndim: int) -> np.ndarray:
             arr = arr.astype(np.int64)
         else:
             raise ValueError(f"GemmJob.{name} must hold integers, got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.unsignedinteger) and arr.size \
+            and int(arr.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"GemmJob.{name} values must fit int64; found {int(arr.max())}")
     if arr.ndim != ndim:
         raise ValueError(f"GemmJob.{name} must be {ndim}-D, got shape {arr.shape}")
     return arr.astype(np.int64)
@@ -90,8 +93,9 @@ class GemmJob:
         kind = "per-channel" if cfg.per_channel else "per-tensor"
         m_arr = np.asarray(m)
         s_arr = np.asarray(s)
-        if not cfg.per_channel and m_arr.shape == (1,):
-            m_arr, s_arr = m_arr.reshape(()), s_arr.reshape(())
+        if not cfg.per_channel:    # a one-element vector is a per-tensor scalar too
+            m_arr = m_arr.reshape(()) if m_arr.shape == (1,) else m_arr
+            s_arr = s_arr.reshape(()) if s_arr.shape == (1,) else s_arr
         for name, arr in (("m", m_arr), ("s", s_arr)):
             if arr.shape != m_shape:
                 raise ValueError(f"GemmJob.{name} must have shape {m_shape} ({kind} "

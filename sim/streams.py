@@ -25,8 +25,8 @@ from .config import ArrayConfig
 from .job import GemmJob
 from .schedule import tiling
 
-__all__ = ["JobBeats", "job_beats", "out_beats_to_matrix", "pack_lanes", "unpack_lanes", "cmd_fields",
-           "pack_cmd", "params_fields", "pack_params"]
+__all__ = ["JobBeats", "job_beats", "out_beats_to_matrix", "pack_lanes", "unpack_lanes",
+           "cmd_fields", "pack_cmd", "params_fields", "pack_params"]
 
 
 @dataclass(frozen=True)
