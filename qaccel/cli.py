@@ -11,6 +11,7 @@ import sys
 COMMAND_MODULES = [
     "qaccel.commands.demo",
     "qaccel.commands.verilog",
+    "qaccel.commands.perf",
 ]
 
 

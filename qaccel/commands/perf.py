@@ -1,0 +1,216 @@
+"""``qaccel perf``: per-layer latency, utilization and traffic of a network on the array.
+
+    qaccel perf --network resnet50 --rows 32 --cols 32
+    qaccel perf --topology net.csv [--gemm] --json out.json --csv out.csv
+    qaccel perf --topology net.csv --scalesim-compat --dataflow os --rows 8 --cols 12
+
+Without ``--scalesim-compat`` the analytic model of our weight-stationary RTL
+(:mod:`sim.analytic`, cycle-exact with the cycle model) runs; with it, SCALE-Sim 3.0.0's
+conventions (:mod:`sim.scalesim_compat`) and its ws / os / is dataflows.
+The option helpers here (:func:`add_perf_options`, :func:`perf_config`,
+:func:`perf_workloads`) are reused by commands that take the same inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import pathlib
+import sys
+
+from sim.analytic import LEVELS, OPERANDS, NetworkPerf, analyze_layer
+from sim.scalesim_compat import DATAFLOWS, CompatNetwork, compat_network
+from sim.workload import GemmWorkload
+
+from .options import add_array_options, config_from_args
+
+#: array defaults for perf / energy: a 32x32 array whose T-tiles cover every pass
+PERF_DEFAULTS = {"rows": 32, "cols": 32, "acc_depth": 256}
+NETWORK_CHOICES = ("resnet50", "resnet18", "mobilenet_v2", "bert_base", "digits_cnn",
+                   "digits_mobilenet")
+
+
+def add_perf_options(p: argparse.ArgumentParser) -> None:
+    """Workload source, array, buffers and output options (shared with ``qaccel energy``)."""
+    src = p.add_argument_group("workload (one of)")
+    one = src.add_mutually_exclusive_group(required=True)
+    one.add_argument("--network", metavar="NAME",
+                     help="shipped network: " + ", ".join(NETWORK_CHOICES))
+    one.add_argument("--topology", type=pathlib.Path, metavar="FILE.csv",
+                     help="SCALE-Sim topology file (conv format, or GEMM with --gemm)")
+    src.add_argument("--gemm", action="store_true",
+                     help="the topology is SCALE-Sim's 'Layer, M, N, K' GEMM format")
+    src.add_argument("--seq-len", type=int, default=None,
+                     help="sequence length for bert_base (default 128)")
+    src.add_argument("--batch", type=int, default=1, help="batch size for --network")
+    src.add_argument("--method", choices=("auto", "fx", "hooks"), default="auto",
+                     help="model mapping front end (default: fx, hooks if it does not trace)")
+    add_array_options(p, **PERF_DEFAULTS)
+    buf = p.add_argument_group("on-chip buffers (traffic model)")
+    for name, what in (("weight", "weights and requantizer params"), ("act", "activations"),
+                       ("out", "outputs")):
+        buf.add_argument(f"--{name}-buffer-kib", type=int, default=64, metavar="KIB",
+                         help=f"{what} buffer size in KiB (default 64)")
+    out = p.add_argument_group("output")
+    out.add_argument("--json", type=pathlib.Path, metavar="FILE", help="write results as JSON")
+    out.add_argument("--csv", type=pathlib.Path, metavar="FILE",
+                     help="write the per-layer table as CSV")
+
+
+def perf_config(args: argparse.Namespace):
+    return config_from_args(args).replace(weight_buffer_kib=args.weight_buffer_kib,
+                                          act_buffer_kib=args.act_buffer_kib,
+                                          out_buffer_kib=args.out_buffer_kib)
+
+
+def perf_workloads(args: argparse.Namespace) -> tuple[str, list[GemmWorkload], dict]:
+    """``(source label, workloads, layer name -> topology row)`` from ``--network`` /
+    ``--topology``."""
+    if args.topology is not None:
+        from sim.topology import read_topology
+
+        layers = read_topology(args.topology, gemm=True if args.gemm else None)
+        return str(args.topology), [x.workload() for x in layers], {x.name: x.row
+                                                                    for x in layers}
+    if args.gemm:
+        raise ValueError("--gemm applies to --topology files only")
+    if args.network not in NETWORK_CHOICES:
+        raise ValueError(f"unknown network {args.network!r}; choose one of "
+                         f"{', '.join(NETWORK_CHOICES)}")
+    from qaccel.networks import network_workloads
+
+    kw = {"batch": args.batch}
+    if args.seq_len is not None:
+        if args.network != "bert_base":
+            raise ValueError("--seq-len applies to --network bert_base only")
+        kw["seq_len"] = args.seq_len
+    for name, v in (("--batch", args.batch), ("--seq-len", args.seq_len)):
+        if v is not None and v < 1:
+            raise ValueError(f"{name} must be a positive integer, not {v}")
+    return args.network, network_workloads(args.network, method=args.method, **kw), {}
+
+
+def _where(source: str, rows: dict, name: str) -> str:
+    return f"{source}: row {rows[name]}" if name in rows else source
+
+
+def analyze(args: argparse.Namespace) -> tuple[str, NetworkPerf | CompatNetwork]:
+    if args.dataflow != "ws" and not args.scalesim_compat:
+        raise ValueError(f"--dataflow {args.dataflow} is only available with --scalesim-compat: "
+                         "the qaccel RTL (and its analytic model) is weight-stationary (ws)")
+    cfg = perf_config(args)
+    source, gemms, rows = perf_workloads(args)
+    if args.scalesim_compat:
+        return source, compat_network(cfg.rows, cfg.cols, args.dataflow, gemms)
+    layers = []
+    for g in gemms:
+        try:
+            layers.append(analyze_layer(cfg, g))
+        except ValueError as exc:
+            raise ValueError(f"{_where(source, rows, g.name)}: {exc}") from None
+    return source, NetworkPerf(cfg=cfg, layers=tuple(layers))
+
+
+def _fmt_bits(bits: int) -> str:
+    for unit, scale in (("Gbit", 1e9), ("Mbit", 1e6), ("kbit", 1e3)):
+        if bits >= scale:
+            return f"{bits / scale:.2f} {unit}"
+    return f"{bits} bit"
+
+
+def table_rows(result: NetworkPerf | CompatNetwork) -> list[dict]:
+    """Flat per-layer rows (the CSV)."""
+    rows = []
+    if isinstance(result, CompatNetwork):
+        for lp in result.layers:
+            rows.append(lp.to_dict())
+        return rows
+    for lp in result.layers:
+        row = {k: v for k, v in lp.to_dict().items() if k != "traffic_bits"}
+        for lv in LEVELS:
+            for op in OPERANDS:
+                acc = lp.traffic[lv, op]
+                row[f"{lv}_{op}_reads_bits"] = acc.reads
+                row[f"{lv}_{op}_writes_bits"] = acc.writes
+        rows.append(row)
+    return rows
+
+
+def render(source: str, result: NetworkPerf | CompatNetwork) -> str:
+    out = []
+    if isinstance(result, CompatNetwork):
+        out.append(f"{source} on a {result.rows}x{result.cols} array, SCALE-Sim 3.0.0 compat "
+                   f"mode, dataflow {result.dataflow}")
+        hdr = (f"{'layer':<16} {'T':>7} {'K':>6} {'N':>6} {'rep':>4} {'Sr':>7} {'Sc':>7} "
+               f"{'Tm':>7} {'folds':>6} {'cycles':>11} {'overall%':>9} {'mapping%':>9} "
+               f"{'compute%':>9}")
+        out += [hdr, "-" * len(hdr)]
+        for lp in result.layers:
+            out.append(f"{lp.name[:16]:<16} {lp.T:>7} {lp.K:>6} {lp.N:>6} {lp.repeat:>4} "
+                       f"{lp.Sr:>7} {lp.Sc:>7} {lp.Tm:>7} {lp.folds:>6} {lp.cycles:>11,} "
+                       f"{lp.overall_util:>9.2f} {lp.mapping_efficiency:>9.2f} "
+                       f"{lp.compute_util:>9.2f}")
+        out.append("-" * len(hdr))
+        out.append(f"total: {len(result.layers)} layers, {result.cycles:,} cycles, "
+                   f"{result.macs:,} MACs, utilization {100 * result.utilization:.2f} %")
+        return "\n".join(out)
+    cfg = result.cfg
+    out.append(f"{source} on {cfg.tag()} (weight-stationary, analytic = cycle model); "
+               f"buffers W/A/O {cfg.weight_buffer_kib}/{cfg.act_buffer_kib}/"
+               f"{cfg.out_buffer_kib} KiB")
+    hdr = (f"{'layer':<22} {'op':<9} {'T':>6} {'K':>6} {'N':>6} {'rep':>4} {'cycles':>11} "
+           f"{'util%':>6} {'MACs':>13} {'DRAM':>12} {'spill':>5}")
+    out += [hdr, "-" * len(hdr)]
+    for lp in result.layers:
+        spill = ("W" if lp.weights_refetched else "") + ("A" if lp.acts_refetched else "")
+        out.append(f"{lp.name[:22]:<22} {lp.op:<9} {lp.T:>6} {lp.K:>6} {lp.N:>6} "
+                   f"{lp.repeat:>4} {lp.cycles:>11,} {100 * lp.utilization:>6.2f} "
+                   f"{lp.macs:>13,} {_fmt_bits(lp.dram_bits):>12} {spill or '-':>5}")
+    out.append("-" * len(hdr))
+    tr = result.traffic
+    out.append(f"total: {len(result.layers)} layers, {result.cycles:,} cycles, "
+               f"{result.macs:,} MACs, utilization {100 * result.utilization:.2f} %")
+    out.append("DRAM: " + ", ".join(f"{op} {_fmt_bits(tr[('dram', op)].total)}"
+                                    for op in OPERANDS if tr["dram", op].total)
+               + f"; total {_fmt_bits(result.dram_bits)}")
+    out.append("on-chip buffers: " + ", ".join(
+        f"{op} {_fmt_bits(tr[('buffer', op)].total)}" for op in OPERANDS
+        if tr["buffer", op].total))
+    out.append("spill: W = weights re-fetched per T-tile, A = input re-fetched per n-tile")
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    source, result = analyze(args)
+    print(render(source, result))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"source": source, "dataflow": args.dataflow,
+               "scalesim_compat": bool(args.scalesim_compat), **result.to_dict()}
+        args.json.write_text(json.dumps(doc, indent=1) + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.csv:
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        rows = table_rows(result)
+        with open(args.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+        print(f"wrote {args.csv}", file=sys.stderr)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "perf", help="per-layer cycles, utilization and traffic of a network",
+        description="Map a network or SCALE-Sim topology to GEMMs and report per-layer cycles "
+                    "(equal to the cycle-level model), utilization, MACs and traffic per "
+                    "operand and memory level in bits; or, with --scalesim-compat, "
+                    "SCALE-Sim 3.0.0's compute cycles and utilization (ws/os/is).")
+    add_perf_options(p)
+    p.add_argument("--dataflow", choices=DATAFLOWS, default="ws",
+                   help="ws (our RTL); os / is only with --scalesim-compat")
+    p.add_argument("--scalesim-compat", action="store_true",
+                   help="SCALE-Sim 3.0.0 conventions: weight preload not overlapped")
+    p.set_defaults(func=run)
