@@ -13,6 +13,7 @@ import sys
 import time
 
 BENCH_MODULES = [
+    "qaccel.benches.scalesim",
 ]
 
 OUT = pathlib.Path(__file__).resolve().parent.parent / "docs" / "bench"
