@@ -131,6 +131,20 @@ def _check_beats(cfg: ArrayConfig, beats: JobBeats):
     return T, K, N, til
 
 
+def _static_no_wrap(cfg: ArrayConfig, K: int, bias: np.ndarray) -> bool:
+    """True when no adder can wrap for any operands the ports can carry: every column
+    sum of at most ``min(R, K)`` products and every ``bias + K products`` fits acc_bits.
+    Then the wrapped and the exact datapaths are the same numbers and one suffices."""
+    (wl, wh), (al, ah) = cfg.w_range, cfg.a_range
+    corners = (wl * al, wl * ah, wh * al, wh * ah)
+    p_lo, p_hi = min(0, *corners), max(0, *corners)
+    lo, hi = cfg.acc_range
+    rows = min(cfg.rows, K)
+    b_lo, b_hi = min(0, int(bias.min())), max(0, int(bias.max()))
+    return (lo <= rows * p_lo and rows * p_hi <= hi
+            and lo <= b_lo + K * p_lo and b_hi + K * p_hi <= hi)
+
+
 def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False) -> CycleResult:
     """Run the job given as stream beats (as the RTL sees it). Don't-care lanes (act lanes
     past K, weight rows/lanes past K/N, params lanes past N) may hold anything."""
@@ -141,8 +155,8 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False) ->
     half = np.int64(1) << np.int64(acc_bits - 1)
     mask = (np.int64(1) << np.int64(acc_bits)) - np.int64(1)
     a_min, a_max = cfg.a_range
-    z_y = int(_port(beats.cmd["z_y"], cfg.a_bits, cfg.a_signed))
-    lo, hi = (z_y if beats.cmd["relu"] else a_min), a_max
+    z_y = np.int64(_port(beats.cmd["z_y"], cfg.a_bits, cfg.a_signed))
+    lo, hi = (z_y if beats.cmd["relu"] else np.int64(a_min)), np.int64(a_max)
 
     # ports are as wide as the payload fields: wider values are truncated, as in the RTL
     act = _port(beats.act, cfg.a_bits, cfg.a_signed)
@@ -155,6 +169,12 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False) ->
         m_pt = _port(beats.cmd["m"], cfg.mult_bits, False)
         s_pt = _port(beats.cmd["s"], 6, False)
 
+    # Datapath "kinds": kind 0 is the acc_bits register value; when some adder may wrap,
+    # kind 1 carries the exact (unwrapped) value alongside, for acc_bits_needed.
+    may_wrap = not _static_no_wrap(cfg, K, bias_b)
+    nk = 2 if may_wrap else 1
+    xk = nk - 1
+
     # ---- sequencer tables (what its counters decode to, per pass) --------------------
     coords = til.pass_coords().tolist()
     lens = til.pass_lengths().tolist()
@@ -162,21 +182,26 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False) ->
     col = np.arange(C)
     k_rem = [til.k_len(kt) for (_nt, _tt, kt) in coords]
     n_rem = [til.n_len(nt) for (nt, _tt, _kt) in coords]
-    lane_real = [lane < k for k in k_rem]
-    kn_lanes = [np.where(lane < k, n, 0) for k, n in zip(k_rem, n_rem)]
+    lane_real = [(lane < k).astype(np.int64) for k in k_rem]
+    # token fields other than `a`: (swap, valid, kn) for the first beat and for the rest
+    tok_tail = []
+    for k, n in zip(k_rem, n_rem):
+        kn = np.where(lane < k, n, 0)
+        tok_tail.append((np.stack([np.ones(R, np.int64), np.ones(R, np.int64), kn]),
+                         np.stack([np.zeros(R, np.int64), np.ones(R, np.int64), kn])))
 
     # ---- registers -----------------------------------------------------------------
-    skew = np.zeros((4, R, R), dtype=np.int64)     # [field, slot, lane]
+    skew = np.zeros((4, R, R), dtype=np.int64)      # [field, slot, lane] a, swap, valid, kn
     skew_slot = [(k - lane) % R for k in range(R)]  # row r reads the token of cycle now - r
-    pe = np.zeros((4, R, C), dtype=np.int64)       # a, swap, valid, kn
-    psum = np.zeros((2, R, C), dtype=np.int64)     # wrapped, exact
+    pe = np.zeros((4, R, C), dtype=np.int64)        # [field, r, c] a, swap, valid, kn
+    psum = np.zeros((nk, R, C), dtype=np.int64)
     w_act = np.zeros((R, C), dtype=np.int64)
     w_sh = np.zeros((R, C), dtype=np.int64)
-    dsk = np.zeros((2, C, C), dtype=np.int64)      # [kind, slot, col]
+    dsk = np.zeros((nk, C, C), dtype=np.int64)      # [kind, slot, col]
     dsk_slot = [(k - (C - 1 - col)) % C for k in range(C)]
     n_tags = R + C
     tags: list = [None] * n_tags
-    acc = np.zeros((2, D, C), dtype=np.int64)      # wrapped, exact
+    acc = np.zeros((nk, D, C), dtype=np.int64)
     fifo: deque = deque()
     fifo_depth = params_fifo_depth(cfg)
     fifo_peak = 0
@@ -190,50 +215,56 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False) ->
     prm_cyc = np.zeros(til.NT, dtype=np.int64)
     busy: list[int] = []
     overflow = 0
-    x_lo = x_hi = 0                                # exact adder-result extremes
+    # running extremes of exact adder results (0 is neutral: it fits any width)
+    pe_lo, pe_hi = np.zeros((R, C), np.int64), np.zeros((R, C), np.int64)
+    ac_lo, ac_hi = np.zeros(C, np.int64), np.zeros(C, np.int64)
 
-    # sequencer state
+    count_nonzero, multiply, less = np.count_nonzero, np.multiply, np.less
+    maximum, minimum, right_shift = np.maximum, np.minimum, np.right_shift
     p, u = 0, 0
     n_pass = til.passes
+    KT1, TT1 = til.KT - 1, til.TT - 1
     a_ptr = w_ptr = prm_ptr = o_ptr = 0
     limit = 2 * gemm_cycles(cfg, T, K, N) + 4 * (R + C + D) + 64
-    bubble = np.zeros((4, R), dtype=np.int64)
 
     cyc = 0
     while True:
         # ================= combinational part of cycle `cyc` =========================
-        # -- sequencer (cycle 0 is the cmd handshake; passes start at s_0 = 1)
-        token = None
+        # -- sequencer (cycle 0 is the cmd handshake; passes start at s_0 = 1); the
+        #    accepted activation beat, masked, is the token: it enters the skew ring
+        kslot = cyc % R
+        tag_new = None
         w_row = None
         push = None
         if cyc >= 1 and p < n_pass:
             nt, tt, kt = coords[p]
             L = lens[p]
             if u < L:
-                tok = np.empty((4, R), dtype=np.int64)
-                tok[_A] = np.where(lane_real[p], act[a_ptr], 0)
-                tok[_SWAP] = u == 0
-                tok[_VALID] = 1
-                tok[_KN] = kn_lanes[p]
+                multiply(act[a_ptr], lane_real[p], out=skew[_A, kslot])
+                skew[1:, kslot] = tok_tail[p][0 if u == 0 else 1]
                 act_cyc[a_ptr] = cyc
                 a_ptr += 1
-                token = (tok, kt == 0, kt == til.KT - 1, u, n_rem[p],
-                         tt == til.TT - 1 and kt == til.KT - 1 and u == L - 1)
+                tag_new = (kt == 0, kt == KT1, u, n_rem[p], tt == TT1 and kt == KT1 and u == L - 1)
+            else:
+                skew[:, kslot] = 0
             if u < R:
                 w_row = (u, weight[w_ptr])
                 w_cyc[w_ptr] = cyc
                 w_ptr += 1
             if u == 0 and tt == 0 and kt == 0:
+                b = np.broadcast_to(bias_b[prm_ptr], (nk, C))
                 if cfg.per_channel:
-                    push = (bias_b[prm_ptr], m_b[prm_ptr], s_b[prm_ptr],
-                            rounding_term(s_b[prm_ptr]))
+                    s_g = s_b[prm_ptr]
+                    push = (b, m_b[prm_ptr], s_g, rounding_term(s_g))
                 else:
-                    push = (bias_b[prm_ptr], m_pt, s_pt, rounding_term(s_pt))
+                    push = (b, m_pt, s_pt, rounding_term(s_pt))
                 prm_cyc[prm_ptr] = cyc
                 prm_ptr += 1
             u += 1
             if u == max(L, span):
                 p, u = p + 1, 0
+        else:
+            skew[:, kslot] = 0
 
         # -- output register: beat accepted this cycle
         if out_reg is not None:
@@ -241,14 +272,14 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False) ->
             out_cyc[o_ptr] = cyc
             o_ptr += 1
             if o_ptr == n_out:
-                busy.append(int(np.count_nonzero(col < pe[_KN])))
+                busy.append(int(count_nonzero(less(col, pe[_KN]))))
                 break
 
         # -- requantizer stage 2: y <= clamp(z_y + ((prod + R_S) >> S), lo, hi)
         y_next = None
         if rq_prod is not None:
             prod, s_sh, r_s, nr = rq_prod
-            y_next = np.clip(np.right_shift(prod + r_s, s_sh) + z_y, lo, hi)
+            y_next = minimum(maximum(right_shift(prod + r_s, s_sh) + z_y, lo), hi)
             y_next[nr:] = 0
         # -- requantizer stage 1: prod <= sum * M
         prod_next = None
@@ -258,53 +289,50 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False) ->
 
         # -- de-skew: column c's bottom psum, C-1-c registers late (slot 0 = no delay)
         dslot = cyc % C
-        dsk[:, dslot, :] = psum[:, R - 1, :]
+        dsk[:, dslot] = psum[:, R - 1]
         # -- accumulate (cycle alpha): the tag that entered R + C cycles ago
         tslot = cyc % n_tags
         tag = tags[tslot]
-        tags[tslot] = None if token is None else token[1:]
+        tags[tslot] = tag_new
         rq_next = None
         pop = False
         if tag is not None:
             first_k, last_k, t_idx, nr, group_end = tag
             vec = dsk[:, dsk_slot[dslot], col]               # [kind, C] aligned psums
-            if first_k:
-                g = fifo[0][0]
-                base = np.stack([g, g])
-            else:
-                base = acc[:, t_idx, :]
-            total = base + vec                               # exact adder results
-            wrapped = ((total[0] + half) & mask) - half
-            overflow += int(np.count_nonzero(wrapped[:nr] != total[0, :nr]))
-            ex = total[1, :nr]
-            x_lo, x_hi = min(x_lo, int(ex.min())), max(x_hi, int(ex.max()))
+            total = (fifo[0][0] if first_k else acc[:, t_idx]) + vec   # exact adder results
+            if may_wrap:
+                wrapped = ((total[0] + half) & mask) - half
+                overflow += int(count_nonzero(wrapped[:nr] != total[0, :nr]))
+                total[0] = wrapped
+            ex = total[xk, :nr]
+            maximum(ac_hi[:nr], ex, out=ac_hi[:nr])
+            minimum(ac_lo[:nr], ex, out=ac_lo[:nr])
             if last_k:
                 _b, m_g, s_g, r_g = fifo[0]
-                rq_next = (wrapped, m_g, s_g, r_g, nr)
+                rq_next = (total[0], m_g, s_g, r_g, nr)
             else:
-                acc[0, t_idx] = wrapped
-                acc[1, t_idx] = total[1]
+                acc[:, t_idx] = total
             pop = group_end
 
-        # -- PE grid
-        busy_m = col < pe[_KN]
-        n_busy = int(np.count_nonzero(busy_m))
+        # -- PE grid: w_eff = swap ? w_shadow : w_active; psum <= psum_in + a * w_eff
+        w_eff = np.where(pe[_SWAP], w_sh, w_act)
+        new = np.empty((nk, R, C), dtype=np.int64)
+        multiply(pe[_A], w_eff, out=new[0])
+        if may_wrap:
+            new[1] = new[0]
+        new[:, 1:] += psum[:, :-1]
+        busy_m = less(col, pe[_KN])
+        n_busy = int(count_nonzero(busy_m))
         busy.append(n_busy)
-        w_eff = np.where(pe[_SWAP] != 0, w_sh, w_act)
-        prod_pe = pe[_A] * w_eff
-        new = np.empty((2, R, C), dtype=np.int64)
-        new[:, 0] = prod_pe[0]
-        np.add(psum[:, :-1], prod_pe[1:], out=new[:, 1:])    # psum_in + a * w_eff
-        wrapped_pe = ((new[0] + half) & mask) - half
+        if may_wrap:
+            wrapped = ((new[0] + half) & mask) - half
+            if n_busy:
+                overflow += int(count_nonzero((wrapped != new[0]) & busy_m))
+            new[0] = wrapped
         if n_busy:
-            overflow += int(np.count_nonzero((wrapped_pe != new[0]) & busy_m))
-            ex = new[1][busy_m]
-            x_lo, x_hi = min(x_lo, int(ex.min())), max(x_hi, int(ex.max()))
-        new[0] = wrapped_pe
-
-        # -- input skew: row r's PE(r, 0) takes lane r of the token of cycle `cyc - r`
-        kslot = cyc % R
-        skew[:, kslot, :] = bubble if token is None else token[0]
+            maximum(pe_hi, new[xk], out=pe_hi, where=busy_m)
+            minimum(pe_lo, new[xk], out=pe_lo, where=busy_m)
+        # input skew: PE (r, 0) takes lane r of the token of cycle `cyc - r`
         col0 = skew[:, skew_slot[kslot], lane]
 
         # ================= clock edge: every register latches ========================
@@ -319,9 +347,9 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False) ->
             if len(fifo) > fifo_depth:
                 raise RuntimeError(f"parameter FIFO overflow: {len(fifo)} groups in flight, "
                                    f"depth {fifo_depth}")
-        w_act = w_eff
+        w_act = w_eff                                        # swap: w_active <= w_shadow
         psum = new
-        pe[:, :, 1:] = pe[:, :, :-1]
+        pe[:, :, 1:] = pe[:, :, :-1]                         # a, swap, valid move right
         pe[:, :, 0] = col0
         if w_row is not None:
             w_sh[w_row[0]] = w_row[1]
@@ -336,6 +364,8 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False) ->
     if trace:
         st = StreamTrace(act=act_cyc, weight=w_cyc, params=prm_cyc, out=out_cyc,
                          params_fifo_peak=fifo_peak)
+    x_lo = min(int(pe_lo.min()), int(ac_lo.min()))
+    x_hi = max(int(pe_hi.max()), int(ac_hi.max()))
     return CycleResult(y=y, out_beats=out_beats, cycles=cyc, busy=busy_arr,
                        utilization=float(busy_arr.sum()) / (R * C * cyc),
                        overflow_events=overflow, acc_bits_needed=bits_for_range(x_lo, x_hi),

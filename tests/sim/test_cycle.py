@@ -175,6 +175,20 @@ def test_overflow_events_counted_per_adder():
     np.testing.assert_array_equal(res.y, reference_gemm(cfg, job).y)
 
 
+@pytest.mark.parametrize("w", [[127, -128], [-128, 127]])
+@pytest.mark.parametrize("acc_bits", [16, 32])
+def test_acc_bits_needed_sees_partial_sums_inside_a_column(w, acc_bits):
+    """The widest value lives between PE rows only: row 0 holds 255 * w[0], the column sum
+    and the accumulator are small."""
+    cfg = ArrayConfig(rows=2, cols=2, w_bits=8, a_bits=8, acc_bits=acc_bits, acc_depth=4)
+    job = GemmJob.create(cfg, [[255, 255]], [[w[0]], [w[1]]], [0], 1, 0)
+    res = simulate(cfg, job)
+    row0, column = 255 * w[0], 255 * (w[0] + w[1])
+    assert bits_for_range(min(row0, column), max(row0, column)) > bits_for_range(column, 0)
+    assert res.acc_bits_needed == bits_for_range(min(row0, column, 0), max(row0, column, 0))
+    assert res.overflow_events == 0
+
+
 def test_wrapping_accumulator_across_k_tiles():
     """Extreme operands over many K tiles in the narrowest legal accumulator: the model
     wraps like the reference and counts the events."""
