@@ -1,4 +1,6 @@
-"""ArrayConfig: validation with messages that name field, value and range; identity helpers."""
+"""sim.config.ArrayConfig: validation with messages that name field, value and range; identity
+helpers. (Not test_config.py: tests/quant/test_config.py has that basename, and pytest's
+default import mode needs unique test-module basenames.)"""
 
 from __future__ import annotations
 
