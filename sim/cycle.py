@@ -12,8 +12,7 @@ sequencer                    Python counters: pass ``p``, cycle-in-pass ``u`` (m
 input skew (r regs, row r)   ``skew[field, slot, lane]``: a ring of the last ``R`` tokens;
                              row ``r`` reads the token of cycle ``now - r``
 PE a / swap / valid          ``pe[field, r, c]``, shifted one column right per cycle
-PE psum                      ``psum[0]`` (acc_bits, wrapped) -- ``psum[1]`` is its exact,
-                             unwrapped shadow used only to report ``acc_bits_needed``
+PE psum                      ``psum[0, r, c]`` (acc_bits, wrapped); see *kinds* below
 PE w_active / w_shadow       ``w_act[r, c]``, ``w_sh[r, c]``
 de-skew (C-1-c regs, col c)  ``dsk[kind, slot, c]``: ring of the last ``C`` bottom rows
 tag delay line (R+C regs)    ``tags``: ring of ``R + C`` token tags
@@ -31,7 +30,23 @@ Bookkeeping that the RTL does not need, carried so the model can report it: each
 also carries ``kn = n_rem`` if it holds a real operand (``valid`` and ``r < K_rem``) else
 0, so PE ``(r, c)`` is *busy* iff ``c < kn`` (the definition at the end of hw/README.md).
 Overflow events count adder results -- PE ``psum_in + a * w`` and accumulator
-``base + psum`` -- that do not fit ``acc_bits``, over busy PEs / real lanes only.
+``base + psum`` -- that do not fit ``acc_bits``, over busy PEs / real lanes only;
+``acc_bits_needed`` is the width of the widest exact adder result.
+
+*Kinds.* The psum, de-skew and accumulator arrays have a leading "kind" axis: kind 0 is
+the acc_bits register value. If some adder *can* wrap for this job (judged from the port
+widths, K and the bias), kind 1 carries the exact unwrapped value of the same register
+alongside, to report ``acc_bits_needed``; otherwise the two are equal and only kind 0
+exists.
+
+Example::
+
+    from sim.config import ArrayConfig
+    from sim.job import random_job
+    from sim.cycle import simulate
+    cfg = ArrayConfig(rows=16, cols=16)
+    res = simulate(cfg, random_job(cfg, 256, 64, 64, np.random.default_rng(0)), trace=True)
+    res.y, res.cycles, res.utilization, res.overflow_events, res.trace.out
 """
 
 from __future__ import annotations
