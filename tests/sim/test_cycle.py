@@ -162,6 +162,28 @@ def test_dont_care_lanes_are_ignored(case, seed):
         (clean.cycles, clean.overflow_events, clean.acc_bits_needed)
 
 
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_beats_are_truncated_to_port_widths(per_channel):
+    """Like the RTL's ports, simulate_beats keeps only the payload field's bits."""
+    cfg = ArrayConfig(rows=3, cols=2, w_bits=4, a_bits=5, a_signed=True, acc_bits=12,
+                      mult_bits=7, per_channel=per_channel, acc_depth=3)
+    job = random_job(cfg, 5, 7, 3, np.random.default_rng(4), extreme=True)
+    beats = job_beats(cfg, job)
+    k = np.int64(3)       # add multiples of 2**bits: the low bits stay the same
+    fields = {"weight": beats.weight + (k << 4), "act": beats.act - (k << 5),
+              "bias": beats.bias + (k << 12)}
+    if per_channel:
+        fields.update(m=beats.m + (k << 7), s=beats.s + (k << 6))
+        cmd = beats.cmd
+    else:
+        cmd = {**beats.cmd, "m": beats.cmd["m"] + (1 << 7), "s": beats.cmd["s"] + (1 << 6)}
+    wide = simulate_beats(cfg, dataclasses.replace(beats, cmd=cmd, **fields))
+    clean = simulate_beats(cfg, beats)
+    np.testing.assert_array_equal(wide.out_beats, clean.out_beats)
+    np.testing.assert_array_equal(clean.y, reference_gemm(cfg, job).y)
+    assert wide.overflow_events == clean.overflow_events
+
+
 def test_overflow_events_counted_per_adder():
     """Two rows of 255 * 127 in a 16-bit accumulator: row 1's PE add wraps (64770 needs
     17 bits), the accumulator add of bias 0 and the wrapped column sum does not."""
