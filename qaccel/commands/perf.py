@@ -47,6 +47,8 @@ def add_perf_options(p: argparse.ArgumentParser) -> None:
     src.add_argument("--method", choices=("auto", "fx", "hooks"), default="auto",
                      help="model mapping front end (default: fx, hooks if it does not trace)")
     add_array_options(p, **PERF_DEFAULTS)
+    p.add_argument("--dim-bits", type=int, default=16,
+                   help="job dimension counter width: T, K, N < 2**dim_bits (default 16)")
     buf = p.add_argument_group("on-chip buffers (traffic model)")
     for name, what in (("weight", "weights and requantizer params"), ("act", "activations"),
                        ("out", "outputs")):
@@ -61,7 +63,8 @@ def add_perf_options(p: argparse.ArgumentParser) -> None:
 def perf_config(args: argparse.Namespace):
     return config_from_args(args).replace(weight_buffer_kib=args.weight_buffer_kib,
                                           act_buffer_kib=args.act_buffer_kib,
-                                          out_buffer_kib=args.out_buffer_kib)
+                                          out_buffer_kib=args.out_buffer_kib,
+                                          dim_bits=args.dim_bits)
 
 
 def perf_workloads(args: argparse.Namespace) -> tuple[str, list[GemmWorkload], dict]:

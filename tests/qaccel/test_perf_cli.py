@@ -119,6 +119,14 @@ def test_buffer_too_small_names_file_row_field(topo, capsys):
     assert "ArrayConfig.weight_buffer_kib=1" in err
 
 
+def test_dimension_too_large_for_dim_bits(tmp_path, capsys):
+    p = tmp_path / "g.csv"
+    p.write_text("Layer, M, N, K,\nbig, 70000, 8, 8,\n")
+    err = _err(capsys, ["perf", "--topology", str(p)])
+    assert f"{p}: row 2: layer 'big'" in err and "T=70000" in err and "dim_bits=16" in err
+    assert main(["perf", "--topology", str(p), "--dim-bits", "17"]) == 0
+
+
 def test_bad_array_option(topo, capsys):
     assert "ArrayConfig.rows" in _err(capsys, ["perf", "--topology", str(topo), "--rows", "0"])
 
