@@ -1,0 +1,270 @@
+"""``quant.export``: a fake-quantized model from :func:`quant.quantize` -> the integer
+network of ``sim.network`` (SPEC: ``W_int``, ``bias_int`` with the zero-point term folded
+in, ``(M, S)`` from ``sim.arith.quantize_multiplier``, zero-points, fused ReLU).
+
+The bias integers are computed with the same float32 operations as the fake-quant
+forward pass (``round(b / (s_w * s_x))``), so the only difference between the integer
+network and the fake-quantized model is the fixed-point approximation ``M / 2^S`` of the
+real requantization scale (and round-half-up instead of half-to-even at exact ties).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from sim.arith import quantize_multiplier
+from sim.network import IntLayer, IntNetwork, QParams
+
+from .graph import act_kind, is_passthrough, module_of
+from .modules import QuantAdd, QuantAvgPool, QuantLayer
+from .quantizers import Quantizer
+
+__all__ = ["export", "qparams_of", "integer_outputs"]
+
+
+def qparams_of(q: Quantizer) -> QParams:
+    if q is None or q.scale is None:
+        raise ValueError("quantizer has no range (was the model calibrated?)")
+    if q.scale.dim() != 0:
+        raise ValueError("activation quantizers must be per tensor for export")
+    return QParams(float(q.scale), int(q.zero_point), q.bits, q.signed)
+
+
+class _Recorder(fx.Interpreter):
+    def __init__(self, gm):
+        super().__init__(gm)
+        self.values: dict[fx.Node, object] = {}
+
+    def run_node(self, n):
+        out = super().run_node(n)
+        self.values[n] = out
+        return out
+
+
+def _pair(v) -> tuple[int, int]:
+    if isinstance(v, int):
+        return v, v
+    if isinstance(v, str):
+        raise ValueError(f"string padding {v!r} is not supported for export")
+    return int(v[0]), int(v[1])
+
+
+def _multiplier(real: float, mult_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    m, s = quantize_multiplier(np.atleast_1d(np.asarray(real, dtype=np.float64)), mult_bits)
+    return m.reshape(-1), s.reshape(-1)
+
+
+def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | None = None,
+           acc_bits: int | None = None) -> IntNetwork:
+    """Export ``qmodel`` (returned by :func:`quant.quantize` on a traceable model) to an
+    :class:`sim.network.IntNetwork`. ``example_input`` (a batch tensor) fixes the shapes.
+    ``mult_bits``/``acc_bits`` default to the quantization config's."""
+    info = getattr(qmodel, "qaccel_quant", None)
+    if info is None:
+        raise ValueError("export needs a model returned by quant.quantize")
+    if info.mode != "graph" or not isinstance(qmodel, fx.GraphModule):
+        raise ValueError("export needs a torch.fx-traceable model (this one was quantized by "
+                         "wrapping leaf modules: " + "; ".join(info.notes[:1]) + ")")
+    cfg = info.config
+    mult_bits = cfg.mult_bits if mult_bits is None else mult_bits
+    acc_bits = cfg.acc_bits if acc_bits is None else acc_bits
+    if not isinstance(example_input, torch.Tensor):
+        raise ValueError("example_input must be a tensor batch")
+    gm = qmodel
+    rec = _Recorder(gm)
+    with torch.no_grad():
+        rec.run(example_input)
+    vals = rec.values
+    where: dict[fx.Node, tuple[int, QParams]] = {}
+    layers: list[IntLayer] = []
+    input_q = None
+    output = None
+
+    def src_of(node, arg_i=0) -> tuple[int, QParams]:
+        a = node.args[arg_i]
+        if a not in where:
+            raise ValueError(f"export: input of {node.format_node()} is not an integer tensor "
+                             f"(produced by an unsupported or unquantized op: "
+                             f"{a.format_node() if isinstance(a, fx.Node) else a!r})")
+        return where[a]
+
+    def add(layer: IntLayer, node) -> None:
+        layers.append(layer)
+        where[node] = (len(layers) - 1, layer.out_q)
+
+    # tensor inputs; specialised optional arguments (default None) are not inputs
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder" and not n.args]
+    if len(placeholders) != 1:
+        raise ValueError(f"export supports single-input models, got {len(placeholders)} "
+                         "inputs")
+    for node in gm.graph.nodes:
+        m = module_of(gm, node)
+        if node.op == "placeholder":
+            continue
+        if node.op == "output":
+            res = node.args[0]
+            if res not in where or where[res][0] < 0:
+                raise ValueError("export: the model output must be a quantized layer output")
+            output = where[res][0]
+            continue
+        if isinstance(m, Quantizer):
+            if node.args[0] not in placeholders and node.args[0].op == "placeholder":
+                continue                               # quantizer on a specialised None
+            if node.args[0] not in placeholders:
+                raise ValueError(f"export: stand-alone quantizer {node.target} not at the input")
+            input_q = qparams_of(m)
+            where[node] = (-1, input_q)
+            continue
+        if isinstance(m, QuantLayer):
+            add(_gemm_layer(node, m, src_of(node), vals, mult_bits), node)
+            continue
+        if isinstance(m, QuantAdd):
+            (ia, qa), (ib, qb) = src_of(node, 0), src_of(node, 1)
+            out_q = qparams_of(m.output_quantizer)
+            mb = max(1, min(mult_bits, acc_bits - max(qa.bits, qb.bits) - 3))
+            reals = [qa.scale / out_q.scale, qb.scale / out_q.scale]
+            ms_ss = [_multiplier(r, mb) for r in reals]
+            s = int(min(ms_ss[0][1][0], ms_ss[1][1][0]))
+            mm = np.array([int(np.rint(r * 2.0 ** s)) for r in reals], dtype=np.int64)
+            add(IntLayer(name=str(node.target), kind="add", inputs=(ia, ib), in_q=(qa, qb),
+                         out_q=out_q, relu=m.act != "none", m=mm,
+                         s=np.array([s], dtype=np.int64)), node)
+            _check_relu6(m.act, out_q, node)
+            continue
+        if isinstance(m, QuantAvgPool):
+            i, q = src_of(node)
+            x = vals[node.args[0]]
+            out_q = qparams_of(m.output_quantizer)
+            if m.kind == "global":
+                n = int(x.shape[-1] * x.shape[-2])
+                kw = {"kind": "global_avgpool", "keepdim": m.keepdim}
+            else:
+                k, st = _pair(m.kernel), _pair(m.stride)
+                n = k[0] * k[1]
+                kw = {"kind": "avgpool2d", "kernel": k, "stride": st}
+            mm, ss = _multiplier(q.scale / (n * out_q.scale), mult_bits)
+            add(IntLayer(name=str(node.target), inputs=(i,), in_q=(q,), out_q=out_q, m=mm,
+                         s=ss, **kw), node)
+            continue
+        val = vals.get(node)
+        if not isinstance(val, torch.Tensor):
+            continue                                   # size() / getattr etc.
+        if node.op == "call_module" and isinstance(m, nn.MaxPool2d) or \
+                node.op == "call_function" and node.target is F.max_pool2d:
+            i, q = src_of(node)
+            add(_maxpool(node, m, q, i), node)
+            continue
+        if act_kind(gm, node) == "relu":
+            i, q = src_of(node)
+            add(IntLayer(name=str(node.name), kind="relu", inputs=(i,), in_q=(q,), out_q=q),
+                node)
+            continue
+        if is_passthrough(gm, node):
+            i, q = src_of(node)
+            x = vals[node.args[0]]
+            if tuple(val.shape) == tuple(x.shape):
+                where[node] = (i, q)                   # dropout / identity / no-op view
+            elif val.dim() == 2 and val.shape[0] == x.shape[0] and x.is_contiguous():
+                add(IntLayer(name=str(node.name), kind="flatten", inputs=(i,), in_q=(q,),
+                             out_q=q), node)
+            else:
+                raise ValueError(f"export: reshape {node.format_node()} is not a flatten")
+            continue
+        raise ValueError(f"export: unsupported op {node.format_node()}")
+    if input_q is None:
+        raise ValueError("export: the model input is not quantized (quantize_input=False)")
+    if output is None:
+        raise ValueError("export: no output found")
+    return IntNetwork(layers=tuple(layers), input_q=input_q,
+                      input_shape=tuple(example_input.shape[1:]), acc_bits=acc_bits,
+                      mult_bits=mult_bits, output=output,
+                      meta={"quant_config": cfg.to_dict(), "notes": list(info.notes)})
+
+
+def _check_relu6(act: str, out_q: QParams, node) -> None:
+    if act == "relu6" and out_q.scale * (out_q.range[1] - out_q.zero_point) > 6.0 + 1e-6:
+        raise ValueError(f"export: ReLU6 of {node.target} is not covered by its output "
+                         "range (q_max > 6)")
+
+
+def _maxpool(node, m, q: QParams, i: int) -> IntLayer:
+    if m is not None:
+        k, st, p, d, ceil = m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode
+    else:
+        args = list(node.args) + [None] * 6
+        k = args[1] if args[1] is not None else node.kwargs.get("kernel_size")
+        st = args[2] if args[2] is not None else node.kwargs.get("stride") or k
+        p = args[3] if args[3] is not None else node.kwargs.get("padding", 0)
+        d = args[4] if args[4] is not None else node.kwargs.get("dilation", 1)
+        ceil = node.kwargs.get("ceil_mode", False)
+    if _pair(d) != (1, 1) or ceil:
+        raise ValueError(f"export: max pool {node.name} with dilation/ceil_mode unsupported")
+    return IntLayer(name=str(node.target if m is not None else node.name), kind="maxpool2d",
+                    inputs=(i,), in_q=(q,), out_q=q, kernel=_pair(k),
+                    stride=_pair(st if st is not None else k), padding=_pair(p))
+
+
+def _gemm_layer(node, ql: QuantLayer, src: tuple[int, QParams], vals, mult_bits: int
+                ) -> IntLayer:
+    i, q_in = src
+    mod = ql.module
+    name = str(node.target)
+    if ql.input_quantizer is not None:
+        raise ValueError(f"export: input of {name} is not produced by a quantized op")
+    if isinstance(mod, nn.Linear):
+        kind, geo = "linear", {}
+    elif isinstance(mod, nn.Conv2d):
+        if _pair(mod.dilation) != (1, 1):
+            raise ValueError(f"export: dilated conv {name} unsupported")
+        kind = "conv2d"
+        geo = {"stride": _pair(mod.stride), "padding": _pair(mod.padding),
+               "groups": mod.groups}
+    else:
+        raise ValueError(f"export: {type(mod).__name__} ({name}) unsupported (linear/conv2d)")
+    if ql.output_quantizer is None:
+        raise ValueError(f"export: {name} has no output quantizer")
+    out_q = qparams_of(ql.output_quantizer)
+    if ql.in_scale is None or abs(float(ql.in_scale) - q_in.scale) > 1e-12 * q_in.scale:
+        raise ValueError(f"export: {name} bias grid does not match its input scale")
+    w_int = ql.weight_int()
+    s_w = ql.weight_scale()
+    n = w_int.shape[0]
+    with torch.no_grad():
+        acc_scale = s_w * ql.in_scale                         # as in the forward pass
+        b = mod.bias if mod.bias is not None else torch.zeros(n)
+        b_int = torch.round(b.detach() / acc_scale).to(torch.int64)
+    w_np = w_int.numpy().astype(np.int64)
+    bias = b_int.numpy() - q_in.zero_point * w_np.reshape(n, -1).sum(1)
+    s_w64 = s_w.detach().double().numpy()
+    real = s_w64 * q_in.scale / out_q.scale
+    per_channel = ql.weight_quantizer.per_channel
+    m, s = _multiplier(real if per_channel else float(real), mult_bits)
+    _check_relu6(ql.act, out_q, node)
+    return IntLayer(name=name, kind=kind, inputs=(i,), in_q=(q_in,), out_q=out_q,
+                    relu=ql.act != "none", weight=w_np, bias=bias, m=m, s=s,
+                    w_bits=ql.weight_quantizer.bits, per_channel=per_channel, **geo)
+
+
+@torch.no_grad()
+def integer_outputs(qmodel: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
+    """The fake-quant model's integer tensors at every activation quantizer, keyed by the
+    exported layer name (for per-layer comparisons with ``sim.executor``)."""
+    got = {}
+    hooks = []
+    for name, mod in qmodel.named_modules():
+        q = getattr(mod, "output_quantizer", None)
+        if isinstance(q, Quantizer):
+            key = name[:-len(".module")] if name.endswith(".module") else name
+
+            def hook(_m, _i, out, key=key, q=q):
+                got[key] = q.to_int(out).numpy()
+            hooks.append(q.register_forward_hook(hook))
+    try:
+        qmodel(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return got

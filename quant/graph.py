@@ -1,0 +1,328 @@
+"""torch.fx graph helpers: op classification, BN folding (eq. 9-12), activation fusion,
+and the insertion of quantized modules.
+
+BN statistics of every folded layer are recorded (``LayerStats``: the pre-activation
+output's per-channel mean ``beta`` and std ``|gamma|``, and the fused activation) for
+BN-based range setting (eq. 18-19), high-bias absorption (eq. 24) and analytic bias
+correction (eq. 28).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import operator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from .modules import QuantAdd, QuantAvgPool, QuantLayer
+from .quantizers import Quantizer
+
+log = logging.getLogger("quant")
+
+__all__ = ["LayerStats", "trace", "fold_batchnorm", "fuse_activations", "insert_quantizers",
+           "is_quantizable", "producer_chain"]
+
+LINEAR_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+@dataclass
+class LayerStats:
+    """Per-channel statistics of a layer's pre-activation output (from folded BN)."""
+
+    beta: torch.Tensor
+    gamma: torch.Tensor
+
+
+def _concrete_args(model: nn.Module, batches: list | None) -> dict:
+    """Forward parameters that default to ``None`` and are never given a value by the
+    calibration batches are specialised (``concrete_args``) so that ``if arg is None``
+    branches trace correctly; calling the traced model with another value raises."""
+    try:
+        sig = inspect.signature(model.forward)
+    except (TypeError, ValueError):
+        return {}
+    params = [p for p in sig.parameters.values()
+              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    given: set[str] = set()
+    for b in batches or []:
+        if isinstance(b, torch.Tensor):
+            names = [params[0].name] if params else []
+        elif isinstance(b, tuple | list):
+            names = [p.name for p, v in zip(params, b) if v is not None]
+        elif isinstance(b, dict):
+            names = [k for k, v in b.items() if v is not None]
+        else:
+            names = []
+        given.update(names)
+    return {p.name: None for p in params
+            if p.default is None and p.name not in given}
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+    if isinstance(a, tuple | list) and isinstance(b, tuple | list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return type(a) is type(b)
+
+
+def trace(model: nn.Module, batches: list | None = None
+          ) -> tuple[fx.GraphModule | None, str]:
+    """``(graph_module, "")`` or ``(None, reason)`` if torch.fx cannot trace ``model`` or
+    the traced graph does not reproduce the model on the first calibration batch."""
+    from .pipeline import run_batch
+
+    concrete = _concrete_args(model, batches)
+    try:
+        gm = fx.symbolic_trace(model, concrete_args=concrete or None)
+    except Exception as exc:  # noqa: BLE001 - any tracing failure means "not traceable"
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        return None, f"{type(exc).__name__}: {text}"
+    for node in gm.graph.nodes:       # fx renames specialised placeholders ("x_1")
+        if node.op == "placeholder" and node.target.endswith("_1") \
+                and node.target[:-2] in concrete:
+            node.target = node.name = node.target[:-2]
+    gm.recompile()
+    if batches:
+        try:
+            with torch.no_grad():
+                same = _same(run_batch(gm, batches[0]), run_batch(model, batches[0]))
+        except Exception as exc:  # noqa: BLE001
+            return None, f"traced graph fails on calibration data ({type(exc).__name__})"
+        if not same:
+            return None, "traced graph does not reproduce the model (control flow?)"
+    return gm, ""
+
+
+def module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+    if node.op == "call_module":
+        return gm.get_submodule(node.target)
+    return None
+
+
+def is_quantizable(m) -> bool:
+    return isinstance(m, LINEAR_TYPES) and not getattr(m, "transposed", False) \
+        and getattr(m, "padding_mode", "zeros") == "zeros"
+
+
+def act_kind(gm: fx.GraphModule, node: fx.Node) -> str | None:
+    """``"relu"`` / ``"relu6"`` if ``node`` is that activation, else ``None``."""
+    m = module_of(gm, node)
+    if isinstance(m, nn.ReLU):
+        return "relu"
+    if isinstance(m, nn.ReLU6):
+        return "relu6"
+    if node.op == "call_function" and node.target in (F.relu, torch.relu, torch.relu_):
+        return "relu"
+    if node.op == "call_function" and node.target is F.relu6:
+        return "relu6"
+    if node.op == "call_method" and node.target in ("relu", "relu_"):
+        return "relu"
+    if node.op == "call_function" and node.target is F.hardtanh and \
+            node.args[1:3] == (0.0, 6.0):
+        return "relu6"
+    return None
+
+
+def is_add(node: fx.Node) -> bool:
+    if node.op == "call_function" and node.target in (operator.add, torch.add, operator.iadd):
+        args = node.args
+    elif node.op == "call_method" and node.target in ("add", "add_"):
+        args = node.args
+    else:
+        return False
+    return len(args) == 2 and all(isinstance(a, fx.Node) for a in args) and not node.kwargs
+
+
+def avgpool_spec(gm: fx.GraphModule, node: fx.Node) -> dict | None:
+    """Description of an average pool node, or ``None``."""
+    m = module_of(gm, node)
+    if isinstance(m, nn.AdaptiveAvgPool2d) and m.output_size in (1, (1, 1)):
+        return {"kind": "global", "keepdim": True}
+    if isinstance(m, nn.AvgPool2d):
+        pad = m.padding if isinstance(m.padding, tuple) else (m.padding, m.padding)
+        if pad == (0, 0) and not m.ceil_mode and m.divisor_override is None:
+            return {"kind": "avgpool2d", "kernel": m.kernel_size, "stride": m.stride}
+        return None
+    if node.op == "call_function" and node.target is F.adaptive_avg_pool2d \
+            and len(node.args) > 1 and node.args[1] in (1, (1, 1)):
+        return {"kind": "global", "keepdim": True}
+    if node.op == "call_method" and node.target == "mean":
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        if dim is not None and tuple(dim) in ((2, 3), (-2, -1), (3, 2), (-1, -2)) \
+                and len(node.args) <= 2 and set(node.kwargs) <= {"dim", "keepdim"}:
+            return {"kind": "global", "keepdim": bool(node.kwargs.get("keepdim", False))}
+    return None
+
+
+PASSTHROUGH_MODULES = (nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Identity)
+
+
+def is_passthrough(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Ops that keep values on their input's quantization grid."""
+    m = module_of(gm, node)
+    if isinstance(m, PASSTHROUGH_MODULES):
+        return True
+    if node.op == "call_function" and node.target in (torch.flatten, F.max_pool2d,
+                                                      F.dropout, torch.reshape):
+        return True
+    if node.op == "call_method" and node.target in ("flatten", "view", "reshape",
+                                                    "contiguous"):
+        return True
+    return act_kind(gm, node) == "relu"
+
+
+def fold_batchnorm(gm: fx.GraphModule, stats: dict[str, LayerStats]) -> list[str]:
+    """Fold every BatchNorm directly after a conv/linear with a single user (eq. 9-12):
+    ``W~ = gamma W / sqrt(var + eps)``, ``b~ = beta + gamma (b - mu) / sqrt(var + eps)``.
+    Records ``stats[layer_target] = (beta, |gamma|)``; returns the folded BN names."""
+    folded = []
+    for node in list(gm.graph.nodes):
+        bn = module_of(gm, node)
+        if not isinstance(bn, nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d):
+            continue
+        src = node.args[0]
+        layer = module_of(gm, src) if isinstance(src, fx.Node) else None
+        if not is_quantizable(layer) or len(src.users) != 1:
+            log.info("BN %s not folded: not directly after a single-use conv/linear",
+                     node.target)
+            continue
+        if not bn.track_running_stats or bn.running_mean is None:
+            log.info("BN %s not folded: no running statistics", node.target)
+            continue
+        with torch.no_grad():
+            std = torch.sqrt(bn.running_var + bn.eps)
+            gamma = bn.weight if bn.affine else torch.ones_like(std)
+            beta = bn.bias if bn.affine else torch.zeros_like(std)
+            k = gamma / std
+            w = layer.weight
+            layer.weight.copy_(w * k.reshape((-1,) + (1,) * (w.dim() - 1)))
+            b = layer.bias if layer.bias is not None else torch.zeros_like(std)
+            new_b = beta + (b - bn.running_mean) * k
+            layer.bias = nn.Parameter(new_b.detach().clone())
+        stats[src.target] = LayerStats(beta=beta.detach().clone(),
+                                       gamma=gamma.detach().abs().clone())
+        node.replace_all_uses_with(src)
+        gm.graph.erase_node(node)
+        folded.append(str(node.target))
+    gm.graph.lint()
+    gm.recompile()
+    return folded
+
+
+def fuse_activations(gm: fx.GraphModule) -> dict[str, str]:
+    """Remove ReLU/ReLU6 nodes that directly follow a single-use conv/linear; returns
+    ``{layer_target: act}`` for the fused ones."""
+    fused = {}
+    for node in list(gm.graph.nodes):
+        if not is_quantizable(module_of(gm, node)) or len(node.users) != 1:
+            continue
+        user = next(iter(node.users))
+        act = act_kind(gm, user)
+        if act is None or user.args[0] is not node:
+            continue
+        fused[node.target] = act
+        user.replace_all_uses_with(node)
+        gm.graph.erase_node(user)
+    gm.graph.lint()
+    gm.recompile()
+    return fused
+
+
+def producer_chain(gm: fx.GraphModule, node: fx.Node, through) -> fx.Node | None:
+    """Follow ``node.args[0]`` back through nodes accepted by ``through(node)``; returns the
+    first node that is not accepted."""
+    cur = node.args[0] if node.args else None
+    while isinstance(cur, fx.Node) and through(cur):
+        cur = cur.args[0] if cur.args else None
+    return cur if isinstance(cur, fx.Node) else None
+
+
+def _set_module(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
+    parent, _, name = target.rpartition(".")
+    setattr(gm.get_submodule(parent) if parent else gm, name, module)
+
+
+def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str]:
+    """Replace conv/linear modules with :class:`QuantLayer` (fused act, output quantizer),
+    adds with :class:`QuantAdd`, average pools with :class:`QuantAvgPool`, and put an
+    input quantizer after every placeholder. Layers whose input does not come from a
+    quantizer (through grid-preserving ops) get their own input quantizer. Returns the
+    :class:`QuantLayer` targets in graph order."""
+    from .modules import _act_quantizer
+
+    on_grid: dict[fx.Node, bool] = {}
+    layers = []
+    counter = 0
+    for node in list(gm.graph.nodes):
+        if node.op == "placeholder":
+            if not cfg.quantize_input:
+                on_grid[node] = False
+                continue
+            name = f"input_quantizer_{counter}"
+            counter += 1
+            gm.add_submodule(name, _act_quantizer(cfg.a_bits, cfg.a_signed))
+            with gm.graph.inserting_after(node):
+                qn = gm.graph.call_module(name, (node,))
+            node.replace_all_uses_with(qn, delete_user_cb=lambda u, qn=qn: u is not qn)
+            on_grid[node] = False
+            on_grid[qn] = True
+            continue
+        m = module_of(gm, node)
+        if node.op == "call_module" and isinstance(m, Quantizer):
+            on_grid[node] = True
+            continue
+        if is_quantizable(m):
+            ql = QuantLayer(m, cfg.w_bits, per_channel=cfg.per_channel,
+                            act=acts.get(node.target, "none"))
+            ql.output_quantizer = _act_quantizer(cfg.a_bits, cfg.a_signed)
+            src = node.args[0]
+            if not on_grid.get(src, False):
+                ql.input_quantizer = _act_quantizer(cfg.a_bits, cfg.a_signed)
+            _set_module(gm, node.target, ql)
+            layers.append(node.target)
+            on_grid[node] = True
+            continue
+        if is_add(node):
+            name = f"quant_add_{counter}"
+            counter += 1
+            act = "none"
+            if len(node.users) == 1:
+                user = next(iter(node.users))
+                act = act_kind(gm, user) or "none"
+                if act != "none" and user.args[0] is node:
+                    user.replace_all_uses_with(node)
+                    gm.graph.erase_node(user)
+                else:
+                    act = "none"
+            gm.add_submodule(name, QuantAdd(cfg.a_bits, signed=cfg.a_signed, act=act))
+            with gm.graph.inserting_after(node):
+                new = gm.graph.call_module(name, tuple(node.args))
+            node.replace_all_uses_with(new)
+            gm.graph.erase_node(node)
+            on_grid[new] = True
+            continue
+        spec = avgpool_spec(gm, node)
+        if spec is not None:
+            name = f"quant_avgpool_{counter}"
+            counter += 1
+            gm.add_submodule(name, QuantAvgPool(cfg.a_bits, signed=cfg.a_signed, **spec))
+            with gm.graph.inserting_after(node):
+                new = gm.graph.call_module(name, (node.args[0],))
+            node.replace_all_uses_with(new)
+            gm.graph.erase_node(node)
+            on_grid[new] = True
+            continue
+        if is_passthrough(gm, node) and node.args and isinstance(node.args[0], fx.Node):
+            on_grid[node] = on_grid.get(node.args[0], False)
+            continue
+        on_grid[node] = False
+    gm.graph.lint()
+    gm.recompile()
+    return layers

@@ -1,0 +1,223 @@
+"""Integer executor for :class:`sim.network.IntNetwork` (numpy only, SPEC arithmetic).
+
+Convolutions are lowered to GEMMs by im2col (padding filled with the input zero-point);
+each GEMM is ``acc = wrap(X_int @ W_int + bias_int, acc_bits)`` followed by
+``sim.arith.requantize``: exactly what :func:`sim.reference.reference_gemm` computes for a
+:class:`sim.job.GemmJob`, so :func:`layer_gemms` hands the same GEMMs to the cycle model
+or the RTL (:meth:`LayerGemm.to_job`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .arith import output_bounds, requantize, rounding_term, wrap
+from .network import IntLayer, IntNetwork
+
+__all__ = ["LayerGemm", "RunResult", "im2col", "layer_gemms", "run_layer", "run",
+           "run_float"]
+
+
+@dataclass(frozen=True, eq=False)
+class LayerGemm:
+    """One GEMM of a layer: ``y[T, N] = requant(wrap(x[T, K] @ w[K, N] + bias))``.
+
+    ``m``/``s`` are ``[N]`` (per channel) or ``[1]`` (per tensor); ``lo``/``hi`` the clamp.
+    """
+
+    x: np.ndarray
+    w: np.ndarray
+    bias: np.ndarray
+    m: np.ndarray
+    s: np.ndarray
+    z_y: int
+    relu: bool
+    lo: int
+    hi: int
+    acc_bits: int
+
+    def run(self) -> tuple[np.ndarray, int]:
+        """``(y, overflow_count)``: the requantized outputs and how many accumulators
+        wrapped."""
+        exact = self.x @ self.w + self.bias[None, :]
+        acc = wrap(exact, self.acc_bits)
+        y = requantize(acc, self.m, self.s, self.z_y, self.lo, self.hi)
+        return y, int(np.count_nonzero(acc != exact))
+
+    def to_job(self, cfg):
+        """A validated :class:`sim.job.GemmJob` for ``cfg`` (an ``ArrayConfig`` whose
+        ``a_bits``/``w_bits``/``acc_bits``/``mult_bits``/``per_channel`` match)."""
+        from .job import GemmJob
+
+        m, s = self.m, self.s
+        if not cfg.per_channel:
+            if m.size != 1 and not (np.all(m == m[0]) and np.all(s == s[0])):
+                raise ValueError("LayerGemm has per-channel (M, S); use an ArrayConfig with "
+                                 "per_channel=True")
+            m, s = m.reshape(-1)[0], s.reshape(-1)[0]
+        else:
+            m = np.broadcast_to(m, (self.w.shape[1],))
+            s = np.broadcast_to(s, (self.w.shape[1],))
+        return GemmJob.create(cfg, self.x, self.w, self.bias, m, s, z_y=self.z_y,
+                              relu=self.relu)
+
+
+@dataclass
+class RunResult:
+    """Output of :func:`run` with ``trace=True``: every layer's integer output and the
+    accumulator overflow (wrap) counts per layer."""
+
+    output: np.ndarray
+    outputs: list[np.ndarray] = field(default_factory=list)
+    overflows: list[int] = field(default_factory=list)
+
+
+def _windows(x: np.ndarray, kernel, stride, padding, fill) -> np.ndarray:
+    """``[B, C, Ho, Wo, kh, kw]`` windows of ``x`` ``[B, C, H, W]`` padded with ``fill``."""
+    ph, pw = padding
+    if ph or pw:
+        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    kh, kw = kernel
+    if x.shape[2] < kh or x.shape[3] < kw:
+        raise ValueError(f"input spatial size {x.shape[2:]} smaller than kernel {kernel}")
+    win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
+    return win[:, :, ::stride[0], ::stride[1]]
+
+
+def im2col(x: np.ndarray, kernel, stride, padding, fill: int, groups: int = 1
+           ) -> tuple[list[np.ndarray], tuple[int, int]]:
+    """Per group ``X[T, K]`` with ``T = (b, ho, wo)`` and ``K = (c, kh, kw)`` (the order of
+    a flattened ``[C_out, C_in/g, kh, kw]`` weight); returns ``(cols, (Ho, Wo))``."""
+    win = _windows(x, kernel, stride, padding, fill)
+    B, C, Ho, Wo, kh, kw = win.shape
+    cg = C // groups
+    cols = []
+    for g in range(groups):
+        part = win[:, g * cg:(g + 1) * cg]                  # [B, cg, Ho, Wo, kh, kw]
+        cols.append(part.transpose(0, 2, 3, 1, 4, 5).reshape(B * Ho * Wo, cg * kh * kw))
+    return cols, (Ho, Wo)
+
+
+def _bounds(layer: IntLayer) -> tuple[int, int]:
+    q = layer.out_q
+    return output_bounds(q.bits, q.signed, q.zero_point, layer.relu)
+
+
+def layer_gemms(net: IntNetwork, layer: IntLayer, x: np.ndarray) -> list[LayerGemm]:
+    """The GEMMs of a ``linear``/``conv2d`` layer on integer input ``x`` (one per group)."""
+    if layer.kind not in ("linear", "conv2d"):
+        raise ValueError(f"layer {layer.name!r} ({layer.kind}) is not a GEMM layer")
+    x = np.asarray(x, dtype=np.int64)
+    lo, hi = _bounds(layer)
+    zy = layer.out_q.zero_point
+    if layer.kind == "linear":
+        if x.ndim != 2 or x.shape[1] != layer.weight.shape[1]:
+            raise ValueError(f"layer {layer.name!r}: input shape {x.shape} does not match "
+                             f"weight {layer.weight.shape}")
+        return [LayerGemm(x, layer.weight.T, layer.bias, layer.m, layer.s, zy, layer.relu,
+                          lo, hi, net.acc_bits)]
+    if x.ndim != 4 or x.shape[1] != layer.weight.shape[1] * layer.groups:
+        raise ValueError(f"layer {layer.name!r}: input shape {x.shape} does not match "
+                         f"weight {layer.weight.shape} with groups={layer.groups}")
+    cols, _ = im2col(x, layer.kernel, layer.stride, layer.padding,
+                     layer.in_q[0].zero_point, layer.groups)
+    n_g = layer.out_channels // layer.groups
+    out = []
+    for g, xg in enumerate(cols):
+        sl = slice(g * n_g, (g + 1) * n_g)
+        w = layer.weight[sl].reshape(n_g, -1).T
+        m = layer.m[sl] if layer.per_channel else layer.m
+        s = layer.s[sl] if layer.per_channel else layer.s
+        out.append(LayerGemm(xg, w, layer.bias[sl], m, s, zy, layer.relu, lo, hi,
+                             net.acc_bits))
+    return out
+
+
+def _conv_out_shape(x: np.ndarray, layer: IntLayer) -> tuple[int, int]:
+    (kh, kw), (sh, sw), (ph, pw) = layer.kernel, layer.stride, layer.padding
+    return (x.shape[2] + 2 * ph - kh) // sh + 1, (x.shape[3] + 2 * pw - kw) // sw + 1
+
+
+def run_layer(net: IntNetwork, layer: IntLayer, inputs: list[np.ndarray]
+              ) -> tuple[np.ndarray, int]:
+    """Run one layer on its integer inputs; returns ``(y, overflow_count)``."""
+    xs = [np.asarray(v, dtype=np.int64) for v in inputs]
+    x = xs[0]
+    kind = layer.kind
+    if kind in ("linear", "conv2d"):
+        gemms = layer_gemms(net, layer, x)
+        ys, ovf = [], 0
+        for gm in gemms:
+            y, o = gm.run()
+            ys.append(y)
+            ovf += o
+        y = np.concatenate(ys, axis=1)
+        if kind == "conv2d":
+            Ho, Wo = _conv_out_shape(x, layer)
+            y = y.reshape(x.shape[0], Ho, Wo, -1).transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(y), ovf
+    if kind == "maxpool2d":
+        fill = layer.in_q[0].range[0]
+        return _windows(x, layer.kernel, layer.stride, layer.padding, fill).max(axis=(4, 5)), 0
+    if kind == "relu":
+        return np.maximum(x, layer.in_q[0].zero_point), 0
+    if kind == "flatten":
+        return x.reshape(x.shape[0], -1), 0
+    lo, hi = _bounds(layer)
+    zy = layer.out_q.zero_point
+    if kind in ("avgpool2d", "global_avgpool"):
+        if kind == "global_avgpool":
+            exact = (x - layer.in_q[0].zero_point).sum(axis=(2, 3))
+            if layer.keepdim:
+                exact = exact[:, :, None, None]
+        else:
+            win = _windows(x - layer.in_q[0].zero_point, layer.kernel, layer.stride,
+                           layer.padding, 0)
+            exact = win.sum(axis=(4, 5))
+        acc = wrap(exact, net.acc_bits)
+        return requantize(acc, layer.m[0], layer.s[0], zy, lo, hi), \
+            int(np.count_nonzero(acc != exact))
+    if kind == "add":
+        a, b = xs
+        if a.shape != b.shape:
+            raise ValueError(f"layer {layer.name!r}: add of shapes {a.shape} and {b.shape}")
+        exact = (layer.m[0] * (a - layer.in_q[0].zero_point)
+                 + layer.m[1] * (b - layer.in_q[1].zero_point))
+        acc = wrap(exact, net.acc_bits)
+        s = np.int64(layer.s[0])
+        y = np.right_shift(acc + rounding_term(s), s) + np.int64(zy)
+        return np.clip(y, lo, hi), int(np.count_nonzero(acc != exact))
+    raise ValueError(f"layer {layer.name!r}: unknown kind {kind!r}")  # pragma: no cover
+
+
+def run(net: IntNetwork, x_int, *, trace: bool = False):
+    """Run ``net`` on integer input ``x_int`` (``[B, *input_shape]``); returns the integer
+    output, or a :class:`RunResult` with every layer's output when ``trace``."""
+    x = np.asarray(x_int)
+    if not np.issubdtype(x.dtype, np.integer):
+        raise ValueError(f"x_int must hold integers, got dtype {x.dtype}")
+    if tuple(x.shape[1:]) != net.input_shape:
+        raise ValueError(f"x_int must have shape [B, {', '.join(map(str, net.input_shape))}], "
+                         f"got {x.shape}")
+    lo, hi = net.input_q.range
+    if x.size and (x.min() < lo or x.max() > hi):
+        raise ValueError(f"x_int values must be in [{lo}, {hi}] (input type)")
+    x = x.astype(np.int64)
+    outs: list[np.ndarray] = []
+    ovfs: list[int] = []
+    for layer in net.layers:
+        ins = [x if j == -1 else outs[j] for j in layer.inputs]
+        y, o = run_layer(net, layer, ins)
+        outs.append(y)
+        ovfs.append(o)
+    if trace:
+        return RunResult(output=outs[net.output], outputs=outs, overflows=ovfs)
+    return outs[net.output]
+
+
+def run_float(net: IntNetwork, x) -> np.ndarray:
+    """Quantize float input with ``net.input_q``, run, and dequantize the output."""
+    y = run(net, net.input_q.quantize(x))
+    return net.output_q.dequantize(y)

@@ -1,0 +1,156 @@
+"""sim.executor: integer layers against direct (loop) implementations of the SPEC."""
+
+import numpy as np
+import pytest
+from test_network import small_net
+
+from sim import executor
+from sim.arith import quantize_multiplier
+from sim.config import ArrayConfig
+from sim.network import IntLayer, IntNetwork, QParams
+from sim.reference import reference_gemm
+
+
+def _requant(acc, m, s, zy, lo, hi):
+    """Python-int version of the SPEC requantizer (independent of sim.arith)."""
+    r = (1 << (s - 1)) if s > 0 else 0
+    return min(max(zy + ((acc * m + r) >> s), lo), hi)
+
+
+def _direct_conv(x, layer, acc_bits):
+    """Loop-nest conv: padding = z_x, per output channel requant, wrap to acc_bits."""
+    B, C, H, W = x.shape
+    w = layer.weight
+    N, cg, kh, kw = w.shape
+    (sh, sw), (ph, pw), g = layer.stride, layer.padding, layer.groups
+    zx = layer.in_q[0].zero_point
+    xp = np.full((B, C, H + 2 * ph, W + 2 * pw), zx, dtype=np.int64)
+    xp[:, :, ph:ph + H, pw:pw + W] = x
+    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    lo = layer.out_q.zero_point if layer.relu else layer.out_q.range[0]
+    hi = layer.out_q.range[1]
+    y = np.zeros((B, N, Ho, Wo), dtype=np.int64)
+    half = 1 << (acc_bits - 1)
+    for b in range(B):
+        for n in range(N):
+            grp = n // (N // g)
+            m = int(layer.m[n if layer.per_channel else 0])
+            s = int(layer.s[n if layer.per_channel else 0])
+            for i in range(Ho):
+                for j in range(Wo):
+                    patch = xp[b, grp * cg:(grp + 1) * cg, i * sh:i * sh + kh, j * sw:j * sw + kw]
+                    acc = int(layer.bias[n]) + int((patch * w[n]).sum())
+                    acc = ((acc + half) % (1 << acc_bits)) - half
+                    y[b, n, i, j] = _requant(acc, m, s, layer.out_q.zero_point, lo, hi)
+    return y
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_conv_and_depthwise_match_direct_loops(per_channel):
+    rng = np.random.default_rng(1)
+    net = small_net(per_channel, rng)
+    x = rng.integers(0, 256, size=(2, 2, 6, 6))
+    res = executor.run(net, x, trace=True)
+    y0 = _direct_conv(x, net.layers[0], net.acc_bits)
+    assert np.array_equal(res.outputs[0], y0)
+    assert np.array_equal(res.outputs[1], _direct_conv(y0, net.layers[1], net.acc_bits))
+    # global average pool and linear
+    gap = net.layers[2]
+    acc = (res.outputs[1] - gap.in_q[0].zero_point).sum(axis=(2, 3))
+    want = np.vectorize(lambda a: _requant(int(a), int(gap.m[0]), int(gap.s[0]),
+                                           gap.out_q.zero_point, 0, 255))(acc)
+    assert np.array_equal(res.outputs[2], want)
+    fc = net.layers[3]
+    acc = res.outputs[2] @ fc.weight.T + fc.bias
+    want = np.vectorize(lambda a: _requant(int(a), int(fc.m[0]), int(fc.s[0]),
+                                           fc.out_q.zero_point, 0, 255))(acc)
+    assert np.array_equal(res.output, want)
+    assert res.output.shape == (2, 3) and res.overflows == [0, 0, 0, 0]
+
+
+def test_padding_uses_input_zero_point():
+    """An all-z_x input equals real zero: with zero bias every output is exactly z_y,
+    which only holds if the padded border is z_x too."""
+    q_in, q_out = QParams(0.1, 77, 8, False), QParams(0.1, 40, 8, False)
+    w = np.ones((1, 1, 3, 3), dtype=np.int64)
+    m, s = quantize_multiplier(0.5, 16)
+    layer = IntLayer("c", "conv2d", (-1,), (q_in,), q_out, weight=w,
+                     bias=-77 * w.reshape(1, -1).sum(1), m=m, s=s, padding=1)
+    net = IntNetwork((layer,), q_in, (1, 4, 4))
+    y = executor.run(net, np.full((1, 1, 4, 4), 77))
+    assert np.all(y == 40)
+
+
+def test_layer_gemms_are_accelerator_jobs():
+    rng = np.random.default_rng(3)
+    net = small_net(True, rng)
+    x = rng.integers(0, 256, size=(1, 2, 6, 6))
+    cfg = ArrayConfig(w_bits=4, a_bits=8, per_channel=True, acc_bits=32, mult_bits=16)
+    gemms = executor.layer_gemms(net, net.layers[0], x)
+    assert len(gemms) == 1 and gemms[0].x.shape == (36, 18) and gemms[0].w.shape == (18, 4)
+    y, _ = gemms[0].run()
+    ref = reference_gemm(cfg, gemms[0].to_job(cfg))
+    assert np.array_equal(ref.y, y)
+    y_layer, _ = executor.run_layer(net, net.layers[0], [x])
+    assert np.array_equal(y_layer, y.reshape(1, 6, 6, 4).transpose(0, 3, 1, 2))
+    # depthwise: one GEMM per group with K = 9, N = 1
+    x1 = y_layer
+    dw = executor.layer_gemms(net, net.layers[1], x1)
+    assert len(dw) == 4 and all(g.w.shape == (9, 1) for g in dw)
+    for g in dw:
+        assert np.array_equal(reference_gemm(cfg, g.to_job(cfg)).y, g.run()[0])
+
+
+def test_maxpool_add_relu_flatten_avgpool():
+    rng = np.random.default_rng(4)
+    qa, qb, qy = QParams(0.1, 5, 8, False), QParams(0.07, 0, 8, False), QParams(0.2, 3, 8, False)
+    ra, rb = qa.scale / qy.scale, qb.scale / qy.scale
+    S = 16
+    M = np.array([round(ra * 2**S), round(rb * 2**S)])
+    layers = (
+        IntLayer("relu", "relu", (-1,), (qa,), qa),
+        IntLayer("pool", "maxpool2d", (0,), (qa,), qa, kernel=2, stride=2),
+        IntLayer("id", "avgpool2d", (-1,), (qa,), qb, kernel=2, stride=2,
+                 m=np.array(quantize_multiplier(qa.scale / (4 * qb.scale), 16)[0]),
+                 s=np.array(quantize_multiplier(qa.scale / (4 * qb.scale), 16)[1])),
+        IntLayer("add", "add", (1, 2), (qa, qb), qy, relu=True, m=M, s=np.array([S])),
+        IntLayer("flat", "flatten", (3,), (qy,), qy),
+    )
+    net = IntNetwork(layers, qa, (3, 4, 4))
+    x = rng.integers(0, 256, size=(2, 3, 4, 4))
+    res = executor.run(net, x, trace=True)
+    xr = np.maximum(x, 5)
+    assert np.array_equal(res.outputs[0], xr)
+    mp = xr.reshape(2, 3, 2, 2, 2, 2).max(axis=(3, 5))
+    assert np.array_equal(res.outputs[1], mp)
+    real_avg = qa.scale * (x.reshape(2, 3, 2, 2, 2, 2) - 5).mean(axis=(3, 5))
+    real_avg = np.clip(real_avg, 0, 255 * qb.scale)      # output range of qb
+    assert np.abs(qb.dequantize(res.outputs[2]) - real_avg).max() <= qb.scale * 0.5 + 1e-9
+    real_sum = qa.dequantize(mp) + qb.dequantize(res.outputs[2])
+    want = np.clip(np.floor(real_sum / qy.scale + 0.5) + 3, 3, 255)
+    assert np.abs(res.outputs[3] - want).max() <= 1
+    assert np.mean(res.outputs[3] != want) < 0.05
+    assert res.output.shape == (2, 12)
+
+
+def test_run_validates_input():
+    net = small_net()
+    with pytest.raises(ValueError, match="must hold integers"):
+        executor.run(net, np.zeros((1, 2, 6, 6)))
+    with pytest.raises(ValueError, match="shape"):
+        executor.run(net, np.zeros((1, 2, 5, 6), dtype=np.int64))
+    with pytest.raises(ValueError, match=r"in \[0, 255\]"):
+        executor.run(net, np.full((1, 2, 6, 6), 256))
+
+
+def test_overflow_is_counted_and_wraps():
+    q = QParams(1.0, 0, 8, False)
+    w = np.full((1, 64), 127, dtype=np.int64)
+    layer = IntLayer("fc", "linear", (-1,), (q,), QParams(1.0, 0, 8, True), weight=w,
+                     bias=np.zeros(1, np.int64), m=np.array([1]), s=np.array([0]))
+    net = IntNetwork((layer,), q, (64,), acc_bits=16, mult_bits=16)
+    res = executor.run(net, np.full((1, 64), 255), trace=True)
+    exact = 255 * 127 * 64
+    wrapped = ((exact + 2**15) % 2**16) - 2**15
+    assert res.overflows == [1]
+    assert res.output[0, 0] == min(max(wrapped, -128), 127)

@@ -1,0 +1,145 @@
+"""sim.network: IntLayer / IntNetwork validation and the .npz + JSON manifest round trip."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from sim.network import FORMAT_VERSION, IntLayer, IntNetwork, QParams
+
+
+def _q(scale=0.05, zp=10, bits=8, signed=False):
+    return QParams(scale, zp, bits, signed)
+
+
+def small_net(per_channel=True, rng=None):
+    rng = rng or np.random.default_rng(0)
+    qin, q1, q2, q3 = _q(0.02, 3), _q(0.04, 0), _q(0.03, 7), _q(0.1, 120)
+    n = 4
+    conv = IntLayer("conv", "conv2d", (-1,), (qin,), q1, relu=True,
+                    weight=rng.integers(-8, 8, size=(n, 2, 3, 3)),
+                    bias=rng.integers(-500, 500, size=n),
+                    m=rng.integers(1 << 14, 1 << 15, size=n if per_channel else 1),
+                    s=np.full(n if per_channel else 1, 22), w_bits=4,
+                    per_channel=per_channel, stride=1, padding=1)
+    dw = IntLayer("dw", "conv2d", (0,), (q1,), q2, weight=rng.integers(-8, 8, size=(n, 1, 3, 3)),
+                  bias=rng.integers(-50, 50, size=n), m=np.full(n if per_channel else 1, 20000),
+                  s=np.full(n if per_channel else 1, 21), w_bits=4, per_channel=per_channel,
+                  stride=2, padding=1, groups=n)
+    pool = IntLayer("gap", "global_avgpool", (1,), (q2,), q2, m=np.array([16384]),
+                    s=np.array([16]), keepdim=False)
+    fc = IntLayer("fc", "linear", (2,), (q2,), q3, weight=rng.integers(-8, 8, size=(3, n)),
+                  bias=rng.integers(-100, 100, size=3), m=np.array([30000]), s=np.array([22]),
+                  w_bits=4)
+    return IntNetwork((conv, dw, pool, fc), qin, (2, 6, 6), acc_bits=32, mult_bits=16,
+                      meta={"origin": "test"})
+
+
+def test_save_load_round_trip(tmp_path):
+    net = small_net()
+    path = net.save(tmp_path / "net")
+    assert path.suffix == ".npz" and path.exists()
+    back = IntNetwork.load(path)
+    assert back.manifest() == net.manifest()
+    for a, b in zip(net.layers, back.layers):
+        for name in ("weight", "bias", "m", "s"):
+            va, vb = getattr(a, name), getattr(b, name)
+            assert (va is None and vb is None) or np.array_equal(va, vb)
+    assert back.meta == {"origin": "test"}
+    # no pickled objects anywhere in the archive
+    with np.load(path, allow_pickle=False) as data:
+        assert all(data[k].dtype != object for k in data.files)
+
+
+def _rewrite(path, out, mutate_manifest=None, drop=None):
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    man = json.loads(arrays["manifest.json"].tobytes().decode())
+    if mutate_manifest:
+        mutate_manifest(man)
+        arrays["manifest.json"] = np.frombuffer(json.dumps(man).encode(), dtype=np.uint8)
+    if drop:
+        arrays.pop(drop)
+    np.savez(out, **arrays)
+    return out
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda m: m.update(format_version=FORMAT_VERSION + 1), "format_version"),
+    (lambda m: m.pop("acc_bits"), "'acc_bits': missing"),
+    (lambda m: m["layers"][1].update(kind="conv3d"), r"layers\[1\].kind"),
+    (lambda m: m["layers"][0].pop("stride"), r"layers\[0\].stride"),
+    (lambda m: m["layers"][3]["out_q"].update(zero_point=999), r"layers\[3\]"),
+    (lambda m: m["layers"][2].update(inputs=[3]), r"layers\[2\]"),
+    (lambda m: m.update(format="other"), "'format'"),
+])
+def test_malformed_manifest_names_file_and_field(tmp_path, mutate, match):
+    good = small_net().save(tmp_path / "good.npz")
+    bad = _rewrite(good, tmp_path / "bad.npz", mutate)
+    with pytest.raises(ValueError, match=match) as exc:
+        IntNetwork.load(bad)
+    assert "bad.npz" in str(exc.value)
+
+
+def test_missing_array_and_not_json(tmp_path):
+    good = small_net().save(tmp_path / "good.npz")
+    with pytest.raises(ValueError, match=r"L0.weight.*missing"):
+        IntNetwork.load(_rewrite(good, tmp_path / "a.npz", drop="L0.weight"))
+    np.savez(tmp_path / "b.npz", **{"manifest.json": np.frombuffer(b"{nope", dtype=np.uint8)})
+    with pytest.raises(ValueError, match="not valid JSON"):
+        IntNetwork.load(tmp_path / "b.npz")
+    np.savez(tmp_path / "c.npz", x=np.zeros(3))
+    with pytest.raises(ValueError, match="missing 'manifest.json'"):
+        IntNetwork.load(tmp_path / "c.npz")
+    (tmp_path / "d.npz").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a readable"):
+        IntNetwork.load(tmp_path / "d.npz")
+    assert zipfile.is_zipfile(good)
+
+
+def test_pickled_arrays_are_refused(tmp_path):
+    good = small_net().save(tmp_path / "good.npz")
+    with np.load(good, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["L0.weight"] = np.array([{"evil": 1}], dtype=object)
+    np.savez(tmp_path / "p.npz", **arrays)
+    with pytest.raises(ValueError):
+        IntNetwork.load(tmp_path / "p.npz")
+
+
+def test_layer_validation_messages():
+    q = _q()
+    with pytest.raises(ValueError, match="kind must be one of"):
+        IntLayer("x", "softmax", (-1,), (q,), q)
+    with pytest.raises(ValueError, match=r"weight values must be in \[-8, 7\]"):
+        IntLayer("x", "linear", (-1,), (q,), q, weight=np.full((2, 3), 8), bias=np.zeros(2, int),
+                 m=np.ones(1, int), s=np.ones(1, int), w_bits=4)
+    with pytest.raises(ValueError, match=r"m must have shape \(2,\)"):
+        IntLayer("x", "linear", (-1,), (q,), q, weight=np.ones((2, 3), int),
+                 bias=np.zeros(2, int), m=np.ones(1, int), s=np.ones(1, int),
+                 per_channel=True)
+    with pytest.raises(ValueError, match="must hold integers"):
+        IntLayer("x", "linear", (-1,), (q,), q, weight=np.ones((2, 3)), bias=np.zeros(2, int),
+                 m=np.ones(1, int), s=np.ones(1, int))
+    with pytest.raises(ValueError, match="keeps the input's quantization"):
+        IntLayer("x", "maxpool2d", (-1,), (q,), _q(0.1), kernel=2, stride=2)
+    with pytest.raises(ValueError, match="groups=3 must divide"):
+        IntLayer("x", "conv2d", (-1,), (q,), q, weight=np.ones((4, 1, 3, 3), int),
+                 bias=np.zeros(4, int), m=np.ones(1, int), s=np.ones(1, int), groups=3)
+    with pytest.raises(ValueError, match="zero_point must be 0 for signed"):
+        QParams(0.1, 3, 8, True)
+    with pytest.raises(ValueError, match="scale must be a finite float > 0"):
+        QParams(0.0, 0, 8, False)
+
+
+def test_network_validation_messages():
+    net = small_net()
+    with pytest.raises(ValueError, match="differs from the quantization"):
+        IntNetwork(net.layers, _q(0.5, 3), net.input_shape)
+    with pytest.raises(ValueError, match=r"m must be in \[0, 255\]"):
+        IntNetwork(net.layers, net.input_q, net.input_shape, acc_bits=32, mult_bits=8)
+    with pytest.raises(ValueError, match="bias must fit the 8-bit accumulator"):
+        IntNetwork(net.layers, net.input_q, net.input_shape, acc_bits=8)
+    with pytest.raises(ValueError, match="acc_bits \\+ mult_bits must be <= 62"):
+        IntNetwork(net.layers, net.input_q, net.input_shape, acc_bits=50, mult_bits=16)
