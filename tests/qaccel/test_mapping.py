@@ -169,6 +169,7 @@ def test_digits_models(name, convs):
     assert ws[0].T == 64                               # 8x8, padding 1
 
 
+@pytest.mark.shared
 @pytest.mark.skipif(not PEER.is_dir(), reason="../shared/peer/scalesim not present")
 def test_topology_workloads():
     ws = workloads_from_topology(PEER / "resnet18.csv")

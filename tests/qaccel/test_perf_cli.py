@@ -131,6 +131,7 @@ def test_bad_array_option(topo, capsys):
     assert "ArrayConfig.rows" in _err(capsys, ["perf", "--topology", str(topo), "--rows", "0"])
 
 
+@pytest.mark.shared
 @pytest.mark.skipif(not PEER.is_dir(), reason="../shared/peer/scalesim not present")
 def test_peer_resnet18_compat_total(capsys):
     assert main(["perf", "--topology", str(PEER / "resnet18.csv"), "--scalesim-compat"]) == 0

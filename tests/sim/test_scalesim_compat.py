@@ -16,8 +16,6 @@ PEER = pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "peer" / 
 REPORT_RE = re.compile(r"(?P<topo>.+)_(?P<rows>\d+)x(?P<cols>\d+)_(?P<df>ws|os|is)_COMPUTE_REPORT")
 REPORTS = sorted(PEER.glob("*_COMPUTE_REPORT.csv")) if PEER.is_dir() else []
 
-pytestmark = pytest.mark.shared
-
 
 def _read_report(path: pathlib.Path) -> tuple[list[str], list[list[float]]]:
     with open(path) as f:
@@ -26,6 +24,7 @@ def _read_report(path: pathlib.Path) -> tuple[list[str], list[list[float]]]:
     return header, [[float(x) for x in r if x.strip()] for r in rows[1:]]
 
 
+@pytest.mark.shared
 def test_peer_reports_present_or_skip():
     if not PEER.is_dir():
         pytest.skip(f"{PEER} not present")
@@ -35,6 +34,7 @@ def test_peer_reports_present_or_skip():
             "small3_8x12_ws_COMPUTE_REPORT.csv"} <= names
 
 
+@pytest.mark.shared
 @pytest.mark.skipif(not REPORTS, reason="../shared/peer/scalesim not present")
 @pytest.mark.parametrize("report", REPORTS, ids=lambda p: p.stem)
 def test_compat_matches_every_layer_of_report(report):
@@ -56,6 +56,7 @@ def test_compat_matches_every_layer_of_report(report):
         assert c.compute_util == pytest.approx(row[col["Compute Util %"]], rel=1e-12), where
 
 
+@pytest.mark.shared
 @pytest.mark.skipif(not REPORTS, reason="../shared/peer/scalesim not present")
 def test_resnet_totals_quoted_in_peer_readme():
     r18 = compat_network(32, 32, "ws", [x.workload() for x in read_topology(PEER / "resnet18.csv")])

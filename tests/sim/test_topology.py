@@ -67,6 +67,7 @@ def test_gemm_errors_and_empty(tmp_path):
         read_topology(tmp_path / "nope.csv")
 
 
+@pytest.mark.shared
 @pytest.mark.skipif(not PEER.is_dir(), reason="../shared/peer/scalesim not present")
 @pytest.mark.parametrize("name, count", [("resnet18", 21), ("resnet50", 54), ("small3", 3),
                                          ("mobilenet", None)])
