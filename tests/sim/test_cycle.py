@@ -91,7 +91,7 @@ def exact_partial_sums(cfg: ArrayConfig, job: GemmJob) -> np.ndarray:
     return np.concatenate(sums)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.filter_too_much,
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much,
                                                                    HealthCheck.too_slow])
 @given(cases())
 def test_cycle_model_matches_reference_and_schedule(case):
