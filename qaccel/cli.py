@@ -12,6 +12,8 @@ COMMAND_MODULES = [
     "qaccel.commands.demo",
     "qaccel.commands.verilog",
     "qaccel.commands.perf",
+    "qaccel.commands.energy",
+    "qaccel.commands.synth",
 ]
 
 

@@ -1,0 +1,232 @@
+"""``qaccel energy``: energy per inference of a network on the array, per layer and term.
+
+    qaccel energy --network resnet50 --w-bits 4 --a-bits 8 --per-channel
+    qaccel energy --network bert_base --json e.json --csv e.csv --plot e.png
+    qaccel energy --topology net.csv --energy-table my45nm.json --area
+
+Same workload / array / buffer options as ``qaccel perf``; the traffic comes from the
+analytic model (:mod:`sim.analytic`) and the energies from :mod:`sim.energy` (default
+table: Horowitz, ISSCC 2014, 45 nm). ``--plot`` sweeps bit-widths (``--sweep``, default
+W8A8, W8A4, W4A8, W4A4, W2A8) x per-tensor / per-channel on the same array and draws the
+stacked energy breakdown, the latency and (with ``--area``) the synthesized area.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import pathlib
+import re
+import sys
+
+from sim.config import ArrayConfig
+from sim.energy import (
+    CATEGORIES,
+    EnergyBreakdown,
+    counts_from_perf,
+    layer_energy,
+    load_table,
+)
+
+from .perf import add_perf_options, perf_config, perf_workloads
+
+DEFAULT_SWEEP = ("W8A8", "W8A4", "W4A8", "W4A4", "W2A8")
+
+
+def parse_bitwidths(text: str) -> list[tuple[int, int]]:
+    """``"W8A8,W4A8"`` -> ``[(8, 8), (4, 8)]``."""
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        m = re.fullmatch(r"[Ww](\d+)[Aa](\d+)", item)
+        if not m:
+            raise ValueError(f"--sweep: {item!r} is not a bit-width pair like W8A8")
+        out.append((int(m.group(1)), int(m.group(2))))
+    if not out:
+        raise ValueError("--sweep: empty list")
+    return out
+
+
+def _where(source: str, rows: dict, name: str) -> str:
+    return f"{source}: row {rows[name]}" if name in rows else source
+
+
+def network_energy_report(cfg: ArrayConfig, gemms, table, source: str = "",
+                          rows: dict | None = None) -> dict:
+    """Analytic model + energy model: a JSON-able report (per layer and total)."""
+    from sim.analytic import analyze_layer
+
+    rows = rows or {}
+    layers, total = [], EnergyBreakdown(name="total", terms={})
+    for g in gemms:
+        try:
+            lp = analyze_layer(cfg, g)
+        except ValueError as exc:
+            raise ValueError(f"{_where(source, rows, g.name)}: {exc}") from None
+        e = layer_energy(cfg, counts_from_perf(lp), table)
+        total = total + e
+        layers.append({"name": lp.name, "op": lp.op, "T": lp.T, "K": lp.K, "N": lp.N,
+                       "repeat": lp.repeat, "cycles": lp.cycles, "macs": lp.macs,
+                       "utilization": lp.utilization, "total_pj": e.total_pj,
+                       "categories_pj": e.by_category(), "terms_pj": e.terms})
+    macs = total.macs
+    return {"source": source, "config": cfg.to_dict(), "tag": cfg.tag(),
+            "table": table.to_dict(), "layers": layers,
+            "total": {"cycles": total.cycles, "macs": macs, "total_pj": total.total_pj,
+                      "pj_per_mac": total.total_pj / macs if macs else 0.0,
+                      "categories_pj": total.by_category(), "terms_pj": total.terms}}
+
+
+def sweep(cfg: ArrayConfig, gemms, table, bitwidths, *, area: bool = False,
+          source: str = "") -> list[dict]:
+    """Energy (and optionally area) for every ``(w_bits, a_bits)`` x per-tensor/per-channel
+    on ``cfg``'s array. One row per point."""
+    out = []
+    for w, a in bitwidths:
+        for pc in (False, True):
+            c = cfg.replace(w_bits=w, a_bits=a, per_channel=pc)
+            rep = network_energy_report(c, gemms, table, source)
+            row = {"label": f"W{w}A{a}", "w_bits": w, "a_bits": a,
+                   "scaling": "per-channel" if pc else "per-tensor", "tag": c.tag(),
+                   "cycles": rep["total"]["cycles"], "macs": rep["total"]["macs"],
+                   "total_pj": rep["total"]["total_pj"],
+                   "categories_pj": rep["total"]["categories_pj"],
+                   "params_pj": sum(v for k, v in rep["total"]["terms_pj"].items()
+                                    if k.startswith("params.")),
+                   "params_dram_pj": rep["total"]["terms_pj"]["params.dram"]}
+            if area:
+                from qaccel.synth import area_report
+
+                row["area"] = area_report(c)["summary"]
+            out.append(row)
+    return out
+
+
+def _fmt_pj(pj: float) -> str:
+    for unit, scale in (("J", 1e12), ("mJ", 1e9), ("uJ", 1e6), ("nJ", 1e3)):
+        if abs(pj) >= scale:
+            return f"{pj / scale:.3f} {unit}"
+    return f"{pj:.2f} pJ"
+
+
+def render(rep: dict, clock_mhz: float) -> str:
+    cfg = rep["config"]
+    out = [f"{rep['source']} on {rep['tag']}; buffers W/A/O {cfg['weight_buffer_kib']}/"
+           f"{cfg['act_buffer_kib']}/{cfg['out_buffer_kib']} KiB; energy table "
+           f"{rep['table']['name']} ({rep['table']['path']})"]
+    short = {"mac": "mac", "pe_regs": "pe_reg", "accumulator": "accum", "requant": "requant",
+             "buffers": "buffers", "params": "params", "dram": "dram"}
+    hdr = (f"{'layer':<22} {'cycles':>11} {'MACs':>13} {'energy':>11} {'pJ/MAC':>7} "
+           + " ".join(f"{short[c] + '%':>8}" for c in CATEGORIES))
+    out += [hdr, "-" * len(hdr)]
+    for L in rep["layers"]:
+        tot = L["total_pj"] or 1.0
+        out.append(f"{L['name'][:22]:<22} {L['cycles']:>11,} {L['macs']:>13,} "
+                   f"{_fmt_pj(L['total_pj']):>11} {L['total_pj'] / max(L['macs'], 1):>7.2f} "
+                   + " ".join(f"{100 * L['categories_pj'][c] / tot:>8.1f}" for c in CATEGORIES))
+    out.append("-" * len(hdr))
+    t = rep["total"]
+    ms = t["cycles"] / (clock_mhz * 1e3)
+    out.append(f"total: {len(rep['layers'])} layers, {t['cycles']:,} cycles "
+               f"({ms:.3f} ms at {clock_mhz:g} MHz), {t['macs']:,} MACs, energy "
+               f"{_fmt_pj(t['total_pj'])} per inference, {t['pj_per_mac']:.3f} pJ/MAC")
+    out.append("breakdown: " + ", ".join(
+        f"{c} {_fmt_pj(t['categories_pj'][c])} ({100 * t['categories_pj'][c] / t['total_pj']:.1f}"
+        f"%)" for c in CATEGORIES))
+    params = {k: v for k, v in t["terms_pj"].items() if k.startswith("params.")}
+    out.append("params (bias + requantizer M, S): " + ", ".join(
+        f"{k.split('.', 1)[1]} {_fmt_pj(v)}" for k, v in params.items()))
+    return "\n".join(out)
+
+
+def render_area(summary: dict) -> str:
+    keys = [k for k in summary if not k.endswith("_source")]
+    return "area (yosys generic synthesis): " + ", ".join(
+        f"{k} {summary[k]:,.0f}" if isinstance(summary[k], int | float) else f"{k} {summary[k]}"
+        for k in keys)
+
+
+def render_sweep(rows: list[dict]) -> str:
+    hdr = (f"{'config':<8} {'scaling':<12} {'cycles':>12} {'energy':>11} {'pJ/MAC':>7} "
+           f"{'params':>10} {'datapath tr.':>13}")
+    out = [hdr, "-" * len(hdr)]
+    for r in rows:
+        area = r.get("area", {}).get("datapath_transistors")
+        out.append(f"{r['label']:<8} {r['scaling']:<12} {r['cycles']:>12,} "
+                   f"{_fmt_pj(r['total_pj']):>11} {r['total_pj'] / r['macs']:>7.3f} "
+                   f"{_fmt_pj(r['params_pj']):>10} "
+                   f"{'-' if area is None else f'{area:,.0f}':>13}")
+    return "\n".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.clock_mhz <= 0:
+        raise ValueError(f"--clock-mhz must be positive, not {args.clock_mhz}")
+    table = load_table(args.energy_table)
+    cfg = perf_config(args)
+    bitwidths = parse_bitwidths(args.sweep) if args.sweep else list(
+        parse_bitwidths(",".join(DEFAULT_SWEEP)))
+    source, gemms, rows = perf_workloads(args)
+    rep = network_energy_report(cfg, gemms, table, source, rows)
+    print(render(rep, args.clock_mhz))
+    if args.area:
+        from qaccel.synth import area_report
+
+        rep["area"] = area_report(cfg)
+        print(render_area(rep["area"]["summary"]))
+    if args.plot or args.sweep:
+        rows_sw = sweep(cfg, gemms, table, bitwidths, area=args.area, source=source)
+        rep["sweep"] = rows_sw
+        print()
+        print(render_sweep(rows_sw))
+        if args.plot:
+            from qaccel.plots import plot_energy_sweep
+
+            plot_energy_sweep(rows_sw, args.plot,
+                              title=f"{source} on {cfg.rows}x{cfg.cols}, acc{cfg.acc_bits}, "
+                                    f"M{cfg.mult_bits} ({table.name})",
+                              clock_mhz=args.clock_mhz)
+            print(f"wrote {args.plot}", file=sys.stderr)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rep, indent=1) + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.csv:
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        with open(args.csv, "w", newline="") as f:
+            terms = sorted({k for L in rep["layers"] for k in L["terms_pj"]})
+            fields = (["name", "op", "T", "K", "N", "repeat", "cycles", "macs", "total_pj"]
+                      + [f"{c}_pj" for c in CATEGORIES] + [f"{t}_pj" for t in terms])
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            for L in rep["layers"]:
+                row = {k: L[k] for k in fields[:9]}
+                row.update({f"{c}_pj": L["categories_pj"][c] for c in CATEGORIES})
+                row.update({f"{t}_pj": L["terms_pj"].get(t, 0.0) for t in terms})
+                w.writerow(row)
+        print(f"wrote {args.csv}", file=sys.stderr)
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "energy", help="energy per inference (per layer and term), bit-width sweep, plots",
+        description="Energy of a network or SCALE-Sim topology on the array: MACs, PE "
+                    "registers, accumulators, requantizer, on-chip buffers, bias/(M, S) "
+                    "parameters and DRAM, from the analytic traffic model and an energy "
+                    "table (default Horowitz, ISSCC 2014, 45 nm). See docs/energy.md.")
+    add_perf_options(p)
+    e = p.add_argument_group("energy")
+    e.add_argument("--energy-table", type=pathlib.Path, metavar="FILE.json",
+                   help="energy table (default sim/data/energy_horowitz45.json)")
+    e.add_argument("--clock-mhz", type=float, default=500.0,
+                   help="clock for the latency in ms (default 500)")
+    e.add_argument("--sweep", metavar="W8A8,W4A8,...",
+                   help="bit-width points for the sweep table / plot (default "
+                        + ",".join(DEFAULT_SWEEP) + " when --plot is given)")
+    e.add_argument("--plot", type=pathlib.Path, metavar="FILE.png",
+                   help="plot the sweep: stacked energy, latency, area (with --area)")
+    e.add_argument("--area", action="store_true",
+                   help="synthesize PE / requantizer / params FIFO with Yosys (cached in "
+                        "build/synth/; the first run takes minutes)")
+    p.set_defaults(func=run)
