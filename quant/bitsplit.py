@@ -33,22 +33,29 @@ division by zero (an all-zero ``q`` keeps its previous alpha).
 
 API for the PTQ pipeline (``quant.quantize`` with ``rounding="bitsplit"``)
 --------------------------------------------------------------------------
-For each ``nn.Linear`` / ``nn.Conv2d`` (after BN folding / CLE) collect the layer's
-FP32 inputs on the calibration set (``quant.adaround.collect_io`` on the FP model) and call::
+``quant.pipeline`` calls, per layer in network order::
 
-    q_int, alpha = bitsplit_module(layer, inputs_fp, bits=3, epochs=100, seed=0)
-    # q_int: torch.int32 with layer.weight's shape, alpha: (C_out,) float per-channel scale
-    layer.weight.data = q_int * alpha.view(-1, 1, 1, 1)
+    q_int, alpha = bitsplit_layer(ql.module, ql.weight_scale(), inputs, target,
+                                  w_bits=cfg.w_bits, iterations=cfg.iterations,
+                                  act_fn=..., seed=cfg.seed)
+    ql.set_integer_weight(q_int, alpha)
 
-``alpha`` is the per-output-channel weight scale (``s_w[n]`` of the SPEC); the integer range
-``[-(2^(b-1)-1), 2^(b-1)-1]`` lies inside the SPEC's signed range. Per-tensor hardware
-cannot use it directly (Bit-split is per channel by construction). For activations,
-:func:`bitsplit_act_scale(samples, a_bits)` returns the per-tensor unsigned scale (zero-point
-0) by the same alternating least squares on the positive samples.
+Note for the pipeline owner: the paper (README facts) takes ``inputs`` from the *FP*
+network -- collect them with weights and activations off (``quant_state(model,
+weights=False, acts=False)``); ``Y`` is computed here from the FP weights on those inputs.
+``weight_scale`` only selects per-channel (``(C_out,)``) vs one shared alpha (scalar);
+``iterations`` caps the epochs at ``min(iterations, 100)``. ``q_int`` is int32 in
+``[-(2^(b-1)-1), 2^(b-1)-1]`` (inside the SPEC's signed range), ``alpha`` the new
+``s_w`` (``(C_out,)`` float32; equal entries when per tensor).
 
-The lower-level :func:`bitsplit_layer(weight, X, Y, bits)` takes the patches directly:
+``bitsplit_module(layer, inputs_fp, bits, epochs=100, per_channel=True)`` is the same on a
+plain layer. For activations, :func:`bitsplit_act_scale(samples, a_bits)` returns the
+per-tensor unsigned scale (zero-point 0) by the same alternating least squares on the
+positive samples (range ``[0, alpha * (2^a - 1)]``).
+
+The lower-level ``bitsplit_layer(weight, X, Y, bits)`` takes the patches directly:
 ``X`` is ``(P, K)`` shared by all channels or ``(C, P, K)`` per channel (depthwise), and
-``Y`` is ``(P, C)``.
+``Y`` is ``(P, C)``; :func:`bitsplit_gram` takes the Gram statistics.
 """
 
 from __future__ import annotations
@@ -73,14 +80,19 @@ def _qmax(bits: int) -> int:
     return 2 ** (bits - 1) - 1
 
 
-def init_alpha_q(w2d: torch.Tensor, bits: int, *, tol: float = 1e-9, max_iter: int = 1000
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
+def init_alpha_q(w2d: torch.Tensor, bits: int, *, per_channel: bool = True,
+                 tol: float = 1e-9, max_iter: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row (channel) alternating least squares on the weights themselves.
 
     ``w2d`` is ``(C, K)``. Returns ``(q, alpha)``: float64 integer-valued ``(C, K)`` and
     ``(C,)``. Starts from max scaling and alternates rounding / closed-form alpha until the
-    largest change in alpha is below ``tol``.
+    largest change in alpha is below ``tol``. ``per_channel=False`` shares one alpha over
+    the whole tensor (returned repeated ``C`` times).
     """
+    if not per_channel:
+        C = w2d.shape[0]
+        q, alpha = init_alpha_q(w2d.reshape(1, -1), bits, tol=tol, max_iter=max_iter)
+        return q.reshape(C, -1), alpha.expand(C).clone()
     qm = _qmax(bits)
     w = w2d.detach().to(torch.float64)
     alpha = w.abs().amax(dim=1) / qm
@@ -144,7 +156,8 @@ def _refine_plane(A, cols, diag_kc, plane, U, Bm, am):
 
 
 def bitsplit_gram(A: torch.Tensor, B: torch.Tensor, w2d: torch.Tensor, bits: int, *,
-                  epochs: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+                  epochs: int = 100, per_channel: bool = True
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Bit-split refinement given the Gram statistics.
 
     ``A``: ``X^T X``, ``(K, K)`` or per-channel ``(C, K, K)``; ``B``: ``X^T Y``, ``(K, C)``;
@@ -152,9 +165,11 @@ def bitsplit_gram(A: torch.Tensor, B: torch.Tensor, w2d: torch.Tensor, bits: int
     ``q`` a ``(C, K)`` int32 tensor in ``[-(2^(b-1)-1), 2^(b-1)-1]`` and ``alpha`` ``(C,)``
     float64. ``A @ plane`` is kept for every plane and updated incrementally, so an epoch
     costs O(K * C) vector work plus O(K) per changed entry, with no K x K x C products.
+    ``per_channel=False`` (per-tensor hardware) shares one alpha over all channels: its
+    closed form sums numerator and denominator over channels.
     """
     qm = _qmax(bits)
-    q0, alpha = init_alpha_q(w2d, bits)
+    q0, alpha = init_alpha_q(w2d, bits, per_channel=per_channel)
     A = np.ascontiguousarray(torch.as_tensor(A).detach().to(torch.float64).numpy())
     B = np.ascontiguousarray(torch.as_tensor(B).detach().to(torch.float64).numpy())
     alpha = alpha.numpy().copy()
@@ -170,8 +185,10 @@ def bitsplit_gram(A: torch.Tensor, B: torch.Tensor, w2d: torch.Tensor, bits: int
 
     def closed_form_alpha(alpha):
         Q, AQ = stitched(planes), stitched(U)
-        den = (Q * AQ).sum(0)
-        return np.where(den > _EPS, (Q * B).sum(0) / np.maximum(den, _EPS), alpha)
+        den, num = (Q * AQ).sum(0), (Q * B).sum(0)
+        if not per_channel:
+            den, num = np.full_like(den, den.sum()), np.full_like(num, num.sum())
+        return np.where(den > _EPS, num / np.maximum(den, _EPS), alpha)
 
     for _ in range(epochs):
         alpha = closed_form_alpha(alpha)
@@ -185,14 +202,46 @@ def bitsplit_gram(A: torch.Tensor, B: torch.Tensor, w2d: torch.Tensor, bits: int
     return q, torch.from_numpy(alpha)
 
 
-def bitsplit_layer(weight: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, bits: int, *,
-                   epochs: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bit-split for one layer from patches.
+def bitsplit_layer(weight, X, Y, bits: int | None = None, *, epochs: int = 100,
+                   per_channel: bool = True, w_bits: int | None = None,
+                   iterations: int | None = None, act_fn=None, seed: int = 0,
+                   max_rows: int = 10000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bit-split for one layer. Two call forms:
 
-    ``weight``: ``(C, ...)`` (viewed as ``(C, K)``). ``X``: ``(P, K)`` input patches shared by
-    all channels, or ``(C, P, K)`` per channel (depthwise). ``Y``: ``(P, C)`` FP output minus
-    bias. Returns ``(q_int, alpha)``: int32 with ``weight``'s shape and ``(C,)`` scales.
+    **Patches** -- ``bitsplit_layer(weight, X, Y, bits, epochs=100, per_channel=True)``:
+    ``weight`` ``(C, ...)`` (viewed as ``(C, K)``); ``X`` ``(P, K)`` input patches shared by
+    all channels, or ``(C, P, K)`` per channel (depthwise); ``Y`` ``(P, C)`` the FP output
+    minus bias.
+
+    **Pipeline** -- ``bitsplit_layer(module, weight_scale, inputs, target, w_bits=b,
+    iterations=n, act_fn=..., seed=s)`` as ``quant.pipeline`` calls it: ``module`` is the
+    ``nn.Linear`` / ``nn.Conv2d`` (BN folded), ``inputs`` its calibration inputs. Per the
+    paper ``X`` should come from the *FP* network; ``Y`` is always computed here as the
+    layer's FP weights applied to the given ``inputs`` (FP output minus bias, pre-activation;
+    ``target`` and ``act_fn`` are accepted for signature compatibility and not used: Bit-split
+    reconstructs the linear output). ``weight_scale`` only selects the granularity: a
+    ``(C_out,)`` tensor -> per-channel alpha, a scalar -> one shared alpha (per tensor); the
+    scale itself is replaced by Bit-split's. ``iterations`` caps the number of epochs
+    (``min(iterations, epochs)``, so the AdaRound-sized default of 10000 means the paper's
+    100 epochs). Rows are subsampled to ``max_rows`` with ``seed``.
+
+    Returns ``(q_int, alpha)``: int32 with ``weight``'s shape, values in
+    ``[-(2^(b-1)-1), 2^(b-1)-1]``, and the ``(C_out,)`` float32 scales (all equal when per
+    tensor).
     """
+    if isinstance(weight, nn.Module):
+        module, weight_scale, inputs = weight, X, Y
+        b = w_bits if w_bits is not None else bits
+        if b is None:
+            raise ValueError("w_bits: required")
+        n_ep = epochs if iterations is None else max(0, min(int(iterations), epochs))
+        pc = torch.as_tensor(weight_scale).numel() > 1 if weight_scale is not None else True
+        return bitsplit_module(module, inputs, b, epochs=n_ep, max_rows=max_rows, seed=seed,
+                               per_channel=pc)
+    if bits is None:
+        bits = w_bits
+    if bits is None:
+        raise ValueError("bits: required")
     C = weight.shape[0]
     w2d = weight.detach().reshape(C, -1)
     X = X.detach().to(torch.float64)
@@ -208,8 +257,8 @@ def bitsplit_layer(weight: torch.Tensor, X: torch.Tensor, Y: torch.Tensor, bits:
     if A.shape[-1] != w2d.shape[1] or Y.shape[1] != C:
         raise ValueError(f"X/Y: shapes {tuple(X.shape)}, {tuple(Y.shape)} do not match "
                          f"weight {tuple(weight.shape)}")
-    q, alpha = bitsplit_gram(A, B, w2d, bits, epochs=epochs)
-    return q.reshape(weight.shape), alpha.to(weight.dtype)
+    q, alpha = bitsplit_gram(A, B, w2d, bits, epochs=epochs, per_channel=per_channel)
+    return q.reshape(weight.shape), alpha.to(torch.float32)
 
 
 def _is_depthwise(layer: nn.Module) -> bool:
@@ -258,14 +307,14 @@ def layer_patches(layer: nn.Module, inputs: torch.Tensor, *, max_rows: int = 100
 
 def bitsplit_module(layer: nn.Module, inputs_fp: torch.Tensor, bits: int, *,
                     epochs: int = 100, max_rows: int = 10000, seed: int = 0,
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+                    per_channel: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Bit-split ``layer`` (Linear / Conv2d incl. depthwise) on its FP inputs.
 
     Returns ``(q_int, alpha)``: int32 weights of ``layer.weight``'s shape and ``(C_out,)``
     per-channel scales; ``layer`` is not modified.
     """
     X, Y = layer_patches(layer, inputs_fp, max_rows=max_rows, seed=seed)
-    return bitsplit_layer(layer.weight, X, Y, bits, epochs=epochs)
+    return bitsplit_layer(layer.weight, X, Y, bits, epochs=epochs, per_channel=per_channel)
 
 
 def bitsplit_act_scale(samples: torch.Tensor, bits: int, *, tol: float = 1e-9,

@@ -190,3 +190,20 @@ def test_act_scale_least_squares():
         assert mse(alpha) < mse(float(pos.max()) / top)
         assert alpha < float(pos.max()) / top  # clips the tail
     assert bs.bitsplit_act_scale(-torch.ones(10), 8) == 1.0
+
+
+def test_pipeline_call_form_and_per_tensor(real_layers):
+    """``bitsplit_layer(module, weight_scale, inputs, target, w_bits=...)`` as quant.pipeline
+    calls it: per-channel for a (C,) scale, one shared alpha for a scalar scale."""
+    _, layer, inp = real_layers[0]
+    C = layer.out_channels
+    q_pc, a_pc = bs.bitsplit_layer(layer, torch.ones(C), inp, None, w_bits=3,
+                                   iterations=10, seed=0)
+    X, Y = bs.layer_patches(layer, inp, seed=0)
+    q_ref, a_ref = bs.bitsplit_layer(layer.weight, X, Y, 3, epochs=10)
+    assert torch.equal(q_pc, q_ref) and torch.allclose(a_pc, a_ref)
+    q_pt, a_pt = bs.bitsplit_layer(layer, torch.tensor(0.1), inp, None, w_bits=3,
+                                   iterations=10, seed=0)
+    assert torch.all(a_pt == a_pt[0]) and int(q_pt.abs().max()) <= 3
+    e_pt = bs.output_error(X, Y, q_pt, a_pt)
+    assert e_pt < 0.5 * bs.output_error(X, Y, *bs.max_scale_quantize(layer.weight, 3))
