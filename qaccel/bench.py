@@ -14,6 +14,7 @@ import time
 
 BENCH_MODULES = [
     "qaccel.benches.scalesim",
+    "qaccel.benches.ptq",
 ]
 
 OUT = pathlib.Path(__file__).resolve().parent.parent / "docs" / "bench"
