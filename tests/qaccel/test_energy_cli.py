@@ -1,0 +1,108 @@
+"""``qaccel energy``: report, JSON/CSV, sweep plot, and errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from qaccel.cli import main
+from sim import ArrayConfig
+from sim.analytic import analyze_layer
+from sim.energy import CATEGORIES, counts_from_perf, layer_energy, load_table
+from sim.topology import read_topology
+
+TOPO = ("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
+        "Num Filter, Strides,\n"
+        "L0,16,16,3,3,8,20,1,\nL1,12,12,3,3,16,40,2,\nL2,1,1,1,1,100,37,1,\n")
+ARRAY = ["--rows", "8", "--cols", "8", "--acc-depth", "32"]
+
+
+@pytest.fixture
+def topo(tmp_path):
+    p = tmp_path / "small3.csv"
+    p.write_text(TOPO)
+    return p
+
+
+def _err(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qaccel: error: ")
+    return err
+
+
+def test_json_csv_match_the_models(topo, tmp_path, capsys):
+    js, cs = tmp_path / "o" / "e.json", tmp_path / "o" / "e.csv"
+    assert main(["energy", "--topology", str(topo), *ARRAY, "--w-bits", "4", "--per-channel",
+                 "--json", str(js), "--csv", str(cs)]) == 0
+    out = capsys.readouterr().out
+    cfg = ArrayConfig(rows=8, cols=8, acc_depth=32, w_bits=4, per_channel=True)
+    expect = [layer_energy(cfg, counts_from_perf(analyze_layer(cfg, x.workload())))
+              for x in read_topology(topo)]
+    doc = json.loads(js.read_text())
+    assert doc["config"]["w_bits"] == 4 and doc["config"]["per_channel"] is True
+    assert doc["table"]["name"] == "horowitz45"
+    assert [L["total_pj"] for L in doc["layers"]] == pytest.approx([e.total_pj for e in expect])
+    assert doc["total"]["total_pj"] == pytest.approx(sum(e.total_pj for e in expect))
+    assert sum(doc["total"]["categories_pj"].values()) == pytest.approx(doc["total"]["total_pj"])
+    rows = list(csv.DictReader(open(cs)))
+    assert [r["name"] for r in rows] == ["L0", "L1", "L2"]
+    for r, e in zip(rows, expect):
+        assert float(r["total_pj"]) == pytest.approx(e.total_pj)
+        assert sum(float(r[f"{c}_pj"]) for c in CATEGORIES) == pytest.approx(e.total_pj)
+    assert "per inference" in out and "L1" in out and "pJ/MAC" in out
+
+
+def test_sweep_and_plot(topo, tmp_path, capsys):
+    png, js = tmp_path / "e.png", tmp_path / "e.json"
+    assert main(["energy", "--topology", str(topo), *ARRAY, "--sweep", "W8A8,W4A8,W4A4",
+                 "--plot", str(png), "--json", str(js)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sw = json.loads(js.read_text())["sweep"]
+    assert [(r["label"], r["scaling"]) for r in sw] == [
+        (lab, s) for lab in ("W8A8", "W4A8", "W4A4") for s in ("per-tensor", "per-channel")]
+    by = {(r["label"], r["scaling"]): r for r in sw}
+    for s in ("per-tensor", "per-channel"):
+        assert by["W4A4", s]["total_pj"] < by["W4A8", s]["total_pj"] < by["W8A8", s]["total_pj"]
+        assert by["W4A4", s]["cycles"] == by["W8A8", s]["cycles"]
+    for lab in ("W8A8", "W4A8", "W4A4"):
+        pt, pc = by[lab, "per-tensor"], by[lab, "per-channel"]
+        assert pc["total_pj"] - pt["total_pj"] == pytest.approx(pc["params_pj"] - pt["params_pj"])
+        assert pc["params_pj"] > pt["params_pj"]
+    assert "W4A4" in capsys.readouterr().out
+
+
+def test_custom_energy_table(topo, tmp_path, capsys):
+    data = json.loads(load_table().path and open(load_table().path).read())
+    data["dram_64b"]["use"] = "high"
+    tab = tmp_path / "t.json"
+    tab.write_text(json.dumps(data))
+    js1, js2 = tmp_path / "a.json", tmp_path / "b.json"
+    assert main(["energy", "--topology", str(topo), *ARRAY, "--json", str(js1)]) == 0
+    assert main(["energy", "--topology", str(topo), *ARRAY, "--energy-table", str(tab),
+                 "--json", str(js2)]) == 0
+    d1, d2 = json.loads(js1.read_text())["total"], json.loads(js2.read_text())["total"]
+    assert d2["categories_pj"]["dram"] == pytest.approx(d1["categories_pj"]["dram"] * 2600 / 1950)
+    assert d2["categories_pj"]["mac"] == pytest.approx(d1["categories_pj"]["mac"])
+
+
+def test_errors(topo, tmp_path, capsys):
+    err = _err(capsys, ["energy", "--network", "alexnet"])
+    assert "unknown network 'alexnet'" in err
+    err = _err(capsys, ["energy", "--topology", str(topo), *ARRAY, "--sweep", "W8A8,8x8"])
+    assert "--sweep" in err and "'8x8'" in err
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"add": {"8": 0.03, "32": 0.1}}))
+    err = _err(capsys, ["energy", "--topology", str(topo), "--energy-table", str(bad)])
+    assert str(bad) in err and "mult" in err
+    err = _err(capsys, ["energy", "--topology", str(tmp_path / "none.csv")])
+    assert "none.csv" in err
+    rows = tmp_path / "rows.csv"
+    rows.write_text(TOPO.replace("L1,12,12,3,3,16,40,2,", "L1,12,12,3,3,0,40,2,"))
+    err = _err(capsys, ["energy", "--topology", str(rows)])
+    assert "rows.csv" in err and "row 3" in err and "Channels" in err
+    err = _err(capsys, ["energy", "--topology", str(topo), "--rows", "32", "--cols", "32",
+                        "--weight-buffer-kib", "1", "--w-bits", "16", "--acc-bits", "40"])
+    assert "weight_buffer_kib" in err and "row" in err
