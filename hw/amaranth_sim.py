@@ -23,7 +23,8 @@ __all__ = ["AmaranthRun", "run_job"]
 class AmaranthRun:
     out: np.ndarray      # [NT * T, cols] output beats in stream order
     cycles: int          # cycle of the last out handshake, the cmd handshake being cycle 0
-    stalls: int          # cycles where some needed input was missing or out was not taken
+    stalls: int          # cycles where the out register held a beat that was not taken
+    handshakes: dict     # stream name -> np.ndarray of its handshake cycles (cmd = 0)
 
 
 def run_job(cfg: ArrayConfig, job: GemmJob, *, gaps: float = 0.0, seed: int = 0,
@@ -55,6 +56,7 @@ def run_job(cfg: ArrayConfig, job: GemmJob, *, gaps: float = 0.0, seed: int = 0,
         cycle = 0
         cmd_cycle = last_out = None
         stalls = 0
+        shakes = {name: [] for name in (*queues, "out")}
         while len(outs) < n_out:
             if cycle > limit:
                 raise AssertionError(f"job did not finish in {limit} cycles: {len(outs)} of "
@@ -74,9 +76,13 @@ def run_job(cfg: ArrayConfig, job: GemmJob, *, gaps: float = 0.0, seed: int = 0,
             if ctx.get(dut.out.valid):
                 if out_ready:
                     outs.append(ctx.get(dut.out.payload.as_value()))
+                    shakes["out"].append(cycle)
                     last_out = cycle
                 else:
                     stalls += 1
+            for name, f in fired.items():
+                if f:
+                    shakes[name].append(cycle)
             if fired["cmd"]:
                 cmd_cycle = cycle
             await ctx.tick()
@@ -101,6 +107,8 @@ def run_job(cfg: ArrayConfig, job: GemmJob, *, gaps: float = 0.0, seed: int = 0,
         result["outs"] = outs
         result["cycles"] = last_out - cmd_cycle
         result["stalls"] = stalls
+        result["handshakes"] = {name: np.array(c, dtype=np.int64) - cmd_cycle
+                                for name, c in shakes.items()}
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -112,4 +120,5 @@ def run_job(cfg: ArrayConfig, job: GemmJob, *, gaps: float = 0.0, seed: int = 0,
         sim.run()
     out = np.stack([unpack_lanes(w, cfg.cols, cfg.a_bits, cfg.a_signed)
                     for w in result["outs"]])
-    return AmaranthRun(out=out, cycles=result["cycles"], stalls=result["stalls"])
+    return AmaranthRun(out=out, cycles=result["cycles"], stalls=result["stalls"],
+                       handshakes=result["handshakes"])
