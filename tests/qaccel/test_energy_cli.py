@@ -10,7 +10,7 @@ import pytest
 from qaccel.cli import main
 from sim import ArrayConfig
 from sim.analytic import analyze_layer
-from sim.energy import CATEGORIES, counts_from_perf, layer_energy, load_table
+from sim.energy import CATEGORIES, DEFAULT_TABLE_PATH, counts_from_perf, layer_energy
 from sim.topology import read_topology
 
 TOPO = ("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
@@ -75,7 +75,7 @@ def test_sweep_and_plot(topo, tmp_path, capsys):
 
 
 def test_custom_energy_table(topo, tmp_path, capsys):
-    data = json.loads(load_table().path and open(load_table().path).read())
+    data = json.loads(DEFAULT_TABLE_PATH.read_text())
     data["dram_64b"]["use"] = "high"
     tab = tmp_path / "t.json"
     tab.write_text(json.dumps(data))
