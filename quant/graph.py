@@ -212,6 +212,7 @@ def fold_batchnorm(gm: fx.GraphModule, stats: dict[str, LayerStats]) -> list[str
         gm.graph.erase_node(node)
         folded.append(str(node.target))
     gm.graph.lint()
+    gm.delete_all_unused_submodules()
     gm.recompile()
     return folded
 

@@ -84,3 +84,16 @@ class KwargModel(nn.Module):
     def forward(self, x, scale=None):
         y = self.fc2(torch.relu(self.fc1(x)))
         return y if scale is None else y * scale
+
+
+@torch.no_grad()
+def calibrate_bn(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Set BN running statistics to the exact batch statistics of ``x`` (so the BN
+    parameters describe the real pre-activation distribution, as in a trained model)."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    model(x)
+    return model.eval()
