@@ -5,8 +5,17 @@ without flattening: a single processing element, the requantizer (per-tensor and
 per-channel builds), the parameter FIFO, the accumulator bank, the systolic array and the
 whole accelerator (``hw.generate.generate_verilog``). The script is
 
-    read_verilog -sv design.v; synth -top <top>; dfflegalize -cell $_DFF_P_ 01; opt_clean
-    tee -o stat.json stat -tech cmos -json
+    read_verilog -sv design.v; synth [-noabc] -top <top>; dfflegalize -cell $_DFF_P_ 01
+    opt_clean; tee -o stat.json stat -tech cmos -json
+
+By default ``-noabc``: Yosys's own techmapping and optimization without ABC's logic
+minimization. ABC on the requantizer's ``acc_bits x mult_bits`` multipliers and 64-bit
+shifters takes many minutes in the WebAssembly build (it had not finished a 2-lane
+requantizer after 5 minutes on the shared 2-core machine), while the no-ABC flow takes
+seconds for every part. ``abc=True`` (``qaccel synth --abc``) runs the full flow; for a
+W8A8 acc32 PE it gives 692 cells / 6,104 transistors against 781 / 7,090 without ABC
+(measured), so the no-ABC figures overstate area by roughly 15% but rank configurations
+the same way.
 
 ``synth`` without ``-flatten`` keeps the hierarchy (each Amaranth submodule is a Verilog
 module), so for the array and the whole accelerator the per-module cells are available
@@ -64,6 +73,7 @@ class PartArea:
     seconds: float = 0.0
     cached: bool = False
     verilog_sha256: str = ""
+    flow: str = "noabc"             # "noabc" (default, fast) or "abc"
 
     @property
     def flops(self) -> int:
@@ -170,7 +180,8 @@ def _from_json(path: pathlib.Path) -> PartArea | None:
         return None
 
 
-def synth_part(cfg: ArrayConfig, part: str, *, force: bool = False) -> PartArea:
+def synth_part(cfg: ArrayConfig, part: str, *, force: bool = False,
+               abc: bool = False) -> PartArea:
     """Synthesize ``part`` of ``cfg`` with Yosys, cached twice: by config
     (``build/synth/area/<cfg.rtl_key()>/<part>.json``, valid while the ``hw/`` sources are
     unchanged, so no Verilog is generated) and by the Verilog text
@@ -179,7 +190,8 @@ def synth_part(cfg: ArrayConfig, part: str, *, force: bool = False) -> PartArea:
     if part not in PARTS:
         raise ValueError(f"unknown synth part {part!r}; known: {', '.join(PARTS)}")
     root = BUILD_ROOT / "synth" / "area"
-    by_cfg = root / cfg.rtl_key() / f"{part}.json"
+    flow = "abc" if abc else "noabc"
+    by_cfg = root / cfg.rtl_key() / f"{part}-{flow}.json"
     hw_fp = _hw_fingerprint()
     if not force and by_cfg.exists():
         try:
@@ -191,14 +203,14 @@ def synth_part(cfg: ArrayConfig, part: str, *, force: bool = False) -> PartArea:
             pass
     text = part_verilog(cfg, part)
     sha = hashlib.sha256(text.encode()).hexdigest()
-    by_sha = root / "sha" / f"{sha}.json"
-    work = root / "work" / sha[:16]
+    by_sha = root / "sha" / f"{sha}-{flow}.json"
+    work = root / "work" / f"{sha[:16]}-{flow}"
     work.mkdir(parents=True, exist_ok=True)
     by_cfg.parent.mkdir(parents=True, exist_ok=True)
     with _locked(work / ".lock"):
         res = None if force else _from_json(by_sha)
         if res is None:
-            res = _run_yosys(cfg, part, text, work)
+            res = _run_yosys(cfg, part, text, work, abc)
             res.verilog_sha256 = sha
             by_sha.parent.mkdir(parents=True, exist_ok=True)
             by_sha.write_text(json.dumps(res.to_dict(), indent=1))
@@ -209,12 +221,13 @@ def synth_part(cfg: ArrayConfig, part: str, *, force: bool = False) -> PartArea:
     return res
 
 
-def _run_yosys(cfg: ArrayConfig, part: str, text: str, work: pathlib.Path) -> PartArea:
+def _run_yosys(cfg: ArrayConfig, part: str, text: str, work: pathlib.Path,
+               abc: bool) -> PartArea:
     (work / "design.v").write_text(text)
     for f in ("stat.json", "synth.log"):
         (work / f).unlink(missing_ok=True)
     top = _TOPS[part]
-    script = (f"read_verilog -sv design.v; synth -top {top}; "
+    script = (f"read_verilog -sv design.v; synth {'' if abc else '-noabc '}-top {top}; "
               f"dfflegalize -cell $_DFF_P_ 01; opt_clean; "
               f"tee -q -o stat.json stat -tech cmos -json")
     t0 = time.perf_counter()
@@ -232,10 +245,11 @@ def _run_yosys(cfg: ArrayConfig, part: str, text: str, work: pathlib.Path) -> Pa
     cells, tr, by_type, modules = parse_stat(json.loads(stat_path.read_text()), top)
     return PartArea(part=part, config=cfg.to_dict(), cells=cells, transistors=tr,
                     cells_by_type=by_type, modules=modules, seconds=round(seconds, 2),
-                    cached=False)
+                    cached=False, flow="abc" if abc else "noabc")
 
 
-def area_report(cfg: ArrayConfig, parts=DEFAULT_PARTS, *, force: bool = False) -> dict:
+def area_report(cfg: ArrayConfig, parts=DEFAULT_PARTS, *, force: bool = False,
+                abc: bool = False) -> dict:
     """Area of ``parts`` for ``cfg``; scaling-dependent parts in both scaling modes.
 
     Returns ``{"config", "tag", "parts": {part or part@pt/pc: PartArea dict}, "summary"}``
@@ -254,9 +268,9 @@ def area_report(cfg: ArrayConfig, parts=DEFAULT_PARTS, *, force: bool = False) -
         if part in SCALING_PARTS and part != "top":
             for pc in (False, True):
                 results[f"{part}@{'pc' if pc else 'pt'}"] = synth_part(
-                    cfg.replace(per_channel=pc), part, force=force)
+                    cfg.replace(per_channel=pc), part, force=force, abc=abc)
         else:
-            results[part] = synth_part(cfg, part, force=force)
+            results[part] = synth_part(cfg, part, force=force, abc=abc)
     R, C = cfg.rows, cfg.cols
     s: dict = {}
     if "pe" in results:
@@ -310,6 +324,6 @@ def area_report(cfg: ArrayConfig, parts=DEFAULT_PARTS, *, force: bool = False) -
     if "top" in results:
         s["top_cells"] = results["top"].cells
         s["top_transistors"] = results["top"].transistors
-    return {"config": cfg.to_dict(), "tag": cfg.tag(),
+    return {"config": cfg.to_dict(), "tag": cfg.tag(), "flow": "abc" if abc else "noabc",
             "parts": {k: v.to_dict() for k, v in results.items()}, "summary": s,
             "seconds": round(sum(v.seconds for v in results.values() if not v.cached), 2)}

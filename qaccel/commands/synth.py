@@ -33,7 +33,8 @@ def parse_parts(text: str) -> tuple[str, ...]:
 
 
 def render(rep: dict) -> str:
-    out = [f"area of {rep['tag']} (Yosys generic synthesis; transistors = stat -tech cmos)"]
+    out = [f"area of {rep['tag']} (Yosys generic synthesis, {rep['flow']} flow; transistors = "
+           f"stat -tech cmos)"]
     hdr = f"{'part':<22} {'cells':>9} {'flops':>8} {'transistors':>12} {'time':>9}"
     out += [hdr, "-" * len(hdr)]
     for name, p in rep["parts"].items():
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     parts = parse_parts(args.parts)
-    rep = area_report(cfg, parts, force=args.force)
+    rep = area_report(cfg, parts, force=args.force, abc=args.abc)
     print(render(rep))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -99,5 +100,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"comma-separated parts to synthesize, from {', '.join(PARTS)} "
                         f"(default {','.join(DEFAULT_PARTS)})")
     p.add_argument("--force", action="store_true", help="ignore the cache")
+    p.add_argument("--abc", action="store_true",
+                   help="full Yosys flow with ABC logic minimization (about 15%% fewer cells; "
+                        "minutes per requantizer instead of seconds)")
     p.add_argument("--json", type=pathlib.Path, metavar="FILE", help="write the report as JSON")
     p.set_defaults(func=run)
