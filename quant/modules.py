@@ -89,6 +89,10 @@ class QuantLayer(nn.Module):
             raise ValueError(f"w_int values must be in [{n}, {p}]")
         if scale is not None:
             s = torch.as_tensor(scale, dtype=torch.float32).detach().clone()
+            if not self.weight_quantizer.per_channel and s.numel() > 1:
+                if not bool(torch.all(s == s.reshape(-1)[0])):
+                    raise ValueError("per-tensor layer given different per-channel scales")
+                s = s.reshape(-1)[0].clone()
             self.weight_quantizer.set_qparams(s, torch.zeros_like(s))
         self.w_int = w_int.to(torch.float32).clone()
 
