@@ -10,7 +10,9 @@ from .export import export, integer_outputs
 from .modules import QuantAdd, QuantAvgPool, QuantLayer, quant_layers, quant_state
 from .pipeline import QuantInfo, quantize, run_batch
 from .quantizers import Quantizer, fake_quantize, int_grid, qparams_from_range
+from .sensitivity import SensitivityReport, sensitivity_report
 
 __all__ = ["QuantConfig", "quantize", "export", "integer_outputs", "QuantInfo", "run_batch",
            "Quantizer", "fake_quantize", "int_grid", "qparams_from_range", "QuantLayer",
-           "QuantAdd", "QuantAvgPool", "quant_layers", "quant_state"]
+           "QuantAdd", "QuantAvgPool", "quant_layers", "quant_state", "sensitivity_report",
+           "SensitivityReport"]

@@ -1,0 +1,225 @@
+"""Per-layer quantization sensitivity (whitepaper sec. 3.7, Figure 9).
+
+Starting from a model quantized at the target bit-widths, every quantizer is switched on
+*alone* (everything else stays FP32), and the effect is measured:
+
+- ``tensor_sqnr``: SQNR of the quantized tensor itself, ``10 log10(|x|^2 / |x^ - x|^2)``
+  (weights: the weight tensor; activations: the tensor entering the quantizer);
+- ``output_sqnr``: SQNR of the network output against the FP32 output;
+- ``metric``: an optional user metric (e.g. accuracy) of the model in that state.
+
+Plus the global "weights vs activations" rows of Figure 9: all weight quantizers only,
+all activation quantizers only, and everything. :meth:`SensitivityReport.to_markdown`
+gives a table and :meth:`SensitivityReport.plot` a bar chart (PNG).
+"""
+
+from __future__ import annotations
+
+import math
+import pathlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .config import QuantConfig
+from .modules import act_quantizers, quant_layers
+from .pipeline import as_batches, quantize, run_batch
+from .quantizers import Quantizer
+
+__all__ = ["SensitivityRow", "SensitivityReport", "sensitivity_report", "sqnr_db"]
+
+
+def sqnr_db(signal: float, noise: float) -> float:
+    """``10 log10(signal / noise)``; ``inf`` for zero noise."""
+    if noise <= 0:
+        return math.inf
+    if signal <= 0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+@dataclass
+class SensitivityRow:
+    name: str
+    kind: str                  # "weight" | "activation" | "all weights" | ...
+    bits: int
+    tensor_sqnr: float
+    output_sqnr: float
+    metric: float | None = None
+
+
+@dataclass
+class SensitivityReport:
+    config: QuantConfig
+    rows: list[SensitivityRow] = field(default_factory=list)
+    fp_metric: float | None = None
+    metric_name: str = "metric"
+
+    def layer_rows(self) -> list[SensitivityRow]:
+        return [r for r in self.rows if r.kind in ("weight", "activation")]
+
+    def worst(self, n: int = 3) -> list[SensitivityRow]:
+        """The ``n`` quantizers that hurt the output most (lowest output SQNR)."""
+        return sorted(self.layer_rows(), key=lambda r: r.output_sqnr)[:n]
+
+    def to_markdown(self) -> str:
+        has_metric = any(r.metric is not None for r in self.rows)
+        head = "| quantizer | kind | bits | tensor SQNR (dB) | output SQNR (dB) |"
+        sep = "|---|---|---:|---:|---:|"
+        if has_metric:
+            head += f" {self.metric_name} |"
+            sep += "---:|"
+        lines = [head, sep]
+        if has_metric and self.fp_metric is not None:
+            lines.append(f"| FP32 | reference | 32 | inf | inf | {self.fp_metric:.4g} |")
+        for r in self.rows:
+            t = "" if math.isnan(r.tensor_sqnr) else f"{r.tensor_sqnr:.2f}"
+            line = f"| {r.name} | {r.kind} | {r.bits} | {t} | {r.output_sqnr:.2f} |"
+            if has_metric:
+                line += f" {r.metric:.4g} |" if r.metric is not None else " |"
+            lines.append(line)
+        return "\n".join(lines) + "\n"
+
+    def plot(self, path) -> pathlib.Path:
+        """Bar chart of the per-quantizer output SQNR (weights vs activations)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        rows = self.layer_rows()
+        path = pathlib.Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(rows) + 2), 4))
+        colors = ["tab:blue" if r.kind == "weight" else "tab:orange" for r in rows]
+        vals = [min(r.output_sqnr, 100.0) for r in rows]
+        ax.bar(range(len(rows)), vals, color=colors)
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels([r.name for r in rows], rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel("network output SQNR (dB)")
+        c = self.config
+        ax.set_title(f"Per-quantizer sensitivity (W{c.w_bits}A{c.a_bits}; blue = weights, "
+                     "orange = activations)")
+        for r in self.rows:
+            if r.kind in ("all weights", "all activations"):
+                ax.axhline(min(r.output_sqnr, 100.0), ls="--", lw=1,
+                           color="tab:blue" if r.kind == "all weights" else "tab:orange")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return path
+
+
+def _outputs(model: nn.Module, batches: list) -> list[torch.Tensor]:
+    outs = []
+    with torch.no_grad():
+        for b in batches:
+            outs.extend(_tensors(run_batch(model, b)))
+    return outs
+
+
+def _tensors(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out.detach().float()]
+    if isinstance(out, tuple | list):
+        return [t for o in out for t in _tensors(o)]
+    if isinstance(out, dict):
+        return [t for o in out.values() for t in _tensors(o)]
+    return []
+
+
+def _out_sqnr(ref: list[torch.Tensor], got: list[torch.Tensor]) -> float:
+    sig = sum(float(r.pow(2).sum()) for r in ref)
+    noise = sum(float((g - r).pow(2).sum()) for r, g in zip(ref, got))
+    return sqnr_db(sig, noise)
+
+
+class _TensorNoise:
+    """Forward hook accumulating ``|x|^2`` and ``|q(x) - x|^2`` at a quantizer."""
+
+    def __init__(self):
+        self.sig = 0.0
+        self.noise = 0.0
+
+    def __call__(self, _m, inp, out):
+        x = inp[0]
+        if isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor):
+            self.sig += float(x.detach().float().pow(2).sum())
+            self.noise += float((out.detach().float() - x.detach().float()).pow(2).sum())
+
+
+def sensitivity_report(model: nn.Module, calib_data, config: QuantConfig | None = None, *,
+                       eval_data=None, metric: Callable[[nn.Module], float] | None = None,
+                       metric_name: str = "metric", qmodel: nn.Module | None = None
+                       ) -> SensitivityReport:
+    """Figure 9's per-layer analysis for ``model`` at ``config``.
+
+    ``eval_data`` (default: the calibration batches) is used for the SQNRs; ``metric``
+    (optional) is called on the model in every state. Pass ``qmodel`` to analyse an
+    already quantized model.
+    """
+    cfg = config if config is not None else QuantConfig()
+    calib = as_batches(calib_data)
+    evals = as_batches(eval_data) if eval_data is not None else calib
+    qm = qmodel if qmodel is not None else quantize(model, calib, cfg)
+    if qmodel is not None and hasattr(qmodel, "qaccel_quant"):
+        cfg = qmodel.qaccel_quant.config
+    layers = quant_layers(qm)
+    weight_qs = [(f"{n}.weight", ql.weight_quantizer, ql) for n, ql in layers]
+    act_qs = [(n, q, None) for n, q in act_quantizers(qm)]
+    every: list[Quantizer] = [q for _, q, _ in weight_qs + act_qs]
+    saved = {id(q): q.enabled for q in every}
+
+    def set_only(active):
+        for q in every:
+            q.enabled = any(q is a for a in active)
+
+    report = SensitivityReport(cfg, metric_name=metric_name)
+    try:
+        set_only([])
+        order: dict[int, int] = {}
+
+        def seen(m, _i, _o):
+            order.setdefault(id(m), len(order))     # returns None: output unchanged
+
+        hooks = [q.register_forward_hook(seen) for _, q, _ in act_qs]
+        try:
+            ref = _outputs(qm, evals)
+        finally:
+            for h in hooks:
+                h.remove()
+        act_qs.sort(key=lambda t: order.get(id(t[1]), len(order)))   # execution order
+        report.fp_metric = metric(qm) if metric else None
+        for name, q, owner in weight_qs + act_qs:
+            set_only([q])
+            if owner is not None:
+                w = owner.module.weight.detach()
+                with torch.no_grad():
+                    tsq = sqnr_db(float(w.pow(2).sum()),
+                                  float((owner.quantized_weight() - w).pow(2).sum()))
+                got = _outputs(qm, evals)
+            else:
+                hook = _TensorNoise()
+                h = q.register_forward_hook(hook)
+                try:
+                    got = _outputs(qm, evals)
+                finally:
+                    h.remove()
+                tsq = sqnr_db(hook.sig, hook.noise)
+            report.rows.append(SensitivityRow(
+                name, "weight" if owner is not None else "activation", q.bits, tsq,
+                _out_sqnr(ref, got), metric(qm) if metric else None))
+        for label, active in (("all weights", [q for _, q, _ in weight_qs]),
+                              ("all activations", [q for _, q, _ in act_qs]),
+                              ("all", every)):
+            set_only(active)
+            got = _outputs(qm, evals)
+            report.rows.append(SensitivityRow(label, label, 0, math.nan, _out_sqnr(ref, got),
+                                              metric(qm) if metric else None))
+    finally:
+        for q in every:
+            q.enabled = saved[id(q)]
+    return report
+
