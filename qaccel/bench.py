@@ -15,6 +15,7 @@ import time
 BENCH_MODULES = [
     "qaccel.benches.scalesim",
     "qaccel.benches.ptq",
+    "qaccel.benches.energy",
 ]
 
 OUT = pathlib.Path(__file__).resolve().parent.parent / "docs" / "bench"
