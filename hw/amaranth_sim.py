@@ -70,7 +70,11 @@ def run_job(cfg: ArrayConfig, job: GemmJob, *, gaps: float = 0.0, seed: int = 0,
                     valid[name] = False
                 ctx.set(port.valid, valid[name])
             out_ready = gaps == 0.0 or rng.random() >= gaps
+            ctx.set(dut.out.ready, not out_ready)
+            out_valid = ctx.get(dut.out.valid)
             ctx.set(dut.out.ready, out_ready)
+            if ctx.get(dut.out.valid) != out_valid:
+                raise AssertionError("out.valid depends on out.ready")
             fired = {name: valid[name] and bool(ctx.get(port.ready))
                      for name, port in streams.items()}
             if ctx.get(dut.out.valid):
