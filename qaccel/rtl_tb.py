@@ -268,8 +268,9 @@ async def run_jobs(dut):
                                                           is not None) else None
         rec = {"index": index, "T": job.T, "K": job.K, "N": job.N, "gaps": gap,
                "scrambled": bool(scramble[index]), "rtl_cycles": rtl_cycles, "error": error}
+        rtl = np.array(monitor.beats, dtype=np.int64).reshape(-1, cfg.cols)
+        np.save(pathlib.Path(spec["results"]).parent / f"out_beats_{index}.npy", rtl)
         if model is not None:
-            rtl = np.array(monitor.beats, dtype=np.int64).reshape(-1, cfg.cols)
             rec.update(check_job(cfg, job, model, rtl, rtl_cycles, check_cycles=(gap == 0)))
         else:
             rec.update({"model_cycles": None, "outputs_match": None, "cycles_match": None,
