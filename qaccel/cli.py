@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "qaccel.commands.perf",
     "qaccel.commands.energy",
     "qaccel.commands.synth",
+    "qaccel.commands.quantize",
 ]
 
 
