@@ -79,7 +79,8 @@ def plot_energy_sweep(rows: list[dict], path: str | pathlib.Path, title: str = "
                  fontsize=9)
     handles = [matplotlib.patches.Patch(facecolor=CATEGORY_COLORS[c], edgecolor="black",
                                         label=CATEGORY_LABELS[c]) for c in reversed(CATEGORIES)]
-    ax.legend(handles=handles, fontsize=7, loc="upper right", framealpha=0.9)
+    ax.legend(handles=handles, fontsize=7, loc="upper center", framealpha=0.9, ncol=3)
+    ax.set_ylim(0, max(r["total_pj"] for r in rows) / scale * 1.3)
     ax.grid(axis="y", alpha=0.3)
 
     # on-chip only, with the per-channel overhead annotated
@@ -132,7 +133,9 @@ def plot_energy_sweep(rows: list[dict], path: str | pathlib.Path, title: str = "
                        hatch="//" if r["scaling"] == "per-channel" else None)
                 bottom += v
         ax.legend(handles=[matplotlib.patches.Patch(facecolor=c, edgecolor="black", label=n)
-                           for _k, n, c in reversed(parts)], fontsize=7, loc="upper right")
+                           for _k, n, c in reversed(parts)], fontsize=7, loc="upper center",
+                  ncol=3)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.15)
         ax.set_xticks(xs, labels)
         ax.set_ylabel("datapath area [M transistors, Yosys CMOS estimate]")
         ax.set_title("area from Yosys synthesis of the generated RTL", fontsize=9)
