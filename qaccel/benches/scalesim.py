@@ -75,7 +75,7 @@ def run(out_dir: pathlib.Path) -> str:
              "for `2R + C - 2` cycles per fold to preload weights and fill / drain; our "
              "schedule loads the next weight tile into shadow registers while the current one "
              "computes, so only passes shorter than `max(R, C)` and one fill / drain per "
-             "layer are exposed. Utilization = MACs / (R * C * cycles).", ""]
+             "GEMM job are exposed. Utilization = MACs / (R * C * cycles).", ""]
     if PEER.is_dir():
         topo = [x.workload() for x in read_topology(PEER / "resnet50.csv")]
         res = _compare("SCALE-Sim's resnet50.csv (no padding, same GEMMs for both)", topo, lines)
