@@ -1,4 +1,6 @@
-"""Area from Yosys: stat parsing, a small cached PE synthesis, the ``qaccel synth`` CLI."""
+"""Area from Yosys: stat parsing, a small PE synthesis (cold cache), the ``qaccel synth`` CLI
+and the requantizer / FIFO per-channel cost (the project's ``build/`` cache: seconds after
+the first run)."""
 
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ def test_pe_synthesis_registers_cache_and_width_scaling(build):
     assert wide.cells > a.cells and wide.transistors > a.transistors
 
 
-def test_cli_synth_pe_and_errors(build, tmp_path, capsys):
+def test_cli_synth_pe_and_errors(tmp_path, capsys):
     js = tmp_path / "a.json"
     argv = ["synth", "--parts", "pe", "--rows", "2", "--cols", "2", "--w-bits", "4",
             "--a-bits", "4", "--acc-bits", "12", "--mult-bits", "4", "--acc-depth", "4",
@@ -73,8 +75,7 @@ def test_cli_synth_pe_and_errors(build, tmp_path, capsys):
     assert "qaccel: error:" in err and "bogus" in err and "requantizer" in err
 
 
-@pytest.mark.slow
-def test_requantizer_per_channel_costs_registers(build):
+def test_requantizer_per_channel_costs_registers():
     rep = qs.area_report(TINY, ("requantizer", "params_fifo"))
     s, parts = rep["summary"], rep["parts"]
     pt, pc = parts["requantizer@pt"], parts["requantizer@pc"]
