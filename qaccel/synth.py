@@ -10,8 +10,8 @@ whole accelerator (``hw.generate.generate_verilog``). The script is
 
 By default ``-noabc``: Yosys's own techmapping and optimization without ABC's logic
 minimization. ABC on the requantizer's ``acc_bits x mult_bits`` multipliers and 64-bit
-shifters takes many minutes in the WebAssembly build (it had not finished a 2-lane
-requantizer after 5 minutes on the shared 2-core machine), while the no-ABC flow takes
+shifters takes very long in the WebAssembly build (a 2-lane requantizer did not finish
+within 15 minutes on the shared 2-core machine), while the no-ABC flow takes
 seconds for every part. ``abc=True`` (``qaccel synth --abc``) runs the full flow; for a
 W8A8 acc32 PE it gives 692 cells / 6,104 transistors against 781 / 7,090 without ABC
 (measured), so the no-ABC figures overstate area by roughly 15% but rank configurations

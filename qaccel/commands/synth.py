@@ -102,6 +102,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="ignore the cache")
     p.add_argument("--abc", action="store_true",
                    help="full Yosys flow with ABC logic minimization (about 15%% fewer cells; "
-                        "minutes per requantizer instead of seconds)")
+                        "a requantizer did not finish in 15 minutes here)")
     p.add_argument("--json", type=pathlib.Path, metavar="FILE", help="write the report as JSON")
     p.set_defaults(func=run)
