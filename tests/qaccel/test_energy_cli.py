@@ -106,3 +106,26 @@ def test_errors(topo, tmp_path, capsys):
     err = _err(capsys, ["energy", "--topology", str(topo), "--rows", "32", "--cols", "32",
                         "--weight-buffer-kib", "1", "--w-bits", "16", "--acc-bits", "40"])
     assert "weight_buffer_kib" in err and "row" in err
+
+
+def test_area_joins_energy(topo, tmp_path, capsys):
+    """--area: the synthesized parts (tiny config, build/ cache) land in the report,
+    the sweep rows and the plot."""
+    js, png = tmp_path / "a.json", tmp_path / "a.png"
+    argv = ["energy", "--topology", str(topo), "--rows", "2", "--cols", "2", "--acc-depth", "4",
+            "--w-bits", "4", "--a-bits", "4", "--acc-bits", "12", "--mult-bits", "4",
+            "--area", "--sweep", "W4A4", "--plot", str(png), "--json", str(js)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    doc = json.loads(js.read_text())
+    s = doc["area"]["summary"]
+    assert s["array_cells"] == 4 * s["pe_cells"] > 0
+    assert s["datapath_transistors"] == (s["array_transistors"]
+                                         + s["requantizer_pt_cols_transistors"]
+                                         + s["params_fifo_pt_transistors"])
+    assert s["per_channel_overhead_transistors"] > 0
+    pt, pc = doc["sweep"]
+    assert pt["area"]["datapath_transistors"] == s["datapath_transistors"]
+    assert pc["area"]["datapath_transistors"] > pt["area"]["datapath_transistors"]
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "area (yosys" in out
