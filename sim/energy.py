@@ -42,7 +42,7 @@ __all__ = ["EnergyTable", "EnergyTableError", "LayerCounts", "EnergyBreakdown", 
            "default_table", "layer_energy", "network_energy", "per_channel_terms", "CATEGORIES",
            "category_of", "LEVELS", "OPERANDS", "S_BITS", "DEFAULT_TABLE_PATH",
            "requant_op_pj", "acc_bank_bit_pj", "buffer_bytes", "table_from_dict",
-           "counts_from_perf", "workloads_energy"]
+           "counts_from_perf", "workloads_energy", "extrapolated_buffers"]
 
 DEFAULT_TABLE_PATH = pathlib.Path(__file__).with_name("data") / "energy_horowitz45.json"
 
@@ -111,6 +111,10 @@ class EnergyTable:
         """Energy per bit read (or written) from an SRAM of ``capacity_bytes``."""
         e64 = _interp(list(self.sram_read_64b), capacity_bytes, log=True)
         return e64 / 64.0 * (self.sram_write_over_read if write else 1.0)
+
+    def sram_extrapolated(self, capacity_bytes: float) -> bool:
+        """True if ``capacity_bytes`` lies outside the table's SRAM anchors."""
+        return not (self.sram_read_64b[0][0] <= capacity_bytes <= self.sram_read_64b[-1][0])
 
     def dram_bit_pj(self) -> float:
         return self.dram_64b / 64.0
@@ -339,6 +343,13 @@ def requant_op_pj(cfg: ArrayConfig, table: EnergyTable) -> dict[str, float]:
         # the two pipeline registers (acc_bits + product) and the output register
         "requant.regs": (2 * cfg.acc_bits + cfg.mult_bits + cfg.a_bits) * table.register_bit,
     }
+
+
+def extrapolated_buffers(cfg: ArrayConfig, table: EnergyTable) -> list[str]:
+    """The ``ArrayConfig`` buffer fields whose capacity lies outside the table's SRAM
+    anchors, i.e. whose energy per bit is extrapolated (reported, not an error)."""
+    return [f for f in ("weight_buffer_kib", "act_buffer_kib", "out_buffer_kib")
+            if table.sram_extrapolated(getattr(cfg, f) * 1024)]
 
 
 def per_channel_terms() -> tuple[str, ...]:

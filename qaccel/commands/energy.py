@@ -25,6 +25,7 @@ from sim.energy import (
     CATEGORIES,
     EnergyBreakdown,
     counts_from_perf,
+    extrapolated_buffers,
     layer_energy,
     load_table,
 )
@@ -72,6 +73,7 @@ def network_energy_report(cfg: ArrayConfig, gemms, table, source: str = "",
     macs = total.macs
     return {"source": source, "config": cfg.to_dict(), "tag": cfg.tag(),
             "table": table.to_dict(), "layers": layers,
+            "extrapolated_buffers": extrapolated_buffers(cfg, table),
             "total": {"cycles": total.cycles, "macs": macs, "total_pj": total.total_pj,
                       "pj_per_mac": total.total_pj / macs if macs else 0.0,
                       "categories_pj": total.by_category(), "terms_pj": total.terms}}
@@ -133,9 +135,15 @@ def render(rep: dict, clock_mhz: float) -> str:
     out.append("breakdown: " + ", ".join(
         f"{c} {_fmt_pj(t['categories_pj'][c])} ({100 * t['categories_pj'][c] / t['total_pj']:.1f}"
         f"%)" for c in CATEGORIES))
-    params = {k: v for k, v in t["terms_pj"].items() if k.startswith("params.")}
+    params = {k: v for k, v in t["terms_pj"].items() if k.startswith("params.") and v}
     out.append("params (bias + requantizer M, S): " + ", ".join(
         f"{k.split('.', 1)[1]} {_fmt_pj(v)}" for k, v in params.items()))
+    if rep["extrapolated_buffers"]:
+        keys = sorted(int(k) for k in rep["table"]["sram_read_64b"])
+        lo, hi = keys[0], keys[-1]
+        out.append(f"note: {', '.join(rep['extrapolated_buffers'])} outside the table's SRAM "
+                   f"anchors ({lo} .. {hi} bytes): energy per bit extrapolated "
+                   f"(docs/energy.md)")
     return "\n".join(out)
 
 

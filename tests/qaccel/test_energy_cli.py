@@ -53,6 +53,9 @@ def test_json_csv_match_the_models(topo, tmp_path, capsys):
         assert float(r["total_pj"]) == pytest.approx(e.total_pj)
         assert sum(float(r[f"{c}_pj"]) for c in CATEGORIES) == pytest.approx(e.total_pj)
     assert "per inference" in out and "L1" in out and "pJ/MAC" in out
+    assert doc["extrapolated_buffers"] == [] and "extrapolated" not in out
+    assert main(["energy", "--topology", str(topo), *ARRAY, "--act-buffer-kib", "4096"]) == 0
+    assert "note: act_buffer_kib outside the table's SRAM anchors" in capsys.readouterr().out
 
 
 def test_sweep_and_plot(topo, tmp_path, capsys):

@@ -14,6 +14,7 @@ from sim.energy import (
     EnergyTableError,
     LayerCounts,
     default_table,
+    extrapolated_buffers,
     layer_energy,
     load_table,
     network_energy,
@@ -103,8 +104,12 @@ def test_scaling_laws_are_monotone_and_positive():
     assert all(b > a for a, b in zip(srams, srams[1:]))
     # between 8 KB and 32 KB the law is a power law: the geometric mean at 16 KB
     assert t.sram_bit_pj(16384) * 64 == pytest.approx(math.sqrt(10.0 * 20.0))
-    # below 8 KB extrapolated with the first segment's exponent (0.5)
+    # below 8 KB extrapolated with the first segment's exponent (0.5), and reported
     assert t.sram_bit_pj(2048) * 64 == pytest.approx(5.0)
+    assert t.sram_extrapolated(2048) and t.sram_extrapolated(2 << 20)
+    assert not t.sram_extrapolated(8192) and not t.sram_extrapolated(1 << 20)
+    cfg = ArrayConfig(weight_buffer_kib=4, act_buffer_kib=64, out_buffer_kib=2048)
+    assert extrapolated_buffers(cfg, t) == ["weight_buffer_kib", "out_buffer_kib"]
 
 
 # ---- file validation -----------------------------------------------------------------
