@@ -83,7 +83,8 @@ def run(out_dir: pathlib.Path) -> str:
     gemms = network_workloads("resnet50")
     lines += ["## ResNet-50 W8A8 per-tensor vs on-chip buffer size", "",
               "All three buffers at the given size; larger SRAMs cost more per access "
-              "(log-log interpolation between Horowitz's 8 KB / 32 KB / 1 MB points).", "",
+              "(log-log interpolation between Horowitz's 8 KB / 32 KB / 1 MB points; above "
+              "1 MB extrapolated with the last segment's exponent).", "",
               "| buffers [KiB] | energy [mJ] | DRAM % | buffers % | DRAM Mbit |",
               "|---:|---:|---:|---:|---:|"]
     for kib in BUFFER_POINTS:
