@@ -17,7 +17,8 @@ _CHOICES = {"weight_range": WEIGHT_RANGES, "act_range": ACT_RANGES, "rounding": 
 _INTS = {"w_bits": (2, 16), "a_bits": (2, 16), "iterations": (0, 10_000_000),
          "seed": (0, 2**63 - 1), "mult_bits": (1, 32), "acc_bits": (4, 60),
          "calib_samples": (1, 10_000_000)}
-_BOOLS = ("per_channel", "cle", "a_signed", "high_bias_absorption", "quantize_input")
+_BOOLS = ("per_channel", "cle", "a_signed", "high_bias_absorption", "quantize_input",
+          "snap_scales")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,10 @@ class QuantConfig:
         Values kept per activation quantizer for MSE / cross-entropy range search.
     quantize_input : bool
         Quantize the network input (needed for export).
+    snap_scales : bool
+        Nudge weight (and pooling/add output) scales by less than ``2^-mult_bits`` so
+        every requantization scale is exactly ``M / 2^S``: the fake-quant model then
+        reproduces the integer network (see ``quant.pipeline.snap_scales``).
     """
 
     w_bits: int = 8
@@ -76,6 +81,7 @@ class QuantConfig:
     acc_bits: int = 32
     calib_samples: int = 65536
     quantize_input: bool = True
+    snap_scales: bool = True
 
     def __post_init__(self):
         for name, allowed in _CHOICES.items():

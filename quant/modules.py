@@ -159,10 +159,12 @@ class QuantAvgPool(nn.Module):
         self.kernel = kernel
         self.stride = stride if stride is not None else kernel
         self.keepdim = keepdim
+        self.window: int | None = None
         self.output_quantizer = _act_quantizer(a_bits, signed)
 
     def forward(self, x):
         if self.kind == "global":
+            self.window = int(x.shape[-2] * x.shape[-1])     # for snap_scales
             y = x.mean(dim=(-2, -1), keepdim=self.keepdim)
         else:
             y = F.avg_pool2d(x, self.kernel, self.stride)

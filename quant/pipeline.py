@@ -223,27 +223,6 @@ def calibrate_activations(model: nn.Module, batches: list, cfg: QuantConfig,
         q.enabled = True
 
 
-def _link_input_scales(gm: fx.GraphModule) -> None:
-    """Set ``in_scale`` of every QuantLayer from the quantizer producing its input."""
-    from .graph import is_passthrough, module_of
-
-    for node in gm.graph.nodes:
-        ql = module_of(gm, node)
-        if not isinstance(ql, QuantLayer):
-            continue
-        if ql.input_quantizer is not None:
-            src_q = ql.input_quantizer
-        else:
-            cur = node.args[0]
-            while isinstance(cur, fx.Node) and not _producer_quantizer(gm, cur) \
-                    and is_passthrough(gm, cur):
-                cur = cur.args[0]
-            src_q = _producer_quantizer(gm, cur) if isinstance(cur, fx.Node) else None
-        if src_q is not None and src_q.scale is not None and src_q.scale.dim() == 0:
-            ql.in_scale = src_q.scale.clone()
-            ql.quantize_bias = True
-
-
 def _producer_quantizer(gm: fx.GraphModule, node: fx.Node) -> Quantizer | None:
     from .graph import module_of
 
@@ -252,6 +231,86 @@ def _producer_quantizer(gm: fx.GraphModule, node: fx.Node) -> Quantizer | None:
         return m
     q = getattr(m, "output_quantizer", None)
     return q if isinstance(q, Quantizer) else None
+
+
+def _source_quantizer(gm: fx.GraphModule, arg) -> Quantizer | None:
+    """The activation quantizer whose grid ``arg`` is on (through grid-preserving ops)."""
+    from .graph import is_passthrough
+
+    cur = arg
+    while isinstance(cur, fx.Node) and _producer_quantizer(gm, cur) is None \
+            and is_passthrough(gm, cur) and cur.args:
+        cur = cur.args[0]
+    return _producer_quantizer(gm, cur) if isinstance(cur, fx.Node) else None
+
+
+def _link_input_scales(gm: fx.GraphModule) -> None:
+    """Set ``in_scale`` of every QuantLayer from the quantizer producing its input."""
+    from .graph import module_of
+
+    for node in gm.graph.nodes:
+        ql = module_of(gm, node)
+        if not isinstance(ql, QuantLayer):
+            continue
+        src_q = ql.input_quantizer if ql.input_quantizer is not None \
+            else _source_quantizer(gm, node.args[0])
+        if src_q is not None and src_q.scale is not None and src_q.scale.dim() == 0:
+            ql.in_scale = src_q.scale.clone()
+            ql.quantize_bias = True
+
+
+def _snapped(real: torch.Tensor, mult_bits: int) -> torch.Tensor:
+    """``M / 2^S`` (float64) for the real scale(s), as ``sim.arith.quantize_multiplier``."""
+    from sim.arith import quantize_multiplier
+
+    m, s = quantize_multiplier(real.detach().double().reshape(-1).numpy(), mult_bits)
+    return torch.from_numpy(m / 2.0 ** s).reshape(real.shape)
+
+
+@torch.no_grad()
+def snap_scales(gm: fx.GraphModule, mult_bits: int) -> None:
+    """Make every requantization scale exactly representable as ``M / 2^S``.
+
+    Weight scales ``s_w`` (per tensor or channel) are nudged (relative change below
+    ``2^-mult_bits``) so that ``s_w s_x / s_y = M / 2^S``; an average pool's output scale
+    so that ``s_x / (n s_y) = M / 2^S``; an add's output scale so that its first input's
+    ratio is exact. The fake-quant model then computes the integer network's arithmetic,
+    and the remaining integer differences come only from float32 evaluation and the
+    second input of adds.
+    """
+    from .graph import module_of
+    from .modules import QuantAdd, QuantAvgPool
+
+    for node in gm.graph.nodes:
+        m = module_of(gm, node)
+        if isinstance(m, QuantAvgPool | QuantAdd):
+            src = _source_quantizer(gm, node.args[0])
+            out = m.output_quantizer
+            if src is None or out.scale is None or src.scale is None:
+                continue
+            if isinstance(m, QuantAvgPool):
+                if m.kind != "global":
+                    k = m.kernel if isinstance(m.kernel, tuple) else (m.kernel, m.kernel)
+                    n = k[0] * k[1]
+                elif m.window is not None:
+                    n = m.window        # H * W seen during calibration
+                else:
+                    continue
+            else:
+                n = 1
+            real = src.scale.double() / (n * out.scale.double())
+            new = src.scale.double() / (n * _snapped(real, mult_bits))
+            out.set_qparams(new.float(), out.zero_point)
+    _link_input_scales(gm)
+    for node in gm.graph.nodes:
+        ql = module_of(gm, node)
+        if not isinstance(ql, QuantLayer) or ql.output_quantizer is None \
+                or ql.in_scale is None or ql.output_quantizer.scale is None:
+            continue
+        wq = ql.weight_quantizer
+        s_x, s_y = ql.in_scale.double(), ql.output_quantizer.scale.double()
+        real = wq.scale.double() * s_x / s_y
+        wq.set_qparams((_snapped(real, mult_bits) * s_y / s_x).float(), wq.zero_point)
 
 
 def _leaf_wrap(model: nn.Module, cfg: QuantConfig) -> list[str]:
@@ -324,6 +383,8 @@ def quantize(model: nn.Module, calib_data, config: QuantConfig | None = None
         calibrate_activations(qmodel, batches, cfg, info)
     if info.mode == "graph":
         _link_input_scales(qmodel)
+        if cfg.snap_scales:
+            snap_scales(qmodel, cfg.mult_bits)
     else:
         for _, ql in quant_layers(qmodel):
             q = ql.input_quantizer

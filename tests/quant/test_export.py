@@ -137,3 +137,27 @@ def test_unsupported_op_is_a_clear_error():
         quant.export(qm, x)
     with pytest.raises(ValueError, match="quant.quantize"):
         quant.export(m, x)
+
+
+def test_snapped_scales_make_fake_quant_match_the_integers():
+    """snap_scales (default) nudges s_w so s_w s_x / s_y == M / 2^S exactly: the sliver
+    collapses to float32 noise. Compared with snap_scales=False at mult_bits=12."""
+    m = seq_cnn(0)
+    x = torch.randn(96, 3, 8, 8)
+    xt = torch.randn(64, 3, 8, 8)
+    frac = {}
+    for snap in (False, True):
+        cfg = QuantConfig(w_bits=8, a_bits=8, per_channel=True, mult_bits=12,
+                          snap_scales=snap)
+        qm = quant.quantize(m, [x], cfg)
+        net = quant.export(qm, x[:1])
+        stats = _compare_per_layer(net, qm, xt)
+        frac[snap] = sum(f for _, f in stats.values())
+        if snap:            # the exported (M, S) equal the fake-quant scale ratio exactly
+            ql = qm.get_submodule("0")
+            real = (ql.weight_scale().double() * ql.in_scale.double()
+                    / ql.output_quantizer.scale.double()).numpy()
+            conv = net.layers[0]
+            np.testing.assert_allclose(conv.m / 2.0 ** conv.s, real, rtol=1e-6)
+    assert frac[False] > 0.005
+    assert frac[True] < 0.1 * frac[False], frac
