@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from sim import ArrayConfig
@@ -83,3 +84,30 @@ def test_network_total_matches_hand_sum():
     assert dram_e == pytest.approx(dram_bits * t.dram_bit_pj())
     assert total.total_pj == pytest.approx(sum(layer_energy(cfg, counts_from_perf(lp)).total_pj
                                                for lp in perf.layers))
+
+
+def test_random_shapes_per_channel_and_bits_properties():
+    """On random GEMMs and arrays: per-channel differs only in params terms, and halving
+    a bit-width never increases MAC, buffer or DRAM energy."""
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        T, K, N = (int(v) for v in rng.integers(1, 300, size=3))
+        rows, cols = (int(v) for v in rng.choice([2, 4, 8, 16, 32], size=2))
+        depth = int(rng.choice([8, 32, 64, 256]))
+        w, a = (int(v) for v in rng.choice([4, 8, 16], size=2))
+        cfg = ArrayConfig(rows=rows, cols=cols, acc_depth=depth, w_bits=w, a_bits=a,
+                          acc_bits=40, weight_buffer_kib=256, act_buffer_kib=int(
+                              rng.choice([16, 64, 256])), out_buffer_kib=256)
+        wl = matmul_workload("g", T, K, N, repeat=int(rng.integers(1, 4)))
+        e_pt = layer_energy(cfg, counts_from_perf(analyze_layer(cfg, wl)))
+        pc = cfg.replace(per_channel=True)
+        e_pc = layer_energy(pc, counts_from_perf(analyze_layer(pc, wl)))
+        for k in e_pt.terms:
+            if k not in per_channel_terms():
+                assert e_pc.terms[k] == pytest.approx(e_pt.terms[k], rel=1e-12), k
+        assert e_pc.total_pj > e_pt.total_pj
+        small = cfg.replace(w_bits=w // 2, a_bits=a // 2)
+        e_small = layer_energy(small, counts_from_perf(analyze_layer(small, wl)))
+        for cat in ("mac", "buffers", "dram"):
+            assert e_small.by_category()[cat] < e_pt.by_category()[cat], cat
+        assert sum(e_pt.by_category().values()) == pytest.approx(e_pt.total_pj)
