@@ -3,7 +3,7 @@ from a documented table (default Horowitz, ISSCC 2014, 45 nm) applied to per-lay
 
 The model is deliberately decoupled from the traffic model. It consumes
 :class:`LayerCounts` — op counts plus bits read/written per (level, operand) — and returns
-an :class:`EnergyBreakdown` of named terms in pJ. ``qaccel.energy`` adapts the analytic
+an :class:`EnergyBreakdown` of named terms in pJ. :func:`counts_from_perf` adapts the analytic
 model's per-layer records to :class:`LayerCounts`.
 
 Scaling laws (justified in ``docs/energy.md``):
@@ -251,7 +251,7 @@ class LayerCounts:
 
     ``bits`` maps ``"level.operand.read"`` / ``"level.operand.write"`` (level in
     :data:`LEVELS`, operand in :data:`OPERANDS`) to bits moved; missing keys are 0.
-    ``qaccel.energy.counts_from_perf`` fills it from ``sim.analytic.LayerPerf``.
+    :func:`counts_from_perf` fills it from ``sim.analytic.LayerPerf``.
     """
 
     name: str
