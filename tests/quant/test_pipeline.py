@@ -116,3 +116,36 @@ def test_per_channel_helps_unbalanced_channels():
 def test_no_layers_is_an_error():
     with pytest.raises(ValueError, match="no nn.Linear"):
         quant.quantize(nn.ReLU(), [torch.randn(2, 3)], QuantConfig())
+
+
+def test_bn_activation_range_uses_eq_18_19():
+    m = seq_cnn(0)
+    x = torch.randn(32, 3, 8, 8)
+    qm = quant.quantize(m, [x], QuantConfig(act_range="bn", snap_scales=False))
+    bn = m[1]
+    hi = float((bn.bias + 6 * bn.weight.abs()).max().detach())
+    q = qm.get_submodule("0").output_quantizer           # conv-BN-ReLU: [0, max(b + 6g)]
+    assert int(q.zero_point) == 0
+    assert float(q.scale) == pytest.approx(hi / 255, rel=1e-5)
+    # no BN statistics for the logits: falls back to min-max of the calibration data
+    q_out = qm.get_submodule("11").output_quantizer
+    with torch.no_grad(), quant_state(qm, acts=False):   # calibrated with quantized weights
+        y = qm(x)
+    lo_m, hi_m = min(float(y.min()), 0.0), max(float(y.max()), 0.0)
+    assert float(q_out.scale) == pytest.approx((hi_m - lo_m) / 255, rel=1e-4)
+
+
+def test_cross_entropy_only_changes_the_logits_quantizer():
+    m = seq_cnn(1)
+    x = torch.randn(64, 3, 8, 8)
+    cfg = QuantConfig(a_bits=4, snap_scales=False)
+    mse = quant.quantize(m, [x], cfg.replace(act_range="mse"))
+    xent = quant.quantize(m, [x], cfg.replace(act_range="cross_entropy"))
+    scales = {}
+    for name, qm in (("mse", mse), ("xent", xent)):
+        scales[name] = {n: float(q.scale) for n, q in quant.modules.act_quantizers(qm)}
+    logits = "11.output_quantizer"
+    assert scales["mse"][logits] != scales["xent"][logits]
+    for n in scales["mse"]:
+        if n != logits:
+            assert scales["mse"][n] == scales["xent"][n], n
