@@ -28,8 +28,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="Quantized-inference systolic accelerator: RTL, cycle model, quantization.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+        try:
+            module = importlib.import_module(name)
+        except Exception as exc:          # one broken subcommand must not take the CLI down
+            _register_broken(sub, name, exc)
+            continue
+        module.register(sub)
     return parser
+
+
+def _register_broken(sub, module_name: str, exc: Exception) -> None:
+    """A subcommand whose module fails to import: it reports why when invoked."""
+    cmd = module_name.rsplit(".", 1)[-1]
+    reason = f"{type(exc).__name__}: {exc}"
+    p = sub.add_parser(cmd, help=f"(unavailable: {reason})", add_help=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def fail(_args):
+        raise CliError(f"command {cmd!r} is unavailable: {module_name} failed to import "
+                       f"({reason})")
+
+    p.set_defaults(func=fail)
 
 
 def main(argv: list[str] | None = None) -> int:

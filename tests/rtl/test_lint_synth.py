@@ -23,6 +23,8 @@ SMALL_PER_CHANNEL = ArrayConfig(rows=2, cols=2, w_bits=4, a_bits=4, acc_bits=16,
 def _need(tool: str):
     rtl_build.tool_env()
     if shutil.which(tool) is None:
+        if os.environ.get("QACCEL_REQUIRE_SIMS", "0") not in ("", "0"):
+            pytest.fail(f"{tool} required (QACCEL_REQUIRE_SIMS=1) but not installed")
         pytest.skip(f"{tool} not installed")
 
 
