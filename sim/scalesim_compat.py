@@ -19,9 +19,10 @@ is        ``K``    ``T``    ``N``    2
   (ws, is) or ``R + C - 2`` (os): the per-fold cycles SCALE-Sim divides by.
 * ``Overall Util % = 100 * T*K*N / (R*C*Total Cycles)``.
 
-``Total Cycles (incl. prefetch)`` depends on SCALE-Sim's memory system (bandwidth,
-buffer fill) and is not modelled. A workload with ``repeat > 1`` (groups, heads) runs as
-``repeat`` SCALE-Sim layers back to back. Numpy-free, closed form.
+``Total Cycles (incl. prefetch)`` (OFMAP DRAM stop - first DRAM read in SCALE-Sim's
+scratchpad simulation) depends on its memory system and is not modelled. A workload
+with ``repeat > 1`` (groups, heads) runs as ``repeat`` SCALE-Sim layers back to back.
+Numpy-free, closed form.
 """
 
 from __future__ import annotations
