@@ -18,7 +18,7 @@ _INTS = {"w_bits": (2, 16), "a_bits": (2, 16), "iterations": (0, 10_000_000),
          "seed": (0, 2**63 - 1), "mult_bits": (1, 32), "acc_bits": (4, 60),
          "calib_samples": (1, 10_000_000)}
 _BOOLS = ("per_channel", "cle", "a_signed", "high_bias_absorption", "quantize_input",
-          "snap_scales")
+          "snap_scales", "power_of_two")
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,8 @@ class QuantConfig:
         Nudge weight (and pooling/add output) scales by less than ``2^-mult_bits`` so
         every requantization scale is exactly ``M / 2^S``: the fake-quant model then
         reproduces the integer network (see ``quant.pipeline.snap_scales``).
+    power_of_two : bool
+        Power-of-two weight scales ``2^k`` (sec. 2.2.2); such scales are not snapped.
     """
 
     w_bits: int = 8
@@ -82,6 +84,7 @@ class QuantConfig:
     calib_samples: int = 65536
     quantize_input: bool = True
     snap_scales: bool = True
+    power_of_two: bool = False
 
     def __post_init__(self):
         for name, allowed in _CHOICES.items():

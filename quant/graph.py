@@ -281,6 +281,7 @@ def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str
             continue
         if is_quantizable(m):
             ql = QuantLayer(m, cfg.w_bits, per_channel=cfg.per_channel,
+                            power_of_two=cfg.power_of_two,
                             act=acts.get(node.target, "none"))
             ql.output_quantizer = _act_quantizer(cfg.a_bits, cfg.a_signed)
             src = node.args[0]

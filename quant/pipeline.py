@@ -35,7 +35,8 @@ from .ranges import bn_range, cross_entropy_range, minmax_range, mse_range
 
 log = logging.getLogger("quant")
 
-__all__ = ["quantize", "QuantInfo", "run_batch", "as_batches", "set_weight_ranges",
+__all__ = ["quantize", "refresh_scales", "snap_scales", "QuantInfo", "run_batch", "as_batches",
+           "set_weight_ranges",
            "calibrate_activations", "apply_rounding"]
 
 
@@ -259,6 +260,25 @@ def _link_input_scales(gm: fx.GraphModule) -> None:
             ql.quantize_bias = True
 
 
+def refresh_scales(qmodel: nn.Module) -> None:
+    """Call after changing activation quantizer ranges of a quantized model by hand: re-links
+    each layer's bias grid ``s_w s_x`` to its input scale and (graph mode, ``snap_scales``)
+    re-snaps the requantization scales to ``M / 2^S``."""
+    info = getattr(qmodel, "qaccel_quant", None)
+    if info is None:
+        raise ValueError("refresh_scales needs a model returned by quant.quantize")
+    if info.mode == "graph":
+        _link_input_scales(qmodel)
+        if info.config.snap_scales:
+            snap_scales(qmodel, info.config.mult_bits)
+    else:
+        for _, ql in quant_layers(qmodel):
+            q = ql.input_quantizer
+            if q is not None and q.scale is not None:
+                ql.in_scale = q.scale.clone()
+                ql.quantize_bias = True
+
+
 def _snapped(real: torch.Tensor, mult_bits: int) -> torch.Tensor:
     """``M / 2^S`` (float64) for the real scale(s), as ``sim.arith.quantize_multiplier``."""
     from sim.arith import quantize_multiplier
@@ -308,6 +328,8 @@ def snap_scales(gm: fx.GraphModule, mult_bits: int) -> None:
                 or ql.in_scale is None or ql.output_quantizer.scale is None:
             continue
         wq = ql.weight_quantizer
+        if wq.power_of_two:
+            continue                    # keep 2^k weight scales (sec. 2.2.2)
         s_x, s_y = ql.in_scale.double(), ql.output_quantizer.scale.double()
         real = wq.scale.double() * s_x / s_y
         wq.set_qparams((_snapped(real, mult_bits) * s_y / s_x).float(), wq.zero_point)
@@ -320,7 +342,8 @@ def _leaf_wrap(model: nn.Module, cfg: QuantConfig) -> list[str]:
     for name, m in list(model.named_modules()):
         for child_name, child in list(m.named_children()):
             if is_quantizable(child):
-                ql = QuantLayer(child, cfg.w_bits, per_channel=cfg.per_channel)
+                ql = QuantLayer(child, cfg.w_bits, per_channel=cfg.per_channel,
+                                power_of_two=cfg.power_of_two)
                 ql.input_quantizer = _act_quantizer(cfg.a_bits, cfg.a_signed)
                 setattr(m, child_name, ql)
                 names.append(f"{name}.{child_name}" if name else child_name)
@@ -381,15 +404,6 @@ def quantize(model: nn.Module, calib_data, config: QuantConfig | None = None
             bc.analytic_bias_correction(qmodel, info, _note)
     with quant_state(qmodel, weights=True):
         calibrate_activations(qmodel, batches, cfg, info)
-    if info.mode == "graph":
-        _link_input_scales(qmodel)
-        if cfg.snap_scales:
-            snap_scales(qmodel, cfg.mult_bits)
-    else:
-        for _, ql in quant_layers(qmodel):
-            q = ql.input_quantizer
-            if q is not None and q.scale is not None:
-                ql.in_scale = q.scale.clone()
-                ql.quantize_bias = True
     qmodel.qaccel_quant = info
+    refresh_scales(qmodel)
     return qmodel

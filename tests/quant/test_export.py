@@ -161,3 +161,30 @@ def test_snapped_scales_make_fake_quant_match_the_integers():
             np.testing.assert_allclose(conv.m / 2.0 ** conv.s, real, rtol=1e-6)
     assert frac[False] > 0.005
     assert frac[True] < 0.1 * frac[False], frac
+
+
+def test_power_of_two_weight_scales_export():
+    m = seq_cnn(0)
+    x = torch.randn(64, 3, 8, 8)
+    qm = quant.quantize(m, [x], QuantConfig(w_bits=6, per_channel=True, power_of_two=True))
+    for _, ql in quant.quant_layers(qm):
+        s = ql.weight_scale().double()
+        assert torch.equal(torch.log2(s), torch.round(torch.log2(s)))    # 2^k, not snapped
+    net = quant.export(qm, x[:1])
+    y = executor.run(net, net.input_q.quantize(x.numpy()))
+    with torch.no_grad():
+        want = np.rint(qm(x).numpy() / net.output_q.scale) + net.output_q.zero_point
+    assert np.abs(y - want).max() <= 1
+
+
+def test_refresh_scales_after_manual_range_change():
+    m = seq_cnn(0)
+    x = torch.randn(64, 3, 8, 8)
+    qm = quant.quantize(m, [x], QuantConfig())
+    q = qm.get_submodule("0").output_quantizer
+    q.set_qparams(q.scale * 1.37, q.zero_point)        # e.g. another range-setting method
+    quant.refresh_scales(qm)
+    assert float(qm.get_submodule("3").in_scale) == float(q.scale)
+    net = quant.export(qm, x[:1])
+    stats = _compare_per_layer(net, qm, torch.randn(32, 3, 8, 8))
+    assert all(dmax <= 1 and frac < 0.001 for dmax, frac in stats.values()), stats
