@@ -9,6 +9,7 @@ or the RTL (:meth:`LayerGemm.to_job`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -140,9 +141,14 @@ def _conv_out_shape(x: np.ndarray, layer: IntLayer) -> tuple[int, int]:
     return (x.shape[2] + 2 * ph - kh) // sh + 1, (x.shape[3] + 2 * pw - kw) // sw + 1
 
 
-def run_layer(net: IntNetwork, layer: IntLayer, inputs: list[np.ndarray]
+def run_layer(net: IntNetwork, layer: IntLayer, inputs: list[np.ndarray], *,
+              gemm_fn: Callable[[LayerGemm], np.ndarray] | None = None
               ) -> tuple[np.ndarray, int]:
-    """Run one layer on its integer inputs; returns ``(y, overflow_count)``."""
+    """Run one layer on its integer inputs; returns ``(y, overflow_count)``.
+
+    ``gemm_fn`` (optional) computes each GEMM's ``y[T, N]`` instead of numpy -- e.g.
+    ``lambda g: sim.cycle.simulate(cfg, g.to_job(cfg)).y`` runs the layer on the cycle
+    model (overflows are still counted by the numpy reference)."""
     xs = [np.asarray(v, dtype=np.int64) for v in inputs]
     x = xs[0]
     kind = layer.kind
@@ -151,6 +157,11 @@ def run_layer(net: IntNetwork, layer: IntLayer, inputs: list[np.ndarray]
         ys, ovf = [], 0
         for gm in gemms:
             y, o = gm.run()
+            if gemm_fn is not None:
+                y = np.asarray(gemm_fn(gm), dtype=np.int64)
+                if y.shape != (gm.x.shape[0], gm.w.shape[1]):
+                    raise ValueError(f"gemm_fn returned shape {y.shape}, expected "
+                                     f"{(gm.x.shape[0], gm.w.shape[1])}")
             ys.append(y)
             ovf += o
         y = np.concatenate(ys, axis=1)
@@ -192,9 +203,11 @@ def run_layer(net: IntNetwork, layer: IntLayer, inputs: list[np.ndarray]
     raise ValueError(f"layer {layer.name!r}: unknown kind {kind!r}")  # pragma: no cover
 
 
-def run(net: IntNetwork, x_int, *, trace: bool = False):
+def run(net: IntNetwork, x_int, *, trace: bool = False,
+        gemm_fn: Callable[[LayerGemm], np.ndarray] | None = None):
     """Run ``net`` on integer input ``x_int`` (``[B, *input_shape]``); returns the integer
-    output, or a :class:`RunResult` with every layer's output when ``trace``."""
+    output, or a :class:`RunResult` with every layer's output when ``trace``. ``gemm_fn``:
+    see :func:`run_layer`."""
     x = np.asarray(x_int)
     if not np.issubdtype(x.dtype, np.integer):
         raise ValueError(f"x_int must hold integers, got dtype {x.dtype}")
@@ -209,7 +222,7 @@ def run(net: IntNetwork, x_int, *, trace: bool = False):
     ovfs: list[int] = []
     for layer in net.layers:
         ins = [x if j == -1 else outs[j] for j in layer.inputs]
-        y, o = run_layer(net, layer, ins)
+        y, o = run_layer(net, layer, ins, gemm_fn=gemm_fn)
         outs.append(y)
         ovfs.append(o)
     if trace:
