@@ -149,3 +149,13 @@ def test_cross_entropy_only_changes_the_logits_quantizer():
     for n in scales["mse"]:
         if n != logits:
             assert scales["mse"][n] == scales["xent"][n], n
+
+
+def test_fake_quant_model_is_differentiable_with_ste():
+    m = seq_cnn(0)
+    x = torch.randn(16, 3, 8, 8)
+    qm = quant.quantize(m, [x], QuantConfig(w_bits=4))
+    loss = qm(x).pow(2).sum()
+    loss.backward()
+    grads = [ql.module.weight.grad for _, ql in quant_layers(qm)]
+    assert all(g is not None and float(g.abs().sum()) > 0 for g in grads)

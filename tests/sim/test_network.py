@@ -143,3 +143,13 @@ def test_network_validation_messages():
         IntNetwork(net.layers, net.input_q, net.input_shape, acc_bits=8)
     with pytest.raises(ValueError, match="acc_bits \\+ mult_bits must be <= 62"):
         IntNetwork(net.layers, net.input_q, net.input_shape, acc_bits=50, mult_bits=16)
+
+
+def test_sim_network_and_executor_need_only_numpy():
+    import subprocess
+    import sys
+
+    code = ("import sys, sim.network, sim.executor; "
+            "bad = [m for m in ('torch', 'amaranth', 'quant', 'hw') if m in sys.modules]; "
+            "sys.exit(1 if bad else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
