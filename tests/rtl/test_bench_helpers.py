@@ -1,0 +1,69 @@
+"""The cocotb bench's pure-Python parts, without a simulator: don't-care scrambling and the
+job round trip through the run directory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qaccel.rtl_build import load_jobs, save_jobs
+from qaccel.rtl_tb import check_job, scramble_dont_cares
+from sim import ArrayConfig, random_job
+from sim.cycle import simulate, simulate_beats
+from sim.streams import job_beats
+
+CFGS = [ArrayConfig(rows=3, cols=5, w_bits=2, a_bits=4, per_channel=True, mult_bits=10,
+                    acc_depth=7),
+        ArrayConfig(rows=4, cols=4, acc_depth=8)]
+
+
+@pytest.mark.parametrize("cfg", CFGS, ids=lambda c: c.tag())
+def test_scramble_changes_only_dont_care_lanes(cfg):
+    rng = np.random.default_rng(0)
+    job = random_job(cfg, 17, 10, 11, rng)
+    beats = job_beats(cfg, job)
+    scrambled = scramble_dont_cares(cfg, beats, rng)
+    # something really changed (partial tiles in K and N leave don't-care lanes)
+    assert not np.array_equal(scrambled.act, beats.act)
+    assert not np.array_equal(scrambled.weight, beats.weight)
+    assert not np.array_equal(scrambled.bias, beats.bias)
+    # ... and nothing that matters: the model gives the same outputs and cycles
+    ref, got = simulate(cfg, job), simulate_beats(cfg, scrambled)
+    assert np.array_equal(ref.out_beats, got.out_beats)
+    assert ref.cycles == got.cycles
+    # real operands untouched (job_beats pads don't-care lanes with 0)
+    for name in ("act", "weight", "bias"):
+        a, b = getattr(beats, name), getattr(scrambled, name)
+        assert np.array_equal(b[a != 0], a[a != 0])
+
+
+def test_jobs_round_trip(tmp_path):
+    cfg = CFGS[0]
+    rng = np.random.default_rng(1)
+    jobs = [random_job(cfg, 5, 4, 6, rng), random_job(cfg, 9, 2, 3, rng, extreme=True)]
+    save_jobs(tmp_path / "j.npz", jobs)
+    back = load_jobs(cfg, tmp_path / "j.npz")
+    for a, b in zip(jobs, back, strict=True):
+        for f in ("x", "w", "bias", "m", "s"):
+            assert np.array_equal(getattr(a, f), getattr(b, f))
+        assert (a.z_y, a.relu) == (b.z_y, b.relu)
+
+
+def test_checker_flags_a_wrong_integer_and_wrong_cycles():
+    cfg = CFGS[1]
+    job = random_job(cfg, 6, 5, 7, np.random.default_rng(2))
+    model = simulate(cfg, job)
+    good = check_job(cfg, job, model, model.out_beats.copy(), model.cycles, check_cycles=True)
+    assert good["ok"] and good["outputs_match"] and good["cycles_match"]
+    bad_beats = model.out_beats.copy()
+    bad_beats[3, 1] += 1
+    bad = check_job(cfg, job, model, bad_beats, model.cycles, check_cycles=True)
+    assert not bad["ok"] and bad["n_mismatches"] == 1
+    assert bad["mismatches"][0]["beat"] == 3 and bad["mismatches"][0]["lane"] == 1
+    late = check_job(cfg, job, model, model.out_beats, model.cycles + 1, check_cycles=True)
+    assert not late["ok"] and late["cycles_match"] is False
+    short = check_job(cfg, job, model, model.out_beats[:-1], model.cycles, check_cycles=True)
+    assert not short["ok"]
+    # with stalls the cycle count is not compared
+    stalled = check_job(cfg, job, model, model.out_beats, model.cycles + 50, check_cycles=False)
+    assert stalled["ok"] and stalled["cycles_match"] is None
