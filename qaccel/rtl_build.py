@@ -354,7 +354,10 @@ def run_jobs(cfg: ArrayConfig, jobs: list[GemmJob], sim: str, *, gaps: list[floa
     xml = runner.test(test_module=TB_MODULE, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
                       build_dir=built.build_dir,
                       test_dir=run_dir, extra_env=env, waves=waves, timescale=TIMESCALE,
-                      seed=seed, log_file=log, results_xml=str(run_dir / "results.xml"))
+                      seed=seed, log_file=log, results_xml=str(run_dir / "results.xml"),
+                      # Icarus dumps into the build directory unless told otherwise
+                      plusargs=([f"+dumpfile_path={run_dir / (TOPLEVEL + '.fst')}"]
+                                if waves and sim == "icarus" else []))
     sim_seconds = time.perf_counter() - t0
     n_tests, n_failed = get_results(pathlib.Path(xml))
     recs, tb_seconds = [], float("nan")
