@@ -140,3 +140,11 @@ def test_adaround_validates(kwargs, field):
     with pytest.raises(ValueError, match="weight_scale"):
         ar.adaround_layer(lin, torch.ones(3), x, lin(x).detach(), w_bits=4, iterations=1,
                           progress=False)
+
+
+def test_adaround_shows_a_tqdm_bar(capsys):
+    lin = nn.Linear(6, 3)
+    x = torch.randn(16, 6)
+    ar.adaround_layer(lin, 0.05, x, lin(x).detach(), w_bits=4, iterations=5, progress=True)
+    err = capsys.readouterr().err
+    assert "AdaRound Linear(3, 6)" in err and "/5" in err
