@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         text = importlib.import_module(mod_name).run(OUT)
         (OUT / f"{short}.md").write_text(text)
         print(f"[bench] {short} done in {time.perf_counter() - t0:.1f} s -> docs/bench/{short}.md")
-    index = ["# Benchmarks", "", "Written by `make bench`; each table says how it was measured.", ""]
+    index = ["# Benchmarks", "",
+             "Written by `make bench`; each table says how it was measured.", ""]
     index += [f"- [{p.stem}]({p.name})" for p in sorted(OUT.glob("*.md")) if p.stem != "README"]
     (OUT / "README.md").write_text("\n".join(index) + "\n")
     return 0
