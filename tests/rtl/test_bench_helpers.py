@@ -67,3 +67,19 @@ def test_checker_flags_a_wrong_integer_and_wrong_cycles():
     # with stalls the cycle count is not compared
     stalled = check_job(cfg, job, model, model.out_beats, model.cycles + 50, check_cycles=False)
     assert stalled["ok"] and stalled["cycles_match"] is None
+
+
+def test_missing_simulator_skips_or_fails(monkeypatch):
+    """A missing simulator skips the RTL tests, unless QACCEL_REQUIRE_SIMS=1 (make test)."""
+    import test_accelerator_rtl as rtl_tests
+
+    from qaccel.rtl_build import simulator_missing
+
+    assert "unknown simulator 'nosuchsim'" in simulator_missing("nosuchsim")
+    monkeypatch.setattr(rtl_tests, "simulator_missing", lambda sim: f"{sim} is not installed")
+    monkeypatch.delenv("QACCEL_REQUIRE_SIMS", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="icarus is not installed"):
+        rtl_tests._require("icarus")
+    monkeypatch.setenv("QACCEL_REQUIRE_SIMS", "1")
+    with pytest.raises(pytest.fail.Exception, match="required"):
+        rtl_tests._require("icarus")
