@@ -303,6 +303,16 @@ def load_jobs(cfg: ArrayConfig, path: pathlib.Path) -> list[GemmJob]:
     return jobs
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:80] or "run"
 
@@ -331,7 +341,13 @@ def run_jobs(cfg: ArrayConfig, jobs: list[GemmJob], sim: str, *, gaps: list[floa
     built = build_simulator(cfg, sim, waves=waves)
     from cocotb_tools.runner import get_results, get_runner
 
-    run_dir = built.build_dir / "runs" / f"{_slug(name)}-{os.getpid()}"
+    runs = built.build_dir / "runs"
+    run_dir = runs / f"{_slug(name)}-{os.getpid()}"
+    # keep one run directory per name: drop those of finished processes
+    for old in runs.glob(f"{_slug(name)}-*"):
+        pid = old.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
