@@ -8,7 +8,7 @@ from dataclasses import dataclass
 __all__ = ["QuantConfig", "WEIGHT_RANGES", "ACT_RANGES", "ROUNDINGS", "BIAS_CORRECTIONS"]
 
 WEIGHT_RANGES = ("minmax", "mse")
-ACT_RANGES = ("minmax", "mse", "cross_entropy", "bn")
+ACT_RANGES = ("minmax", "mse", "cross_entropy", "bn", "bitsplit")
 ROUNDINGS = ("nearest", "adaround", "bitsplit")
 BIAS_CORRECTIONS = ("none", "empirical", "analytic")
 
@@ -33,11 +33,15 @@ class QuantConfig:
         Per-output-channel weight scales (and per-channel ``(M, S)`` on export).
     weight_range : {"minmax", "mse"}
         Weight range setting (sec. 3.1, eq. 14-16).
-    act_range : {"minmax", "mse", "cross_entropy", "bn"}
+    act_range : {"minmax", "mse", "cross_entropy", "bn", "bitsplit"}
         Activation range setting. ``cross_entropy`` is "MSE + Xent" of Table 2: MSE for
         every activation quantizer and cross-entropy (eq. 17) for the network's logits.
         ``bn`` uses eq. 18-19 with ``bn_alpha`` where BN statistics are known (min-max
-        elsewhere).
+        elsewhere). ``bitsplit`` is Bit-split's activation scale (Wang et al. 2020):
+        alternating least squares on the positive samples
+        (:func:`quant.bitsplit.bitsplit_act_scale`), zero-point 0, for unsigned per-tensor
+        quantizers that see no negative value; min-max (logged) for the others (e.g.
+        logits).
     rounding : {"nearest", "adaround", "bitsplit"}
         Weight rounding.
     cle : bool

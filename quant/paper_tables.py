@@ -95,52 +95,10 @@ def sqnr_db(ref: torch.Tensor, out: torch.Tensor) -> float:
     return 10.0 * math.log10(float((ref ** 2).sum()) / noise)
 
 
-def _bitsplit_act_scales(qm, batches, a_bits: int) -> int:
-    """Replace the ranges of the unsigned activation quantizers by Bit-split's least-squares
-    scale (``quant.bitsplit.bitsplit_act_scale`` on the positive values); quantizers that
-    see negative values (e.g. logits) keep the pipeline's range. Returns how many changed."""
-    from .bitsplit import bitsplit_act_scale
-    from .modules import act_quantizers, quant_state
-    from .pipeline import run_batch
-
-    seen: dict[int, list[torch.Tensor]] = {}
-    hooks = []
-    qs = act_quantizers(qm)
-    for _, q in qs:
-        hooks.append(q.register_forward_pre_hook(
-            lambda m, inp: seen.setdefault(id(m), []).append(inp[0].detach().reshape(-1))))
-    try:
-        with quant_state(qm, weights=True, acts=False), torch.no_grad():
-            for b in batches:
-                run_batch(qm, b)
-    finally:
-        for h in hooks:
-            h.remove()
-    changed = 0
-    for _, q in qs:
-        vals = seen.get(id(q))
-        if not vals or q.scale is None or q.scale.dim() != 0:
-            continue
-        x = torch.cat(vals)
-        if float(x.min()) < 0:
-            continue
-        alpha = bitsplit_act_scale(x, a_bits)
-        q.set_range(torch.tensor(0.0), torch.tensor(alpha * (2 ** a_bits - 1)))
-        changed += 1
-    relink = getattr(__import__("quant.pipeline", fromlist=["x"]), "_link_input_scales", None)
-    if relink is not None and getattr(qm, "qaccel_quant", None) is not None \
-            and qm.qaccel_quant.mode == "graph":
-        relink(qm)  # the bias grid s_w * s_x follows the new activation scales
-    return changed
-
-
-def run(ctx: Ctx, name: str, *, weight_only: bool = False, seeds=None, bitsplit_acts=False,
-        **cfg) -> Cell:
+def run(ctx: Ctx, name: str, *, weight_only: bool = False, seeds=None, **cfg) -> Cell:
     """Quantize ``name`` with ``QuantConfig(**cfg)`` and measure (accuracy %, logit SQNR dB),
     averaged over calibration ``seeds``. ``weight_only`` evaluates with the activation
-    quantizers off (activations in FP32); ``bitsplit_acts`` replaces the unsigned activation
-    ranges by Bit-split's least-squares scales. One quantized model serves all three
-    evaluations (the weights do not depend on the activation ranges)."""
+    quantizers off (activations in FP32). One quantized model serves both evaluations."""
     import quant
     from quant.modules import quant_state
 
@@ -149,13 +107,11 @@ def run(ctx: Ctx, name: str, *, weight_only: bool = False, seeds=None, bitsplit_
     key = (name, tuple(seeds), tuple(sorted(cfg.items())))
     if key not in ctx._cache:
         model, test, ref, _ = ctx.model(name)
-        got = {"w": [], "wa": [], "wa_bs": []}
+        got = {"w": [], "wa": []}
         for seed in seeds:
             calib = list(digits.calib_loader(ctx.settings.n_calib, seed=seed))
             qm = quant.quantize(model, calib, quant.QuantConfig(seed=seed, **cfg))
-            for kind in ("w", "wa", "wa_bs"):
-                if kind == "wa_bs":
-                    _bitsplit_act_scales(qm, calib, cfg.get("a_bits", 8))
+            for kind in ("w", "wa"):
                 acts = False if kind == "w" else None
                 with quant_state(qm, acts=acts), torch.no_grad():
                     out = qm(test[0])
@@ -163,7 +119,7 @@ def run(ctx: Ctx, name: str, *, weight_only: bool = False, seeds=None, bitsplit_
                 got[kind].append((acc, sqnr_db(ref, out)))
         ctx._cache[key] = {k: Cell(sum(a for a, _ in v) / len(v), sum(q for _, q in v) / len(v),
                                    len(v)) for k, v in got.items()}
-    kind = "w" if weight_only else ("wa_bs" if bitsplit_acts else "wa")
+    kind = "w" if weight_only else "wa"
     return ctx._cache[key][kind]
 
 
@@ -326,25 +282,26 @@ def bitsplit_tables(ctx: Ctx) -> str:
     tfl = dict(weight_range="minmax", per_channel=False, act_range="minmax")
     bsc = dict(rounding="bitsplit", iterations=ep, per_channel=True, act_range="mse")
     bst = dict(rounding="bitsplit", iterations=ep, per_channel=False, act_range="mse")
+    bsa = dict(bsc, act_range="bitsplit")
     parts = ["# Bit-split and Stitching (Wang et al. 2020) -- TF-Lite max scaling vs Bit-split",
              "", f"FP32: {_fp_line(ctx)}. {CELL_NOTE} TF-Lite: per-tensor "
              "`alpha = max|w| / (2^(b-1)-1)`, rounding to nearest, min-max activation ranges. "
              f"Bit-split: per output channel (the authors' code), {ep} epochs, output "
              "reconstruction on 256 calibration images; the per-tensor variant shares one "
-             "alpha per layer. A8 rows for Bit-split use `bitsplit_act_scale` (least-squares "
-             "unsigned scale) for every non-negative activation tensor, the pipeline's MSE "
-             "range for signed ones (logits). Calibration seed 0.", ""]
+             "alpha per layer. A8 rows for Bit-split use `act_range=\"bitsplit\"` (the "
+             "least-squares unsigned scale of `bitsplit_act_scale`) for every non-negative "
+             "activation tensor and min-max for signed ones (logits). Calibration seed 0.",
+             ""]
     res = {}
     for name in MODELS:
         rows = []
-        for label, kw, wo, bsa in (
-                ("TF-Lite", tfl, True, False),
-                ("Bit-split (per-channel)", bsc, True, False),
-                ("Bit-split (per-tensor)", bst, True, False),
-                ("TF-Lite (A8)", tfl, False, False),
-                ("Bit-split (per-channel, A8)", bsc, False, True)):
-            cells = [run(ctx, name, weight_only=wo, w_bits=b, a_bits=8, bitsplit_acts=bsa,
-                         **kw) for b in bits]
+        for label, kw, wo in (
+                ("TF-Lite", tfl, True),
+                ("Bit-split (per-channel)", bsc, True),
+                ("Bit-split (per-tensor)", bst, True),
+                ("TF-Lite (A8)", tfl, False),
+                ("Bit-split (per-channel, A8)", bsa, False)):
+            cells = [run(ctx, name, weight_only=wo, w_bits=b, a_bits=8, **kw) for b in bits]
             res[(name, label)] = dict(zip(bits, cells))
             rows.append([label] + [c.fmt() for c in cells])
         parts += [f"## {name}", "", "Weight-only rows have FP32 activations; (A8) rows "

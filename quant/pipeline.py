@@ -179,6 +179,26 @@ def _logits_quantizer(model: nn.Module, batches: list) -> Quantizer | None:
     return None
 
 
+def _bitsplit_range(name: str, q: Quantizer, ob: Observer, info: QuantInfo
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bit-split's activation range (Wang et al. 2020): ``[0, alpha (2^b - 1)]`` with the
+    least-squares scale ``alpha`` of the observed positive samples, so the quantizer's scale
+    is ``alpha`` and its zero-point 0. Only for unsigned per-tensor quantizers that see no
+    negative value; the others fall back to min-max (noted)."""
+    from .bitsplit import bitsplit_act_scale
+
+    why = None
+    if q.per_channel or q.signed:
+        why = "not an unsigned per-tensor quantizer"
+    elif float(ob.min) < 0:
+        why = f"sees negative values (min {float(ob.min):.4g})"
+    if why is not None:
+        _note(info, "act_range bitsplit: %s %s; min-max range instead", name, why)
+        return ob.min, ob.max
+    alpha = bitsplit_act_scale(ob.values(), q.bits)
+    return torch.tensor(0.0), torch.tensor(alpha * float((1 << q.bits) - 1))
+
+
 @torch.no_grad()
 def calibrate_activations(model: nn.Module, batches: list, cfg: QuantConfig,
                           info: QuantInfo) -> None:
@@ -216,6 +236,8 @@ def calibrate_activations(model: nn.Module, batches: list, cfg: QuantConfig,
             lo, hi = cross_entropy_range(torch.cat(ob.rows), q)
         elif method in ("mse", "cross_entropy"):
             lo, hi = mse_range(ob.values(), q)
+        elif method == "bitsplit":
+            lo, hi = _bitsplit_range(name, q, ob, info)
         else:
             lo, hi = ob.min, ob.max
         if act == "relu6":
