@@ -13,24 +13,7 @@ from sim.analytic import analyze_layer
 from sim.energy import CATEGORIES, DEFAULT_TABLE_PATH, counts_from_perf, layer_energy
 from sim.topology import read_topology
 
-TOPO = ("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
-        "Num Filter, Strides,\n"
-        "L0,16,16,3,3,8,20,1,\nL1,12,12,3,3,16,40,2,\nL2,1,1,1,1,100,37,1,\n")
 ARRAY = ["--rows", "8", "--cols", "8", "--acc-depth", "32"]
-
-
-@pytest.fixture
-def topo(tmp_path):
-    p = tmp_path / "small3.csv"
-    p.write_text(TOPO)
-    return p
-
-
-def _err(capsys, argv) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("qaccel: error: ")
-    return err
 
 
 def test_json_csv_match_the_models(topo, tmp_path, capsys):
@@ -91,22 +74,22 @@ def test_custom_energy_table(topo, tmp_path, capsys):
     assert d2["categories_pj"]["mac"] == pytest.approx(d1["categories_pj"]["mac"])
 
 
-def test_errors(topo, tmp_path, capsys):
-    err = _err(capsys, ["energy", "--network", "alexnet"])
+def test_errors(cli_error, topo, tmp_path, capsys):
+    err = cli_error(["energy", "--network", "alexnet"])
     assert "unknown network 'alexnet'" in err
-    err = _err(capsys, ["energy", "--topology", str(topo), *ARRAY, "--sweep", "W8A8,8x8"])
+    err = cli_error(["energy", "--topology", str(topo), *ARRAY, "--sweep", "W8A8,8x8"])
     assert "--sweep" in err and "'8x8'" in err
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"add": {"8": 0.03, "32": 0.1}}))
-    err = _err(capsys, ["energy", "--topology", str(topo), "--energy-table", str(bad)])
+    err = cli_error(["energy", "--topology", str(topo), "--energy-table", str(bad)])
     assert str(bad) in err and "mult" in err
-    err = _err(capsys, ["energy", "--topology", str(tmp_path / "none.csv")])
+    err = cli_error(["energy", "--topology", str(tmp_path / "none.csv")])
     assert "none.csv" in err
     rows = tmp_path / "rows.csv"
-    rows.write_text(TOPO.replace("L1,12,12,3,3,16,40,2,", "L1,12,12,3,3,0,40,2,"))
-    err = _err(capsys, ["energy", "--topology", str(rows)])
+    rows.write_text(topo.read_text().replace("L1,12,12,3,3,16,40,2,", "L1,12,12,3,3,0,40,2,"))
+    err = cli_error(["energy", "--topology", str(rows)])
     assert "rows.csv" in err and "row 3" in err and "Channels" in err
-    err = _err(capsys, ["energy", "--topology", str(topo), "--rows", "32", "--cols", "32",
+    err = cli_error(["energy", "--topology", str(topo), "--rows", "32", "--cols", "32",
                         "--weight-buffer-kib", "1", "--w-bits", "16", "--acc-bits", "40"])
     assert "weight_buffer_kib" in err and "row" in err
 

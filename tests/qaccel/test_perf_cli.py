@@ -16,24 +16,6 @@ from sim.topology import read_topology
 
 PEER = pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "peer" / "scalesim"
 
-TOPO = ("Layer name, IFMAP Height, IFMAP Width, Filter Height, Filter Width, Channels, "
-        "Num Filter, Strides,\n"
-        "L0,16,16,3,3,8,20,1,\nL1,12,12,3,3,16,40,2,\nL2,1,1,1,1,100,37,1,\n")
-
-
-@pytest.fixture
-def topo(tmp_path):
-    p = tmp_path / "small3.csv"
-    p.write_text(TOPO)
-    return p
-
-
-def _err(capsys, argv) -> str:
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("qaccel: error: ")
-    return err
-
 
 def test_topology_json_csv_match_analytic_model(topo, tmp_path, capsys):
     js, cs = tmp_path / "o" / "r.json", tmp_path / "o" / "r.csv"
@@ -81,14 +63,14 @@ def test_network_bert(capsys, tmp_path):
     assert "utilization" in capsys.readouterr().out
 
 
-def test_dataflow_requires_compat(topo, capsys):
-    err = _err(capsys, ["perf", "--topology", str(topo), "--dataflow", "os"])
+def test_dataflow_requires_compat(cli_error, topo, capsys):
+    err = cli_error(["perf", "--topology", str(topo), "--dataflow", "os"])
     assert "--dataflow os is only available with --scalesim-compat" in err
     assert "weight-stationary (ws)" in err
 
 
-def test_unknown_network(capsys):
-    err = _err(capsys, ["perf", "--network", "vgg16"])
+def test_unknown_network(cli_error, capsys):
+    err = cli_error(["perf", "--network", "vgg16"])
     assert "unknown network 'vgg16'" in err and "resnet50" in err
 
 
@@ -97,38 +79,38 @@ def test_unknown_network(capsys):
     ("L9,12,12,3,3,0,40,2,", "row 5: field 'Channels' must be positive, not 0"),
     ("L9,12,12,3,3,16,4x,2,", "row 5: field 'Num Filter' must be an integer"),
 ])
-def test_malformed_topology(tmp_path, capsys, row, needle):
+def test_malformed_topology(cli_error, topo, tmp_path, row, needle):
     p = tmp_path / "bad.csv"
-    p.write_text(TOPO + row + "\n")
-    err = _err(capsys, ["perf", "--topology", str(p)])
+    p.write_text(topo.read_text() + row + "\n")
+    err = cli_error(["perf", "--topology", str(p)])
     assert str(p) in err and needle in err
 
 
-def test_missing_topology_and_gemm_misuse(tmp_path, capsys):
-    assert "nope.csv" in _err(capsys, ["perf", "--topology", str(tmp_path / "nope.csv")])
-    assert "--gemm applies to --topology" in _err(capsys, ["perf", "--network", "resnet18",
-                                                           "--gemm"])
-    assert "--seq-len applies to --network bert_base" in _err(
-        capsys, ["perf", "--network", "digits_cnn", "--seq-len", "4"])
+def test_missing_topology_and_gemm_misuse(cli_error, tmp_path, capsys):
+    assert "nope.csv" in cli_error(["perf", "--topology", str(tmp_path / "nope.csv")])
+    assert "--gemm applies to --topology" in cli_error(["perf", "--network", "resnet18",
+                                                        "--gemm"])
+    assert "--seq-len applies to --network bert_base" in cli_error(
+        ["perf", "--network", "digits_cnn", "--seq-len", "4"])
 
 
-def test_buffer_too_small_names_file_row_field(topo, capsys):
-    err = _err(capsys, ["perf", "--topology", str(topo), "--rows", "128", "--cols", "128",
+def test_buffer_too_small_names_file_row_field(cli_error, topo, capsys):
+    err = cli_error(["perf", "--topology", str(topo), "--rows", "128", "--cols", "128",
                         "--weight-buffer-kib", "1"])
     assert f"{topo}: row 2" in err and "layer 'L0'" in err
     assert "ArrayConfig.weight_buffer_kib=1" in err
 
 
-def test_dimension_too_large_for_dim_bits(tmp_path, capsys):
+def test_dimension_too_large_for_dim_bits(cli_error, tmp_path, capsys):
     p = tmp_path / "g.csv"
     p.write_text("Layer, M, N, K,\nbig, 70000, 8, 8,\n")
-    err = _err(capsys, ["perf", "--topology", str(p)])
+    err = cli_error(["perf", "--topology", str(p)])
     assert f"{p}: row 2: layer 'big'" in err and "T=70000" in err and "dim_bits=16" in err
     assert main(["perf", "--topology", str(p), "--dim-bits", "17"]) == 0
 
 
-def test_bad_array_option(topo, capsys):
-    assert "ArrayConfig.rows" in _err(capsys, ["perf", "--topology", str(topo), "--rows", "0"])
+def test_bad_array_option(cli_error, topo, capsys):
+    assert "ArrayConfig.rows" in cli_error(["perf", "--topology", str(topo), "--rows", "0"])
 
 
 @pytest.mark.shared
