@@ -63,7 +63,7 @@ import numpy as np
 
 from .config import ArrayConfig
 from .schedule import gemm_cycles, tiling
-from .workload import GemmWorkload
+from .workload import GemmWorkload, NetworkTotals
 
 __all__ = ["LEVELS", "OPERANDS", "BUFFER_OF", "Access", "Traffic", "LayerPerf", "NetworkPerf",
            "analyze_layer", "analyze_network", "param_lane_bits", "check_buffers"]
@@ -258,23 +258,15 @@ def analyze_layer(cfg: ArrayConfig, w: GemmWorkload) -> LayerPerf:
 
 
 @dataclass(frozen=True)
-class NetworkPerf:
+class NetworkPerf(NetworkTotals):
     """Per-layer results and totals of a network (layers run one after another)."""
 
     cfg: ArrayConfig
     layers: tuple[LayerPerf, ...]
 
     @property
-    def cycles(self) -> int:
-        return sum(lp.cycles for lp in self.layers)
-
-    @property
-    def macs(self) -> int:
-        return sum(lp.macs for lp in self.layers)
-
-    @property
-    def utilization(self) -> float:
-        return self.macs / (self.cfg.rows * self.cfg.cols * self.cycles)
+    def pe_count(self) -> int:
+        return self.cfg.rows * self.cfg.cols
 
     @property
     def traffic(self) -> Traffic:

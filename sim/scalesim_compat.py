@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .workload import GemmWorkload
+from .workload import GemmWorkload, NetworkTotals
 
 __all__ = ["DATAFLOWS", "CompatLayer", "CompatNetwork", "compat_layer", "compat_network",
            "spatial_mapping"]
@@ -96,24 +96,15 @@ def compat_layer(rows: int, cols: int, dataflow: str, w: GemmWorkload) -> Compat
 
 
 @dataclass(frozen=True)
-class CompatNetwork:
+class CompatNetwork(NetworkTotals):
     rows: int
     cols: int
     dataflow: str
     layers: tuple[CompatLayer, ...]
 
     @property
-    def cycles(self) -> int:
-        return sum(lp.cycles for lp in self.layers)
-
-    @property
-    def macs(self) -> int:
-        return sum(lp.macs for lp in self.layers)
-
-    @property
-    def utilization(self) -> float:
-        """Fraction (not percent) of PE-cycles doing useful MACs over the network."""
-        return self.macs / (self.rows * self.cols * self.cycles)
+    def pe_count(self) -> int:
+        return self.rows * self.cols
 
     def to_dict(self) -> dict:
         return {"model": "scalesim-compat", "rows": self.rows, "cols": self.cols,

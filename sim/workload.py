@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["ConvGeometry", "GemmWorkload", "OP_KINDS", "conv_out_size", "conv_workload",
-           "linear_workload", "matmul_workload"]
+__all__ = ["ConvGeometry", "GemmWorkload", "NetworkTotals", "OP_KINDS", "conv_out_size",
+           "conv_workload", "linear_workload", "matmul_workload"]
 
 #: op kinds a workload may carry (informational; the accelerator runs every one as GEMMs)
 OP_KINDS = ("gemm", "conv2d", "depthwise", "linear", "matmul")
@@ -171,3 +171,24 @@ def matmul_workload(name: str, T: int, K: int, N: int, repeat: int = 1) -> GemmW
     """An activation x activation matmul (e.g. attention's ``Q K^T`` and ``P V``), ``repeat``
     times (batch x heads). The right operand plays the weight role on the array."""
     return GemmWorkload(name=name, T=T, K=K, N=N, repeat=repeat, op="matmul")
+
+
+class NetworkTotals:
+    """Totals over ``self.layers`` (records with ``cycles`` and ``macs``), for a network whose
+    layers run one after another on an array of ``pe_count`` PEs."""
+
+    layers: tuple
+    pe_count: int
+
+    @property
+    def cycles(self) -> int:
+        return sum(lp.cycles for lp in self.layers)
+
+    @property
+    def macs(self) -> int:
+        return sum(lp.macs for lp in self.layers)
+
+    @property
+    def utilization(self) -> float:
+        """Fraction (not percent) of PE-cycles doing useful MACs over the network."""
+        return self.macs / (self.pe_count * self.cycles)
