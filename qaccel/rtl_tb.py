@@ -211,6 +211,14 @@ async def run_jobs(dut):
     cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
     await _reset(dut)
 
+    async def clock() -> None:
+        """One rising edge: drivers and monitor update their signals, then settle."""
+        await RisingEdge(dut.clk)
+        for d in drivers.values():
+            d.drive()
+        monitor.drive()
+        await ReadOnly()
+
     cycle = 0
     records = []
     t_start = time.perf_counter()
@@ -232,12 +240,8 @@ async def run_jobs(dut):
         t0 = cycle
         error = None
         while len(monitor.beats) < n_out:
-            await RisingEdge(dut.clk)
+            await clock()
             cycle += 1
-            for d in drivers.values():
-                d.drive()
-            monitor.drive()
-            await ReadOnly()
             for d in drivers.values():
                 d.sample(cycle)
             monitor.sample(cycle)
@@ -251,12 +255,8 @@ async def run_jobs(dut):
         if error is None:
             monitor.gap = 0.0
             for _ in range(4):
-                await RisingEdge(dut.clk)
+                await clock()
                 cycle += 1
-                for d in drivers.values():
-                    d.drive()
-                monitor.drive()
-                await ReadOnly()
                 extra += int(monitor.valid.value)
         leftover = {k: d.pending for k, d in drivers.items() if d.pending}
         if error is None and leftover:
