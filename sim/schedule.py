@@ -33,7 +33,8 @@ import numpy as np
 
 from .config import ArrayConfig
 
-__all__ = ["PIPELINE_TAIL", "Tiling", "tiling", "pass_starts", "gemm_cycles"]
+__all__ = ["PIPELINE_TAIL", "Tiling", "tiling", "pass_starts", "beat_cycles",
+           "gemm_cycles"]
 
 #: cycles from a PE-column bottom to the output beat: accumulate, multiply, shift/clamp.
 PIPELINE_TAIL = 3
@@ -100,6 +101,24 @@ def pass_starts(cfg: ArrayConfig, til: Tiling) -> np.ndarray:
     np.cumsum(periods[:-1], out=starts[1:])
     starts[1:] += 1
     return starts
+
+
+def beat_cycles(cfg: ArrayConfig, T: int, K: int, N: int) -> dict[str, np.ndarray]:
+    """Handshake cycle of every beat of every stream (no stalls), per the module docstring:
+    ``{"cmd", "act", "weight", "params", "out"}`` -> int64 arrays in stream order."""
+    til = tiling(cfg, T, K, N)
+    starts = pass_starts(cfg, til)
+    lens = til.pass_lengths()
+    coords = til.pass_coords()
+    # act: s_p + t for t < L_p, pass by pass
+    first_beat = np.repeat(starts - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
+    act = first_beat + np.arange(lens.sum())
+    weight = (starts[:, None] + np.arange(cfg.rows)[None, :]).ravel()
+    params = starts[(coords[:, 1] == 0) & (coords[:, 2] == 0)]
+    last_k = coords[:, 2] == til.KT - 1
+    out = act[np.repeat(last_k, lens)] + cfg.rows + cfg.cols + PIPELINE_TAIL
+    return {"cmd": np.zeros(1, dtype=np.int64), "act": act, "weight": weight,
+            "params": params, "out": out}
 
 
 def gemm_cycles(cfg: ArrayConfig, T: int, K: int, N: int) -> int:

@@ -13,7 +13,7 @@ from sim.arith import int_range, wrap
 from sim.config import ArrayConfig
 from sim.job import GemmJob
 from sim.reference import reference_gemm
-from sim.schedule import PIPELINE_TAIL, gemm_cycles, pass_starts, tiling
+from sim.schedule import beat_cycles, gemm_cycles
 from sim.streams import job_beats, pack_cmd, pack_lanes, pack_params, unpack_lanes
 
 
@@ -50,22 +50,6 @@ def spread_job(cfg: ArrayConfig, T: int, K: int, N: int, rng: np.random.Generato
     return GemmJob.create(cfg, x, w, bias, m, s, z_y=z_y, relu=relu)
 
 
-def schedule_handshakes(cfg: ArrayConfig, T: int, K: int, N: int) -> dict[str, np.ndarray]:
-    """Handshake cycle of every beat of every stream per ``sim.schedule`` (no stalls)."""
-    til = tiling(cfg, T, K, N)
-    starts = pass_starts(cfg, til)
-    act, weight, params, out = [], [], [], []
-    for p, (_nt, tt, kt) in enumerate(til.pass_coords()):
-        s, L = int(starts[p]), til.tile_len(tt)
-        act += [s + t for t in range(L)]
-        weight += [s + r for r in range(cfg.rows)]
-        if kt == 0 and tt == 0:
-            params.append(s)
-        if kt == til.KT - 1:
-            out += [s + t + cfg.rows + cfg.cols + PIPELINE_TAIL for t in range(L)]
-    return {"cmd": np.array([0]), "act": np.array(act), "weight": np.array(weight),
-            "params": np.array(params), "out": np.array(out)}
-
 
 def check_job(cfg: ArrayConfig, T: int, K: int, N: int, seed: int, *, gaps: float = 0.0,
               extreme: bool = False, relu: bool | None = None):
@@ -81,7 +65,7 @@ def check_job(cfg: ArrayConfig, T: int, K: int, N: int, seed: int, *, gaps: floa
     if gaps == 0.0:
         assert run.stalls == 0
         assert run.cycles == gemm_cycles(cfg, T, K, N)
-        for name, cycles in schedule_handshakes(cfg, T, K, N).items():
+        for name, cycles in beat_cycles(cfg, T, K, N).items():
             assert np.array_equal(run.handshakes[name], cycles), name
     else:
         assert run.cycles > gemm_cycles(cfg, T, K, N)

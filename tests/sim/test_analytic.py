@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from sim import ArrayConfig, random_job
 from sim.analytic import LEVELS, OPERANDS, Traffic, analyze_layer, analyze_network, param_lane_bits
-from sim.schedule import PIPELINE_TAIL, pass_starts, tiling
+from sim.schedule import beat_cycles, tiling
 from sim.streams import job_beats
 from sim.workload import GemmWorkload, conv_workload
 
@@ -36,9 +36,7 @@ shapes = st.tuples(st.integers(1, 30), st.integers(1, 30), st.integers(1, 30))
 
 def _cycles_by_recurrence(cfg: ArrayConfig, T: int, K: int, N: int) -> int:
     """The schedule's per-pass recurrence (not the closed form): last output beat."""
-    til = tiling(cfg, T, K, N)
-    s = pass_starts(cfg, til)
-    return int(s[-1] + til.pass_lengths()[-1] - 1 + cfg.rows + cfg.cols + PIPELINE_TAIL)
+    return int(beat_cycles(cfg, T, K, N)["out"][-1])
 
 
 @pytest.mark.skipif(not HAVE_CYCLE, reason="sim/cycle.py (the cycle-level model, written by "

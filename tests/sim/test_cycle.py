@@ -13,7 +13,7 @@ from sim.config import ArrayConfig
 from sim.cycle import bits_for_range, params_fifo_depth, simulate, simulate_beats
 from sim.job import GemmJob, random_job
 from sim.reference import reference_gemm
-from sim.schedule import PIPELINE_TAIL, gemm_cycles, pass_starts, tiling
+from sim.schedule import beat_cycles, gemm_cycles, pass_starts, tiling
 from sim.streams import job_beats
 
 # keep one example's simulation short: the model steps one clock per Python iteration
@@ -45,22 +45,6 @@ def cases(draw):
     job = random_job(cfg, T, K, N, np.random.default_rng(seed), extreme=extreme)
     return cfg, job
 
-
-def expected_trace(cfg: ArrayConfig, T: int, K: int, N: int) -> dict[str, np.ndarray]:
-    """Beat cycles of every stream, straight from the schedule in sim/schedule.py."""
-    til = tiling(cfg, T, K, N)
-    starts = pass_starts(cfg, til)
-    act, weight, params, out = [], [], [], []
-    for p, (_nt, tt, kt) in enumerate(til.pass_coords().tolist()):
-        s, L = int(starts[p]), til.tile_len(tt)
-        act += [s + t for t in range(L)]
-        weight += [s + r for r in range(cfg.rows)]
-        if tt == 0 and kt == 0:
-            params.append(s)
-        if kt == til.KT - 1:
-            out += [s + t + cfg.rows + cfg.cols + PIPELINE_TAIL for t in range(L)]
-    return {k: np.array(v, dtype=np.int64) for k, v in
-            (("act", act), ("weight", weight), ("params", params), ("out", out))}
 
 
 def expected_busy(cfg: ArrayConfig, T: int, K: int, N: int) -> np.ndarray:
@@ -104,9 +88,9 @@ def test_cycle_model_matches_reference_and_schedule(case):
     np.testing.assert_array_equal(res.out_beats, job_beats(cfg, job, ref.y).out)
     # timing: closed form and beat by beat
     assert res.cycles == gemm_cycles(cfg, T, K, N)
-    want = expected_trace(cfg, T, K, N)
-    for stream, cycles in want.items():
-        np.testing.assert_array_equal(getattr(res.trace, stream), cycles, err_msg=stream)
+    want = beat_cycles(cfg, T, K, N)
+    for stream in ("act", "weight", "params", "out"):
+        np.testing.assert_array_equal(getattr(res.trace, stream), want[stream], err_msg=stream)
     assert res.trace.out[-1] == res.cycles
     assert res.trace.params_fifo_peak <= params_fifo_depth(cfg)
     # busy PEs

@@ -8,25 +8,35 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from sim.config import ArrayConfig
-from sim.schedule import PIPELINE_TAIL, gemm_cycles, pass_starts, tiling
+from sim.schedule import PIPELINE_TAIL, beat_cycles, gemm_cycles, pass_starts, tiling
 
 
 def ceil_div(a, b):
     return -(-a // b)
 
 
-def cycles_by_recurrence(cfg: ArrayConfig, T: int, K: int, N: int) -> int:
-    """Walk every pass with the recurrence of the module docstring, in plain Python."""
+def beats_by_recurrence(cfg: ArrayConfig, T: int, K: int, N: int) -> dict[str, list[int]]:
+    """Walk every pass with the recurrence of the module docstring, in plain Python, and
+    record the handshake cycle of every beat."""
     R, C, D = cfg.rows, cfg.cols, cfg.acc_depth
-    start, last_out = 1, 0
+    beats = {"cmd": [0], "act": [], "weight": [], "params": [], "out": []}
+    start = 1
     for _nt in range(ceil_div(N, C)):
         for tt in range(ceil_div(T, D)):
             L = min(D, T - tt * D)
             for kt in range(ceil_div(K, R)):
+                if tt == 0 and kt == 0:
+                    beats["params"].append(start)
+                beats["act"] += [start + t for t in range(L)]
+                beats["weight"] += [start + r for r in range(R)]
                 if kt == ceil_div(K, R) - 1:
-                    last_out = start + L - 1 + R + C + PIPELINE_TAIL
+                    beats["out"] += [start + t + R + C + PIPELINE_TAIL for t in range(L)]
                 start += max(L, R, C)
-    return last_out
+    return beats
+
+
+def cycles_by_recurrence(cfg: ArrayConfig, T: int, K: int, N: int) -> int:
+    return beats_by_recurrence(cfg, T, K, N)["out"][-1]
 
 
 dims = st.integers(1, 300)
@@ -38,6 +48,20 @@ def test_closed_form_matches_recurrence(rows, cols, depth, T, K, N):
     cfg = ArrayConfig(rows=rows, cols=cols, acc_depth=depth)
     assume(tiling(cfg, T, K, N).passes <= 5000)      # the plain-Python walk stays quick
     assert gemm_cycles(cfg, T, K, N) == cycles_by_recurrence(cfg, T, K, N)
+
+
+@given(st.integers(2, 12), st.integers(2, 12), st.integers(1, 20), st.integers(1, 60),
+       st.integers(1, 60), st.integers(1, 60))
+@settings(max_examples=200, deadline=None)
+def test_beat_cycles_match_recurrence(rows, cols, depth, T, K, N):
+    cfg = ArrayConfig(rows=rows, cols=cols, acc_depth=depth)
+    got = beat_cycles(cfg, T, K, N)
+    want = beats_by_recurrence(cfg, T, K, N)
+    assert set(got) == set(want)
+    for stream, cycles in want.items():
+        np.testing.assert_array_equal(got[stream], cycles, err_msg=stream)
+    til = tiling(cfg, T, K, N)
+    assert len(got["out"]) == til.NT * T and len(got["params"]) == til.NT
 
 
 @given(st.integers(2, 12), st.integers(2, 12), st.integers(1, 20), dims, dims, dims)
