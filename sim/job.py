@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .arith import int_range, output_bounds
+from .arith import int_range, output_bounds, wrap
 from .config import ArrayConfig
 
 __all__ = ["GemmJob", "random_job"]
@@ -143,9 +143,11 @@ def random_job(cfg: ArrayConfig, T: int, K: int, N: int, rng: np.random.Generato
     bias = rng.integers(max(clo, -bias_mag), bias_mag, endpoint=True, size=N)
     n_m = N if cfg.per_channel else 1
     m = rng.integers(0, (1 << cfg.mult_bits) - 1, endpoint=True, size=n_m)
-    # shifts that bring a typical accumulator back to the output range, plus random spread
-    typical = cfg.w_bits + cfg.a_bits + max(0, int(np.log2(max(K, 1))) // 2)
-    s = np.clip(cfg.mult_bits + typical - cfg.a_bits + rng.integers(-3, 4, size=n_m), 0, 63)
+    # shifts from the job's own accumulators: (max|acc| * M) >> S lands just around the
+    # output range (+-1 bit at random), so outputs cover both clamps and the values between
+    span = max(1, int(np.abs(wrap(x @ w + bias[None, :], cfg.acc_bits)).max(initial=0)))
+    top = np.array([(span * max(int(mi), 1)).bit_length() for mi in m])
+    s = np.clip(top - cfg.a_bits + rng.integers(-1, 2, size=n_m), 0, 63)
     if not cfg.per_channel:
         m, s = m[0], s[0]
     tmin, tmax = int_range(cfg.a_bits, cfg.a_signed)

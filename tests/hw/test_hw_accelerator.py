@@ -9,52 +9,17 @@ from amaranth.sim import Simulator
 
 from hw.accelerator import Accelerator, params_fifo_depth
 from hw.amaranth_sim import run_job
-from sim.arith import int_range, wrap
 from sim.config import ArrayConfig
-from sim.job import GemmJob
+from sim.job import random_job
 from sim.reference import reference_gemm
 from sim.schedule import beat_cycles, gemm_cycles
 from sim.streams import job_beats, pack_cmd, pack_lanes, pack_params, unpack_lanes
 
 
-def spread_job(cfg: ArrayConfig, T: int, K: int, N: int, rng: np.random.Generator, *,
-               extreme: bool = False, relu: bool | None = None) -> GemmJob:
-    """A random job whose (M, S) map the accumulators onto the output range, so outputs
-    spread over the whole type (both clamps and the values in between) instead of
-    saturating. ``extreme`` draws operands from the range ends."""
-    alo, ahi = cfg.a_range
-    wlo, whi = cfg.w_range
-    if extreme:
-        x = rng.choice([alo, ahi], size=(T, K))
-        w = rng.choice([wlo, whi], size=(K, N))
-    else:
-        x = rng.integers(alo, ahi, endpoint=True, size=(T, K))
-        w = rng.integers(wlo, whi, endpoint=True, size=(K, N))
-    clo, chi = cfg.acc_range
-    mag = min(chi, 1 << (cfg.w_bits + cfg.a_bits + 1))
-    bias = rng.integers(max(clo, -mag), mag, endpoint=True, size=N)
-    acc = wrap(x @ w + bias, cfg.acc_bits)
-    n_m = N if cfg.per_channel else 1
-    m = rng.integers(1 << (cfg.mult_bits - 1), (1 << cfg.mult_bits) - 1, endpoint=True,
-                     size=n_m)
-    span = max(1, int(np.abs(acc).max()))
-    # (span * M) >> S a little above the output range: some lanes clamp, most do not
-    s = np.array([max(0, int(np.log2(span * int(mi))) - cfg.a_bits + 1) for mi in m])
-    s = np.clip(s + rng.integers(-1, 2, size=n_m), 0, 63)
-    tmin, tmax = int_range(cfg.a_bits, cfg.a_signed)
-    z_y = int(rng.integers(tmin, tmax, endpoint=True)) // 2
-    if relu is None:
-        relu = bool(rng.integers(0, 2))
-    if not cfg.per_channel:
-        m, s = m[0], s[0]
-    return GemmJob.create(cfg, x, w, bias, m, s, z_y=z_y, relu=relu)
-
-
-
 def check_job(cfg: ArrayConfig, T: int, K: int, N: int, seed: int, *, gaps: float = 0.0,
               extreme: bool = False, relu: bool | None = None):
     rng = np.random.default_rng(seed)
-    job = spread_job(cfg, T, K, N, rng, extreme=extreme, relu=relu)
+    job = random_job(cfg, T, K, N, rng, extreme=extreme, relu=relu)
     ref = reference_gemm(cfg, job)
     expect = job_beats(cfg, job, ref.y).out
     run = run_job(cfg, job, gaps=gaps, seed=seed)
@@ -130,7 +95,7 @@ def test_back_to_back_jobs_and_zero_dim_cmd():
     between that is consumed without output."""
     cfg = ArrayConfig(rows=2, cols=3, acc_depth=4, per_channel=True)
     rng = np.random.default_rng(4)
-    jobs = [spread_job(cfg, 5, 3, 4, rng), spread_job(cfg, 3, 5, 2, rng)]
+    jobs = [random_job(cfg, 5, 3, 4, rng), random_job(cfg, 3, 5, 2, rng)]
     dut = Accelerator(cfg)
     queues = {"cmd": [], "weight": [], "act": [], "params": []}
     expect = []
