@@ -14,8 +14,6 @@ stacked energy breakdown, the latency and (with ``--area``) the synthesized area
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import pathlib
 import re
 import sys
@@ -31,6 +29,7 @@ from sim.energy import (
 )
 
 from .perf import add_perf_options, perf_config, perf_workloads
+from .reports import write_csv, write_json
 
 DEFAULT_SWEEP = ("W8A8", "W8A4", "W4A8", "W4A4", "W2A8")
 
@@ -196,23 +195,18 @@ def run(args: argparse.Namespace) -> int:
                               clock_mhz=args.clock_mhz)
             print(f"wrote {args.plot}", file=sys.stderr)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rep, indent=1) + "\n")
-        print(f"wrote {args.json}", file=sys.stderr)
+        write_json(args.json, rep)
     if args.csv:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        with open(args.csv, "w", newline="") as f:
-            terms = sorted({k for L in rep["layers"] for k in L["terms_pj"]})
-            fields = (["name", "op", "T", "K", "N", "repeat", "cycles", "macs", "total_pj"]
-                      + [f"{c}_pj" for c in CATEGORIES] + [f"{t}_pj" for t in terms])
-            w = csv.DictWriter(f, fieldnames=fields)
-            w.writeheader()
-            for L in rep["layers"]:
-                row = {k: L[k] for k in fields[:9]}
-                row.update({f"{c}_pj": L["categories_pj"][c] for c in CATEGORIES})
-                row.update({f"{t}_pj": L["terms_pj"].get(t, 0.0) for t in terms})
-                w.writerow(row)
-        print(f"wrote {args.csv}", file=sys.stderr)
+        terms = sorted({k for L in rep["layers"] for k in L["terms_pj"]})
+        fields = (["name", "op", "T", "K", "N", "repeat", "cycles", "macs", "total_pj"]
+                  + [f"{c}_pj" for c in CATEGORIES] + [f"{t}_pj" for t in terms])
+        rows = []
+        for L in rep["layers"]:
+            row = {k: L[k] for k in fields[:9]}
+            row.update({f"{c}_pj": L["categories_pj"][c] for c in CATEGORIES})
+            row.update({f"{t}_pj": L["terms_pj"].get(t, 0.0) for t in terms})
+            rows.append(row)
+        write_csv(args.csv, rows, fields)
     return 0
 
 

@@ -14,16 +14,14 @@ The option helpers here (:func:`add_perf_options`, :func:`perf_config`,
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import pathlib
-import sys
 
 from sim.analytic import LEVELS, OPERANDS, NetworkPerf, analyze_layer
 from sim.scalesim_compat import DATAFLOWS, CompatNetwork, compat_network
 from sim.workload import GemmWorkload
 
 from .options import add_array_options, config_from_args
+from .reports import write_csv, write_json
 
 #: array defaults for perf / energy: a 32x32 array whose T-tiles cover every pass
 PERF_DEFAULTS = {"rows": 32, "cols": 32, "acc_depth": 256}
@@ -188,19 +186,11 @@ def run(args: argparse.Namespace) -> int:
     source, result = analyze(args)
     print(render(source, result))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"source": source, "dataflow": args.dataflow,
-               "scalesim_compat": bool(args.scalesim_compat), **result.to_dict()}
-        args.json.write_text(json.dumps(doc, indent=1) + "\n")
-        print(f"wrote {args.json}", file=sys.stderr)
+        write_json(args.json, {"source": source, "dataflow": args.dataflow,
+                               "scalesim_compat": bool(args.scalesim_compat),
+                               **result.to_dict()})
     if args.csv:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        rows = table_rows(result)
-        with open(args.csv, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        print(f"wrote {args.csv}", file=sys.stderr)
+        write_csv(args.csv, table_rows(result))
     return 0
 
 

@@ -14,11 +14,10 @@ cached under ``build/synth/area/`` by config hash and by Verilog hash (see
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
-import sys
 
 from .options import add_array_options, config_from_args
+from .reports import write_json
 
 
 def parse_parts(text: str) -> tuple[str, ...]:
@@ -80,9 +79,7 @@ def run(args: argparse.Namespace) -> int:
     rep = area_report(cfg, parts, force=args.force, abc=args.abc)
     print(render(rep))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rep, indent=1) + "\n")
-        print(f"wrote {args.json}", file=sys.stderr)
+        write_json(args.json, rep)
     return 0
 
 
