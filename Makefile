@@ -33,7 +33,7 @@ bench: setup
 	$(PY) -m qaccel.bench
 
 paper-tables: setup
-	$(PY) -m quant.paper_tables
+	$(PY) -m qaccel.quant.paper_tables
 
 lint: setup
 	$(VENV)/bin/ruff check hw sim quant qaccel tests

@@ -5,8 +5,7 @@ from __future__ import annotations
 from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
-
-from sim.config import ArrayConfig
+from qaccel.sim.config import ArrayConfig
 
 from ._checks import fail
 from .accumulator import AccumulatorBank

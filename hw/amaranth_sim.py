@@ -9,10 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 from amaranth.sim import Simulator
-
-from sim.config import ArrayConfig
-from sim.job import GemmJob
-from sim.streams import job_beats, pack_cmd, pack_lanes, pack_params, unpack_lanes
+from qaccel.sim.config import ArrayConfig
+from qaccel.sim.job import GemmJob
+from qaccel.sim.streams import job_beats, pack_cmd, pack_lanes, pack_params, unpack_lanes
 
 from .accelerator import Accelerator
 

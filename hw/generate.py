@@ -5,8 +5,7 @@ from __future__ import annotations
 from amaranth.back import verilog
 from amaranth.hdl import Shape
 from amaranth.lib import wiring
-
-from sim.config import ArrayConfig
+from qaccel.sim.config import ArrayConfig
 
 from .accelerator import Accelerator
 

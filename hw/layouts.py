@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from amaranth.hdl import Shape, signed, unsigned
 from amaranth.lib import data
-
-from sim.config import ArrayConfig
-from sim.streams import cmd_fields, params_fields
+from qaccel.sim.config import ArrayConfig
+from qaccel.sim.streams import cmd_fields, params_fields
 
 __all__ = ["act_shape", "cmd_layout", "params_layout", "weight_layout", "act_layout",
            "out_layout"]

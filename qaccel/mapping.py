@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from sim.topology import read_topology
-from sim.workload import GemmWorkload, conv_workload, linear_workload, matmul_workload
+from qaccel.sim.topology import read_topology
+from qaccel.sim.workload import GemmWorkload, conv_workload, linear_workload, matmul_workload
 
 __all__ = ["workloads_from_model", "workloads_from_topology", "fx_workloads",
            "hook_workloads"]

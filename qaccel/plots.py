@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 
-from sim.energy import CATEGORIES  # noqa: E402
+from qaccel.sim.energy import CATEGORIES  # noqa: E402
 
 __all__ = ["plot_energy_sweep", "CATEGORY_COLORS"]
 

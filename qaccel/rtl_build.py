@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sim import ArrayConfig, GemmJob
+from qaccel.sim import ArrayConfig, GemmJob
 
 __all__ = ["BUILD_ROOT", "TOPLEVEL", "SIMULATORS", "tool_env", "simulator_missing",
            "default_simulator", "generate_verilog_cached", "build_simulator", "BuiltSim",
@@ -152,7 +152,7 @@ def generate_verilog_cached(cfg: ArrayConfig, name: str = TOPLEVEL) -> pathlib.P
                     return path
             except json.JSONDecodeError:
                 pass
-        from hw.generate import generate_verilog
+        from qaccel.hw.generate import generate_verilog
 
         text = generate_verilog(cfg, name=name)
         _write_if_changed(path, text)

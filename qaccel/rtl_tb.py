@@ -35,11 +35,11 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from sim import ArrayConfig, GemmJob
-from sim.cycle import simulate_beats
-from sim.reference import reference_gemm
-from sim.schedule import tiling
-from sim.streams import JobBeats, job_beats, pack_cmd, pack_lanes, pack_params, unpack_lanes
+from qaccel.sim import ArrayConfig, GemmJob
+from qaccel.sim.cycle import simulate_beats
+from qaccel.sim.reference import reference_gemm
+from qaccel.sim.schedule import tiling
+from qaccel.sim.streams import JobBeats, job_beats, pack_cmd, pack_lanes, pack_params, unpack_lanes
 
 CLOCK_NS = 10
 

@@ -42,7 +42,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 
-from sim import ArrayConfig
+from qaccel.sim import ArrayConfig
 
 from .rtl_build import BUILD_ROOT, _hw_fingerprint, _locked, _yosys_cmd
 
@@ -96,29 +96,29 @@ def part_verilog(cfg: ArrayConfig, part: str) -> str:
     from amaranth.back import verilog
 
     if part == "pe":
-        from hw.pe import ProcessingElement
+        from qaccel.hw.pe import ProcessingElement
 
         comp = ProcessingElement(w_bits=cfg.w_bits, a_bits=cfg.a_bits, a_signed=cfg.a_signed,
                                  acc_bits=cfg.acc_bits)
     elif part == "requantizer":
-        from hw.requant import Requantizer
+        from qaccel.hw.requant import Requantizer
 
         comp = Requantizer(lanes=min(cfg.cols, PART_LANES), acc_bits=cfg.acc_bits,
                            mult_bits=cfg.mult_bits, a_bits=cfg.a_bits, a_signed=cfg.a_signed,
                            per_channel=cfg.per_channel)
     elif part == "params_fifo":
-        from hw.accelerator import params_fifo_depth
-        from hw.layouts import params_layout
-        from hw.params_fifo import ParamsFifo
+        from qaccel.hw.accelerator import params_fifo_depth
+        from qaccel.hw.layouts import params_layout
+        from qaccel.hw.params_fifo import ParamsFifo
 
         comp = ParamsFifo(params_layout(cfg), depth=params_fifo_depth(cfg))
     elif part == "accumulator":
-        from hw.accumulator import AccumulatorBank
+        from qaccel.hw.accumulator import AccumulatorBank
 
         comp = AccumulatorBank(cols=min(cfg.cols, PART_LANES), acc_bits=cfg.acc_bits,
                                depth=cfg.acc_depth)
     else:  # array
-        from hw.array import SystolicArray
+        from qaccel.hw.array import SystolicArray
 
         comp = SystolicArray(rows=cfg.rows, cols=cfg.cols, w_bits=cfg.w_bits, a_bits=cfg.a_bits,
                              a_signed=cfg.a_signed, acc_bits=cfg.acc_bits)

@@ -20,7 +20,7 @@ Both models are plain ``nn.Sequential`` of standard modules, so torch.fx traces 
 (BN folding and CLE apply) and the exporter sees ordinary Conv2d / BatchNorm2d / ReLU /
 ReLU6 / MaxPool2d / AdaptiveAvgPool2d / Flatten / Linear layers.
 
-``python -m quant.digits`` trains (or loads) both models and prints their FP32 accuracy.
+``python -m qaccel.quant.digits`` trains (or loads) both models and prints their FP32 accuracy.
 """
 
 from __future__ import annotations

@@ -13,10 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from qaccel.sim.arith import quantize_multiplier
+from qaccel.sim.network import IntLayer, IntNetwork, QParams
 from torch import fx, nn
-
-from sim.arith import quantize_multiplier
-from sim.network import IntLayer, IntNetwork, QParams
 
 from .graph import act_kind, is_passthrough, module_of
 from .modules import QuantAdd, QuantAvgPool, QuantLayer

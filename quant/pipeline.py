@@ -303,7 +303,7 @@ def refresh_scales(qmodel: nn.Module) -> None:
 
 def _snapped(real: torch.Tensor, mult_bits: int) -> torch.Tensor:
     """``M / 2^S`` (float64) for the real scale(s), as ``sim.arith.quantize_multiplier``."""
-    from sim.arith import quantize_multiplier
+    from qaccel.sim.arith import quantize_multiplier
 
     m, s = quantize_multiplier(real.detach().double().reshape(-1).numpy(), mult_bits)
     return torch.from_numpy(m / 2.0 ** s).reshape(real.shape)

@@ -94,8 +94,8 @@ print(json.dumps({"import_s": t1 - t0, "run_s": t2 - t1, "run_cpu_s": c2 - c1,
 OURS_CHILD = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
-from sim.scalesim_compat import compat_network
-from sim.topology import read_topology
+from qaccel.sim.scalesim_compat import compat_network
+from qaccel.sim.topology import read_topology
 t1, c1 = time.perf_counter(), time.process_time()
 topo, rows, cols, dataflow = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 net = compat_network(rows, cols, dataflow, [l.workload() for l in read_topology(topo)])

@@ -41,9 +41,9 @@ exists.
 
 Example::
 
-    from sim.config import ArrayConfig
-    from sim.job import random_job
-    from sim.cycle import simulate
+    from qaccel.sim.config import ArrayConfig
+    from qaccel.sim.job import random_job
+    from qaccel.sim.cycle import simulate
     cfg = ArrayConfig(rows=16, cols=16)
     res = simulate(cfg, random_job(cfg, 256, 64, 64, np.random.default_rng(0)), trace=True)
     res.y, res.cycles, res.utilization, res.overflow_events, res.trace.out

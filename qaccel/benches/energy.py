@@ -11,8 +11,8 @@ from __future__ import annotations
 import pathlib
 import time
 
-from sim import ArrayConfig
-from sim.energy import CATEGORIES, default_table
+from qaccel.sim import ArrayConfig
+from qaccel.sim.energy import CATEGORIES, default_table
 
 FIGURES = pathlib.Path(__file__).resolve().parents[2] / "docs" / "figures"
 #: the array of ``qaccel perf`` / ``qaccel energy`` defaults

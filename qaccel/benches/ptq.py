@@ -43,8 +43,8 @@ def _shape(m: nn.Module) -> str:
 
 
 def _bench_layer(label, layer, inp, *, ada_iters, ada_batch, epochs, rows):
-    from quant import adaround as ar
-    from quant import bitsplit as bs
+    from qaccel.quant import adaround as ar
+    from qaccel.quant import bitsplit as bs
 
     with torch.no_grad():
         target = layer(inp)
@@ -72,9 +72,9 @@ def _gram(X, Y):
 
 
 def run(out_dir: pathlib.Path | None = None) -> str:
-    import quant
-    from quant import adaround as ar
-    from quant import digits
+    from qaccel import quant
+    from qaccel.quant import adaround as ar
+    from qaccel.quant import digits
 
     prev = torch.get_num_threads()
     torch.set_num_threads(1)

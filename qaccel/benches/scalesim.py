@@ -12,11 +12,11 @@ import pathlib
 import statistics
 import time
 
-from sim import ArrayConfig
-from sim.analytic import analyze_network
-from sim.scalesim_compat import compat_network
-from sim.schedule import tiling
-from sim.topology import read_topology
+from qaccel.sim import ArrayConfig
+from qaccel.sim.analytic import analyze_network
+from qaccel.sim.scalesim_compat import compat_network
+from qaccel.sim.schedule import tiling
+from qaccel.sim.topology import read_topology
 
 PEER = pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "peer" / "scalesim"
 DEPTHS = (32, 64, 256, 1024)

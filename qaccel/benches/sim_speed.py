@@ -15,8 +15,8 @@ import time
 
 import numpy as np
 
-from sim import ArrayConfig, random_job
-from sim.cycle import simulate
+from qaccel.sim import ArrayConfig, random_job
+from qaccel.sim.cycle import simulate
 
 CFG = ArrayConfig(rows=16, cols=16, w_bits=8, a_bits=8)
 SHAPE = (96, 48, 48)          # T, K, N: 2 T-tiles x 3 K-tiles x 3 N-tiles = 18 passes
@@ -25,7 +25,7 @@ GOAL = 10.0
 
 def run(out_dir: pathlib.Path) -> str:
     from qaccel.rtl_build import SIMULATORS, run_jobs, simulator_missing
-    from sim.streams import job_beats
+    from qaccel.sim.streams import job_beats
 
     T, K, N = SHAPE
     job = random_job(CFG, T, K, N, np.random.default_rng(3))

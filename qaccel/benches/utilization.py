@@ -17,9 +17,9 @@ import time
 import numpy as np
 from tqdm import tqdm
 
-from sim import ArrayConfig, random_job
-from sim.cycle import simulate
-from sim.schedule import gemm_cycles
+from qaccel.sim import ArrayConfig, random_job
+from qaccel.sim.cycle import simulate
+from qaccel.sim.schedule import gemm_cycles
 
 GOAL = 1.05
 

@@ -33,9 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from qaccel.rtl_build import default_simulator, generate_verilog_cached, run_jobs
-    from sim import random_job, reference_gemm
-    from sim.cycle import simulate
-    from sim.schedule import gemm_cycles
+    from qaccel.sim import random_job, reference_gemm
+    from qaccel.sim.cycle import simulate
+    from qaccel.sim.schedule import gemm_cycles
 
     cfg = config_from_args(args)
     rng = np.random.default_rng(args.seed)

@@ -18,8 +18,8 @@ import pathlib
 import re
 import sys
 
-from sim.config import ArrayConfig
-from sim.energy import (
+from qaccel.sim.config import ArrayConfig
+from qaccel.sim.energy import (
     CATEGORIES,
     EnergyBreakdown,
     counts_from_perf,
@@ -54,7 +54,7 @@ def _where(source: str, rows: dict, name: str) -> str:
 def network_energy_report(cfg: ArrayConfig, gemms, table, source: str = "",
                           rows: dict | None = None) -> dict:
     """Analytic model + energy model: a JSON-able report (per layer and total)."""
-    from sim.analytic import analyze_layer
+    from qaccel.sim.analytic import analyze_layer
 
     rows = rows or {}
     layers, total = [], EnergyBreakdown(name="total", terms={})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sim import ArrayConfig
+from qaccel.sim import ArrayConfig
 
 
 def add_array_options(parser: argparse.ArgumentParser, **defaults) -> None:

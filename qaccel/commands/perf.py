@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from sim.analytic import LEVELS, OPERANDS, NetworkPerf, analyze_layer
-from sim.scalesim_compat import DATAFLOWS, CompatNetwork, compat_network
-from sim.workload import GemmWorkload
+from qaccel.sim.analytic import LEVELS, OPERANDS, NetworkPerf, analyze_layer
+from qaccel.sim.scalesim_compat import DATAFLOWS, CompatNetwork, compat_network
+from qaccel.sim.workload import GemmWorkload
 
 from .options import add_array_options, config_from_args
 from .reports import write_csv, write_json
@@ -69,7 +69,7 @@ def perf_workloads(args: argparse.Namespace) -> tuple[str, list[GemmWorkload], d
     """``(source label, workloads, layer name -> topology row)`` from ``--network`` /
     ``--topology``."""
     if args.topology is not None:
-        from sim.topology import read_topology
+        from qaccel.sim.topology import read_topology
 
         layers = read_topology(args.topology, gemm=True if args.gemm else None)
         return str(args.topology), [x.workload() for x in layers], {x.name: x.row

@@ -9,7 +9,7 @@ import pathlib
 
 
 def _add_quant_options(p: argparse.ArgumentParser) -> None:
-    from quant.config import ACT_RANGES, BIAS_CORRECTIONS, ROUNDINGS, WEIGHT_RANGES
+    from qaccel.quant.config import ACT_RANGES, BIAS_CORRECTIONS, ROUNDINGS, WEIGHT_RANGES
 
     p.add_argument("--model", default="digits_cnn",
                    help="reference model: digits_cnn | digits_mobilenet (default digits_cnn)")
@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _config(args):
-    from quant import QuantConfig
+    from qaccel.quant import QuantConfig
 
     return QuantConfig(w_bits=args.w_bits, a_bits=args.a_bits, per_channel=args.per_channel,
                        weight_range=args.weight_range, act_range=args.act_range,
@@ -70,7 +70,7 @@ def _config(args):
 def _load(args):
     import torch
 
-    from quant import digits
+    from qaccel.quant import digits
 
     torch.set_num_threads(1)
     if args.calib < 1:
@@ -83,9 +83,9 @@ def run_quantize(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    import quant
-    from quant import digits
-    from sim import executor
+    from qaccel import quant
+    from qaccel.quant import digits
+    from qaccel.sim import executor
 
     cfg = _config(args)                      # ValueError -> "qaccel: error: ..." (exit 2)
     model, calib, (x_te, y_te) = _load(args)
@@ -111,8 +111,8 @@ def run_quantize(args: argparse.Namespace) -> int:
 
 
 def run_sensitivity(args: argparse.Namespace) -> int:
-    from quant import digits
-    from quant.sensitivity import sensitivity_report
+    from qaccel.quant import digits
+    from qaccel.quant.sensitivity import sensitivity_report
 
     cfg = _config(args)
     model, calib, test_set = _load(args)

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)                 # ValueError -> "qaccel: error: ..." (exit 2)
     if not args.name.isidentifier():
         raise ValueError(f"--name must be a Verilog identifier, not {args.name!r}")
-    from hw.generate import generate_verilog
+    from qaccel.hw.generate import generate_verilog
 
     text = generate_verilog(cfg, name=args.name)
     out: pathlib.Path = args.output

@@ -47,7 +47,7 @@ def _bert():
 def _digits(name: str):
     def build():
         try:
-            from quant import digits
+            from qaccel.quant import digits
         except ImportError as exc:       # pragma: no cover - depends on quant/ being present
             raise ValueError(f"network {name!r} needs quant.digits, which is unavailable: "
                              f"{exc}") from None

@@ -6,14 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-
-from hw.accelerator import Accelerator, params_fifo_depth
-from hw.amaranth_sim import run_job
-from sim.config import ArrayConfig
-from sim.job import random_job
-from sim.reference import reference_gemm
-from sim.schedule import beat_cycles, gemm_cycles
-from sim.streams import job_beats, pack_cmd, pack_lanes, pack_params, unpack_lanes
+from qaccel.hw.accelerator import Accelerator, params_fifo_depth
+from qaccel.hw.amaranth_sim import run_job
+from qaccel.sim.config import ArrayConfig
+from qaccel.sim.job import random_job
+from qaccel.sim.reference import reference_gemm
+from qaccel.sim.schedule import beat_cycles, gemm_cycles
+from qaccel.sim.streams import job_beats, pack_cmd, pack_lanes, pack_params, unpack_lanes
 
 
 def check_job(cfg: ArrayConfig, T: int, K: int, N: int, seed: int, *, gaps: float = 0.0,

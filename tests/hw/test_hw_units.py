@@ -7,16 +7,15 @@ from collections import deque
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-
-from hw.accumulator import AccumulatorBank
-from hw.array import SystolicArray
-from hw.controller import Sequencer
-from hw.params_fifo import ParamsFifo
-from hw.pe import ProcessingElement
-from hw.requant import Requantizer
-from sim.arith import int_range, output_bounds, requantize, wrap
-from sim.config import ArrayConfig
-from sim.schedule import pass_starts, tiling
+from qaccel.hw.accumulator import AccumulatorBank
+from qaccel.hw.array import SystolicArray
+from qaccel.hw.controller import Sequencer
+from qaccel.hw.params_fifo import ParamsFifo
+from qaccel.hw.pe import ProcessingElement
+from qaccel.hw.requant import Requantizer
+from qaccel.sim.arith import int_range, output_bounds, requantize, wrap
+from qaccel.sim.config import ArrayConfig
+from qaccel.sim.schedule import pass_starts, tiling
 
 
 def _run(dut, testbench):

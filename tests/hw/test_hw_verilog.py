@@ -10,10 +10,9 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-
-from hw.generate import generate_verilog, top_ports
-from sim.config import ArrayConfig
-from sim.streams import cmd_fields, params_fields
+from qaccel.hw.generate import generate_verilog, top_ports
+from qaccel.sim.config import ArrayConfig
+from qaccel.sim.streams import cmd_fields, params_fields
 
 
 def _module_ports(text: str, name: str) -> dict[str, tuple[str, int]]:

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
+from qaccel.sim import ArrayConfig
 
 from qaccel.cli import main
-from sim import ArrayConfig
 
 
 def _port_width(text: str, name: str) -> int:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
+from qaccel.sim import ArrayConfig
+from qaccel.sim.schedule import gemm_cycles
 
 from qaccel.cli import main
 from qaccel.rtl_build import simulator_missing
-from sim import ArrayConfig
-from sim.schedule import gemm_cycles
 
 
 @pytest.mark.rtl

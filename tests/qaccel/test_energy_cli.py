@@ -6,12 +6,12 @@ import csv
 import json
 
 import pytest
+from qaccel.sim import ArrayConfig
+from qaccel.sim.analytic import analyze_layer
+from qaccel.sim.energy import CATEGORIES, DEFAULT_TABLE_PATH, counts_from_perf, layer_energy
+from qaccel.sim.topology import read_topology
 
 from qaccel.cli import main
-from sim import ArrayConfig
-from sim.analytic import analyze_layer
-from sim.energy import CATEGORIES, DEFAULT_TABLE_PATH, counts_from_perf, layer_energy
-from sim.topology import read_topology
 
 ARRAY = ["--rows", "8", "--cols", "8", "--acc-depth", "32"]
 

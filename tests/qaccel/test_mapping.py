@@ -18,7 +18,7 @@ from qaccel.mapping import (
 from qaccel.networks import build_network, network_names, network_workloads
 from qaccel.networks.bert import BertLayer
 
-HAVE_DIGITS = importlib.util.find_spec("quant.digits") is not None
+HAVE_DIGITS = importlib.util.find_spec("qaccel.quant.digits") is not None
 PEER = pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "peer" / "scalesim"
 
 
@@ -159,7 +159,7 @@ def test_unknown_network():
 @pytest.mark.skipif(not HAVE_DIGITS, reason="quant/digits.py (another engineer's) not present")
 @pytest.mark.parametrize("name, convs", [("digits_cnn", 3), ("digits_mobilenet", 7)])
 def test_digits_models(name, convs):
-    from quant import digits
+    from qaccel.quant import digits
 
     ws = network_workloads(name)
     assert sum(w.op in ("conv2d", "depthwise") for w in ws) == convs

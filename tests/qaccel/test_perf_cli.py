@@ -7,12 +7,12 @@ import json
 import pathlib
 
 import pytest
+from qaccel.sim import ArrayConfig
+from qaccel.sim.analytic import analyze_layer
+from qaccel.sim.scalesim_compat import compat_layer
+from qaccel.sim.topology import read_topology
 
 from qaccel.cli import main
-from sim import ArrayConfig
-from sim.analytic import analyze_layer
-from sim.scalesim_compat import compat_layer
-from sim.topology import read_topology
 
 PEER = pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "peer" / "scalesim"
 

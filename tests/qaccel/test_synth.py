@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from qaccel.sim import ArrayConfig
 
 import qaccel.synth as qs
 from qaccel.cli import main
-from sim import ArrayConfig
 
 # a tiny configuration: every synthesis below takes seconds
 TINY = ArrayConfig(rows=2, cols=2, w_bits=4, a_bits=4, acc_bits=12, mult_bits=4, acc_depth=4)

@@ -7,12 +7,12 @@ import logging
 import numpy as np
 import pytest
 import torch
+from qaccel.quant import QuantConfig, digits
+from qaccel.quant.bitsplit import bitsplit_act_scale
+from qaccel.sim import executor
 from torch import nn
 
-import quant
-from quant import QuantConfig, digits
-from quant.bitsplit import bitsplit_act_scale
-from sim import executor
+from qaccel import quant
 
 
 def _mlp():
@@ -108,8 +108,9 @@ def test_digits_bitsplit_exports_and_executor_matches_fake_quant():
 
 
 def test_cli_act_range_bitsplit(tmp_path, capsys):
+    from qaccel.sim.network import IntNetwork
+
     from qaccel.cli import main
-    from sim.network import IntNetwork
 
     out = tmp_path / "net.npz"
     rc = main(["quantize", "--model", "digits_cnn", "--w-bits", "4", "--per-channel",

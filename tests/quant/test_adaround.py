@@ -6,9 +6,8 @@ import math
 
 import pytest
 import torch
+from qaccel.quant import adaround as ar
 from torch import nn
-
-from quant import adaround as ar
 
 torch.set_num_threads(1)
 
@@ -51,7 +50,7 @@ def test_regularizer_zero_at_binary_and_max_at_half():
 
 def _real_conv_layer():
     """Second conv of the trained digits CNN and its real FP inputs / outputs."""
-    from quant import digits
+    from qaccel.quant import digits
 
     model, _, _ = digits.get_model("digits_cnn")
     layer = model[3]

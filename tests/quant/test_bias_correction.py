@@ -3,11 +3,11 @@
 import logging
 
 import torch
+from qaccel.quant import QuantConfig, quant_state
+from qaccel.quant.bias_correction import relu_mean
 from qmodels import calibrate_bn, seq_cnn
 
-import quant
-from quant import QuantConfig, quant_state
-from quant.bias_correction import relu_mean
+from qaccel import quant
 
 
 def test_relu_mean_eq_28_matches_monte_carlo():

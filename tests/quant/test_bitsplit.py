@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from quant import bitsplit as bs
+from qaccel.quant import bitsplit as bs
 
 torch.set_num_threads(1)
 
@@ -104,8 +103,8 @@ def test_vectorised_matches_per_channel_reference(depthwise):
 
 
 def _real_layers():
-    from quant import adaround as ar
-    from quant import digits
+    from qaccel.quant import adaround as ar
+    from qaccel.quant import digits
 
     out = []
     x = digits.calib_images(256)

@@ -4,13 +4,13 @@ high-bias absorption (eq. 23-24)."""
 import logging
 
 import torch
+from qaccel.quant import QuantConfig, quant_state
+from qaccel.quant.cle import equalize_pair
+from qaccel.quant.graph import LayerStats, fold_batchnorm
 from qmodels import randomize_bn, resnetish, seq_cnn
 from torch import fx, nn
 
-import quant
-from quant import QuantConfig, quant_state
-from quant.cle import equalize_pair
-from quant.graph import LayerStats, fold_batchnorm
+from qaccel import quant
 
 
 def _fp(qm, x):

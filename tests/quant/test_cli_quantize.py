@@ -3,10 +3,10 @@
 import re
 
 import numpy as np
+from qaccel.sim import executor
+from qaccel.sim.network import IntNetwork
 
 from qaccel.cli import main
-from sim import executor
-from sim.network import IntNetwork
 
 
 def test_quantize_writes_an_integer_network(tmp_path, capsys):

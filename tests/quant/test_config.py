@@ -1,8 +1,7 @@
 import dataclasses
 
 import pytest
-
-from quant import QuantConfig
+from qaccel.quant import QuantConfig
 
 
 def test_defaults_and_frozen():

@@ -6,8 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-
-from quant import digits
+from qaccel.quant import digits
 
 torch.set_num_threads(1)
 

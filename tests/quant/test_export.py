@@ -4,13 +4,13 @@ agreement 3), save/load round trip, and export errors."""
 import numpy as np
 import pytest
 import torch
+from qaccel.quant import QuantConfig
+from qaccel.sim import executor
+from qaccel.sim.network import IntNetwork
 from qmodels import resnetish, seq_cnn
 from torch import nn
 
-import quant
-from quant import QuantConfig
-from sim import executor
-from sim.network import IntNetwork
+from qaccel import quant
 
 # Documented sliver: integers may differ by one LSB between the integer network and the
 # fake-quant model because the requantizer uses the fixed-point M / 2^S for the real scale.

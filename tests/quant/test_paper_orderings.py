@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from quant import digits
-from quant.paper_tables import Ctx, Settings, run
+from qaccel.quant import digits
+from qaccel.quant.paper_tables import Ctx, Settings, run
 
 torch.set_num_threads(1)
 

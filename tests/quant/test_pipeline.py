@@ -4,12 +4,12 @@ import logging
 
 import pytest
 import torch
+from qaccel.quant import QuantConfig, QuantLayer, quant_layers, quant_state
 from qmodels import KwargModel, Untraceable, resnetish, seq_cnn
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-import quant
-from quant import QuantConfig, QuantLayer, quant_layers, quant_state
+from qaccel import quant
 
 
 def _rel_err(a, b):

@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 import torch
-
-from quant.quantizers import Quantizer, fake_quantize, int_grid, qparams_from_range
+from qaccel.quant.quantizers import Quantizer, fake_quantize, int_grid, qparams_from_range
 
 
 def _np_asym(x, s, z, b):

@@ -3,9 +3,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
-from quant.quantizers import Quantizer
-from quant.ranges import bn_range, cross_entropy_range, minmax_range, mse_range, quant_error
+from qaccel.quant.quantizers import Quantizer
+from qaccel.quant.ranges import bn_range, cross_entropy_range, minmax_range, mse_range, quant_error
 
 
 def _err(x, q, lo, hi):

@@ -4,13 +4,12 @@
 import numpy as np
 import pytest
 import torch
+from qaccel.quant import QuantConfig, quant_layers
+from qaccel.quant import adaround as _adaround  # noqa: F401
+from qaccel.sim import executor
 from qmodels import seq_cnn
 
-import quant
-import quant.adaround
-import quant.bitsplit
-from quant import QuantConfig, quant_layers
-from sim import executor
+from qaccel import quant
 
 
 @pytest.mark.parametrize("rounding, per_channel", [("adaround", True), ("bitsplit", False),

@@ -3,10 +3,9 @@
 import math
 
 import torch
+from qaccel.quant import QuantConfig, Quantizer, quantize
+from qaccel.quant.sensitivity import sensitivity_report, sqnr_db
 from qmodels import seq_cnn
-
-from quant import QuantConfig, Quantizer, quantize
-from quant.sensitivity import sensitivity_report, sqnr_db
 
 
 def test_sqnr_db():

@@ -9,8 +9,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-
-from sim import ArrayConfig, GemmJob, random_job
+from qaccel.sim import ArrayConfig, GemmJob, random_job
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import os
 
 import pytest
+from qaccel.sim.schedule import tiling
 from rtl_configs import CONFIGS, BenchConfig, make_jobs, seed_for
 
 from qaccel.rtl_build import RtlRun, run_jobs, simulator_missing
-from sim.schedule import tiling
 
 SIMS = ("icarus", "verilator")
 

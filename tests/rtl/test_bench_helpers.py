@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from qaccel.sim import ArrayConfig, random_job
+from qaccel.sim.cycle import simulate, simulate_beats
+from qaccel.sim.streams import job_beats
 
 from qaccel.rtl_build import load_jobs, save_jobs
 from qaccel.rtl_tb import check_job, scramble_dont_cares
-from sim import ArrayConfig, random_job
-from sim.cycle import simulate, simulate_beats
-from sim.streams import job_beats
 
 CFGS = [ArrayConfig(rows=3, cols=5, w_bits=2, a_bits=4, per_channel=True, mult_bits=10,
                     acc_depth=7),

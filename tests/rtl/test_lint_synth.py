@@ -7,10 +7,10 @@ import os
 import shutil
 
 import pytest
+from qaccel.sim import ArrayConfig
 
 from qaccel import rtl_build
 from qaccel.rtl_build import build_simulator, generate_verilog_cached, lint_verilog, synth_verilog
-from sim import ArrayConfig
 
 DEFAULT = ArrayConfig()
 PER_CHANNEL = ArrayConfig(rows=3, cols=4, w_bits=4, a_bits=6, a_signed=True, acc_bits=20,

@@ -8,14 +8,20 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from qaccel.sim import ArrayConfig, random_job
+from qaccel.sim.analytic import (
+    LEVELS,
+    OPERANDS,
+    Traffic,
+    analyze_layer,
+    analyze_network,
+    param_lane_bits,
+)
+from qaccel.sim.schedule import beat_cycles, tiling
+from qaccel.sim.streams import job_beats
+from qaccel.sim.workload import GemmWorkload, conv_workload
 
-from sim import ArrayConfig, random_job
-from sim.analytic import LEVELS, OPERANDS, Traffic, analyze_layer, analyze_network, param_lane_bits
-from sim.schedule import beat_cycles, tiling
-from sim.streams import job_beats
-from sim.workload import GemmWorkload, conv_workload
-
-HAVE_CYCLE = importlib.util.find_spec("sim.cycle") is not None
+HAVE_CYCLE = importlib.util.find_spec("qaccel.sim.cycle") is not None
 
 
 @st.composite
@@ -44,7 +50,7 @@ def _cycles_by_recurrence(cfg: ArrayConfig, T: int, K: int, N: int) -> int:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cfg=configs(), shape=shapes, seed=st.integers(0, 2**31))
 def test_cycles_equal_cycle_model(cfg, shape, seed):
-    from sim.cycle import simulate
+    from qaccel.sim.cycle import simulate
 
     T, K, N = shape
     job = random_job(cfg, T, K, N, np.random.default_rng(seed))

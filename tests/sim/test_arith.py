@@ -9,8 +9,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from sim.arith import int_range, output_bounds, quantize_multiplier, requantize, rounding_term, wrap
+from qaccel.sim.arith import (
+    int_range,
+    output_bounds,
+    quantize_multiplier,
+    requantize,
+    rounding_term,
+    wrap,
+)
 
 
 def py_wrap(v: int, bits: int) -> int:

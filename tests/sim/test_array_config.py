@@ -9,8 +9,7 @@ import json
 
 import numpy as np
 import pytest
-
-from sim.config import ArrayConfig
+from qaccel.sim.config import ArrayConfig
 
 RANGES = {
     "rows": (2, 256), "cols": (2, 256), "w_bits": (2, 16), "a_bits": (2, 16),

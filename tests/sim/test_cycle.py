@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-
-from sim.config import ArrayConfig
-from sim.cycle import bits_for_range, params_fifo_depth, simulate, simulate_beats
-from sim.job import GemmJob, random_job
-from sim.reference import reference_gemm
-from sim.schedule import beat_cycles, gemm_cycles, pass_starts, tiling
-from sim.streams import job_beats
+from qaccel.sim.config import ArrayConfig
+from qaccel.sim.cycle import bits_for_range, params_fifo_depth, simulate, simulate_beats
+from qaccel.sim.job import GemmJob, random_job
+from qaccel.sim.reference import reference_gemm
+from qaccel.sim.schedule import beat_cycles, gemm_cycles, pass_starts, tiling
+from qaccel.sim.streams import job_beats
 
 # keep one example's simulation short: the model steps one clock per Python iteration
 MAX_CYCLES = 2500

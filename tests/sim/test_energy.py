@@ -6,9 +6,8 @@ import json
 import math
 
 import pytest
-
-from sim import ArrayConfig
-from sim.energy import (
+from qaccel.sim import ArrayConfig
+from qaccel.sim.energy import (
     CATEGORIES,
     DEFAULT_TABLE_PATH,
     EnergyTableError,
@@ -20,7 +19,7 @@ from sim.energy import (
     network_energy,
     per_channel_terms,
 )
-from sim.schedule import tiling
+from qaccel.sim.schedule import tiling
 
 
 def gemm_counts(cfg: ArrayConfig, T: int, K: int, N: int, name: str = "g") -> LayerCounts:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from sim import ArrayConfig
-from sim.analytic import LEVELS as A_LEVELS
-from sim.analytic import OPERANDS as A_OPERANDS
-from sim.analytic import analyze_layer
-from sim.energy import (
+from qaccel.sim import ArrayConfig
+from qaccel.sim.analytic import LEVELS as A_LEVELS
+from qaccel.sim.analytic import OPERANDS as A_OPERANDS
+from qaccel.sim.analytic import analyze_layer
+from qaccel.sim.energy import (
     LEVELS,
     OPERANDS,
     counts_from_perf,
@@ -18,7 +17,7 @@ from sim.energy import (
     per_channel_terms,
     workloads_energy,
 )
-from sim.workload import conv_workload, linear_workload, matmul_workload
+from qaccel.sim.workload import conv_workload, linear_workload, matmul_workload
 
 
 def _net():

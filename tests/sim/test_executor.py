@@ -2,13 +2,12 @@
 
 import numpy as np
 import pytest
+from qaccel.sim import executor
+from qaccel.sim.arith import quantize_multiplier
+from qaccel.sim.config import ArrayConfig
+from qaccel.sim.network import IntLayer, IntNetwork, QParams
+from qaccel.sim.reference import reference_gemm
 from test_network import small_net
-
-from sim import executor
-from sim.arith import quantize_multiplier
-from sim.config import ArrayConfig
-from sim.network import IntLayer, IntNetwork, QParams
-from sim.reference import reference_gemm
 
 
 def _requant(acc, m, s, zy, lo, hi):
@@ -159,7 +158,7 @@ def test_overflow_is_counted_and_wraps():
 @pytest.mark.parametrize("per_channel", [False, True])
 def test_network_gemms_on_the_cycle_model(per_channel):
     """Every conv/linear GEMM of a network run on sim.cycle gives the executor's output."""
-    from sim.cycle import simulate
+    from qaccel.sim.cycle import simulate
 
     rng = np.random.default_rng(5)
     net = small_net(per_channel, rng)

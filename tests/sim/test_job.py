@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from sim.config import ArrayConfig
-from sim.job import GemmJob, random_job
+from qaccel.sim.config import ArrayConfig
+from qaccel.sim.job import GemmJob, random_job
 
 PT = ArrayConfig(rows=4, cols=4, w_bits=4, a_bits=8, acc_bits=20, mult_bits=12)
 PC = PT.replace(per_channel=True)

@@ -5,8 +5,7 @@ import zipfile
 
 import numpy as np
 import pytest
-
-from sim.network import FORMAT_VERSION, IntLayer, IntNetwork, QParams
+from qaccel.sim.network import FORMAT_VERSION, IntLayer, IntNetwork, QParams
 
 
 def _q(scale=0.05, zp=10, bits=8, signed=False):

@@ -7,10 +7,9 @@ import pathlib
 import re
 
 import pytest
-
-from sim.scalesim_compat import compat_layer, compat_network, spatial_mapping
-from sim.topology import read_topology
-from sim.workload import GemmWorkload
+from qaccel.sim.scalesim_compat import compat_layer, compat_network, spatial_mapping
+from qaccel.sim.topology import read_topology
+from qaccel.sim.workload import GemmWorkload
 
 PEER = pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "peer" / "scalesim"
 REPORT_RE = re.compile(r"(?P<topo>.+)_(?P<rows>\d+)x(?P<cols>\d+)_(?P<df>ws|os|is)_COMPUTE_REPORT")

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-
-from sim.config import ArrayConfig
-from sim.schedule import PIPELINE_TAIL, beat_cycles, gemm_cycles, pass_starts, tiling
+from qaccel.sim.config import ArrayConfig
+from qaccel.sim.schedule import PIPELINE_TAIL, beat_cycles, gemm_cycles, pass_starts, tiling
 
 
 def ceil_div(a, b):

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from sim.config import ArrayConfig
-from sim.job import random_job
-from sim.reference import reference_gemm
-from sim.schedule import tiling
-from sim.streams import (
+from qaccel.sim.config import ArrayConfig
+from qaccel.sim.job import random_job
+from qaccel.sim.reference import reference_gemm
+from qaccel.sim.schedule import tiling
+from qaccel.sim.streams import (
     cmd_fields,
     job_beats,
     out_beats_to_matrix,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-
-from sim.topology import parse_topology, read_topology, scalesim_out_size
+from qaccel.sim.topology import parse_topology, read_topology, scalesim_out_size
 
 PEER = pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "peer" / "scalesim"
 
