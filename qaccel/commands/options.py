@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
+import tempfile
 
 from qaccel.sim import ArrayConfig
 
@@ -53,12 +54,19 @@ def output_file(value: str) -> pathlib.Path:
         raise argparse.ArgumentTypeError(f"directory {str(parent)!r} does not exist")
     if not parent.is_dir():
         raise argparse.ArgumentTypeError(f"{str(parent)!r} is not a directory")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise argparse.ArgumentTypeError(f"{value!r} is not writable")
-    if not path.exists() and not os.access(parent, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"directory {str(parent)!r} is not writable")
     if path.exists() and not path.is_file():
         raise argparse.ArgumentTypeError(f"{value!r} is not a regular file")
+    # a real open, not os.access: root passes access() on read-only files and on /proc
+    try:
+        if path.exists():
+            with open(path, "ab"):
+                pass
+        else:
+            with tempfile.TemporaryFile(dir=parent):
+                pass
+    except OSError as exc:
+        where = value if path.exists() else f"directory {str(parent)!r}"
+        raise argparse.ArgumentTypeError(f"{where} is not writable ({exc.strerror})") from None
     return path
 
 
