@@ -91,6 +91,11 @@ class ArrayConfig:
                                  f"not {value!r}")
             if not lo <= value <= hi:
                 raise ValueError(f"ArrayConfig.{name} must be in [{lo}, {hi}], not {value}")
+        if self.w_bits + self.a_bits + self.mult_bits > 62:     # no acc_bits can fit
+            raise ValueError(
+                f"ArrayConfig.mult_bits must be at most {62 - self.w_bits - self.a_bits} "
+                f"with w_bits + a_bits = {self.w_bits + self.a_bits} (acc_bits >= w_bits + "
+                f"a_bits and acc_bits + mult_bits <= 62), not {self.mult_bits}")
         if self.acc_bits < self.w_bits + self.a_bits:
             raise ValueError(
                 f"ArrayConfig.acc_bits must be in [{self.w_bits + self.a_bits}, "
