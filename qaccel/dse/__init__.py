@@ -1,0 +1,1 @@
+"""Design-space exploration: Pareto fronts, multi-objective search, iso-area arrays."""
