@@ -285,14 +285,17 @@ def test_requantizer_matches_spec(per_channel, a_bits, a_signed, acc_bits, mult_
 # ---- parameter FIFO -------------------------------------------------------------------------
 
 def test_params_fifo_order_level_and_overflow():
+    """Order and level against a deque until a push finds the FIFO full; from the next cycle
+    on the sticky ``overflow`` flag must read 1 (and 0 on every cycle before)."""
     depth = 3
     dut = ParamsFifo(20, depth=depth)
     rng = np.random.default_rng(3)
+    steps = 400
+    seen = {"overflow_at": None, "overflow_cycles": 0}
 
     async def tb(ctx):
         model = deque()
-        overflow = False
-        for _ in range(400):
+        for i in range(steps):
             en = bool(rng.random() < 0.8)
             push = bool(rng.random() < 0.5)
             pop = bool(model) and bool(rng.random() < 0.45)
@@ -301,22 +304,26 @@ def test_params_fifo_order_level_and_overflow():
             ctx.set(dut.w_en, push)
             ctx.set(dut.w_data, word)
             ctx.set(dut.r_en, pop)
-            assert ctx.get(dut.level) == len(model)
-            if model:
-                assert ctx.get(dut.r_data) == model[0]
-            assert ctx.get(dut.overflow) == overflow
+            overflowed = seen["overflow_at"] is not None
+            if not overflowed:          # contents and level after an overflow are unspecified
+                assert ctx.get(dut.level) == len(model)
+                if model:
+                    assert ctx.get(dut.r_data) == model[0]
+            assert ctx.get(dut.overflow) == int(overflowed), f"cycle {i}"
+            seen["overflow_cycles"] += int(ctx.get(dut.overflow))
             await ctx.tick()
-            if en:
+            if en and not overflowed:
                 if push and len(model) == depth and not pop:
-                    overflow = True
+                    seen["overflow_at"] = i
                 if pop:
                     model.popleft()
                 if push and len(model) < depth:
                     model.append(word)
-                if overflow:
-                    return   # contents after an overflow are unspecified
 
     _run(dut, tb)
+    # the stimulus really overflowed the FIFO, and the flag was observed set (and stayed set)
+    assert seen["overflow_at"] is not None, "the stimulus never overflowed the FIFO"
+    assert seen["overflow_cycles"] == steps - 1 - seen["overflow_at"] > 0
 
 
 # ---- sequencer ------------------------------------------------------------------------------

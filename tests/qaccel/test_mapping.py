@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 
 import pytest
@@ -18,7 +17,6 @@ from qaccel.mapping import (
 from qaccel.networks import build_network, network_names, network_workloads
 from qaccel.networks.bert import BertLayer
 
-HAVE_DIGITS = importlib.util.find_spec("qaccel.quant.digits") is not None
 PEER = pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "peer" / "scalesim"
 
 
@@ -156,7 +154,6 @@ def test_unknown_network():
             "digits_mobilenet"} <= set(network_names())
 
 
-@pytest.mark.skipif(not HAVE_DIGITS, reason="quant/digits.py (another engineer's) not present")
 @pytest.mark.parametrize("name, convs", [("digits_cnn", 3), ("digits_mobilenet", 7)])
 def test_digits_models(name, convs):
     from qaccel.quant import digits

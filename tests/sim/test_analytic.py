@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,8 +18,6 @@ from qaccel.sim.analytic import (
 from qaccel.sim.schedule import beat_cycles, tiling
 from qaccel.sim.streams import job_beats
 from qaccel.sim.workload import GemmWorkload, conv_workload
-
-HAVE_CYCLE = importlib.util.find_spec("qaccel.sim.cycle") is not None
 
 
 @st.composite
@@ -45,8 +41,6 @@ def _cycles_by_recurrence(cfg: ArrayConfig, T: int, K: int, N: int) -> int:
     return int(beat_cycles(cfg, T, K, N)["out"][-1])
 
 
-@pytest.mark.skipif(not HAVE_CYCLE, reason="sim/cycle.py (the cycle-level model, written by "
-                    "another engineer) does not exist yet")
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cfg=configs(), shape=shapes, seed=st.integers(0, 2**31))
 def test_cycles_equal_cycle_model(cfg, shape, seed):
