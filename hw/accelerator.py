@@ -6,6 +6,7 @@ from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 from qaccel.sim.config import ArrayConfig
+from qaccel.sim.schedule import params_fifo_depth
 
 from ._checks import fail
 from .accumulator import AccumulatorBank
@@ -15,14 +16,7 @@ from .layouts import act_layout, act_shape, cmd_layout, out_layout, params_layou
 from .params_fifo import ParamsFifo
 from .requant import Requantizer
 
-__all__ = ["Accelerator", "params_fifo_depth"]
-
-
-def params_fifo_depth(cfg: ArrayConfig) -> int:
-    """Entries of the parameter FIFO: ``ceil((rows + cols + 1) / max(rows, cols)) + 1``,
-    a bound on the n-groups in flight."""
-    span = max(cfg.rows, cfg.cols)
-    return -(-(cfg.rows + cfg.cols + 1) // span) + 1
+__all__ = ["Accelerator"]
 
 
 class Accelerator(wiring.Component):

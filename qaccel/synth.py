@@ -107,9 +107,9 @@ def part_verilog(cfg: ArrayConfig, part: str) -> str:
                            mult_bits=cfg.mult_bits, a_bits=cfg.a_bits, a_signed=cfg.a_signed,
                            per_channel=cfg.per_channel)
     elif part == "params_fifo":
-        from qaccel.hw.accelerator import params_fifo_depth
         from qaccel.hw.layouts import params_layout
         from qaccel.hw.params_fifo import ParamsFifo
+        from qaccel.sim.schedule import params_fifo_depth
 
         comp = ParamsFifo(params_layout(cfg), depth=params_fifo_depth(cfg))
     elif part == "accumulator":

@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 __all__ = ["wrap", "requantize", "output_bounds", "quantize_multiplier", "rounding_term",
-           "int_range"]
+           "int_range", "bits_for_range"]
 
 
 def int_range(bits: int, signed: bool) -> tuple[int, int]:
@@ -18,6 +18,12 @@ def int_range(bits: int, signed: bool) -> tuple[int, int]:
     if signed:
         return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     return 0, (1 << bits) - 1
+
+
+def bits_for_range(lo: int, hi: int) -> int:
+    """Smallest two's-complement width holding every integer in ``[lo, hi]`` (at least 1):
+    the accumulator width a set of exact sums needs."""
+    return max(int(hi), ~int(lo), 0).bit_length() + 1
 
 
 def wrap(values, bits: int) -> np.ndarray:

@@ -56,27 +56,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .arith import rounding_term, wrap
+from .arith import bits_for_range, rounding_term, wrap
 from .config import ArrayConfig
 from .job import GemmJob
-from .schedule import PIPELINE_TAIL, gemm_cycles, tiling
+from .schedule import PIPELINE_TAIL, gemm_cycles, params_fifo_depth, tiling
 from .streams import JobBeats, job_beats, out_beats_to_matrix
 
-__all__ = ["CycleResult", "StreamTrace", "simulate", "simulate_beats", "params_fifo_depth",
-           "bits_for_range"]
+__all__ = ["CycleResult", "StreamTrace", "simulate", "simulate_beats"]
 
 # lane fields carried through the skew registers and the PE grid
 _A, _SWAP, _VALID, _KN = range(4)
-
-
-def params_fifo_depth(cfg: ArrayConfig) -> int:
-    """Depth of the parameter FIFO: ``ceil((R + C + 1) / max(R, C)) + 1`` (hw/README.md)."""
-    return -(-(cfg.rows + cfg.cols + 1) // max(cfg.rows, cfg.cols)) + 1
-
-
-def bits_for_range(lo: int, hi: int) -> int:
-    """Smallest two's-complement width holding every integer in ``[lo, hi]`` (at least 1)."""
-    return max(int(hi), ~int(lo), 0).bit_length() + 1
 
 
 @dataclass(frozen=True)

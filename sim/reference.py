@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .arith import requantize, wrap
+from .arith import bits_for_range, requantize, wrap
 from .config import ArrayConfig
 from .job import GemmJob
 
@@ -21,11 +21,7 @@ class ReferenceResult:
 
     def acc_bits_needed(self) -> int:
         """Two's-complement width that holds every final exact accumulator."""
-        lo, hi = int(self.acc_exact.min()), int(self.acc_exact.max())
-        bits = 1
-        while not (-(1 << (bits - 1)) <= lo and hi <= (1 << (bits - 1)) - 1):
-            bits += 1
-        return bits
+        return bits_for_range(self.acc_exact.min(), self.acc_exact.max())
 
 
 def reference_gemm(cfg: ArrayConfig, job: GemmJob) -> ReferenceResult:

@@ -34,7 +34,7 @@ import numpy as np
 from .config import ArrayConfig
 
 __all__ = ["PIPELINE_TAIL", "Tiling", "tiling", "pass_starts", "beat_cycles",
-           "gemm_cycles"]
+           "gemm_cycles", "params_fifo_depth"]
 
 #: cycles from a PE-column bottom to the output beat: accumulate, multiply, shift/clamp.
 PIPELINE_TAIL = 3
@@ -42,6 +42,17 @@ PIPELINE_TAIL = 3
 
 def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
+
+
+def params_fifo_depth(cfg: ArrayConfig) -> int:
+    """Entries of the parameter FIFO, in the RTL and the cycle model:
+    ``ceil((rows + cols + 1) / max(rows, cols)) + 1``.
+
+    A ``params`` beat is pushed with the first activation beat of its n-group and popped
+    when the accumulate stage sees the group's last vector; with this schedule the n-groups
+    in flight never exceed this bound (hw/README.md; the cycle model checks it every push).
+    """
+    return _ceil_div(cfg.rows + cfg.cols + 1, max(cfg.rows, cfg.cols)) + 1
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
-from qaccel.hw.accelerator import Accelerator, params_fifo_depth
+from qaccel.hw.accelerator import Accelerator
 from qaccel.hw.amaranth_sim import run_job
 from qaccel.sim.config import ArrayConfig
 from qaccel.sim.job import random_job
 from qaccel.sim.reference import reference_gemm
-from qaccel.sim.schedule import beat_cycles, gemm_cycles
+from qaccel.sim.schedule import beat_cycles, gemm_cycles, params_fifo_depth
 from qaccel.sim.streams import job_beats, pack_cmd, pack_lanes, pack_params, unpack_lanes
 
 

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from qaccel.sim.arith import (
+    bits_for_range,
     int_range,
     output_bounds,
     quantize_multiplier,
@@ -186,3 +187,14 @@ def test_quantize_multiplier_scale_too_large():
     quantize_multiplier(255.4, 8)                                   # rounds to 255: fits
     with pytest.raises(ValueError, match=r"real_scale 255\.5 needs a multiplier above 2\*\*8 - 1"):
         quantize_multiplier(255.5, 8)                               # ties to even: 256
+
+
+@pytest.mark.parametrize(("lo", "hi", "bits"), [(0, 0, 1), (-1, 0, 1), (0, 1, 2), (-2, 1, 2),
+                                                (-3, 0, 3), (0, 127, 8), (-128, 0, 8),
+                                                (-129, 0, 9), (0, 128, 9)])
+def test_bits_for_range(lo, hi, bits):
+    assert bits_for_range(lo, hi) == bits
+    # and it is the smallest: one bit fewer does not hold the range
+    assert -(1 << (bits - 1)) <= lo and hi < (1 << (bits - 1))
+    if bits > 1:
+        assert lo < -(1 << (bits - 2)) or hi >= (1 << (bits - 2))

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from qaccel.sim.arith import bits_for_range
 from qaccel.sim.config import ArrayConfig
-from qaccel.sim.cycle import bits_for_range, params_fifo_depth, simulate, simulate_beats
+from qaccel.sim.cycle import simulate, simulate_beats
 from qaccel.sim.job import GemmJob, random_job
 from qaccel.sim.reference import reference_gemm
-from qaccel.sim.schedule import beat_cycles, gemm_cycles, pass_starts, tiling
+from qaccel.sim.schedule import beat_cycles, gemm_cycles, params_fifo_depth, pass_starts, tiling
 from qaccel.sim.streams import job_beats
 
 # keep one example's simulation short: the model steps one clock per Python iteration
@@ -263,13 +264,3 @@ def test_beats_with_wrong_shapes_are_rejected():
     with pytest.raises(ValueError, match=r"cmd\.K must be in \[1, 65535\]"):
         simulate_beats(cfg, dataclasses.replace(beats, cmd={**beats.cmd, "K": 0}))
 
-
-@pytest.mark.parametrize(("lo", "hi", "bits"), [(0, 0, 1), (-1, 0, 1), (0, 1, 2), (-2, 1, 2),
-                                                (-3, 0, 3), (0, 127, 8), (-128, 0, 8),
-                                                (-129, 0, 9), (0, 128, 9)])
-def test_bits_for_range(lo, hi, bits):
-    assert bits_for_range(lo, hi) == bits
-    # and it is the smallest: one bit fewer does not hold the range
-    assert -(1 << (bits - 1)) <= lo and hi < (1 << (bits - 1))
-    if bits > 1:
-        assert lo < -(1 << (bits - 2)) or hi >= (1 << (bits - 2))
