@@ -56,27 +56,30 @@ class Objective:
         return self.direction == "max"
 
 
-#: the search objectives and their directions (names are the metric keys of a design point)
+#: the search objectives, by short name: the store column each reads and its direction
 OBJECTIVES = {
-    "accuracy": Objective("accuracy", "max", "accuracy (%)"),
-    "energy": Objective("energy", "min", "energy per inference (J)"),
-    "latency": Objective("latency", "min", "latency (cycles)"),
-    "area": Objective("area", "min", "area (Yosys cells)"),
+    "accuracy": Objective("accuracy", "max", "accuracy, integer network (%)"),
+    "energy": Objective("energy_j", "min", "energy per inference (J)"),
+    "latency": Objective("latency_s", "min", "latency per inference (s)"),
+    "area": Objective("area_cells", "min", "datapath area (Yosys cells)"),
 }
 
 
 def objective(spec: str) -> Objective:
-    """``"energy"`` (a known objective), or ``"column:min"`` / ``"column:max"`` for any
-    numeric column."""
+    """An objective from its short name (``"energy"``), its column (``"energy_j"``), or
+    ``"column:min"`` / ``"column:max"`` for any other numeric column."""
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"objective must be a non-empty string, not {spec!r}")
     if ":" in spec:
         name, direction = spec.rsplit(":", 1)
         return Objective(name, direction)
-    if spec not in OBJECTIVES:
-        raise ValueError(f"unknown objective {spec!r}: use one of {', '.join(OBJECTIVES)} "
-                         f"or COLUMN:min / COLUMN:max")
-    return OBJECTIVES[spec]
+    if spec in OBJECTIVES:
+        return OBJECTIVES[spec]
+    for o in OBJECTIVES.values():
+        if o.name == spec:
+            return o
+    raise ValueError(f"unknown objective {spec!r}: use one of {', '.join(OBJECTIVES)} "
+                     f"or COLUMN:min / COLUMN:max")
 
 
 def _oriented(values, maximize: Sequence[bool]) -> np.ndarray:

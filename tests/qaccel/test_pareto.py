@@ -76,6 +76,8 @@ def test_bad_input_is_named():
         objective("speed")
     assert objective("cycles:min") == Objective("cycles", "min")
     assert objective("accuracy").maximize
+    assert objective("energy") == objective("energy_j")
+    assert (objective("energy").name, objective("energy").direction) == ("energy_j", "min")
 
 
 def test_complete_rows_drops_missing_metrics():
@@ -85,9 +87,9 @@ def test_complete_rows_drops_missing_metrics():
 
 
 def test_plot_front_writes_png(tmp_path):
-    rows = [{"energy": e, "accuracy": a, "latency": l, "tag": f"p{i}"}
+    rows = [{"energy_j": e, "accuracy": a, "latency_s": l, "tag": f"p{i}"}
             for i, (e, a, l) in enumerate([(1, 90, 5), (2, 95, 3), (3, 94, 4), (1.5, 80, 1)])]
-    vals = [[r["energy"], r["accuracy"]] for r in rows]
+    vals = [[r["energy_j"], r["accuracy"]] for r in rows]
     front = pareto_front(vals, [False, True])
     p = plot_front(rows, front, objective("energy"), objective("accuracy"),
                    tmp_path / "f2.png", label_key="tag")
