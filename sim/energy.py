@@ -37,6 +37,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from .config import ArrayConfig
+from .traffic import BUFFER_OF, LEVELS, OPERANDS
 
 __all__ = ["EnergyTable", "EnergyTableError", "LayerCounts", "EnergyBreakdown", "load_table",
            "default_table", "layer_energy", "network_energy", "per_channel_terms", "CATEGORIES",
@@ -46,10 +47,6 @@ __all__ = ["EnergyTable", "EnergyTableError", "LayerCounts", "EnergyBreakdown", 
 
 DEFAULT_TABLE_PATH = pathlib.Path(__file__).with_name("data") / "energy_horowitz45.json"
 
-#: memory levels and operands a :class:`LayerCounts` may report bits for
-LEVELS = ("pe", "acc", "buffer", "dram")
-#: (names as in ``sim.analytic``)
-OPERANDS = ("weights", "activations", "psums", "outputs", "params")
 #: width of the requantizer shift ``S`` (SPEC: S in [0, 63])
 S_BITS = 6
 
@@ -314,12 +311,12 @@ def category_of(term: str) -> str:
 
 
 def buffer_bytes(cfg: ArrayConfig, operand: str) -> int:
-    """Capacity of the on-chip buffer holding ``operand`` (as ``sim.analytic.BUFFER_OF``:
-    requantizer parameters share the weight buffer; psums never reach a buffer)."""
-    kib = {"weights": cfg.weight_buffer_kib, "params": cfg.weight_buffer_kib,
-           "activations": cfg.act_buffer_kib, "psums": cfg.out_buffer_kib,
-           "outputs": cfg.out_buffer_kib}[operand]
-    return kib * 1024
+    """Capacity of the on-chip buffer holding ``operand`` (:data:`sim.traffic.BUFFER_OF`:
+    requantizer parameters share the weight buffer; psums never reach a buffer and are
+    priced as the output buffer)."""
+    if operand not in OPERANDS:
+        raise ValueError(f"operand must be one of {OPERANDS}, not {operand!r}")
+    return getattr(cfg, BUFFER_OF.get(operand, "out_buffer_kib")) * 1024
 
 
 def acc_bank_bit_pj(cfg: ArrayConfig, table: EnergyTable, write: bool = False) -> float:

@@ -7,16 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from qaccel.sim import ArrayConfig, random_job
-from qaccel.sim.analytic import (
-    LEVELS,
-    OPERANDS,
-    Traffic,
-    analyze_layer,
-    analyze_network,
-    param_lane_bits,
-)
+from qaccel.sim.analytic import analyze_layer, analyze_network, param_lane_bits
 from qaccel.sim.schedule import beat_cycles, tiling
 from qaccel.sim.streams import job_beats
+from qaccel.sim.traffic import LEVELS, OPERANDS, Traffic
 from qaccel.sim.workload import GemmWorkload, conv_workload
 
 

@@ -5,18 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from qaccel.sim import ArrayConfig
-from qaccel.sim.analytic import LEVELS as A_LEVELS
-from qaccel.sim.analytic import OPERANDS as A_OPERANDS
 from qaccel.sim.analytic import analyze_layer
 from qaccel.sim.energy import (
-    LEVELS,
-    OPERANDS,
+    buffer_bytes,
     counts_from_perf,
     default_table,
     layer_energy,
     per_channel_terms,
     workloads_energy,
 )
+from qaccel.sim.traffic import LEVELS, OPERANDS
 from qaccel.sim.workload import conv_workload, linear_workload, matmul_workload
 
 
@@ -27,9 +25,14 @@ def _net():
             matmul_workload("qk", 64, 64, 64, repeat=4)]
 
 
-def test_same_levels_and_operands_as_analytic():
-    assert tuple(LEVELS) == tuple(A_LEVELS)
-    assert tuple(OPERANDS) == tuple(A_OPERANDS)
+def test_buffer_of_each_operand():
+    """The energy model prices each operand's buffer traffic at the buffer the traffic
+    model charges it to (sim.traffic.BUFFER_OF)."""
+    cfg = ArrayConfig(weight_buffer_kib=8, act_buffer_kib=16, out_buffer_kib=32)
+    assert {op: buffer_bytes(cfg, op) // 1024 for op in OPERANDS} == \
+        {"weights": 8, "params": 8, "activations": 16, "outputs": 32, "psums": 32}
+    with pytest.raises(ValueError, match="operand must be one of"):
+        buffer_bytes(cfg, "bias")
 
 
 def test_adapter_keeps_every_bit_and_count():
