@@ -7,35 +7,50 @@ load_digits`` (1797 real 8x8 greyscale digits). This module provides
   (images scaled to [0, 1], shape ``(N, 1, 8, 8)``);
 - :func:`digits_cnn` -- a small CNN with Conv-BN-ReLU blocks, max-pooling and a linear head;
 - :func:`digits_mobilenet` -- a MobileNet-style depthwise-separable CNN with Conv-BN-ReLU6;
-- :func:`train` -- deterministic CPU training (``torch.manual_seed``, one thread, fixed
-  shuffling generator), a few seconds per model;
-- :func:`get_model` -- ``(model, calib_loader, test_set)`` with the trained FP32 model in
-  eval mode, a calibration loader over a few hundred *training* images (yields image
-  tensors, so ``quant.quantize(model, calib_loader, cfg)`` feeds them as ``model(x)``) and
-  the held-out test set ``(images, labels)``. Weights are cached under
-  ``build/models/<name>-<hash>.pt``, keyed by a hash of architecture + recipe + split;
+- :func:`get_model` -- ``(model, calib_loader, test_set)`` with the **shipped** trained FP32
+  model in eval mode, a calibration loader over a few hundred *training* images (yields
+  image tensors, so ``quant.quantize(model, calib_loader, cfg)`` feeds them as
+  ``model(x)``) and the held-out test set ``(images, labels)``;
+- :func:`load_model` -- a trained model from a models directory (default: the shipped one);
+- :func:`train` / :func:`save_models` -- the recipe that produced the shipped weights
+  (``qaccel train`` runs it and writes to the workspace);
 - :func:`evaluate` -- top-1 accuracy in percent.
+
+Shipped weights
+---------------
+Trained weights differ between CPUs (floating-point summation order in the kernels), so
+orderings measured on one machine's freshly trained models need not hold on another's.
+The FP32 reference models are therefore shipped in the package, ``quant/models/<name>.
+safetensors`` (a format that cannot run code on load), with ``quant/models/manifest.json``
+recording for each file its recipe, data split (seed, test fraction), training seed, the
+torch version and machine it was trained with, its test accuracy and its sha256.
+:func:`load_model` verifies the sha256 before loading. Nothing here trains implicitly:
+tests, ``make paper-tables``, the CLI and the notebook all use the shipped weights.
 
 Both models are plain ``nn.Sequential`` of standard modules, so torch.fx traces them
 (BN folding and CLE apply) and the exporter sees ordinary Conv2d / BatchNorm2d / ReLU /
 ReLU6 / MaxPool2d / AdaptiveAvgPool2d / Flatten / Linear layers.
 
-``python -m qaccel.quant.digits`` trains (or loads) both models and prints their FP32 accuracy.
+``python -m qaccel.quant.digits`` verifies and evaluates the shipped models.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import pathlib
+import platform
+import sys
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-CACHE_DIR = ROOT / "build" / "models"
+#: the shipped weights and their manifest (package data; read-only)
+MODELS_DIR = pathlib.Path(__file__).resolve().parent / "models"
+MANIFEST = "manifest.json"
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.3
@@ -43,13 +58,34 @@ TEST_FRACTION = 0.3
 
 @dataclass(frozen=True)
 class Recipe:
-    """Training recipe; part of the cache key."""
+    """Training recipe (AdamW + one-cycle LR, random 1-pixel shifts, one CPU thread).
+
+    Parameters
+    ----------
+    epochs, batch_size : int
+        Passes over the 1258 training images, and the minibatch size.
+    lr, weight_decay : float
+        AdamW peak learning rate (one-cycle schedule) and decoupled weight decay.
+    seed : int
+        Seeds the initialization, the shuffling and the augmentation.
+    """
 
     epochs: int = 30
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 1e-4
     seed: int = 0
+
+    def __post_init__(self):
+        for f in ("epochs", "batch_size"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"Recipe.{f} must be an integer >= 1, not {v!r}")
+        if not (self.lr > 0 and np.isfinite(self.lr)):
+            raise ValueError(f"Recipe.lr must be a finite number > 0, not {self.lr!r}")
+        if not (self.weight_decay >= 0 and np.isfinite(self.weight_decay)):
+            raise ValueError(f"Recipe.weight_decay must be finite and >= 0, not "
+                             f"{self.weight_decay!r}")
 
 
 RECIPES = {"digits_cnn": Recipe(), "digits_mobilenet": Recipe(epochs=40)}
@@ -115,23 +151,31 @@ def digits_mobilenet() -> nn.Sequential:
 ARCHS = {"digits_cnn": digits_cnn, "digits_mobilenet": digits_mobilenet}
 
 
-def _cache_key(name: str, recipe: Recipe) -> str:
-    blob = json.dumps({
-        "arch": repr(ARCHS[name]()),
-        "recipe": asdict(recipe),
-        "split": [SPLIT_SEED, TEST_FRACTION],
-        "v": 1,
-    }, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def _check_name(name: str) -> None:
+    if name not in ARCHS:
+        raise ValueError(f"name: unknown digits model {name!r}; choose from {sorted(ARCHS)}")
 
 
-def cache_path(name: str, recipe: Recipe | None = None) -> pathlib.Path:
-    recipe = recipe or RECIPES[name]
-    return CACHE_DIR / f"{name}-{_cache_key(name, recipe)}.pt"
+def train(name: str, recipe: Recipe | None = None, *, progress: bool | None = None
+          ) -> nn.Module:
+    """Train ``ARCHS[name]`` with ``recipe`` (default ``RECIPES[name]``) on CPU.
 
+    Deterministic on a given machine: one torch thread, ``torch.manual_seed(recipe.seed)``
+    and a seeded generator for shuffling and augmentation. A few seconds per model.
 
-def train(name: str, recipe: Recipe | None = None, *, verbose: bool = False) -> nn.Module:
-    """Train ``ARCHS[name]`` deterministically on CPU (one thread); returns it in eval mode."""
+    Parameters
+    ----------
+    progress : bool or None
+        Show a tqdm bar over the epochs; ``None`` (default): only when stderr is a TTY.
+
+    Returns
+    -------
+    torch.nn.Module
+        The trained model in eval mode.
+    """
+    from tqdm.auto import tqdm
+
+    _check_name(name)
     recipe = recipe or RECIPES[name]
     x_tr, y_tr, _, _ = load_split()
     prev_threads = torch.get_num_threads()
@@ -146,7 +190,9 @@ def train(name: str, recipe: Recipe | None = None, *, verbose: bool = False) -> 
         gen = torch.Generator().manual_seed(recipe.seed)
         loss_fn = nn.CrossEntropyLoss()
         model.train()
-        for epoch in range(recipe.epochs):
+        bar = tqdm(range(recipe.epochs), desc=f"train {name}", unit="epoch",
+                   disable=None if progress is None else not progress, file=sys.stderr)
+        for _epoch in bar:
             perm = torch.randperm(len(x_tr), generator=gen)
             total = 0.0
             for i in range(0, len(x_tr), recipe.batch_size):
@@ -161,26 +207,136 @@ def train(name: str, recipe: Recipe | None = None, *, verbose: bool = False) -> 
                 opt.step()
                 sched.step()
                 total += loss.item() * len(idx)
-            if verbose:
-                print(f"  [{name}] epoch {epoch + 1}/{recipe.epochs} loss {total / len(x_tr):.4f}")
+            bar.set_postfix(loss=f"{total / len(x_tr):.4f}")
+        bar.close()
     finally:
         torch.set_num_threads(prev_threads)
     return model.eval()
 
 
-def load_or_train(name: str, *, retrain: bool = False, verbose: bool = False) -> nn.Module:
-    """The trained FP32 model, from ``build/models`` if cached (else trained and cached)."""
-    path = cache_path(name)
+def sha256_file(path: pathlib.Path) -> str:
+    """Hex sha256 of the file at ``path``."""
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+
+
+def read_manifest(models_dir: os.PathLike | str = MODELS_DIR) -> dict:
+    """The ``manifest.json`` of ``models_dir``: ``{"models": {name: entry}}``.
+
+    Raises
+    ------
+    ValueError
+        If the manifest is missing or not valid JSON of that shape (naming the file).
+    """
+    path = pathlib.Path(models_dir) / MANIFEST
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no model manifest (run `qaccel train --out "
+                         f"{path.parent}`)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: unreadable model manifest ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
+        raise ValueError(f"{path}: model manifest has no 'models' object")
+    return data
+
+
+def save_models(models: dict[str, nn.Module], out_dir: os.PathLike | str,
+                recipes: dict[str, Recipe] | None = None) -> dict:
+    """Write ``<name>.safetensors`` for each model and merge their entries (recipe, split,
+    seed, torch version, test accuracy, sha256) into ``out_dir/manifest.json``.
+
+    Returns the manifest written.
+    """
+    from safetensors.torch import save_file
+
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        manifest = read_manifest(out)
+    except ValueError:
+        manifest = {"models": {}}
+    manifest["format"] = ("safetensors state_dict of quant.digits.ARCHS[name](); "
+                          "load with quant.digits.load_model")
+    x_tr, _, x_te, y_te = load_split()
+    for name, model in models.items():
+        _check_name(name)
+        recipe = (recipes or {}).get(name) or RECIPES[name]
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        path = out / f"{name}.safetensors"
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        save_file(state, str(tmp))
+        tmp.replace(path)  # atomic
+        path.chmod(0o644)
+        manifest["models"][name] = {
+            "file": path.name,
+            "sha256": sha256_file(path),
+            "arch": f"quant.digits.{ARCHS[name].__name__}",
+            "recipe": asdict(recipe),
+            "training_seed": recipe.seed,
+            "split": {"dataset": "sklearn.datasets.load_digits", "seed": SPLIT_SEED,
+                      "test_fraction": TEST_FRACTION, "n_train": len(x_tr),
+                      "n_test": len(x_te)},
+            "test_accuracy": round(evaluate(model, (x_te, y_te)), 4),
+            "torch_version": torch.__version__,
+            "machine": _machine(),
+        }
+    tmp = out / f".{MANIFEST}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    tmp.replace(out / MANIFEST)
+    return manifest
+
+
+def _machine() -> str:
+    """Architecture and CPU model (trained weights depend on the CPU's kernels)."""
+    cpu = platform.processor()
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{platform.machine()}, {cpu or 'unknown CPU'}"
+
+
+_LOADED: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+
+
+def load_model(name: str, models_dir: os.PathLike | str = MODELS_DIR) -> nn.Module:
+    """The trained FP32 model ``name`` from ``models_dir`` (default: the shipped weights),
+    in eval mode. The file's sha256 is checked against the manifest before it is read, and
+    it is read with ``safetensors`` (no pickle, no code runs on load).
+
+    Raises
+    ------
+    ValueError
+        Unknown ``name``, a missing manifest entry or file, a sha256 mismatch, or weights
+        that do not fit the architecture (each naming the file).
+    """
+    from safetensors.torch import load_file
+
+    _check_name(name)
+    models_dir = pathlib.Path(models_dir)
+    entry = read_manifest(models_dir)["models"].get(name)
+    if not isinstance(entry, dict) or "file" not in entry or "sha256" not in entry:
+        raise ValueError(f"{models_dir / MANIFEST}: no entry for model {name!r}")
+    path = models_dir / entry["file"]
+    key = (str(path.resolve()), entry["sha256"])
+    if key not in _LOADED:
+        try:
+            digest = sha256_file(path)
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read model weights ({exc.strerror})") from None
+        if digest != entry["sha256"]:
+            raise ValueError(f"{path}: sha256 {digest} does not match the manifest "
+                             f"({entry['sha256']}); the file is corrupt or was replaced")
+        _LOADED[key] = load_file(str(path))
     model = ARCHS[name]()
-    if path.exists() and not retrain:
-        model.load_state_dict(torch.load(path, weights_only=True))
-        return model.eval()
-    model = train(name, verbose=verbose)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{id(model)}")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(path)  # atomic: parallel test workers never read half a file
-    return model
+    try:
+        model.load_state_dict(_LOADED[key], strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not fit quant.digits.{name}: {exc}") from None
+    return model.eval()
 
 
 @torch.no_grad()
@@ -208,21 +364,22 @@ def calib_loader(n: int = 256, batch_size: int = 64, seed: int = 0):
     return DataLoader(calib_images(n, seed), batch_size=batch_size, shuffle=False)
 
 
-def get_model(name: str = "digits_cnn", *, n_calib: int = 256, verbose: bool = False):
+def get_model(name: str = "digits_cnn", *, n_calib: int = 256, calib_seed: int = 0,
+              verbose: bool = False):
     """``(model, calib_loader, test_set)`` for ``name`` in ``ARCHS``.
 
-    ``model`` is the trained FP32 network (eval mode), ``calib_loader`` yields batches of
-    ``n_calib`` training images, ``test_set`` is the held-out ``(images, labels)``.
+    ``model`` is the shipped trained FP32 network (eval mode, see :func:`load_model`; never
+    trained here), ``calib_loader`` yields batches of ``n_calib`` training images (subset
+    ``calib_seed``), ``test_set`` is the held-out ``(images, labels)``.
     """
-    if name not in ARCHS:
-        raise ValueError(f"name: unknown digits model {name!r}; choose from {sorted(ARCHS)}")
-    model = load_or_train(name, verbose=verbose)
+    _check_name(name)
+    model = load_model(name)
     _, _, x_te, y_te = load_split()
     test_set = (x_te, y_te)
     if verbose:
         print(f"[digits] {name}: FP32 test accuracy {evaluate(model, test_set):.2f}% "
               f"on {len(x_te)} held-out images")
-    return model, calib_loader(n_calib), test_set
+    return model, calib_loader(n_calib, seed=calib_seed), test_set
 
 
 def main() -> int:
