@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "qaccel.commands.synth",
     "qaccel.commands.quantize",
     "qaccel.commands.train",
+    "qaccel.commands.sweep",
 ]
 
 

@@ -1,0 +1,113 @@
+"""A sweep's workload, prepared once in the client and shipped to every worker.
+
+The GEMM list of a shipped network comes from tracing the torch model (seconds); it is
+cached in the workspace (``sweep/workloads/<hash>.json``) keyed by the workload and the
+source of the mapping code, so a sweep maps its network once, not once per point or run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pathlib
+from dataclasses import dataclass
+
+from qaccel.sim.workload import GemmWorkload
+
+from .spec import WorkloadSpec
+
+__all__ = ["WorkloadContext", "prepare", "gemms_to_json", "gemms_from_json"]
+
+_GEMM_KEYS = ("name", "T", "K", "N", "repeat", "op", "input_elems")
+
+
+@dataclass(frozen=True)
+class WorkloadContext:
+    """What a worker needs to evaluate a point.
+
+    Attributes
+    ----------
+    label : str
+        ``kind:name`` (the store's ``workload`` column).
+    kind : str
+    gemms : tuple of GemmWorkload
+        The layer GEMMs the cost model runs (for ``model`` workloads: the FP32 model's
+        shapes; the quantized network has the same GEMMs).
+    model : str or None
+        Digits model name (workloads with data).
+    calib : int
+        Calibration images (workloads with data).
+    int_network : str or None
+        Path of an exported ``net.npz``.
+    workspace : str
+        Root of the client's workspace: workers cache shared work below it.
+    """
+
+    label: str
+    kind: str
+    gemms: tuple[GemmWorkload, ...]
+    model: str | None = None
+    calib: int = 256
+    int_network: str | None = None
+    workspace: str = ""
+
+
+def gemms_to_json(gemms) -> list[dict]:
+    """What the analytic model reads of each GEMM (no conv geometry)."""
+    return [{k: getattr(g, k) for k in _GEMM_KEYS} for g in gemms]
+
+
+def gemms_from_json(rows) -> tuple[GemmWorkload, ...]:
+    return tuple(GemmWorkload(**{k: r[k] for k in _GEMM_KEYS}) for r in rows)
+
+
+def _mapping_fingerprint() -> str:
+    """SHA-256 of the sources that decide a shipped network's GEMMs."""
+    import qaccel.mapping
+    import qaccel.networks
+
+    h = hashlib.sha256()
+    files = [pathlib.Path(qaccel.mapping.__file__)]
+    files += sorted(pathlib.Path(qaccel.networks.__file__).parent.glob("*.py"))
+    for f in files:
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()
+
+
+def network_gemms(name: str, ws, **kw) -> tuple[GemmWorkload, ...]:
+    """GEMMs of a shipped network, cached in ``ws`` by content hash."""
+    key = hashlib.sha256(json.dumps({"network": name, **kw, "src": _mapping_fingerprint()},
+                                    sort_keys=True).encode()).hexdigest()[:24]
+    path = ws.dir("sweep", "workloads") / f"{name}-{key}.json"
+    if path.exists():
+        try:
+            return gemms_from_json(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError):
+            pass                                     # a damaged cache entry: map again
+    from qaccel.networks import network_workloads
+
+    gemms = tuple(network_workloads(name, **kw))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(gemms_to_json(gemms)))
+    tmp.replace(path)
+    return gemms
+
+
+def prepare(spec: WorkloadSpec, ws) -> WorkloadContext:
+    """The :class:`WorkloadContext` of a validated workload (client side)."""
+    root = str(ws.root)
+    if spec.kind == "network":
+        kw = {k: v for k, v in spec.options.items()}
+        return WorkloadContext(spec.label, spec.kind, network_gemms(spec.name, ws, **kw),
+                               workspace=root)
+    if spec.kind == "topology":
+        from qaccel.sim.topology import read_topology
+
+        layers = read_topology(spec.name, gemm=spec.options.get("gemm"))
+        return WorkloadContext(spec.label, spec.kind, tuple(x.workload() for x in layers),
+                               workspace=root)
+    if spec.kind == "model":
+        return WorkloadContext(spec.label, spec.kind,
+                               network_gemms(spec.name, ws, batch=1, method="auto"),
+                               model=spec.name, calib=spec.options["calib"], workspace=root)
+    return WorkloadContext(spec.label, spec.kind, (), int_network=spec.name, workspace=root)
