@@ -17,6 +17,8 @@ COMMAND_MODULES = [
     "qaccel.commands.quantize",
     "qaccel.commands.train",
     "qaccel.commands.sweep",
+    "qaccel.commands.search",
+    "qaccel.commands.pareto",
 ]
 
 
