@@ -101,7 +101,7 @@ class CycleResult:
 def simulate(cfg: ArrayConfig, job: GemmJob, *, trace: bool = False) -> CycleResult:
     """Run ``job`` on the cycle-level model of the ``cfg`` machine."""
     # re-validate: the job may have been built for another configuration
-    job = GemmJob.create(cfg, job.x, job.w, job.bias, job.m, job.s, z_y=job.z_y, relu=job.relu)
+    job = job.for_config(cfg)
     return simulate_beats(cfg, job_beats(cfg, job), trace=trace)
 
 

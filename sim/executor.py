@@ -1,10 +1,10 @@
 """Integer executor for :class:`sim.network.IntNetwork` (numpy only, SPEC arithmetic).
 
 Convolutions are lowered to GEMMs by im2col (padding filled with the input zero-point);
-each GEMM is ``acc = wrap(X_int @ W_int + bias_int, acc_bits)`` followed by
-``sim.arith.requantize``: exactly what :func:`sim.reference.reference_gemm` computes for a
-:class:`sim.job.GemmJob`, so :func:`layer_gemms` hands the same GEMMs to the cycle model
-or the RTL (:meth:`LayerGemm.to_job`).
+every conv/linear layer is a list of :class:`sim.job.GemmJob` s (:func:`layer_gemms`, one
+per group), computed by :func:`sim.reference.run_reference` with the network's
+``acc_bits`` and the layer's output clamp. The same jobs run on the cycle model or the RTL
+(``gemm_fn``; :meth:`GemmJob.for_config` validates one for an ``ArrayConfig``).
 """
 
 from __future__ import annotations
@@ -15,54 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .arith import output_bounds, requantize, rounding_term, wrap
+from .job import GemmJob
 from .network import IntLayer, IntNetwork
+from .reference import run_reference
 
-__all__ = ["LayerGemm", "RunResult", "im2col", "layer_gemms", "run_layer", "run",
-           "run_float"]
-
-
-@dataclass(frozen=True, eq=False)
-class LayerGemm:
-    """One GEMM of a layer: ``y[T, N] = requant(wrap(x[T, K] @ w[K, N] + bias))``.
-
-    ``m``/``s`` are ``[N]`` (per channel) or ``[1]`` (per tensor); ``lo``/``hi`` the clamp.
-    """
-
-    x: np.ndarray
-    w: np.ndarray
-    bias: np.ndarray
-    m: np.ndarray
-    s: np.ndarray
-    z_y: int
-    relu: bool
-    lo: int
-    hi: int
-    acc_bits: int
-
-    def run(self) -> tuple[np.ndarray, int]:
-        """``(y, overflow_count)``: the requantized outputs and how many accumulators
-        wrapped."""
-        exact = self.x @ self.w + self.bias[None, :]
-        acc = wrap(exact, self.acc_bits)
-        y = requantize(acc, self.m, self.s, self.z_y, self.lo, self.hi)
-        return y, int(np.count_nonzero(acc != exact))
-
-    def to_job(self, cfg):
-        """A validated :class:`sim.job.GemmJob` for ``cfg`` (an ``ArrayConfig`` whose
-        ``a_bits``/``w_bits``/``acc_bits``/``mult_bits``/``per_channel`` match)."""
-        from .job import GemmJob
-
-        m, s = self.m, self.s
-        if not cfg.per_channel:
-            if m.size != 1 and not (np.all(m == m[0]) and np.all(s == s[0])):
-                raise ValueError("LayerGemm has per-channel (M, S); use an ArrayConfig with "
-                                 "per_channel=True")
-            m, s = m.reshape(-1)[0], s.reshape(-1)[0]
-        else:
-            m = np.broadcast_to(m, (self.w.shape[1],))
-            s = np.broadcast_to(s, (self.w.shape[1],))
-        return GemmJob.create(cfg, self.x, self.w, self.bias, m, s, z_y=self.z_y,
-                              relu=self.relu)
+__all__ = ["RunResult", "im2col", "layer_gemms", "run_layer", "run", "run_float"]
 
 
 @dataclass
@@ -106,19 +63,30 @@ def _bounds(layer: IntLayer) -> tuple[int, int]:
     return output_bounds(q.bits, q.signed, q.zero_point, layer.relu)
 
 
-def layer_gemms(net: IntNetwork, layer: IntLayer, x: np.ndarray) -> list[LayerGemm]:
-    """The GEMMs of a ``linear``/``conv2d`` layer on integer input ``x`` (one per group)."""
+def _job(x, w, bias, m, s, z_y: int, relu: bool) -> GemmJob:
+    """A layer GEMM as a :class:`GemmJob`. Its operands were validated by
+    :class:`IntNetwork` (weights, bias, ``M``, ``S``) and :func:`run` (the input); only
+    :meth:`GemmJob.for_config` ties it to an accelerator configuration."""
+    arrays = [np.asarray(a, dtype=np.int64) for a in (x, w, bias, m, s)]
+    for a in arrays:
+        a.setflags(write=False)
+    return GemmJob(*arrays, z_y=int(z_y), relu=bool(relu))
+
+
+def layer_gemms(net: IntNetwork, layer: IntLayer, x: np.ndarray) -> list[GemmJob]:
+    """The GEMMs of a ``linear``/``conv2d`` layer on integer input ``x`` (one per group):
+    ``x[T, K]``, ``w[K, N]``, ``bias[N]``, ``m``/``s`` (``[N]`` per channel, scalars per
+    tensor), the output zero-point and the fused ReLU."""
     if layer.kind not in ("linear", "conv2d"):
         raise ValueError(f"layer {layer.name!r} ({layer.kind}) is not a GEMM layer")
     x = np.asarray(x, dtype=np.int64)
-    lo, hi = _bounds(layer)
     zy = layer.out_q.zero_point
     if layer.kind == "linear":
         if x.ndim != 2 or x.shape[1] != layer.weight.shape[1]:
             raise ValueError(f"layer {layer.name!r}: input shape {x.shape} does not match "
                              f"weight {layer.weight.shape}")
-        return [LayerGemm(x, layer.weight.T, layer.bias, layer.m, layer.s, zy, layer.relu,
-                          lo, hi, net.acc_bits)]
+        m, s = (layer.m, layer.s) if layer.per_channel else (layer.m[0], layer.s[0])
+        return [_job(x, layer.weight.T, layer.bias, m, s, zy, layer.relu)]
     if x.ndim != 4 or x.shape[1] != layer.weight.shape[1] * layer.groups:
         raise ValueError(f"layer {layer.name!r}: input shape {x.shape} does not match "
                          f"weight {layer.weight.shape} with groups={layer.groups}")
@@ -129,11 +97,25 @@ def layer_gemms(net: IntNetwork, layer: IntLayer, x: np.ndarray) -> list[LayerGe
     for g, xg in enumerate(cols):
         sl = slice(g * n_g, (g + 1) * n_g)
         w = layer.weight[sl].reshape(n_g, -1).T
-        m = layer.m[sl] if layer.per_channel else layer.m
-        s = layer.s[sl] if layer.per_channel else layer.s
-        out.append(LayerGemm(xg, w, layer.bias[sl], m, s, zy, layer.relu, lo, hi,
-                             net.acc_bits))
+        m, s = (layer.m[sl], layer.s[sl]) if layer.per_channel else (layer.m[0], layer.s[0])
+        out.append(_job(xg, w, layer.bias[sl], m, s, zy, layer.relu))
     return out
+
+
+def _checked_gemm_output(y, job: GemmJob, lo: int, hi: int, where: str) -> np.ndarray:
+    """``gemm_fn``'s result for ``job``, refused unless it is ``[T, N]`` integers in the
+    output range ``[lo, hi]`` (a float or a wider integer would otherwise be truncated)."""
+    arr = np.asarray(y)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{where}: gemm_fn must return integers, got dtype {arr.dtype}")
+    if arr.shape != (job.T, job.N):
+        raise ValueError(f"{where}: gemm_fn returned shape {arr.shape}, expected "
+                         f"{(job.T, job.N)}")
+    if arr.size and (int(arr.min()) < lo or int(arr.max()) > hi):
+        bad = int(arr.min()) if int(arr.min()) < lo else int(arr.max())
+        raise ValueError(f"{where}: gemm_fn outputs must be in [{lo}, {hi}] (the layer's "
+                         f"output type), not {bad}")
+    return arr.astype(np.int64)
 
 
 def _conv_out_shape(x: np.ndarray, layer: IntLayer) -> tuple[int, int]:
@@ -142,28 +124,28 @@ def _conv_out_shape(x: np.ndarray, layer: IntLayer) -> tuple[int, int]:
 
 
 def run_layer(net: IntNetwork, layer: IntLayer, inputs: list[np.ndarray], *,
-              gemm_fn: Callable[[LayerGemm], np.ndarray] | None = None
+              gemm_fn: Callable[[GemmJob], np.ndarray] | None = None
               ) -> tuple[np.ndarray, int]:
     """Run one layer on its integer inputs; returns ``(y, overflow_count)``.
 
     ``gemm_fn`` (optional) computes each GEMM's ``y[T, N]`` instead of numpy -- e.g.
-    ``lambda g: sim.cycle.simulate(cfg, g.to_job(cfg)).y`` runs the layer on the cycle
-    model (overflows are still counted by the numpy reference)."""
+    ``lambda job: sim.cycle.simulate(cfg, job).y`` runs the layer on the cycle model
+    (overflows are still counted by the numpy reference). Its result must be ``[T, N]``
+    integers in the layer's output range, else ``ValueError``."""
     xs = [np.asarray(v, dtype=np.int64) for v in inputs]
     x = xs[0]
     kind = layer.kind
     if kind in ("linear", "conv2d"):
-        gemms = layer_gemms(net, layer, x)
+        lo, hi = _bounds(layer)
         ys, ovf = [], 0
-        for gm in gemms:
-            y, o = gm.run()
+        for i, job in enumerate(layer_gemms(net, layer, x)):
+            ref = run_reference(job, net.acc_bits, lo, hi)
+            y = ref.y
             if gemm_fn is not None:
-                y = np.asarray(gemm_fn(gm), dtype=np.int64)
-                if y.shape != (gm.x.shape[0], gm.w.shape[1]):
-                    raise ValueError(f"gemm_fn returned shape {y.shape}, expected "
-                                     f"{(gm.x.shape[0], gm.w.shape[1])}")
+                y = _checked_gemm_output(gemm_fn(job), job, lo, hi,
+                                         f"layer {layer.name!r} GEMM {i}")
             ys.append(y)
-            ovf += o
+            ovf += ref.overflows
         y = np.concatenate(ys, axis=1)
         if kind == "conv2d":
             Ho, Wo = _conv_out_shape(x, layer)
@@ -204,7 +186,7 @@ def run_layer(net: IntNetwork, layer: IntLayer, inputs: list[np.ndarray], *,
 
 
 def run(net: IntNetwork, x_int, *, trace: bool = False,
-        gemm_fn: Callable[[LayerGemm], np.ndarray] | None = None):
+        gemm_fn: Callable[[GemmJob], np.ndarray] | None = None):
     """Run ``net`` on integer input ``x_int`` (``[B, *input_shape]``); returns the integer
     output, or a :class:`RunResult` with every layer's output when ``trace``. ``gemm_fn``:
     see :func:`run_layer`."""

@@ -115,6 +115,24 @@ class GemmJob:
             arr.setflags(write=False)
         return cls(x, w, bias, m_arr, s_arr, int(z_y), bool(relu))
 
+    def for_config(self, cfg: ArrayConfig) -> GemmJob:
+        """This job validated for the ``cfg`` machine (e.g. one of an integer network's
+        layer GEMMs, from :func:`sim.executor.layer_gemms`, for the cycle model or the RTL).
+
+        A per-tensor ``(M, S)`` runs on a per-channel machine as the same value on every
+        channel; per-channel values run on a per-tensor machine only if they are all equal.
+        """
+        m, s = np.asarray(self.m), np.asarray(self.s)
+        if cfg.per_channel:
+            m, s = np.broadcast_to(m, (self.N,)), np.broadcast_to(s, (self.N,))
+        elif m.ndim:
+            if m.size and not (np.all(m == m.flat[0]) and np.all(s == s.flat[0])):
+                raise ValueError("GemmJob.m/s differ between channels; they need "
+                                 "ArrayConfig.per_channel=True")
+            m, s = m.reshape(-1)[:1], s.reshape(-1)[:1]
+        return GemmJob.create(cfg, self.x, self.w, self.bias, m, s, z_y=self.z_y,
+                              relu=self.relu)
+
     def bounds(self, cfg: ArrayConfig) -> tuple[int, int]:
         """The requantizer clamp ``(lo, hi)`` for this job."""
         return output_bounds(cfg.a_bits, cfg.a_signed, self.z_y, self.relu)

@@ -1,4 +1,9 @@
-"""Plain numpy integer reference for one GEMM job (SPEC arithmetic, no timing)."""
+"""The one numpy integer reference for a GEMM job (SPEC arithmetic, no timing).
+
+:func:`reference_gemm` runs a :class:`sim.job.GemmJob` as the ``cfg`` machine would;
+:func:`run_reference` is the same arithmetic with an explicit accumulator width and output
+clamp, which the integer-network executor (:mod:`sim.executor`) uses for every layer GEMM.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ from .arith import bits_for_range, requantize, wrap
 from .config import ArrayConfig
 from .job import GemmJob
 
-__all__ = ["ReferenceResult", "reference_gemm"]
+__all__ = ["ReferenceResult", "reference_gemm", "run_reference"]
 
 
 @dataclass(frozen=True)
@@ -23,14 +28,23 @@ class ReferenceResult:
         """Two's-complement width that holds every final exact accumulator."""
         return bits_for_range(self.acc_exact.min(), self.acc_exact.max())
 
+    @property
+    def overflows(self) -> int:
+        """Final accumulators that wrapped (``acc != acc_exact``)."""
+        return int(np.count_nonzero(self.acc != self.acc_exact))
 
-def reference_gemm(cfg: ArrayConfig, job: GemmJob) -> ReferenceResult:
-    """``y = clamp(z_y + ((wrap(bias + X @ W) * M + R) >> S), lo, hi)``.
+
+def run_reference(job: GemmJob, acc_bits: int, lo: int, hi: int) -> ReferenceResult:
+    """``y = clamp(z_y + ((wrap(bias + X @ W, acc_bits) * M + R) >> S), lo, hi)``.
 
     Wrapping arithmetic is modular, so the order of accumulation does not change ``acc``.
     """
     exact = job.x @ job.w + job.bias[None, :]
-    acc = wrap(exact, cfg.acc_bits)
-    lo, hi = job.bounds(cfg)
+    acc = wrap(exact, acc_bits)
     y = requantize(acc, job.m_per_channel(), job.s_per_channel(), job.z_y, lo, hi)
     return ReferenceResult(y=y, acc=acc, acc_exact=exact)
+
+
+def reference_gemm(cfg: ArrayConfig, job: GemmJob) -> ReferenceResult:
+    """``job`` on the ``cfg`` machine: ``cfg.acc_bits`` accumulators, ``cfg``'s output type."""
+    return run_reference(job, cfg.acc_bits, *job.bounds(cfg))

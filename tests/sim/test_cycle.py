@@ -246,8 +246,13 @@ def test_result_is_frozen():
 def test_job_built_for_another_config_is_rejected():
     per_tensor = ArrayConfig(rows=2, cols=2)
     job = random_job(per_tensor, 3, 3, 3, np.random.default_rng(0))
-    with pytest.raises(ValueError, match=r"GemmJob\.m must have shape \(3,\)"):
-        simulate(per_tensor.replace(per_channel=True), job)
+    # a per-tensor job runs on a per-channel machine: the same (M, S) on every channel
+    np.testing.assert_array_equal(simulate(per_tensor.replace(per_channel=True), job).y,
+                                  reference_gemm(per_tensor, job).y)
+    per_channel = per_tensor.replace(per_channel=True, mult_bits=8)
+    job = GemmJob.create(per_channel, [[1]], [[1, 1]], [0, 0], [3, 5], [0, 0])
+    with pytest.raises(ValueError, match=r"GemmJob\.m/s differ between channels"):
+        simulate(per_tensor, job)
     wide = ArrayConfig(rows=2, cols=2, w_bits=8)
     job = GemmJob.create(wide, [[1]], [[100]], [0], 1, 0)
     with pytest.raises(ValueError, match=r"GemmJob\.w values must be in \[-8, 7\]"):

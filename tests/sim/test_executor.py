@@ -87,17 +87,37 @@ def test_layer_gemms_are_accelerator_jobs():
     cfg = ArrayConfig(w_bits=4, a_bits=8, per_channel=True, acc_bits=32, mult_bits=16)
     gemms = executor.layer_gemms(net, net.layers[0], x)
     assert len(gemms) == 1 and gemms[0].x.shape == (36, 18) and gemms[0].w.shape == (18, 4)
-    y, _ = gemms[0].run()
-    ref = reference_gemm(cfg, gemms[0].to_job(cfg))
-    assert np.array_equal(ref.y, y)
+    y = reference_gemm(cfg, gemms[0].for_config(cfg)).y
     y_layer, _ = executor.run_layer(net, net.layers[0], [x])
     assert np.array_equal(y_layer, y.reshape(1, 6, 6, 4).transpose(0, 3, 1, 2))
+    # the same job, per channel, on a per-channel machine
+    assert np.array_equal(gemms[0].for_config(cfg).m, net.layers[0].m)
     # depthwise: one GEMM per group with K = 9, N = 1
-    x1 = y_layer
-    dw = executor.layer_gemms(net, net.layers[1], x1)
+    dw = executor.layer_gemms(net, net.layers[1], y_layer)
     assert len(dw) == 4 and all(g.w.shape == (9, 1) for g in dw)
-    for g in dw:
-        assert np.array_equal(reference_gemm(cfg, g.to_job(cfg)).y, g.run()[0])
+    y_dw, _ = executor.run_layer(net, net.layers[1], [y_layer])
+    got = np.concatenate([reference_gemm(cfg, g.for_config(cfg)).y for g in dw], axis=1)
+    assert np.array_equal(got.reshape(1, 3, 3, 4).transpose(0, 3, 1, 2), y_dw)
+
+
+def test_per_tensor_gemm_runs_on_either_machine():
+    """A per-tensor layer GEMM is a scalar (M, S) job; a per-channel machine runs it with
+    that value on every channel, a per-tensor machine as is; per-channel values that differ
+    are refused by a per-tensor machine."""
+    rng = np.random.default_rng(6)
+    x = rng.integers(0, 256, size=(1, 2, 6, 6))
+    pt_net, pc_net = small_net(False, rng), small_net(True, np.random.default_rng(6))
+    job = executor.layer_gemms(pt_net, pt_net.layers[0], x)[0]
+    assert job.m.shape == ()
+    cfg = ArrayConfig(w_bits=4, a_bits=8, acc_bits=32, mult_bits=16)
+    want, _ = executor.run_layer(pt_net, pt_net.layers[0], [x])
+    for c in (cfg, cfg.replace(per_channel=True)):
+        y = reference_gemm(c, job.for_config(c)).y
+        assert np.array_equal(y.reshape(1, 6, 6, 4).transpose(0, 3, 1, 2), want)
+    pc_job = executor.layer_gemms(pc_net, pc_net.layers[0], x)[0]
+    assert len(set(pc_job.m.tolist())) > 1
+    with pytest.raises(ValueError, match=r"GemmJob\.m/s differ between channels"):
+        pc_job.for_config(cfg)
 
 
 def test_maxpool_add_relu_flatten_avgpool():
@@ -167,11 +187,37 @@ def test_network_gemms_on_the_cycle_model(per_channel):
     x = rng.integers(0, 256, size=(2, 2, 6, 6))
     calls = []
 
-    def on_cycle_model(g):
-        res = simulate(cfg, g.to_job(cfg))
+    def on_cycle_model(job):
+        res = simulate(cfg, job)
         calls.append(res.cycles)
         return res.y
 
     y_cycle = executor.run(net, x, gemm_fn=on_cycle_model)
     assert np.array_equal(y_cycle, executor.run(net, x))
     assert len(calls) == 1 + 4 + 1 and min(calls) > 0      # conv, 4 depthwise groups, fc
+
+
+@pytest.mark.parametrize(("bad", "msg"), [
+    (lambda y: y.astype(np.float64), r"layer 'conv' GEMM 0: gemm_fn must return integers, "
+                                     r"got dtype float64"),
+    (lambda y: y + 0.5, r"must return integers, got dtype float64"),
+    (lambda y: y[:-1], r"layer 'conv' GEMM 0: gemm_fn returned shape \(71, 4\), expected "
+                       r"\(72, 4\)"),
+    (lambda y: y + 256, r"layer 'conv' GEMM 0: gemm_fn outputs must be in \[0, 255\] \(the "
+                        r"layer's output type\), not \d+"),
+    (lambda y: None, r"must return integers, got dtype object"),
+])
+def test_gemm_fn_result_is_checked(bad, msg):
+    """A gemm_fn result that is not [T, N] integers in the output range is an error, never
+    truncated or wrapped into range."""
+    net = small_net()
+    x = np.random.default_rng(7).integers(0, 256, size=(2, 2, 6, 6))
+    with pytest.raises(ValueError, match=msg):
+        executor.run(net, x, gemm_fn=lambda job: bad(reference_gemm_for(net, job)))
+
+
+def reference_gemm_for(net, job):
+    """The job's output as the executor computes it (network acc_bits, 8-bit unsigned)."""
+    from qaccel.sim.reference import run_reference
+
+    return run_reference(job, net.acc_bits, 0, 255).y
