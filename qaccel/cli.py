@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "qaccel.commands.energy",
     "qaccel.commands.synth",
     "qaccel.commands.quantize",
+    "qaccel.commands.run",
     "qaccel.commands.train",
     "qaccel.commands.sweep",
     "qaccel.commands.search",

@@ -44,7 +44,7 @@ from qaccel.sim.network import IntLayer, IntNetwork
 
 __all__ = ["ENGINES", "RunConfig", "RunReport", "LoadedModel", "load_model", "quantize_model",
            "network_cache_key", "layer_config", "hardware_config", "network_workloads",
-           "network_energy_report", "network_cost", "top1", "integer_accuracy",
+           "network_energy_report", "network_cost", "top1", "float_accuracy", "integer_accuracy",
            "engine_gemm_fn", "rtl_check", "run"]
 
 ENGINES = ("analytic", "cycle", "rtl")
@@ -579,7 +579,8 @@ def integer_accuracy(net: IntNetwork, test_set, gemm_fn=None, batch: int | None 
     return top1(y_int, y), y_int
 
 
-def _float_accuracy(model, test_set) -> float:
+def float_accuracy(model, test_set) -> float:
+    """Top-1 accuracy (%) of a torch model on ``test_set = (x, y)`` (batches of 512)."""
     import torch
 
     x, y = test_set
@@ -692,8 +693,8 @@ def run(cfg: RunConfig) -> RunReport:
         test = (x[:n_eval], y[:n_eval])
         t0 = time.perf_counter()
         if loaded.model is not None:
-            acc["fp32"] = _float_accuracy(loaded.model, test)
-            acc["fake_quant"] = _float_accuracy(qmodel, test)
+            acc["fp32"] = float_accuracy(loaded.model, test)
+            acc["fake_quant"] = float_accuracy(qmodel, test)
         acc["executor"], y_ref = integer_accuracy(net, test)
         seconds["accuracy"] = time.perf_counter() - t0
         t0 = time.perf_counter()

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from qaccel.sim.energy import CATEGORIES  # noqa: E402
 
-__all__ = ["plot_energy_sweep", "CATEGORY_COLORS"]
+__all__ = ["plot_energy_sweep", "plot_layer_cycles", "plot_layer_energy", "CATEGORY_COLORS"]
 
 CATEGORY_COLORS = {"mac": "#1f77b4", "pe_regs": "#aec7e8", "accumulator": "#ff7f0e",
                    "requant": "#d62728", "buffers": "#2ca02c", "params": "#9467bd",
@@ -145,6 +145,84 @@ def plot_energy_sweep(rows: list[dict], path: str | pathlib.Path, title: str = "
         ax.text(0.5, 0.5, "area: run with --area (Yosys synthesis)", ha="center",
                 va="center", fontsize=10, transform=ax.transAxes)
 
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_layer_cycles(layers: list[dict], path: str | pathlib.Path, title: str = "",
+                      clock_mhz: float = 500.0) -> pathlib.Path:
+    """Per-layer cycles (bars, with the layer's W/A bits) and PE utilization (line) of one
+    inference; ``layers`` are the rows of ``qaccel.flow.network_cost``."""
+    path = pathlib.Path(path)
+    names = [r["name"] for r in layers]
+    xs = list(range(len(names)))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 3), 4.5))
+    bars = ax.bar(xs, [r["cycles"] for r in layers], color="#4c72b0", edgecolor="black",
+                  linewidth=0.4)
+    for b, r in zip(bars, layers):
+        ax.annotate(f"W{r['w_bits']}A{r['a_bits']}", (b.get_x() + b.get_width() / 2,
+                    b.get_height()), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(xs, names, rotation=45 if len(names) > 6 else 0, ha="right"
+                  if len(names) > 6 else "center", fontsize=8)
+    ax.set_ylabel("cycles per inference")
+    total = sum(r["cycles"] for r in layers)
+    ax.set_title(f"{total:,} cycles = {total / (clock_mhz * 1e3):.4f} ms at {clock_mhz:g} MHz",
+                 fontsize=9)
+    ax.set_ylim(0, max(r["cycles"] for r in layers) * 1.15)
+    ax.grid(axis="y", alpha=0.3)
+    ax2 = ax.twinx()
+    ax2.plot(xs, [100 * r["utilization"] for r in layers], "o-", color="#dd8452")
+    ax2.set_ylabel("PE utilization [%]", color="#dd8452")
+    ax2.set_ylim(0, 105)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_layer_energy(layers: list[dict], path: str | pathlib.Path, title: str = ""
+                      ) -> pathlib.Path:
+    """Stacked energy per layer by category (``categories_pj`` of each row of
+    ``qaccel.flow.network_cost``) and the network's breakdown as a single bar."""
+    path = pathlib.Path(path)
+    names = [r["name"] for r in layers]
+    totals = {c: sum(r["categories_pj"][c] for r in layers) for c in CATEGORIES}
+    fig, (ax, axt) = plt.subplots(1, 2, figsize=(max(7.0, 0.9 * len(names) + 5), 4.5),
+                                  gridspec_kw={"width_ratios": [max(len(names), 2), 1]})
+    scale, unit = _unit([r["total_pj"] for r in layers])
+    bottom = [0.0] * len(layers)
+    for c in CATEGORIES:
+        vals = [r["categories_pj"][c] / scale for r in layers]
+        ax.bar(range(len(names)), vals, bottom=bottom, color=CATEGORY_COLORS[c],
+               edgecolor="black", linewidth=0.4, label=CATEGORY_LABELS[c])
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_xticks(range(len(names)), names, rotation=45 if len(names) > 6 else 0,
+                  ha="right" if len(names) > 6 else "center", fontsize=8)
+    ax.set_ylabel(f"energy per inference [{unit}]")
+    ax.set_title("per layer", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left")
+    tscale, tunit = _unit([sum(totals.values())])
+    b = 0.0
+    for c in CATEGORIES:
+        v = totals[c] / tscale
+        axt.bar([0], [v], bottom=b, color=CATEGORY_COLORS[c], edgecolor="black",
+                linewidth=0.4)
+        if v > 0.04 * sum(totals.values()) / tscale:
+            axt.annotate(f"{100 * totals[c] / sum(totals.values()):.0f}%", (0, b + v / 2),
+                         ha="center", va="center", fontsize=7)
+        b += v
+    axt.set_xticks([0], ["network"])
+    axt.set_ylabel(f"[{tunit}]")
+    axt.set_title(f"total {sum(totals.values()) / tscale:.3g} {tunit}", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()

@@ -8,11 +8,13 @@ import argparse
 import pathlib
 
 
-def _add_quant_options(p: argparse.ArgumentParser) -> None:
+def add_quant_options(p: argparse.ArgumentParser, model_help: str | None = None) -> None:
+    """``--model`` and the :class:`QuantConfig` options (shared with ``qaccel run``)."""
     from qaccel.quant.config import ACT_RANGES, BIAS_CORRECTIONS, ROUNDINGS, WEIGHT_RANGES
 
     p.add_argument("--model", default="digits_cnn",
-                   help="reference model: digits_cnn | digits_mobilenet (default digits_cnn)")
+                   help=model_help or "reference model: digits_cnn | digits_mobilenet "
+                                      "(default digits_cnn)")
     g = p.add_argument_group("quantization (quant.QuantConfig)")
     g.add_argument("--w-bits", type=int, default=8, help="weight bits (default 8)")
     g.add_argument("--a-bits", type=int, default=8, help="activation bits (default 8)")
@@ -41,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Post-training quantization (whitepaper Figure 8 pipeline) of a digits "
                     "reference model; exports the integer network (.npz + JSON manifest) "
                     "and checks it against the fake-quantized model on the test split.")
-    _add_quant_options(p)
+    add_quant_options(p)
     p.add_argument("-o", "--output", required=True, type=pathlib.Path, metavar="NET.npz",
                    help="integer network file to write")
     p.set_defaults(func=run_quantize)
@@ -49,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "sensitivity", help="per-layer quantization sensitivity report (Figure 9)",
         description="Switch each quantizer on alone at the target bit-widths and report "
                     "tensor SQNR, network-output SQNR and test accuracy (markdown + PNG).")
-    _add_quant_options(s)
+    add_quant_options(s)
     s.add_argument("-o", "--output", required=True, type=pathlib.Path, metavar="REPORT.md",
                    help="markdown report to write")
     s.add_argument("--plot", type=pathlib.Path, default=None, metavar="PLOT.png",
@@ -57,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run_sensitivity)
 
 
-def _config(args):
+def quant_config(args):
     from qaccel.quant import QuantConfig
 
     return QuantConfig(w_bits=args.w_bits, a_bits=args.a_bits, per_channel=args.per_channel,
@@ -70,32 +72,34 @@ def _config(args):
 def _load(args):
     import torch
 
-    from qaccel.quant import digits
+    from qaccel.flow import load_model
 
     torch.set_num_threads(1)
     if args.calib < 1:
         raise ValueError(f"--calib must be >= 1, not {args.calib}")
-    model, calib, test_set = digits.get_model(args.model, n_calib=args.calib)
-    return model, calib, test_set
+    if ":" in args.model or args.model.endswith(".npz"):
+        raise ValueError(f"--model: {args.model!r} is not a shipped model (qaccel run takes "
+                         f"module:factory and .npz)")
+    try:
+        m = load_model(args.model, n_calib=args.calib)
+    except ValueError as exc:
+        raise ValueError(f"--model: {exc}") from None
+    return m.model, m.calib, m.test_set
 
 
 def run_quantize(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from qaccel import quant
-    from qaccel.quant import digits
-    from qaccel.sim import executor
+    from qaccel import flow
 
-    cfg = _config(args)                      # ValueError -> "qaccel: error: ..." (exit 2)
+    cfg = quant_config(args)                 # ValueError -> "qaccel: error: ..." (exit 2)
     model, calib, (x_te, y_te) = _load(args)
-    qm = quant.quantize(model, calib, cfg)
-    net = quant.export(qm, x_te[:1])
+    qm, net = flow.quantize_model(model, calib, cfg)      # cached in the workspace
     path = net.save(args.output)
-    fp_acc = digits.evaluate(model, (x_te, y_te))
-    fq_acc = digits.evaluate(qm, (x_te, y_te))
-    y_int = executor.run(net, net.input_q.quantize(x_te.numpy()))
-    int_acc = 100.0 * float((y_int.argmax(1) == y_te.numpy()).mean())
+    fp_acc = flow.float_accuracy(model, (x_te, y_te))
+    fq_acc = flow.float_accuracy(qm, (x_te, y_te))
+    int_acc, y_int = flow.integer_accuracy(net, (x_te, y_te))
     with torch.no_grad():
         want = np.rint(qm(x_te).numpy() / net.output_q.scale) + net.output_q.zero_point
     diff = np.abs(y_int - want)
@@ -114,7 +118,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     from qaccel.quant import digits
     from qaccel.quant.sensitivity import sensitivity_report
 
-    cfg = _config(args)
+    cfg = quant_config(args)
     model, calib, test_set = _load(args)
     rep = sensitivity_report(model, calib, cfg, eval_data=[test_set[0]],
                              metric=lambda m: digits.evaluate(m, test_set),
