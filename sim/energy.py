@@ -41,11 +41,15 @@ from .traffic import BUFFER_OF, LEVELS, OPERANDS
 
 __all__ = ["EnergyTable", "EnergyTableError", "LayerCounts", "EnergyBreakdown", "load_table",
            "default_table", "layer_energy", "network_energy", "per_channel_terms", "CATEGORIES",
-           "category_of", "LEVELS", "OPERANDS", "S_BITS", "DEFAULT_TABLE_PATH",
+           "category_of", "S_BITS", "DEFAULT_TABLE_PATH", "TABLE_FORMAT", "TABLE_VERSION",
            "requant_op_pj", "acc_bank_bit_pj", "buffer_bytes", "table_from_dict",
            "counts_from_perf", "workloads_energy", "extrapolated_buffers"]
 
 DEFAULT_TABLE_PATH = pathlib.Path(__file__).with_name("data") / "energy_horowitz45.json"
+#: the table file's ``format`` and the one ``version`` this reader supports (both optional
+#: in a file; a missing one means these)
+TABLE_FORMAT = "qaccel-energy-table"
+TABLE_VERSION = 1
 
 #: width of the requantizer shift ``S`` (SPEC: S in [0, 63])
 S_BITS = 6
@@ -176,6 +180,13 @@ def table_from_dict(data: dict, where: str = "<dict>") -> EnergyTable:
     unknown = sorted(set(data) - known)
     if unknown:
         raise EnergyTableError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
+    if data.get("format", TABLE_FORMAT) != TABLE_FORMAT:
+        raise EnergyTableError(f"{where}: field 'format' must be {TABLE_FORMAT!r}, not "
+                               f"{data['format']!r}")
+    version = data.get("version", TABLE_VERSION)
+    if isinstance(version, bool) or version != TABLE_VERSION:
+        raise EnergyTableError(f"{where}: field 'version' must be {TABLE_VERSION} (the "
+                               f"version this reader supports), not {version!r}")
     if data.get("unit", "pJ") != "pJ":
         raise EnergyTableError(f"{where}: field 'unit' must be \"pJ\", not {data['unit']!r}")
     add = _points(where, "add", data["add"], 2, "bit width", increasing=True)

@@ -132,6 +132,10 @@ def _write(tmp_path, mutate):
     (lambda d: d.update({"colour": "blue"}), "colour"),
     (lambda d: d.update({"unit": "nJ"}), "unit"),
     (lambda d: d.update({"mult": {"8": 0.2}}), "mult"),
+    (lambda d: d.update({"version": 2}), "'version' must be 1"),
+    (lambda d: d.update({"version": "1"}), "'version' must be 1"),
+    (lambda d: d.update({"version": True}), "'version' must be 1"),
+    (lambda d: d.update({"format": "other-table"}), "'format' must be"),
 ])
 def test_table_validation_names_file_and_field(tmp_path, mutate, field):
     p = _write(tmp_path, mutate)
