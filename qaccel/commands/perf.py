@@ -20,7 +20,7 @@ from qaccel.sim.analytic import LEVELS, OPERANDS, NetworkPerf, analyze_layer
 from qaccel.sim.scalesim_compat import DATAFLOWS, CompatNetwork, compat_network
 from qaccel.sim.workload import GemmWorkload
 
-from .options import add_array_options, config_from_args
+from .options import add_array_options, config_from_args, input_file
 from .reports import write_csv, write_json
 
 #: array defaults for perf / energy: a 32x32 array whose T-tiles cover every pass
@@ -37,6 +37,9 @@ def add_perf_options(p: argparse.ArgumentParser) -> None:
                      help="shipped network: " + ", ".join(NETWORK_CHOICES))
     one.add_argument("--topology", type=pathlib.Path, metavar="FILE.csv",
                      help="SCALE-Sim topology file (conv format, or GEMM with --gemm)")
+    one.add_argument("--int-network", type=input_file, metavar="NET.npz",
+                     help="exported integer network (qaccel quantize / run): each layer is "
+                          "costed with its own bit-widths from the file")
     src.add_argument("--gemm", action="store_true",
                      help="the topology is SCALE-Sim's 'Layer, M, N, K' GEMM format")
     src.add_argument("--seq-len", type=int, default=None,
@@ -59,15 +62,54 @@ def add_perf_options(p: argparse.ArgumentParser) -> None:
 
 
 def perf_config(args: argparse.Namespace):
-    return config_from_args(args).replace(weight_buffer_kib=args.weight_buffer_kib,
-                                          act_buffer_kib=args.act_buffer_kib,
-                                          out_buffer_kib=args.out_buffer_kib,
-                                          dim_bits=args.dim_bits)
+    """The array; with ``--int-network`` its bit-widths, accumulator, multiplier and scaling
+    are the network's (:func:`qaccel.flow.hardware_config`)."""
+    cfg = config_from_args(args).replace(weight_buffer_kib=args.weight_buffer_kib,
+                                         act_buffer_kib=args.act_buffer_kib,
+                                         out_buffer_kib=args.out_buffer_kib,
+                                         dim_bits=args.dim_bits)
+    net = int_network(args)
+    if net is not None:
+        from qaccel.flow import hardware_config
+
+        cfg = hardware_config(cfg, net)
+    return cfg
+
+
+def int_network(args: argparse.Namespace):
+    """The ``--int-network`` file's :class:`IntNetwork` (``None`` without the option)."""
+    path = getattr(args, "int_network", None)
+    if path is None:
+        return None
+    from qaccel.sim.network import IntNetwork
+
+    try:
+        return IntNetwork.load(path)
+    except ValueError as exc:
+        raise ValueError(f"--int-network: {exc}") from None
+
+
+def layer_configs(args: argparse.Namespace, cfg) -> list | None:
+    """With ``--int-network``: one configuration per GEMM layer, with that layer's
+    bit-widths (:func:`qaccel.flow.layer_config`); else ``None`` (every layer on ``cfg``)."""
+    net = int_network(args)
+    if net is None:
+        return None
+    from qaccel.flow import layer_config
+
+    return [layer_config(cfg, net, net.layers[i]) for i in net.gemm_layers()]
 
 
 def perf_workloads(args: argparse.Namespace) -> tuple[str, list[GemmWorkload], dict]:
     """``(source label, workloads, layer name -> topology row)`` from ``--network`` /
     ``--topology``."""
+    net = int_network(args)
+    if net is not None:
+        if args.gemm:
+            raise ValueError("--gemm applies to --topology files only")
+        from qaccel.flow import network_workloads
+
+        return str(args.int_network), network_workloads(net), {}
     if args.topology is not None:
         from qaccel.sim.topology import read_topology
 
@@ -105,9 +147,9 @@ def analyze(args: argparse.Namespace) -> tuple[str, NetworkPerf | CompatNetwork]
     if args.scalesim_compat:
         return source, compat_network(cfg.rows, cfg.cols, args.dataflow, gemms)
     layers = []
-    for g in gemms:
+    for g, c in zip(gemms, layer_configs(args, cfg) or [cfg] * len(gemms)):
         try:
-            layers.append(analyze_layer(cfg, g))
+            layers.append(analyze_layer(c, g))
         except ValueError as exc:
             raise ValueError(f"{_where(source, rows, g.name)}: {exc}") from None
     return source, NetworkPerf(cfg=cfg, layers=tuple(layers))
@@ -138,7 +180,8 @@ def table_rows(result: NetworkPerf | CompatNetwork) -> list[dict]:
     return rows
 
 
-def render(source: str, result: NetworkPerf | CompatNetwork) -> str:
+def render(source: str, result: NetworkPerf | CompatNetwork, bits: list | None = None
+           ) -> str:
     out = []
     if isinstance(result, CompatNetwork):
         out.append(f"{source} on a {result.rows}x{result.cols} array, SCALE-Sim 3.0.0 compat "
@@ -179,16 +222,23 @@ def render(source: str, result: NetworkPerf | CompatNetwork) -> str:
         f"{op} {_fmt_bits(tr[('buffer', op)].total)}" for op in OPERANDS
         if tr["buffer", op].total))
     out.append("spill: W = weights re-fetched per T-tile, A = input re-fetched per n-tile")
+    if bits:
+        out.append("per-layer bits (from the network): " + ", ".join(
+            f"{b['name']} W{b['w_bits']}A{b['a_bits']}" for b in bits))
     return "\n".join(out)
 
 
 def run(args: argparse.Namespace) -> int:
     source, result = analyze(args)
-    print(render(source, result))
+    cfgs = layer_configs(args, perf_config(args))
+    bits = None if cfgs is None else [
+        {"name": lp.name, "w_bits": c.w_bits, "a_bits": c.a_bits,
+         "per_channel": c.per_channel} for lp, c in zip(result.layers, cfgs)]
+    print(render(source, result, bits))
     if args.json:
         write_json(args.json, {"source": source, "dataflow": args.dataflow,
                                "scalesim_compat": bool(args.scalesim_compat),
-                               **result.to_dict()})
+                               **result.to_dict(), **({"bits": bits} if bits else {})})
     if args.csv:
         write_csv(args.csv, table_rows(result))
     return 0
