@@ -26,6 +26,8 @@ import dataclasses
 import json
 import math
 import pathlib
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +43,11 @@ _GEMM_KINDS = ("linear", "conv2d")
 _REQUANT_KINDS = ("linear", "conv2d", "avgpool2d", "global_avgpool", "add")
 _ARRAYS = ("weight", "bias", "m", "s")
 _MANIFEST_KEY = "manifest.json"
+#: what reading a damaged archive or member raises (zip structure, CRC, deflate stream,
+#: .npy header, truncation, pickled objects refused, an unknown compression method or an
+#: encryption flag)
+_READ_ERRORS = (OSError, EOFError, ValueError, NotImplementedError, RuntimeError,
+                zipfile.BadZipFile, zlib.error)
 
 
 def _pair(name: str, value) -> tuple[int, int]:
@@ -331,24 +338,35 @@ class IntNetwork:
 
     @classmethod
     def load(cls, path) -> IntNetwork:
-        """Read a network written by :meth:`save`; every problem is a ``ValueError`` that
-        names the file and the manifest field."""
+        """Read a network written by :meth:`save`. A file that is not such a network (not
+        a zip, a damaged member, a missing member, a bad manifest or format version) is a
+        ``ValueError`` that names the file, and the member or manifest field."""
         path = pathlib.Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such integer network file")
         try:
             data = np.load(path, allow_pickle=False)
-        except Exception as exc:  # zipfile / format errors
+        except _READ_ERRORS as exc:
             raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path}: not an .npz archive (a single .npy array)")
+
+        def member(key: str) -> np.ndarray:
+            try:
+                return data[key]
+            except _READ_ERRORS as exc:
+                raise ValueError(f"{path}: member {key!r} is damaged or unreadable "
+                                 f"({type(exc).__name__}: {exc})") from None
+
         with data:
             if _MANIFEST_KEY not in data.files:
                 raise ValueError(f"{path}: missing '{_MANIFEST_KEY}' (not a qaccel integer "
                                  "network)")
             try:
-                man = json.loads(data[_MANIFEST_KEY].tobytes().decode("utf-8"))
+                man = json.loads(member(_MANIFEST_KEY).tobytes().decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise ValueError(f"{path}: manifest.json is not valid JSON ({exc})") from None
-            arrays = {k: data[k] for k in data.files if k != _MANIFEST_KEY}
+            arrays = {k: member(k) for k in data.files if k != _MANIFEST_KEY}
         return cls.from_manifest(man, arrays, source=str(path))
 
     @classmethod
@@ -385,6 +403,8 @@ class IntNetwork:
                     raise err(f"{f}.{key}", "missing")
             if d["kind"] not in KINDS:
                 raise err(f"{f}.kind", f"must be one of {KINDS}, not {d['kind']!r}")
+            if not isinstance(d["arrays"], list):
+                raise err(f"{f}.arrays", f"must be a list of array names, not {d['arrays']!r}")
             kw = {}
             for n in d["arrays"]:
                 if n not in _ARRAYS:

@@ -97,6 +97,76 @@ def test_missing_array_and_not_json(tmp_path):
     assert zipfile.is_zipfile(good)
 
 
+def _member_data_span(path, name):
+    """Byte range of member ``name``'s compressed data inside the zip ``path``."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(name)
+    raw = path.read_bytes()
+    start = info.header_offset + 30 + int.from_bytes(raw[info.header_offset + 26:
+                                                         info.header_offset + 28], "little") \
+        + int.from_bytes(raw[info.header_offset + 28:info.header_offset + 30], "little")
+    return start, start + info.compress_size
+
+
+def test_damaged_member_names_file_and_member(tmp_path):
+    """A damaged deflate stream (zlib.error before) or CRC is a ValueError naming both."""
+    good = small_net().save(tmp_path / "good.npz")
+    start, end = _member_data_span(good, "L0.weight.npy")
+    assert end - start > 8
+    raw = bytearray(good.read_bytes())
+    raw[start + 2:end - 2] = bytes(0xFF ^ b for b in raw[start + 2:end - 2])
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"bad\.npz: member 'L0\.weight' is damaged") as exc:
+        IntNetwork.load(bad)
+    assert "error" in str(exc.value).lower()
+
+
+def test_every_single_byte_damage_is_an_error_or_harmless(tmp_path):
+    """Flip bytes of a saved network, one at a time (every 11th byte, and each member's
+    flag and compression-method bytes): load gives the same network (the byte was not
+    checked, e.g. a timestamp) or a ValueError naming the file, never another exception."""
+    net = small_net()
+    good = net.save(tmp_path / "good.npz")
+    raw = good.read_bytes()
+    with zipfile.ZipFile(good) as zf:
+        headers = [info.header_offset for info in zf.infolist()]
+    offsets = sorted(set(range(0, len(raw), 11)) | {h + k for h in headers for k in (6, 8)})
+    bad = tmp_path / "flip.npz"
+    errors = 0
+    for i in offsets:
+        bad.write_bytes(raw[:i] + bytes([raw[i] ^ 0x5A]) + raw[i + 1:])
+        try:
+            back = IntNetwork.load(bad)
+        except ValueError as exc:
+            assert "flip.npz" in str(exc), str(exc)
+            errors += 1
+            continue
+        assert back.manifest() == net.manifest()
+        for a, b in zip(net.layers, back.layers):
+            for name in ("weight", "bias", "m", "s"):
+                va, vb = getattr(a, name), getattr(b, name)
+                assert (va is None and vb is None) or np.array_equal(va, vb), (i, name)
+    assert errors > len(offsets) // 2
+
+
+def test_other_files_are_refused_naming_the_file(tmp_path):
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    (tmp_path / "one.npz").write_bytes((tmp_path / "one.npy").read_bytes())
+    with pytest.raises(ValueError, match=r"one\.npz: not an \.npz archive"):
+        IntNetwork.load(tmp_path / "one.npz")
+    (tmp_path / "dir.npz").mkdir()
+    with pytest.raises(ValueError, match=r"dir\.npz: not a readable \.npz file"):
+        IntNetwork.load(tmp_path / "dir.npz")
+    good = small_net().save(tmp_path / "good.npz")
+    (tmp_path / "cut.npz").write_bytes(good.read_bytes()[:len(good.read_bytes()) // 2])
+    with pytest.raises(ValueError, match=r"cut\.npz"):
+        IntNetwork.load(tmp_path / "cut.npz")
+    bad = _rewrite(good, tmp_path / "arr.npz", lambda m: m["layers"][0].update(arrays=5))
+    with pytest.raises(ValueError, match=r"arr\.npz: manifest field 'layers\[0\]\.arrays'"):
+        IntNetwork.load(bad)
+
+
 def test_pickled_arrays_are_refused(tmp_path):
     good = small_net().save(tmp_path / "good.npz")
     with np.load(good, allow_pickle=False) as data:
