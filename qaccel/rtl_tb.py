@@ -8,8 +8,10 @@ Structured like cocotb's ``examples/matrix_multiplier``:
 * **monitor** -- :class:`OutMonitor` on ``out``: drives ``ready`` (random stalls on request)
   and records every accepted beat with its cycle;
 * **model** -- :func:`sim.cycle.simulate_beats` on exactly the beats that were driven;
-* **checker** -- :func:`check_job`: every output integer, the number of beats, and (for
-  jobs without stalls) the total cycle count ``last out handshake - cmd handshake``.
+* **checker** -- :func:`check_job`: every output integer, the number of beats, (for
+  jobs without stalls) the total cycle count ``last out handshake - cmd handshake``, and
+  the cycle model's outputs against the plain numpy reference (``sim.reference``): the
+  cocotb test fails on any of them, not only the pytest wrapper.
 
 Parameters arrive through the environment: ``QACCEL_RUN`` names a JSON spec in the run
 directory (configuration, jobs file, per-job stall probability, seed, results path).
@@ -160,7 +162,8 @@ def scramble_dont_cares(cfg: ArrayConfig, beats: JobBeats, rng: np.random.Genera
 
 def check_job(cfg: ArrayConfig, job: GemmJob, model, rtl_beats: np.ndarray, rtl_cycles,
               check_cycles: bool) -> dict:
-    """Checker: every output integer, the beat count, and (gap-free) the cycle count."""
+    """Checker: every output integer, the beat count, (gap-free) the cycle count, and the
+    cycle model's outputs against :func:`sim.reference.reference_gemm`."""
     rec: dict = {"n_out_model": int(model.out_beats.shape[0]), "n_out_rtl": int(len(rtl_beats)),
                  "model_cycles": int(model.cycles), "rtl_cycles": rtl_cycles,
                  "cycles_checked": check_cycles, "mismatches": []}
@@ -180,7 +183,9 @@ def check_job(cfg: ArrayConfig, job: GemmJob, model, rtl_beats: np.ndarray, rtl_
     rec["model_matches_reference"] = bool(np.array_equal(model.y, ref.y))
     rec["utilization"] = float(model.utilization)
     rec["overflow_events"] = int(model.overflow_events)
-    rec["ok"] = bool(rec["outputs_match"] and rec["cycles_match"] is not False)
+    # the bench passes only if RTL == cycle model *and* cycle model == numpy reference
+    rec["ok"] = bool(rec["outputs_match"] and rec["cycles_match"] is not False
+                     and rec["model_matches_reference"])
     return rec
 
 
@@ -288,4 +293,5 @@ async def run_jobs(dut):
                                                          "tb_seconds": tb_seconds}, indent=1))
     bad = [r for r in records if not r["ok"]]
     assert len(records) == len(jobs), f"stopped after {len(records)}/{len(jobs)} jobs"
-    assert not bad, "RTL != cycle model:\n" + "\n".join(json.dumps(r) for r in bad)
+    assert not bad, ("RTL != cycle model or cycle model != reference:\n"
+                     + "\n".join(json.dumps(r) for r in bad))

@@ -26,25 +26,21 @@ enable / synchronous-reset flip-flops ``synth`` infers (``$_SDFFE_*``, which the
 estimate does not price) to plain ``$_DFF_P_`` plus their multiplexers, so every cell is
 counted.
 
-Results are cached by config hash in ``build/synth/area/<cfg.rtl_key()>/<part>.json``
-(valid while the ``hw/`` sources are unchanged) and by the SHA-256 of the Verilog in
-``build/synth/area/sha/`` (configs that give the same part share one synthesis); a changed
-``hw/`` regenerates the Verilog and re-synthesizes only what changed.
+Each part's Verilog is cached like the accelerator's (``<workdir>/verilog/<cfg.rtl_key()>/``,
+valid while the files that shape the RTL are unchanged: :func:`qaccel.rtl_build.rtl_sources`)
+and synthesized through the one Yosys flow and cache (:func:`qaccel.rtl_build.yosys_synth`,
+keyed by the Verilog text), so configs that give the same part share one synthesis and a
+changed ``hw/`` re-synthesizes only what changed.
 The first yowasp call of a machine compiles the WebAssembly (about a minute).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import pathlib
-import subprocess
-import time
 from dataclasses import asdict, dataclass, field
 
 from qaccel.sim import ArrayConfig
 
-from .rtl_build import BUILD_ROOT, _hw_fingerprint, _locked, _yosys_cmd
+from .rtl_build import cached_verilog, generate_verilog_cached, yosys_synth
 
 __all__ = ["PARTS", "DEFAULT_PARTS", "PartArea", "part_verilog", "synth_part", "area_report",
            "subtree_totals", "parse_stat"]
@@ -90,8 +86,6 @@ def part_verilog(cfg: ArrayConfig, part: str) -> str:
     if part not in PARTS:
         raise ValueError(f"unknown synth part {part!r}; known: {', '.join(PARTS)}")
     if part == "top":
-        from .rtl_build import generate_verilog_cached
-
         return generate_verilog_cached(cfg).read_text()
     from amaranth.back import verilog
 
@@ -169,83 +163,27 @@ def subtree_totals(area: PartArea, prefix: str) -> list[int]:
             if name.rsplit(".", 1)[-1].startswith(prefix)]
 
 
-def _from_json(path: pathlib.Path) -> PartArea | None:
-    try:
-        d = json.loads(path.read_text())
-        d.pop("flops", None)
-        d.pop("hw", None)
-        d["cached"] = True
-        return PartArea(**d)
-    except (FileNotFoundError, json.JSONDecodeError, TypeError):
-        return None
-
-
 def synth_part(cfg: ArrayConfig, part: str, *, force: bool = False,
                abc: bool = False) -> PartArea:
-    """Synthesize ``part`` of ``cfg`` with Yosys, cached twice: by config
-    (``build/synth/area/<cfg.rtl_key()>/<part>.json``, valid while the ``hw/`` sources are
-    unchanged, so no Verilog is generated) and by the Verilog text
-    (``build/synth/area/sha/<sha256>.json``, shared by configs that give the same part).
-    """
+    """Synthesize ``part`` of ``cfg`` with Yosys (hierarchy kept). The part's Verilog comes
+    from the Verilog cache and the synthesis from the Yosys cache (``force``: run Yosys again
+    anyway); :class:`RuntimeError` with the end of Yosys's log when synthesis fails."""
     if part not in PARTS:
         raise ValueError(f"unknown synth part {part!r}; known: {', '.join(PARTS)}")
-    root = BUILD_ROOT / "synth" / "area"
-    flow = "abc" if abc else "noabc"
-    by_cfg = root / cfg.rtl_key() / f"{part}-{flow}.json"
-    hw_fp = _hw_fingerprint()
-    if not force and by_cfg.exists():
-        try:
-            if json.loads(by_cfg.read_text()).get("hw") == hw_fp:
-                hit = _from_json(by_cfg)
-                if hit is not None:
-                    return hit
-        except json.JSONDecodeError:
-            pass
-    text = part_verilog(cfg, part)
-    sha = hashlib.sha256(text.encode()).hexdigest()
-    by_sha = root / "sha" / f"{sha}-{flow}.json"
-    work = root / "work" / f"{sha[:16]}-{flow}"
-    work.mkdir(parents=True, exist_ok=True)
-    by_cfg.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(work / ".lock"):
-        res = None if force else _from_json(by_sha)
-        if res is None:
-            res = _run_yosys(cfg, part, text, work, abc)
-            res.verilog_sha256 = sha
-            by_sha.parent.mkdir(parents=True, exist_ok=True)
-            by_sha.write_text(json.dumps(res.to_dict(), indent=1))
-        else:
-            res.config = cfg.to_dict()
-        by_cfg.write_text(json.dumps({**res.to_dict(), "hw": hw_fp, "cached": False},
-                                     indent=1))
-    return res
-
-
-def _run_yosys(cfg: ArrayConfig, part: str, text: str, work: pathlib.Path,
-               abc: bool) -> PartArea:
-    (work / "design.v").write_text(text)
-    for f in ("stat.json", "synth.log"):
-        (work / f).unlink(missing_ok=True)
     top = _TOPS[part]
-    script = (f"read_verilog -sv design.v; synth {'' if abc else '-noabc '}-top {top}; "
-              f"dfflegalize -cell $_DFF_P_ 01; opt_clean; "
-              f"tee -q -o stat.json stat -tech cmos -json")
-    t0 = time.perf_counter()
-    # the WebAssembly sandbox sees only the working directory's tree: run inside it
-    proc = subprocess.run(_yosys_cmd() + ["-q", "-l", "synth.log", "-p", script], cwd=work,
-                          capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
-    stat_path = work / "stat.json"
-    log_path = work / "synth.log"
-    log = log_path.read_text(errors="replace") if log_path.exists() else ""
-    if proc.returncode != 0 or not stat_path.exists() or "ERROR" in log:
-        tail = "\n".join((log + proc.stdout + proc.stderr).splitlines()[-15:])
+    if part == "top":
+        path = generate_verilog_cached(cfg)
+    else:
+        path = cached_verilog(cfg, top, lambda: part_verilog(cfg, part))
+    res = yosys_synth(path.read_text(), top, abc=abc, force=force)
+    if not res.ok:
+        tail = "\n".join(res.log.splitlines()[-15:])
         raise RuntimeError(f"yosys synthesis of {part} ({cfg.tag()}) failed "
-                           f"(exit {proc.returncode}):\n{tail}")
-    cells, tr, by_type, modules = parse_stat(json.loads(stat_path.read_text()), top)
+                           f"(log {res.work_dir / 'synth.log'}):\n{tail}")
+    cells, tr, by_type, modules = parse_stat(res.stat, top)
     return PartArea(part=part, config=cfg.to_dict(), cells=cells, transistors=tr,
-                    cells_by_type=by_type, modules=modules, seconds=round(seconds, 2),
-                    cached=False, flow="abc" if abc else "noabc")
+                    cells_by_type=by_type, modules=modules, seconds=res.seconds,
+                    cached=res.cached, verilog_sha256=res.verilog_sha256, flow=res.flow)
 
 
 def area_report(cfg: ArrayConfig, parts=DEFAULT_PARTS, *, force: bool = False,

@@ -87,13 +87,11 @@ def test_conflicting_scaling_flags_rejected(tmp_path, capsys):
 
 @pytest.mark.rtl
 @pytest.mark.xdist_group("yosys")
-def test_check_lints_and_synthesizes(tmp_path, capsys):
+def test_check_lints_and_synthesizes(tmp_path, capsys, require_tool):
     """``--check``: Verilator lint without errors, then a full Yosys ``synth`` (small array;
     the same Verilog as tests/rtl/test_lint_synth.py, so the synthesis cache is shared)."""
-    from qaccel.rtl_build import simulator_missing
-
-    if simulator_missing("verilator"):
-        pytest.skip(simulator_missing("verilator"))
+    require_tool("verilator")
+    require_tool("yosys")
     out = tmp_path / "small.v"
     rc = main(["verilog", "--rows", "2", "--cols", "2", "--w-bits", "4", "--a-bits", "4",
                "--acc-bits", "16", "--mult-bits", "8", "--per-channel", "--acc-depth", "2",

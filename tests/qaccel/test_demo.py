@@ -9,14 +9,12 @@ from qaccel.sim import ArrayConfig
 from qaccel.sim.schedule import gemm_cycles
 
 from qaccel.cli import main
-from qaccel.rtl_build import simulator_missing
 
 
 @pytest.mark.rtl
 @pytest.mark.xdist_group("rtl-icarus-default")
-def test_demo_agrees_on_icarus(capsys):
-    if simulator_missing("icarus"):
-        pytest.skip(simulator_missing("icarus"))
+def test_demo_agrees_on_icarus(capsys, require_sim):
+    require_sim("icarus")
     T, K, N = 13, 9, 6
     rc = main(["demo", "--sim", "icarus", "-T", str(T), "-K", str(K), "-N", str(N),
                "--seed", "7"])

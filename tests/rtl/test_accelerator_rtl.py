@@ -3,26 +3,13 @@ Verilator. See tests/rtl/README.md for the flow, caching, waveforms and seeds.""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from qaccel.sim.schedule import tiling
 from rtl_configs import CONFIGS, BenchConfig, make_jobs, seed_for
 
-from qaccel.rtl_build import RtlRun, run_jobs, simulator_missing
+from qaccel.rtl_build import RtlRun, run_jobs
 
 SIMS = ("icarus", "verilator")
-
-
-def _require(sim: str) -> None:
-    """Skip when the simulator is missing -- unless QACCEL_REQUIRE_SIMS=1 (make test / CI),
-    where a missing simulator is a set-up failure."""
-    reason = simulator_missing(sim)
-    if reason is None:
-        return
-    if os.environ.get("QACCEL_REQUIRE_SIMS", "0") not in ("", "0"):
-        pytest.fail(f"{sim} required (QACCEL_REQUIRE_SIMS=1): {reason}")
-    pytest.skip(reason)
 
 
 def _params():
@@ -73,9 +60,9 @@ def test_job_mix_covers_partial_tiles(bench: BenchConfig):
 
 @pytest.mark.rtl
 @pytest.mark.parametrize(("sim", "name"), list(_params()))
-def test_rtl_matches_model(sim: str, name: str):
+def test_rtl_matches_model(sim: str, name: str, require_sim):
     """Gap-free random jobs back to back: every output integer and the cycle count."""
-    _require(sim)
+    require_sim(sim)
     bench = CONFIGS[name]
     jobs = make_jobs(bench, bench.jobs, seed_for(bench))
     run = run_jobs(bench.cfg, jobs, sim, gaps=[0.0] * len(jobs),
@@ -89,10 +76,10 @@ def test_rtl_matches_model(sim: str, name: str):
 
 @pytest.mark.rtl
 @pytest.mark.parametrize(("sim", "name"), list(_params()))
-def test_rtl_matches_model_with_stalls(sim: str, name: str):
+def test_rtl_matches_model_with_stalls(sim: str, name: str, require_sim):
     """Random valid/ready gaps on every stream (30%): outputs exact, and stalls only add
     cycles."""
-    _require(sim)
+    require_sim(sim)
     bench = CONFIGS[name]
     seed = seed_for(bench) + 1000
     jobs = make_jobs(bench, [bench.stall_job], seed)

@@ -3,6 +3,8 @@ job round trip through the run directory."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from qaccel.sim import ArrayConfig, random_job
@@ -69,17 +71,42 @@ def test_checker_flags_a_wrong_integer_and_wrong_cycles():
     assert stalled["ok"] and stalled["cycles_match"] is None
 
 
-def test_missing_simulator_skips_or_fails(monkeypatch):
-    """A missing simulator skips the RTL tests, unless QACCEL_REQUIRE_SIMS=1 (make test)."""
-    import test_accelerator_rtl as rtl_tests
+def test_checker_fails_when_the_model_disagrees_with_the_reference():
+    """RTL == model is not enough: a model whose result differs from the numpy reference
+    fails the bench's own check (``ok``), so the cocotb test fails, not only pytest."""
+    cfg = CFGS[1]
+    job = random_job(cfg, 6, 5, 7, np.random.default_rng(2))
+    model = simulate(cfg, job)
+    y = model.y.copy()
+    y[0, 0] += 1
+    wrong = dataclasses.replace(model, y=y)
+    rec = check_job(cfg, job, wrong, wrong.out_beats, wrong.cycles, check_cycles=True)
+    assert rec["outputs_match"] and rec["cycles_match"]
+    assert rec["model_matches_reference"] is False and rec["ok"] is False
 
+
+def test_missing_tool_skips_or_fails(monkeypatch, tmp_path, require_tool, require_sim):
+    """A missing tool skips the tests that need it, unless QACCEL_REQUIRE_SIMS=1 (make test),
+    where it fails them. The tools are really looked up: an empty PATH hides Icarus."""
+    from qaccel import workspace
     from qaccel.rtl_build import simulator_missing
 
     assert "unknown simulator 'nosuchsim'" in simulator_missing("nosuchsim")
-    monkeypatch.setattr(rtl_tests, "simulator_missing", lambda sim: f"{sim} is not installed")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert "iverilog not found" in workspace.current().tool_missing("icarus")
+    assert "iverilog not found" in simulator_missing("icarus")
     monkeypatch.delenv("QACCEL_REQUIRE_SIMS", raising=False)
-    with pytest.raises(pytest.skip.Exception, match="icarus is not installed"):
-        rtl_tests._require("icarus")
+    with pytest.raises(pytest.skip.Exception, match="iverilog not found"):
+        require_tool("icarus")
+    with pytest.raises(pytest.skip.Exception, match="iverilog not found"):
+        require_sim("icarus")
     monkeypatch.setenv("QACCEL_REQUIRE_SIMS", "1")
-    with pytest.raises(pytest.fail.Exception, match="required"):
-        rtl_tests._require("icarus")
+    with pytest.raises(pytest.fail.Exception, match=r"icarus required \(QACCEL_REQUIRE_SIMS=1\)"):
+        require_tool("icarus")
+    with pytest.raises(pytest.fail.Exception, match="icarus required"):
+        require_sim("icarus")
+    monkeypatch.setenv("QACCEL_REQUIRE_SIMS", "0")
+    with pytest.raises(pytest.skip.Exception):
+        require_tool("icarus")
+    with pytest.raises(ValueError, match="unknown tool 'gcc'"):
+        workspace.current().tool_missing("gcc")
