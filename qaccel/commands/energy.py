@@ -18,17 +18,11 @@ import pathlib
 import re
 import sys
 
+from qaccel.flow import network_energy_report
 from qaccel.sim.config import ArrayConfig
-from qaccel.sim.energy import (
-    CATEGORIES,
-    EnergyBreakdown,
-    counts_from_perf,
-    extrapolated_buffers,
-    layer_energy,
-    load_table,
-)
+from qaccel.sim.energy import CATEGORIES, load_table
 
-from .perf import add_perf_options, perf_config, perf_workloads
+from .perf import add_perf_options, layer_configs, perf_config, perf_workloads
 from .reports import write_csv, write_json
 
 DEFAULT_SWEEP = ("W8A8", "W8A4", "W4A8", "W4A4", "W2A8")
@@ -45,37 +39,6 @@ def parse_bitwidths(text: str) -> list[tuple[int, int]]:
     if not out:
         raise ValueError("--sweep: empty list")
     return out
-
-
-def _where(source: str, rows: dict, name: str) -> str:
-    return f"{source}: row {rows[name]}" if name in rows else source
-
-
-def network_energy_report(cfg: ArrayConfig, gemms, table, source: str = "",
-                          rows: dict | None = None) -> dict:
-    """Analytic model + energy model: a JSON-able report (per layer and total)."""
-    from qaccel.sim.analytic import analyze_layer
-
-    rows = rows or {}
-    layers, total = [], EnergyBreakdown(name="total", terms={})
-    for g in gemms:
-        try:
-            lp = analyze_layer(cfg, g)
-        except ValueError as exc:
-            raise ValueError(f"{_where(source, rows, g.name)}: {exc}") from None
-        e = layer_energy(cfg, counts_from_perf(lp), table)
-        total = total + e
-        layers.append({"name": lp.name, "op": lp.op, "T": lp.T, "K": lp.K, "N": lp.N,
-                       "repeat": lp.repeat, "cycles": lp.cycles, "macs": lp.macs,
-                       "utilization": lp.utilization, "total_pj": e.total_pj,
-                       "categories_pj": e.by_category(), "terms_pj": e.terms})
-    macs = total.macs
-    return {"source": source, "config": cfg.to_dict(), "tag": cfg.tag(),
-            "table": table.to_dict(), "layers": layers,
-            "extrapolated_buffers": extrapolated_buffers(cfg, table),
-            "total": {"cycles": total.cycles, "macs": macs, "total_pj": total.total_pj,
-                      "pj_per_mac": total.total_pj / macs if macs else 0.0,
-                      "categories_pj": total.by_category(), "terms_pj": total.terms}}
 
 
 def sweep(cfg: ArrayConfig, gemms, table, bitwidths, *, area: bool = False,
@@ -174,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
     bitwidths = parse_bitwidths(args.sweep) if args.sweep else list(
         parse_bitwidths(",".join(DEFAULT_SWEEP)))
     source, gemms, rows = perf_workloads(args)
-    rep = network_energy_report(cfg, gemms, table, source, rows)
+    rep = network_energy_report(cfg, gemms, table, source, rows,
+                                layer_cfgs=layer_configs(args, cfg))
     print(render(rep, args.clock_mhz))
     if args.area:
         from qaccel.synth import area_report
