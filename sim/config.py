@@ -9,10 +9,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .validate import check_acc_bits, check_bool, check_int
+
 __all__ = ["ArrayConfig"]
 
 _BOOL_FIELDS = ("a_signed", "per_channel")
-# field -> (min, max) inclusive; acc_bits also obeys acc_bits + mult_bits <= 62
+# field -> (min, max) inclusive; acc_bits also obeys w_bits + a_bits <= acc_bits and
+# acc_bits + mult_bits <= 62 (validate.check_acc_bits)
 _RANGES = {
     "rows": (2, 256),
     "cols": (2, 256),
@@ -81,31 +84,10 @@ class ArrayConfig:
             if isinstance(value, np.bool_ | np.integer):
                 object.__setattr__(self, f.name, value.item())
         for name in _BOOL_FIELDS:
-            value = getattr(self, name)
-            if not isinstance(value, bool):
-                raise ValueError(f"ArrayConfig.{name} must be a bool, not {value!r}")
+            check_bool("ArrayConfig", name, getattr(self, name))
         for name, (lo, hi) in _RANGES.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"ArrayConfig.{name} must be an integer in [{lo}, {hi}], "
-                                 f"not {value!r}")
-            if not lo <= value <= hi:
-                raise ValueError(f"ArrayConfig.{name} must be in [{lo}, {hi}], not {value}")
-        if self.w_bits + self.a_bits + self.mult_bits > 62:     # no acc_bits can fit
-            raise ValueError(
-                f"ArrayConfig.mult_bits must be at most {62 - self.w_bits - self.a_bits} "
-                f"with w_bits + a_bits = {self.w_bits + self.a_bits} (acc_bits >= w_bits + "
-                f"a_bits and acc_bits + mult_bits <= 62), not {self.mult_bits}")
-        if self.acc_bits < self.w_bits + self.a_bits:
-            raise ValueError(
-                f"ArrayConfig.acc_bits must be in [{self.w_bits + self.a_bits}, "
-                f"{62 - self.mult_bits}] (at least w_bits + a_bits = "
-                f"{self.w_bits + self.a_bits}), not {self.acc_bits}")
-        if self.acc_bits + self.mult_bits > 62:
-            raise ValueError(
-                f"ArrayConfig.acc_bits must be in [{self.w_bits + self.a_bits}, "
-                f"{62 - self.mult_bits}] (acc_bits + mult_bits <= 62 with mult_bits = "
-                f"{self.mult_bits}), not {self.acc_bits}")
+            check_int("ArrayConfig", name, getattr(self, name), lo, hi)
+        check_acc_bits("ArrayConfig", self.w_bits, self.a_bits, self.acc_bits, self.mult_bits)
 
     # ---- integer ranges -------------------------------------------------------------
     @property

@@ -62,18 +62,32 @@ def test_acc_bits_lower_bound_is_product_width():
     # one product must always fit: acc_bits >= w_bits + a_bits
     ArrayConfig(w_bits=8, a_bits=8, acc_bits=16)
     with pytest.raises(ValueError, match=r"ArrayConfig\.acc_bits must be in \[16, 46\] "
-                                         r"\(at least w_bits \+ a_bits = 16\), not 15"):
+                                         r"\(w_bits \+ a_bits = 16 <= acc_bits <= 62 - "
+                                         r"mult_bits = 46\), not 15"):
         ArrayConfig(w_bits=8, a_bits=8, acc_bits=15)
 
 
 def test_acc_plus_mult_bits_fit_int64_product():
     ArrayConfig(acc_bits=30, mult_bits=32)
     with pytest.raises(ValueError, match=r"ArrayConfig\.acc_bits must be in \[16, 30\] "
-                                         r"\(acc_bits \+ mult_bits <= 62 with mult_bits = 32\), "
-                                         r"not 31"):
+                                         r"\(w_bits \+ a_bits = 16 <= acc_bits <= 62 - "
+                                         r"mult_bits = 30\), not 31"):
         ArrayConfig(acc_bits=31, mult_bits=32)
     with pytest.raises(ValueError, match=r"ArrayConfig\.acc_bits must be in \[4, 60\], not 61"):
         ArrayConfig(acc_bits=61, mult_bits=1)
+
+
+@pytest.mark.parametrize(("w", "a", "mult"), [(16, 16, 31), (16, 16, 32), (15, 16, 32)])
+def test_impossible_width_pair_names_both_fields(w, a, mult):
+    """W16A16 with mult_bits 31 leaves no acc_bits: the message names the pair of fields
+    and what would work, never an empty range such as [32, 31]."""
+    need = w + a
+    with pytest.raises(ValueError) as exc:
+        ArrayConfig(w_bits=w, a_bits=a, acc_bits=40, mult_bits=mult)
+    assert str(exc.value) == (
+        f"ArrayConfig.acc_bits + mult_bits must be <= 62: w_bits + a_bits = {need} needs "
+        f"acc_bits >= {need}, so mult_bits must be <= {62 - need}, not {mult}")
+    ArrayConfig(w_bits=w, a_bits=a, acc_bits=need, mult_bits=62 - need)   # the bound is tight
 
 
 def test_numpy_scalars_are_accepted_as_plain_values():
