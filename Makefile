@@ -31,8 +31,11 @@ test-fast: setup
 verilog: setup
 	$(PY) -m qaccel verilog -o build/verilog/qaccel_default.v
 
+# tables in docs/bench, figures in docs/figures; SCALE-Sim's own reports when ../shared has them
+SCALESIM_PEER := $(wildcard $(CURDIR)/../shared/peer/scalesim/resnet50.csv)
 bench: setup
-	$(PY) -m qaccel.bench
+	$(PY) -m qaccel.bench --out docs/bench --figures docs/figures \
+	  $(if $(SCALESIM_PEER),--scalesim-peer $(dir $(SCALESIM_PEER)))
 
 paper-tables: setup
 	$(PY) -m qaccel.quant.paper_tables

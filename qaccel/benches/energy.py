@@ -1,6 +1,6 @@
 """Bench: energy per inference and its breakdown for ResNet-50 and a BERT-base encoder
 layer at W8A8, W4A8, W4A4 (and W8A4, W2A8 in the plots), per-tensor vs per-channel; area
-per configuration from Yosys; figures under ``docs/figures/``.
+per configuration from Yosys; figures in ``BenchOptions.figures_dir`` (``docs/figures/``).
 
 Traffic: the analytic model (:mod:`sim.analytic`, cycle-exact); energies: the default
 Horowitz 45 nm table (:mod:`sim.energy`); area: ``qaccel.synth`` (no-ABC flow, cached).
@@ -8,13 +8,14 @@ Horowitz 45 nm table (:mod:`sim.energy`); area: ``qaccel.synth`` (no-ABC flow, c
 
 from __future__ import annotations
 
+import os
 import pathlib
 import time
 
+from qaccel.benches import BenchOptions
 from qaccel.sim import ArrayConfig
 from qaccel.sim.energy import CATEGORIES, default_table
 
-FIGURES = pathlib.Path(__file__).resolve().parents[2] / "docs" / "figures"
 #: the array of ``qaccel perf`` / ``qaccel energy`` defaults
 BASE = ArrayConfig(rows=32, cols=32, acc_depth=256, acc_bits=32, mult_bits=16)
 PLOT_POINTS = ((8, 8), (8, 4), (4, 8), (4, 4), (2, 8))
@@ -28,7 +29,7 @@ def _mj(pj: float) -> str:
     return f"{pj / 1e9:.3f}"
 
 
-def run(out_dir: pathlib.Path) -> str:
+def run(opts: BenchOptions) -> str:
     from qaccel.commands.energy import network_energy_report, sweep
     from qaccel.networks import network_workloads
     from qaccel.plots import plot_energy_sweep
@@ -51,8 +52,8 @@ def run(out_dir: pathlib.Path) -> str:
         gemms = network_workloads(net, **kw)
         rows = sweep(BASE, gemms, table, PLOT_POINTS, area=True, source=net)
         all_rows[net] = rows
-        FIGURES.mkdir(parents=True, exist_ok=True)
-        fig = FIGURES / f"energy_{net}.png"
+        opts.figures_dir.mkdir(parents=True, exist_ok=True)
+        fig = opts.figures_dir / f"energy_{net}.png"
         plot_energy_sweep(rows, fig, title=f"{desc} on {BASE.rows}x{BASE.cols} "
                                            f"(acc{BASE.acc_bits}, M{BASE.mult_bits}, "
                                            f"{table.name})")
@@ -77,7 +78,8 @@ def run(out_dir: pathlib.Path) -> str:
                              f"{r['total_pj'] / r['macs']:.3f} | "
                              + " | ".join(f"{100 * r['categories_pj'][c] / r['total_pj']:.1f}"
                                           for c in CATEGORIES) + f" | {extra} |")
-        lines += ["", f"![{desc}](../figures/{fig.name})", ""]
+        link = pathlib.PurePath(os.path.relpath(fig, opts.out_dir)).as_posix()
+        lines += ["", f"![{desc}]({link})", ""]
 
     # buffer sensitivity: how much of the DRAM share is the 64 KiB default
     gemms = network_workloads("resnet50")

@@ -13,11 +13,12 @@ initialisation. Also the whole ``quant.quantize`` pipeline per model (W8A8 neare
 
 from __future__ import annotations
 
-import pathlib
 import time
 
 import torch
 from torch import nn
+
+from qaccel.benches import BenchOptions
 
 ADA_ITERS = 300
 RESNET_ADA_ITERS = 10
@@ -71,7 +72,7 @@ def _gram(X, Y):
     return X.transpose(1, 2) @ X, torch.einsum("cpk,pc->kc", X, Y)
 
 
-def run(out_dir: pathlib.Path | None = None) -> str:
+def run(opts: BenchOptions | None = None) -> str:
     from qaccel import quant
     from qaccel.quant import adaround as ar
     from qaccel.quant import digits

@@ -2,23 +2,24 @@
 analytic model's wall time.
 
 SCALE-Sim's numbers come from :mod:`sim.scalesim_compat`, which reproduces SCALE-Sim
-3.0.0's per-layer compute cycles exactly (tested against its own reports in
-``../shared/peer/scalesim``; the side-by-side run is ``scripts/scalesim_side_by_side.py``).
+3.0.0's per-layer compute cycles exactly (tested against its own reports; the side-by-side
+run is ``scripts/scalesim_side_by_side.py``). The comparison on SCALE-Sim's own
+``resnet50.csv`` and report needs ``BenchOptions.scalesim_peer`` (``--scalesim-peer DIR`` /
+``QACCEL_SCALESIM_PEER``); without it that part is skipped and the table says so.
 """
 
 from __future__ import annotations
 
-import pathlib
 import statistics
 import time
 
+from qaccel.benches import BenchOptions
 from qaccel.sim import ArrayConfig
 from qaccel.sim.analytic import analyze_network
 from qaccel.sim.scalesim_compat import compat_network
 from qaccel.sim.schedule import tiling
 from qaccel.sim.topology import read_topology
 
-PEER = pathlib.Path(__file__).resolve().parents[2] / ".." / "shared" / "peer" / "scalesim"
 DEPTHS = (32, 64, 256, 1024)
 
 
@@ -67,7 +68,7 @@ def _compare(label: str, gemms, lines: list[str]) -> dict:
     return {"scalesim": sc, "ours": ours, "limit": limit}
 
 
-def run(out_dir: pathlib.Path) -> str:
+def run(opts: BenchOptions) -> str:
     lines = ["# Our dataflow vs SCALE-Sim's ws, ResNet-50 at 32x32", "",
              "Cycles of our weight-stationary RTL come from `sim.analytic` (equal to the "
              "cycle-level model, which equals the RTL); SCALE-Sim's from `sim.scalesim_compat` "
@@ -76,10 +77,15 @@ def run(out_dir: pathlib.Path) -> str:
              "schedule loads the next weight tile into shadow registers while the current one "
              "computes, so only passes shorter than `max(R, C)` and one fill / drain per "
              "GEMM job are exposed. Utilization = MACs / (R * C * cycles).", ""]
-    if PEER.is_dir():
-        topo = [x.workload() for x in read_topology(PEER / "resnet50.csv")]
+    peer = opts.scalesim_peer
+    if peer is None:
+        lines += ["### SCALE-Sim's resnet50.csv", "",
+                  "Not run: no SCALE-Sim 3.0.0 reports given (`python -m qaccel.bench "
+                  "--scalesim-peer DIR` or `QACCEL_SCALESIM_PEER=DIR`).", ""]
+    else:
+        topo = [x.workload() for x in read_topology(peer / "resnet50.csv")]
         res = _compare("SCALE-Sim's resnet50.csv (no padding, same GEMMs for both)", topo, lines)
-        with open(PEER / "resnet50_32x32_ws_COMPUTE_REPORT.csv") as f:
+        with open(peer / "resnet50_32x32_ws_COMPUTE_REPORT.csv") as f:
             rows = [r.split(",") for r in f.read().splitlines()[1:] if r.strip()]
         reported = sum(int(r[2]) for r in rows)
         lines += [f"SCALE-Sim's own report sums to {reported:,} cycles; compat mode gives "

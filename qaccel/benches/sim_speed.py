@@ -10,11 +10,11 @@ outputs are compared with the model's afterwards.
 from __future__ import annotations
 
 import os
-import pathlib
 import time
 
 import numpy as np
 
+from qaccel.benches import BenchOptions
 from qaccel.sim import ArrayConfig, random_job
 from qaccel.sim.cycle import simulate
 
@@ -23,7 +23,7 @@ SHAPE = (96, 48, 48)          # T, K, N: 2 T-tiles x 3 K-tiles x 3 N-tiles = 18 
 GOAL = 10.0
 
 
-def run(out_dir: pathlib.Path) -> str:
+def run(opts: BenchOptions) -> str:
     from qaccel.rtl_build import SIMULATORS, run_jobs, simulator_missing
     from qaccel.sim.streams import job_beats
 

@@ -11,12 +11,12 @@ RTL (cocotb, Verilator or Icarus).
 
 from __future__ import annotations
 
-import pathlib
 import time
 
 import numpy as np
 from tqdm import tqdm
 
+from qaccel.benches import BenchOptions
 from qaccel.sim import ArrayConfig, random_job
 from qaccel.sim.cycle import simulate
 from qaccel.sim.schedule import gemm_cycles
@@ -40,7 +40,7 @@ def shapes(cfg: ArrayConfig) -> list[tuple[int, int, int]]:
     return out
 
 
-def run(out_dir: pathlib.Path) -> str:
+def run(opts: BenchOptions) -> str:
     rng = np.random.default_rng(5)
     rows = []
     jobs = [(cfg, s) for cfg in ARRAYS for s in shapes(cfg)]
