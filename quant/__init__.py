@@ -5,15 +5,19 @@ Public API: :func:`quantize`, :class:`QuantConfig`, :func:`export`, plus the bui
 blocks (quantizers, range setting, BN folding, CLE, bias correction, sensitivity report).
 """
 
-from .config import QuantConfig
+from .calib_data import run_batch
+from .config import LayerOverride, QuantConfig
 from .export import export, integer_outputs
 from .modules import QuantAdd, QuantAvgPool, QuantLayer, quant_layers, quant_state
-from .pipeline import QuantInfo, quantize, refresh_scales, run_batch
+from .pipeline import quantize
 from .quantizers import Quantizer, fake_quantize, int_grid, qparams_from_range
+from .scales import refresh_scales
 from .sensitivity import SensitivityReport, sensitivity_report
+from .summary import FallbackWarning, QuantInfo, QuantSummary, summarize
 
-__all__ = ["QuantConfig", "quantize", "refresh_scales", "export", "integer_outputs",
-           "QuantInfo", "run_batch",
+__all__ = ["QuantConfig", "LayerOverride", "quantize", "refresh_scales", "export",
+           "integer_outputs", "QuantInfo", "QuantSummary", "summarize", "FallbackWarning",
+           "run_batch",
            "Quantizer", "fake_quantize", "int_grid", "qparams_from_range", "QuantLayer",
            "QuantAdd", "QuantAvgPool", "quant_layers", "quant_state", "sensitivity_report",
            "SensitivityReport"]

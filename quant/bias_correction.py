@@ -17,6 +17,7 @@ import math
 import torch
 from torch import fx, nn
 
+from .calib_data import collect
 from .graph import LayerStats, avgpool_spec, is_quantizable, module_of
 from .modules import QuantLayer, quant_layers, quant_state
 
@@ -78,12 +79,10 @@ def _ensure_bias(ql: QuantLayer) -> nn.Parameter:
 @torch.no_grad()
 def empirical_bias_correction(model: nn.Module, batches: list) -> dict[str, torch.Tensor]:
     """Eq. 27, layer by layer in network order; returns the corrections."""
-    from .pipeline import _collect
-
     done = {}
     for name, ql in quant_layers(model):
         with quant_state(model, weights=True, acts=False):
-            x = _collect(model, ql, batches, output=False)
+            x = collect(model, ql, batches, output=False)
             dw = _delta_w(ql)
         out = ql.linear_op(x, dw, None)                 # dW x = W^ x - W x
         if isinstance(ql.module, nn.Linear):
@@ -96,15 +95,15 @@ def empirical_bias_correction(model: nn.Module, batches: list) -> dict[str, torc
 
 
 @torch.no_grad()
-def analytic_bias_correction(model: fx.GraphModule, info, note) -> dict[str, torch.Tensor]:
+def analytic_bias_correction(model: fx.GraphModule, info) -> dict[str, torch.Tensor]:
     """Eq. 28 for layers whose input comes from a BN-folded layer; others are skipped and
-    noted."""
+    noted (``info.note``, :class:`quant.summary.QuantInfo`)."""
     done = {}
     for name, ql in quant_layers(model):
         src = info.producers.get(name)
         if src is None:
-            note(info, "analytic bias correction: %s skipped (input not described by BN "
-                 "statistics)", name)
+            info.note("analytic bias correction: %s skipped (input not described by BN "
+                      "statistics)", name)
             continue
         ex = expected_input(info.stats[src], info.acts.get(src, "none"))
         with quant_state(model, weights=True, acts=False):
@@ -113,13 +112,13 @@ def analytic_bias_correction(model: fx.GraphModule, info, note) -> dict[str, tor
         if isinstance(m, nn.Linear):
             k = m.in_features
             if k % ex.numel():
-                note(info, "analytic bias correction: %s skipped (shape)", name)
+                info.note("analytic bias correction: %s skipped (shape)", name)
                 continue
             ex_full = ex.repeat_interleave(k // ex.numel())
             corr = dw @ ex_full
         else:
             if m.in_channels != ex.numel():
-                note(info, "analytic bias correction: %s skipped (channels)", name)
+                info.note("analytic bias correction: %s skipped (channels)", name)
                 continue
             spatial = dw.shape[2:]
             img = ex.reshape((1, -1) + (1,) * len(spatial)).expand((1, -1) + tuple(spatial))

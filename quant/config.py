@@ -1,11 +1,15 @@
-"""``QuantConfig``: the frozen, validated options of :func:`quant.quantize`."""
+"""``QuantConfig``: the frozen, validated options of :func:`quant.quantize`, and
+``LayerOverride``, a per-layer bit-width override."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["QuantConfig", "WEIGHT_RANGES", "ACT_RANGES", "ROUNDINGS", "BIAS_CORRECTIONS"]
+from .progress import check_progress
+
+__all__ = ["QuantConfig", "LayerOverride", "WEIGHT_RANGES", "ACT_RANGES", "ROUNDINGS",
+           "BIAS_CORRECTIONS", "BITS_RANGE"]
 
 WEIGHT_RANGES = ("minmax", "mse")
 ACT_RANGES = ("minmax", "mse", "cross_entropy", "bn", "bitsplit")
@@ -18,7 +22,52 @@ _INTS = {"w_bits": (2, 16), "a_bits": (2, 16), "iterations": (0, 10_000_000),
          "seed": (0, 2**63 - 1), "mult_bits": (1, 32), "acc_bits": (4, 60),
          "calib_samples": (1, 10_000_000)}
 _BOOLS = ("per_channel", "cle", "a_signed", "high_bias_absorption", "quantize_input",
-          "snap_scales", "power_of_two")
+          "snap_scales", "power_of_two", "allow_fallback", "first_last_8bit")
+BITS_RANGE = _INTS["w_bits"]
+
+
+@dataclass(frozen=True)
+class LayerOverride:
+    """Bit-widths of one layer, overriding :attr:`QuantConfig.w_bits` / ``a_bits``.
+
+    Parameters
+    ----------
+    name : str
+        Module path of an ``nn.Linear`` / ``nn.Conv*`` layer (as in
+        ``model.named_modules()``, e.g. ``"features.3"``).
+    w_bits : int or None
+        The layer's weight bits, in [2, 16]; ``None`` keeps ``QuantConfig.w_bits``.
+    a_bits : int or None
+        Bits of the activation quantizers the layer owns: its output quantizer (the
+        activations it produces) and, where it has one, its own input quantizer. ``None``
+        keeps ``QuantConfig.a_bits``.
+    """
+
+    name: str
+    w_bits: int | None = None
+    a_bits: int | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"LayerOverride.name must be a non-empty module path; got "
+                             f"{self.name!r}")
+        lo, hi = BITS_RANGE
+        for field_name in ("w_bits", "a_bits"):
+            v = getattr(self, field_name)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ValueError(f"LayerOverride.{field_name} of layer {self.name!r} must be "
+                                 f"an integer in [{lo}, {hi}] or None; got {v!r}")
+
+
+def _layer_override(item) -> LayerOverride:
+    if isinstance(item, LayerOverride):
+        return item
+    if isinstance(item, tuple | list) and len(item) == 3:
+        return LayerOverride(*item)
+    raise ValueError(f"QuantConfig.layer_bits entries must be LayerOverride or "
+                     f"(name, w_bits, a_bits) tuples; got {item!r}")
 
 
 @dataclass(frozen=True)
@@ -68,6 +117,25 @@ class QuantConfig:
         reproduces the integer network (see ``quant.pipeline.snap_scales``).
     power_of_two : bool
         Power-of-two weight scales ``2^k`` (sec. 2.2.2); such scales are not snapped.
+    allow_fallback : bool
+        ``False`` (default): a requested step that cannot be applied raises ``ValueError``
+        naming the step and why (e.g. the model does not trace with torch.fx, so BN folding,
+        CLE, analytic bias correction and the quantization of op outputs are impossible;
+        CLE finds no layer pair; a BN cannot be folded). ``True``: quantize what can be
+        (untraceable models: only the ``nn.Linear`` / ``nn.Conv*`` leaves, weights and
+        inputs) and ``warnings.warn`` (:class:`quant.summary.FallbackWarning`) each step
+        dropped. Either way :attr:`QuantInfo.summary` lists what is quantized and what
+        stays float.
+    progress : {"auto", True, False}
+        Progress bars for AdaRound / Bit-split (and the sensitivity report): ``"auto"``
+        shows them when stderr is a TTY.
+    layer_bits : tuple of LayerOverride
+        Per-layer bit-widths (``LayerOverride`` or ``(name, w_bits, a_bits)`` tuples, one
+        per layer name); names that are not quantizable layers of the model raise
+        ``ValueError`` in :func:`quant.quantize`.
+    first_last_8bit : bool
+        Keep the first and last layer (network order) at 8-bit weights and activations,
+        and the network input at 8 bits; ``layer_bits`` entries take precedence.
     """
 
     w_bits: int = 8
@@ -89,6 +157,10 @@ class QuantConfig:
     quantize_input: bool = True
     snap_scales: bool = True
     power_of_two: bool = False
+    allow_fallback: bool = False
+    progress: str | bool = "auto"
+    layer_bits: tuple[LayerOverride, ...] = ()
+    first_last_8bit: bool = False
 
     def __post_init__(self):
         for name, allowed in _CHOICES.items():
@@ -115,13 +187,32 @@ class QuantConfig:
         if self.acc_bits + self.mult_bits > 62:
             raise ValueError(f"QuantConfig.acc_bits must be <= {62 - self.mult_bits} "
                              f"(acc_bits + mult_bits <= 62); got {self.acc_bits}")
-        if self.acc_bits < self.w_bits + self.a_bits:
+        check_progress(self.progress, "QuantConfig.progress")
+        if not isinstance(self.layer_bits, tuple | list):
+            raise ValueError(f"QuantConfig.layer_bits must be a tuple of LayerOverride; got "
+                             f"{self.layer_bits!r}")
+        overrides = tuple(_layer_override(o) for o in self.layer_bits)
+        object.__setattr__(self, "layer_bits", overrides)
+        names = [o.name for o in overrides]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"QuantConfig.layer_bits names a layer more than once: "
+                             f"{', '.join(map(repr, dup))}")
+        w_max, a_max = max(self.all_bits("w_bits")), max(self.all_bits("a_bits"))
+        if self.acc_bits < w_max + a_max:
             raise ValueError(f"QuantConfig.acc_bits must be >= w_bits + a_bits = "
-                             f"{self.w_bits + self.a_bits}; got {self.acc_bits}")
+                             f"{w_max + a_max} (largest weight and activation bits, "
+                             f"per-layer overrides included); got {self.acc_bits}")
         if self.bias_correction != "none" and self.rounding != "nearest":
             raise ValueError(f"QuantConfig.bias_correction must be 'none' when rounding is "
                              f"{self.rounding!r} (Figure 8: AdaRound/Bit-split *or* bias "
                              f"correction); got {self.bias_correction!r}")
+
+    def all_bits(self, kind: str) -> set[int]:
+        """Every ``kind`` (``"w_bits"`` / ``"a_bits"``) bit-width a layer may get."""
+        bits = {getattr(self, kind)} | {getattr(o, kind) for o in self.layer_bits
+                                        if getattr(o, kind) is not None}
+        return bits | ({8} if self.first_last_8bit else set())
 
     def replace(self, **changes) -> QuantConfig:
         return dataclasses.replace(self, **changes)

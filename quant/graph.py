@@ -10,23 +10,21 @@ correction (eq. 28).
 from __future__ import annotations
 
 import inspect
-import logging
 import operator
+import os
+import traceback
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from .modules import QuantAdd, QuantAvgPool, QuantLayer
+from .calib_data import run_batch
+from .modules import LINEAR_TYPES, QuantAdd, QuantAvgPool, QuantLayer, act_quantizer, is_quantizable
 from .quantizers import Quantizer
 
-log = logging.getLogger("quant")
-
 __all__ = ["LayerStats", "trace", "fold_batchnorm", "fuse_activations", "insert_quantizers",
-           "is_quantizable", "producer_chain"]
-
-LINEAR_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+           "is_quantizable", "producer_chain", "LINEAR_TYPES"]
 
 
 @dataclass
@@ -64,7 +62,8 @@ def _concrete_args(model: nn.Module, batches: list | None) -> dict:
 
 def _same(a, b) -> bool:
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+        return a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5,
+                                                     equal_nan=True)
     if isinstance(a, tuple | list) and isinstance(b, tuple | list):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     if isinstance(a, dict) and isinstance(b, dict):
@@ -72,18 +71,35 @@ def _same(a, b) -> bool:
     return type(a) is type(b)
 
 
+def _where(exc: BaseException) -> str:
+    """``file:line in function: `source``` of the innermost frame of ``exc``'s traceback
+    outside torch (the user's code that could not be traced), or ``""``."""
+    torch_dir = os.path.dirname(torch.__file__)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith(torch_dir)]
+    if not frames:
+        return ""
+    f = frames[-1]
+    code = f" `{f.line.strip()}`" if f.line else ""
+    return f" at {os.path.basename(f.filename)}:{f.lineno} in {f.name}(){code}"
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}{_where(exc)}"
+
+
 def trace(model: nn.Module, batches: list | None = None
           ) -> tuple[fx.GraphModule | None, str]:
     """``(graph_module, "")`` or ``(None, reason)`` if torch.fx cannot trace ``model`` or
-    the traced graph does not reproduce the model on the first calibration batch."""
-    from .pipeline import run_batch
-
+    the traced graph does not reproduce the model on the first calibration batch. The
+    reason names the exception and the line of the model's code it came from."""
+    name = type(model).__name__
     concrete = _concrete_args(model, batches)
     try:
         gm = fx.symbolic_trace(model, concrete_args=concrete or None)
     except Exception as exc:  # noqa: BLE001 - any tracing failure means "not traceable"
-        text = str(exc).splitlines()[0] if str(exc) else ""
-        return None, f"{type(exc).__name__}: {text}"
+        return None, f"torch.fx cannot trace {name} ({_why(exc)})"
     for node in gm.graph.nodes:       # fx renames specialised placeholders ("x_1")
         if node.op == "placeholder" and node.target.endswith("_1") \
                 and node.target[:-2] in concrete:
@@ -92,11 +108,13 @@ def trace(model: nn.Module, batches: list | None = None
     if batches:
         try:
             with torch.no_grad():
-                same = _same(run_batch(gm, batches[0]), run_batch(model, batches[0]))
+                got, want = run_batch(gm, batches[0]), run_batch(model, batches[0])
         except Exception as exc:  # noqa: BLE001
-            return None, f"traced graph fails on calibration data ({type(exc).__name__})"
-        if not same:
-            return None, "traced graph does not reproduce the model (control flow?)"
+            return None, f"the traced graph of {name} fails on calibration batch 0 " \
+                         f"({_why(exc)})"
+        if not _same(got, want):
+            return None, (f"the traced graph of {name} does not reproduce the model on "
+                          "calibration batch 0 (data-dependent control flow?)")
     return gm, ""
 
 
@@ -104,11 +122,6 @@ def module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
     if node.op == "call_module":
         return gm.get_submodule(node.target)
     return None
-
-
-def is_quantizable(m) -> bool:
-    return isinstance(m, LINEAR_TYPES) and not getattr(m, "transposed", False) \
-        and getattr(m, "padding_mode", "zeros") == "zeros"
 
 
 def act_kind(gm: fx.GraphModule, node: fx.Node) -> str | None:
@@ -155,7 +168,9 @@ def avgpool_spec(gm: fx.GraphModule, node: fx.Node) -> dict | None:
         return {"kind": "global", "keepdim": True}
     if node.op == "call_method" and node.target == "mean":
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-        if dim is not None and tuple(dim) in ((2, 3), (-2, -1), (3, 2), (-1, -2)) \
+        if isinstance(dim, int):
+            dim = (dim,)                                   # x.mean(1): not a spatial mean
+        if isinstance(dim, tuple | list) and tuple(dim) in ((2, 3), (-2, -1), (3, 2), (-1, -2)) \
                 and len(node.args) <= 2 and set(node.kwargs) <= {"dim", "keepdim"}:
             return {"kind": "global", "keepdim": bool(node.kwargs.get("keepdim", False))}
     return None
@@ -178,10 +193,13 @@ def is_passthrough(gm: fx.GraphModule, node: fx.Node) -> bool:
     return act_kind(gm, node) == "relu"
 
 
-def fold_batchnorm(gm: fx.GraphModule, stats: dict[str, LayerStats]) -> list[str]:
+def fold_batchnorm(gm: fx.GraphModule, stats: dict[str, LayerStats],
+                   skipped: list[tuple[str, str]] | None = None) -> list[str]:
     """Fold every BatchNorm directly after a conv/linear with a single user (eq. 9-12):
     ``W~ = gamma W / sqrt(var + eps)``, ``b~ = beta + gamma (b - mu) / sqrt(var + eps)``.
-    Records ``stats[layer_target] = (beta, |gamma|)``; returns the folded BN names."""
+    Records ``stats[layer_target] = (beta, |gamma|)``; returns the folded BN names and
+    appends ``(bn_name, reason)`` to ``skipped`` for every BN left in the graph."""
+    skipped = [] if skipped is None else skipped
     folded = []
     for node in list(gm.graph.nodes):
         bn = module_of(gm, node)
@@ -190,11 +208,10 @@ def fold_batchnorm(gm: fx.GraphModule, stats: dict[str, LayerStats]) -> list[str
         src = node.args[0]
         layer = module_of(gm, src) if isinstance(src, fx.Node) else None
         if not is_quantizable(layer) or len(src.users) != 1:
-            log.info("BN %s not folded: not directly after a single-use conv/linear",
-                     node.target)
+            skipped.append((str(node.target), "not directly after a single-use conv/linear"))
             continue
         if not bn.track_running_stats or bn.running_mean is None:
-            log.info("BN %s not folded: no running statistics", node.target)
+            skipped.append((str(node.target), "no running statistics"))
             continue
         with torch.no_grad():
             std = torch.sqrt(bn.running_var + bn.eps)
@@ -256,8 +273,6 @@ def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str
     input quantizer after every placeholder. Layers whose input does not come from a
     quantizer (through grid-preserving ops) get their own input quantizer. Returns the
     :class:`QuantLayer` targets in graph order."""
-    from .modules import _act_quantizer
-
     on_grid: dict[fx.Node, bool] = {}
     layers = []
     counter = 0
@@ -268,7 +283,7 @@ def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str
                 continue
             name = f"input_quantizer_{counter}"
             counter += 1
-            gm.add_submodule(name, _act_quantizer(cfg.a_bits, cfg.a_signed))
+            gm.add_submodule(name, act_quantizer(cfg.a_bits, cfg.a_signed))
             with gm.graph.inserting_after(node):
                 qn = gm.graph.call_module(name, (node,))
             node.replace_all_uses_with(qn, delete_user_cb=lambda u, qn=qn: u is not qn)
@@ -283,10 +298,10 @@ def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str
             ql = QuantLayer(m, cfg.w_bits, per_channel=cfg.per_channel,
                             power_of_two=cfg.power_of_two,
                             act=acts.get(node.target, "none"))
-            ql.output_quantizer = _act_quantizer(cfg.a_bits, cfg.a_signed)
+            ql.output_quantizer = act_quantizer(cfg.a_bits, cfg.a_signed)
             src = node.args[0]
             if not on_grid.get(src, False):
-                ql.input_quantizer = _act_quantizer(cfg.a_bits, cfg.a_signed)
+                ql.input_quantizer = act_quantizer(cfg.a_bits, cfg.a_signed)
             _set_module(gm, node.target, ql)
             layers.append(node.target)
             on_grid[node] = True

@@ -17,10 +17,19 @@ from torch import nn
 
 from .quantizers import Quantizer, fake_quantize
 
-__all__ = ["QuantLayer", "QuantAdd", "QuantAvgPool", "ACTS", "apply_act", "quant_layers",
-           "act_quantizers", "quant_state"]
+__all__ = ["QuantLayer", "QuantAdd", "QuantAvgPool", "ACTS", "LINEAR_TYPES", "apply_act",
+           "is_quantizable", "act_quantizer", "wrap_leaves", "quant_layers", "act_quantizers",
+           "quant_state"]
 
 ACTS = ("none", "relu", "relu6")
+LINEAR_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def is_quantizable(m) -> bool:
+    """An ``nn.Linear`` / ``nn.Conv*`` (not transposed, zero padding) :class:`QuantLayer`
+    can wrap."""
+    return isinstance(m, LINEAR_TYPES) and not getattr(m, "transposed", False) \
+        and getattr(m, "padding_mode", "zeros") == "zeros"
 
 
 def apply_act(y: torch.Tensor, act: str) -> torch.Tensor:
@@ -140,7 +149,7 @@ class QuantAdd(nn.Module):
     def __init__(self, a_bits: int, *, signed: bool = False, act: str = "none"):
         super().__init__()
         self.act = act
-        self.output_quantizer = _act_quantizer(a_bits, signed)
+        self.output_quantizer = act_quantizer(a_bits, signed)
 
     def forward(self, a, b):
         return self.output_quantizer(apply_act(a + b, self.act))
@@ -160,7 +169,7 @@ class QuantAvgPool(nn.Module):
         self.stride = stride if stride is not None else kernel
         self.keepdim = keepdim
         self.window: int | None = None
-        self.output_quantizer = _act_quantizer(a_bits, signed)
+        self.output_quantizer = act_quantizer(a_bits, signed)
 
     def forward(self, x):
         if self.kind == "global":
@@ -171,10 +180,27 @@ class QuantAvgPool(nn.Module):
         return self.output_quantizer(y)
 
 
-def _act_quantizer(a_bits: int, signed: bool) -> Quantizer:
+def act_quantizer(a_bits: int, signed: bool) -> Quantizer:
+    """An activation quantizer: signed symmetric, or unsigned asymmetric."""
     if signed:
         return Quantizer(a_bits, mode="symmetric", signed=True, role="act")
     return Quantizer(a_bits, mode="asymmetric", signed=False, role="act")
+
+
+def wrap_leaves(model: nn.Module, cfg) -> list[str]:
+    """Leaf mode (untraceable models): replace every quantizable child module of ``model``
+    (in place) by a :class:`QuantLayer` with a weight and an input quantizer; returns
+    their module paths."""
+    names = []
+    for name, m in list(model.named_modules()):
+        for child_name, child in list(m.named_children()):
+            if is_quantizable(child):
+                ql = QuantLayer(child, cfg.w_bits, per_channel=cfg.per_channel,
+                                power_of_two=cfg.power_of_two)
+                ql.input_quantizer = act_quantizer(cfg.a_bits, cfg.a_signed)
+                setattr(m, child_name, ql)
+                names.append(f"{name}.{child_name}" if name else child_name)
+    return names
 
 
 def quant_layers(model: nn.Module) -> list[tuple[str, QuantLayer]]:

@@ -13,6 +13,8 @@ gradient 1 inside ``[q_min, q_max]`` and 0 outside.
 
 from __future__ import annotations
 
+import operator
+
 import torch
 from torch import nn
 
@@ -51,6 +53,8 @@ def qparams_from_range(lo, hi, bits: int, *, mode: str = "asymmetric", signed: b
         raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
     lo = torch.as_tensor(lo, dtype=torch.float32)
     hi = torch.as_tensor(hi, dtype=torch.float32)
+    if not (bool(torch.isfinite(lo).all()) and bool(torch.isfinite(hi).all())):
+        raise ValueError(f"range must be finite; got lo={lo.tolist()}, hi={hi.tolist()}")
     lo = torch.minimum(lo, torch.zeros_like(lo))
     hi = torch.maximum(hi, torch.zeros_like(hi))
     if mode == "asymmetric":
@@ -81,7 +85,11 @@ def _fix_zero_scale(scale: torch.Tensor) -> torch.Tensor:
 
 def quantize_int(x: torch.Tensor, scale, zero_point, n: int, p: int,
                  ch_axis: int = 0) -> torch.Tensor:
-    """``clamp(round(x / s) + z; n, p)`` as a float tensor of integers (no gradient)."""
+    """``clamp(round(x / s) + z; n, p)`` as a float tensor of integers (no gradient).
+    ``ValueError`` if ``x`` holds NaN (which has no integer code)."""
+    if bool(torch.isnan(x).any()):
+        raise ValueError(f"cannot quantize NaN to an integer ({int(torch.isnan(x).sum())} "
+                         f"NaN value(s) in a tensor of shape {tuple(x.shape)})")
     s = _broadcast(torch.as_tensor(scale, dtype=x.dtype), x, ch_axis)
     z = _broadcast(torch.as_tensor(zero_point, dtype=x.dtype), x, ch_axis)
     return torch.clamp(torch.round(x / s) + z, n, p)
@@ -144,6 +152,16 @@ class Observer:
         return v
 
 
+def _check_bits(bits) -> int:
+    try:
+        b = operator.index(bits)
+    except TypeError:
+        b = None
+    if isinstance(bits, bool) or b is None or not 2 <= b <= 32:
+        raise ValueError(f"bits must be an integer in [2, 32], not {bits!r}")
+    return b
+
+
 class Quantizer(nn.Module):
     """Fake-quantizer module (eq. 7 forward, STE backward).
 
@@ -161,9 +179,7 @@ class Quantizer(nn.Module):
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
         if mode == "asymmetric" and signed:
             raise ValueError("asymmetric quantizers use the unsigned grid (signed=False)")
-        if not 2 <= int(bits) <= 32:
-            raise ValueError(f"bits must be in [2, 32], not {bits}")
-        self.bits = int(bits)
+        self.bits = _check_bits(bits)
         self.mode = mode
         self.signed = bool(signed)
         self.per_channel = bool(per_channel)
@@ -178,6 +194,12 @@ class Quantizer(nn.Module):
     @property
     def grid(self) -> tuple[int, int]:
         return int_grid(self.bits, self.signed)
+
+    def set_bits(self, bits: int) -> None:
+        """Change the bit-width; the range (scale, zero-point) is cleared."""
+        self.bits = _check_bits(bits)
+        self.scale = None
+        self.zero_point = None
 
     @property
     def initialized(self) -> bool:
@@ -209,7 +231,7 @@ class Quantizer(nn.Module):
         return fake_quantize(x, self.scale, self.zero_point, n, p, self.ch_axis)
 
     def to_int(self, x: torch.Tensor) -> torch.Tensor:
-        """Integer codes (int64) of ``x``."""
+        """Integer codes (int64) of ``x``; ``ValueError`` for NaN inputs."""
         n, p = self.grid
         return quantize_int(x.detach().float(), self.scale, self.zero_point, n, p,
                             self.ch_axis).to(torch.int64)

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from .calib_data import as_batches, run_batch
 from .config import QuantConfig
 from .modules import act_quantizers, quant_layers
-from .pipeline import as_batches, quantize, run_batch
+from .pipeline import quantize
+from .progress import bar
 from .quantizers import Quantizer
 
 __all__ = ["SensitivityRow", "SensitivityReport", "sensitivity_report", "sqnr_db"]
@@ -152,17 +154,19 @@ class _TensorNoise:
 
 def sensitivity_report(model: nn.Module, calib_data, config: QuantConfig | None = None, *,
                        eval_data=None, metric: Callable[[nn.Module], float] | None = None,
-                       metric_name: str = "metric", qmodel: nn.Module | None = None
-                       ) -> SensitivityReport:
+                       metric_name: str = "metric", qmodel: nn.Module | None = None,
+                       progress=None) -> SensitivityReport:
     """Figure 9's per-layer analysis for ``model`` at ``config``.
 
     ``eval_data`` (default: the calibration batches) is used for the SQNRs; ``metric``
     (optional) is called on the model in every state. Pass ``qmodel`` to analyse an
-    already quantized model.
+    already quantized model. ``progress`` (``"auto"``, ``True``, ``False``; default the
+    config's) shows a bar over the quantizers.
     """
     cfg = config if config is not None else QuantConfig()
+    progress = cfg.progress if progress is None else progress
     calib = as_batches(calib_data)
-    evals = as_batches(eval_data) if eval_data is not None else calib
+    evals = as_batches(eval_data, "eval_data") if eval_data is not None else calib
     qm = qmodel if qmodel is not None else quantize(model, calib, cfg)
     if qmodel is not None and hasattr(qmodel, "qaccel_quant"):
         cfg = qmodel.qaccel_quant.config
@@ -192,7 +196,8 @@ def sensitivity_report(model: nn.Module, calib_data, config: QuantConfig | None 
                 h.remove()
         act_qs.sort(key=lambda t: order.get(id(t[1]), len(order)))   # execution order
         report.fp_metric = metric(qm) if metric else None
-        for name, q, owner in weight_qs + act_qs:
+        for name, q, owner in bar(weight_qs + act_qs, progress, desc="sensitivity",
+                                  unit="quantizer"):
             set_only([q])
             if owner is not None:
                 w = owner.module.weight.detach()

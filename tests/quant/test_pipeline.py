@@ -1,7 +1,5 @@
 """quant.quantize: calibration-data forms, graph vs leaf (untraceable) mode, fidelity."""
 
-import logging
-
 import pytest
 import torch
 from qaccel.quant import QuantConfig, QuantLayer, quant_layers, quant_state
@@ -75,24 +73,42 @@ def test_calib_data_errors():
         quant.quantize(m, [torch.randn(2, 4)], {"w_bits": 4})
 
 
-def test_untraceable_model_leaf_mode(caplog):
+def test_untraceable_model_raises_naming_the_steps_and_the_line():
     m = Untraceable()
     x = torch.randn(64, 6)
-    with caplog.at_level(logging.INFO, logger="quant"):
-        qm = quant.quantize(m, [x], QuantConfig(cle=True))
+    with pytest.raises(ValueError) as err:
+        quant.quantize(m, [x], QuantConfig(cle=True))
+    msg = str(err.value)
+    assert "cannot apply CLE, activation quantization of op outputs" in msg
+    assert "torch.fx cannot trace Untraceable (TraceError" in msg
+    assert "qmodels.py" in msg and "if h.sum() > 0" in msg        # the line that broke it
+    assert "allow_fallback=True" in msg
+
+
+def test_untraceable_model_leaf_mode_with_allow_fallback():
+    m = Untraceable()
+    x = torch.randn(64, 6)
+    with pytest.warns(quant.FallbackWarning, match="CLE, activation quantization"):
+        qm = quant.quantize(m, [x], QuantConfig(cle=True, allow_fallback=True))
     info = qm.qaccel_quant
     assert info.mode == "leaf"
-    assert "not torch.fx-traceable" in caplog.text and "CLE skipped" in caplog.text
+    assert len(info.fallbacks) == 1 and "cannot trace Untraceable" in info.fallbacks[0]
     names = [n for n, _ in quant_layers(qm)]
     assert names == ["a", "b", "c"]                               # Linear and Conv1d leaves
     for _, ql in quant_layers(qm):
         assert ql.input_quantizer.initialized and ql.weight_quantizer.initialized
         assert ql.quantize_bias
+    s = info.summary
+    assert [(ly.name, ly.in_bits, ly.out_bits) for ly in s.layers] == \
+        [("a", 8, None), ("b", 8, None), ("c", 8, None)]          # outputs stay float
+    assert [o.name for o in s.float_ops] == ["forward()"]
+    assert "fallback: CLE, activation quantization" in str(s)
     with torch.no_grad():
         ref = m(x)
         y = qm(x)
         assert _rel_err(y, ref) < 0.05
-        q3 = quant.quantize(m, [x], QuantConfig(w_bits=3, a_bits=4))
+        with pytest.warns(quant.FallbackWarning):
+            q3 = quant.quantize(m, [x], QuantConfig(w_bits=3, a_bits=4, allow_fallback=True))
         assert _rel_err(q3(x), ref) > 2 * _rel_err(y, ref)
     with pytest.raises(ValueError, match="traceable"):
         quant.export(qm, x)

@@ -1,0 +1,126 @@
+"""Range setting of a quantized model (whitepaper sec. 3.1): weight ranges (min-max / MSE)
+and activation ranges from calibration data (min-max, MSE, cross-entropy for the logits,
+BN-based, Bit-split's least-squares scale)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .calib_data import run_batch
+from .config import QuantConfig
+from .modules import QuantLayer, act_quantizers, quant_layers
+from .quantizers import Observer, Quantizer
+from .ranges import bn_range, cross_entropy_range, minmax_range, mse_range
+
+__all__ = ["set_weight_ranges", "calibrate_activations"]
+
+
+@torch.no_grad()
+def set_weight_ranges(model: nn.Module, method: str) -> None:
+    """Weight quantizer ranges of every :class:`QuantLayer`: ``"mse"`` or ``"minmax"``."""
+    for _, ql in quant_layers(model):
+        q, w = ql.weight_quantizer, ql.module.weight.detach()
+        lo, hi = mse_range(w, q) if method == "mse" else minmax_range(w, q)
+        q.set_range(lo, hi)
+
+
+def _output_quantizer_owner(model: nn.Module) -> dict[int, QuantLayer]:
+    return {id(ql.output_quantizer): ql for _, ql in quant_layers(model)
+            if ql.output_quantizer is not None}
+
+
+def _logits_quantizer(model: nn.Module, batches: list) -> Quantizer | None:
+    """The activation quantizer whose output is the model output (if any)."""
+    last = {}
+    hooks = []
+    for _, q in act_quantizers(model):
+        hooks.append(q.register_forward_hook(
+            lambda m, i, o: last.__setitem__("out", (m, o))))
+    try:
+        with torch.no_grad():
+            out = run_batch(model, batches[0])
+    finally:
+        for h in hooks:
+            h.remove()
+    if "out" in last and isinstance(out, torch.Tensor) and last["out"][1] is out:
+        return last["out"][0]
+    return None
+
+
+def _bitsplit_range(name: str, q: Quantizer, ob: Observer, info
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bit-split's activation range (Wang et al. 2020): ``[0, alpha (2^b - 1)]`` with the
+    least-squares scale ``alpha`` of the observed positive samples, so the quantizer's scale
+    is ``alpha`` and its zero-point 0. Only for unsigned per-tensor quantizers that see no
+    negative value; the others fall back to min-max (noted)."""
+    from .bitsplit import bitsplit_act_scale
+
+    why = None
+    if q.per_channel or q.signed:
+        why = "not an unsigned per-tensor quantizer"
+    elif float(ob.min) < 0:
+        why = f"sees negative values (min {float(ob.min):.4g})"
+    if why is not None:
+        info.note("act_range bitsplit: %s %s; min-max range instead", name, why)
+        return ob.min, ob.max
+    alpha = bitsplit_act_scale(ob.values(), q.bits)
+    return torch.tensor(0.0), torch.tensor(alpha * float((1 << q.bits) - 1))
+
+
+@torch.no_grad()
+def calibrate_activations(model: nn.Module, batches: list, cfg: QuantConfig, info) -> None:
+    """Observe every activation quantizer on ``batches`` and set its range by
+    ``cfg.act_range``; decisions (min-max where a method does not apply, quantizers that
+    saw no data) are noted in ``info`` (:class:`quant.summary.QuantInfo`)."""
+    quantizers = act_quantizers(model)
+    owners = _output_quantizer_owner(model)
+    logits_q = _logits_quantizer(model, batches) if cfg.act_range == "cross_entropy" else None
+    if cfg.act_range == "cross_entropy" and logits_q is None:
+        info.note("act_range cross_entropy: the model output is not an activation "
+                  "quantizer's output; MSE for every quantizer")
+    for i, (_, q) in enumerate(quantizers):
+        q.enabled = False
+        q.observer = Observer(cap=cfg.calib_samples, keep_rows=q is logits_q,
+                              seed=cfg.seed + i)
+    try:
+        for b in batches:
+            run_batch(model, b)
+    finally:
+        obs = {id(q): q.observer for _, q in quantizers}
+        for _, q in quantizers:
+            q.observer = None
+    layer_name = {id(ql): n for n, ql in quant_layers(model)}
+    for name, q in quantizers:
+        ob = obs[id(q)]
+        if ob is None or ob.n_seen == 0:
+            info.note("activation quantizer %s saw no floating-point data; left disabled",
+                      name)
+            continue
+        if not (bool(torch.isfinite(ob.min).all()) and bool(torch.isfinite(ob.max).all())):
+            raise ValueError(f"calib_data: activation quantizer {name} saw NaN/inf values "
+                             "(the model produces them on the calibration data)")
+        owner = owners.get(id(q))
+        act = owner.act if owner is not None else "none"
+        method = cfg.act_range
+        if method == "bn":
+            st = info.stats.get(layer_name.get(id(owner)))
+            if st is not None:
+                lo, hi = bn_range(st.beta, st.gamma, cfg.bn_alpha, relu=act == "relu",
+                                  relu6=act == "relu6")
+            else:
+                info.note("act_range bn: %s has no BN statistics; min-max range instead",
+                          name)
+                lo, hi = ob.min, ob.max
+        elif method == "cross_entropy" and q is logits_q:
+            lo, hi = cross_entropy_range(torch.cat(ob.rows), q)
+        elif method in ("mse", "cross_entropy"):
+            lo, hi = mse_range(ob.values(), q)
+        elif method == "bitsplit":
+            lo, hi = _bitsplit_range(name, q, ob, info)
+        else:
+            lo, hi = ob.min, ob.max
+        if act == "relu6":
+            hi = torch.clamp(torch.as_tensor(hi), max=6.0)
+        q.set_range(lo, hi)
+        q.enabled = True
