@@ -20,6 +20,7 @@ otherwise. Names are module paths; matmuls are named ``<module path>.matmul<i>``
 
 from __future__ import annotations
 
+import logging
 import math
 import operator
 import os
@@ -32,8 +33,21 @@ from torch.overrides import TorchFunctionMode
 from qaccel.sim.topology import read_topology
 from qaccel.sim.workload import GemmWorkload, conv_workload, linear_workload, matmul_workload
 
-__all__ = ["workloads_from_model", "workloads_from_topology", "fx_workloads",
+__all__ = ["Workloads", "workloads_from_model", "workloads_from_topology", "fx_workloads",
            "hook_workloads"]
+
+log = logging.getLogger("qaccel.mapping")
+
+
+class Workloads(list):
+    """The GEMM workloads (a ``list`` of :class:`GemmWorkload`) and how they were found:
+    ``method`` (``"fx"`` or ``"hooks"``) and, when ``"auto"`` fell back from fx to hooks,
+    ``fallback_reason`` (the fx exception, type and text)."""
+
+    def __init__(self, items=(), method: str = "fx", fallback_reason: str | None = None):
+        super().__init__(items)
+        self.method = method
+        self.fallback_reason = fallback_reason
 
 _MATMUL_FUNCS = {torch.matmul, torch.bmm, operator.matmul, torch.Tensor.matmul,
                  torch.Tensor.__matmul__, torch.Tensor.bmm}
@@ -244,21 +258,28 @@ def hook_workloads(model: nn.Module, example_input: torch.Tensor) -> list[GemmWo
 
 
 def workloads_from_model(model: nn.Module, example_input: torch.Tensor,
-                         method: str = "auto") -> list[GemmWorkload]:
-    """GEMM workloads of ``model`` on ``example_input``. ``method``: ``"fx"``, ``"hooks"``
-    or ``"auto"`` (fx, falling back to hooks when the model does not trace)."""
+                         method: str = "auto") -> Workloads:
+    """GEMM workloads of ``model`` on ``example_input`` (a :class:`Workloads` list).
+
+    ``method``: ``"fx"``, ``"hooks"`` or ``"auto"`` (fx, falling back to hooks when the
+    model does not trace; the fx error is logged at WARNING on the ``qaccel.mapping``
+    logger and kept as ``result.fallback_reason``)."""
     if method not in ("auto", "fx", "hooks"):
         raise ValueError(f"method must be 'auto', 'fx' or 'hooks', not {method!r}")
     model = model.eval()
     if method == "hooks":
-        gemms = hook_workloads(model, example_input)
+        gemms = Workloads(hook_workloads(model, example_input), "hooks")
     else:
         try:
-            gemms = fx_workloads(model, example_input)
-        except Exception:
+            gemms = Workloads(fx_workloads(model, example_input), "fx")
+        except Exception as exc:
             if method == "fx":
                 raise
-            gemms = hook_workloads(model, example_input)
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            reason = f"{type(exc).__name__}: {text}"
+            log.warning("%s: torch.fx mapping failed (%s); using forward hooks instead",
+                        type(model).__name__, reason)
+            gemms = Workloads(hook_workloads(model, example_input), "hooks", reason)
     if not gemms:
         raise ValueError(f"{type(model).__name__}: no Conv2d / Linear / matmul layers found")
     return gemms

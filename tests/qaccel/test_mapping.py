@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pathlib
 
 import pytest
@@ -135,12 +136,20 @@ class _Untraceable(nn.Module):
         return self.b(self.a(x))
 
 
-def test_auto_falls_back_to_hooks():
+def test_auto_falls_back_to_hooks_and_records_why(caplog):
     m, x = _Untraceable(), torch.ones(5, 4)
-    with pytest.raises(Exception):     # noqa: B017 - torch.fx raises its own TraceError
+    with pytest.raises(torch.fx.proxy.TraceError):
         fx_workloads(m, x)
-    ws = workloads_from_model(m, x)
+    with caplog.at_level(logging.WARNING, logger="qaccel.mapping"):
+        ws = workloads_from_model(m, x)
     assert _key(ws) == [("a", "linear", 5, 4, 6, 1), ("b", "linear", 5, 6, 2, 1)]
+    assert ws.method == "hooks"
+    assert ws.fallback_reason.startswith("TraceError: symbolically traced variables")
+    assert "_Untraceable: torch.fx mapping failed (TraceError" in caplog.text
+    traced = workloads_from_model(_Block(), torch.zeros(1, 8, 9, 9))
+    assert traced.method == "fx" and traced.fallback_reason is None
+    hooked = workloads_from_model(m, x, method="hooks")
+    assert hooked.method == "hooks" and hooked.fallback_reason is None
     with pytest.raises(ValueError, match="method must be"):
         workloads_from_model(m, x, method="jit")
     with pytest.raises(ValueError, match="no Conv2d / Linear / matmul"):
