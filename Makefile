@@ -13,8 +13,11 @@ JOBS      ?= 2
 setup:
 	@bash scripts/setup.sh
 
+# The co-design flow on a digits CNN: W4A8 AdaRound, every GEMM on the cycle model of an
+# 8x8 array; report + plots in build/demo/ (quantized network and area cached in build/).
 demo: setup
-	$(PY) -m qaccel demo
+	$(PY) -m qaccel run --model digits_cnn --w-bits 4 --a-bits 8 --rounding adaround \
+		--per-channel --rows 8 --cols 8 --out build/demo
 
 # pytest exits 5 when it collects no tests: not a failure of the suite.
 PYTEST_OK = || [ $$? -eq 5 ]
