@@ -11,6 +11,7 @@ import numpy as np
 
 from .arith import int_range, output_bounds, wrap
 from .config import ArrayConfig
+from .validate import check_bool, check_int, fail
 
 __all__ = ["GemmJob", "random_job"]
 
@@ -23,19 +24,24 @@ def _as_int_array(name: str, value, ndim: int) -> np.ndarray:
                 and np.all(arr == np.round(arr)):
             arr = arr.astype(np.int64)
         else:
-            raise ValueError(f"GemmJob.{name} must hold integers, got dtype {arr.dtype}")
+            raise fail("GemmJob", name, "an integer array", None, shown=f"dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.unsignedinteger) and arr.size \
             and int(arr.max()) > np.iinfo(np.int64).max:
-        raise ValueError(f"GemmJob.{name} values must fit int64; found {int(arr.max())}")
+        raise fail("GemmJob", name, "within int64", int(arr.max()))
     if arr.ndim != ndim:
-        raise ValueError(f"GemmJob.{name} must be {ndim}-D, got shape {arr.shape}")
+        raise fail("GemmJob", name, f"{ndim}-D", None, shown=f"shape {arr.shape}")
     return arr.astype(np.int64)
 
 
 def _check_range(name: str, arr: np.ndarray, lo: int, hi: int, what: str) -> None:
     if arr.size and (arr.min() < lo or arr.max() > hi):
         bad = arr.min() if arr.min() < lo else arr.max()
-        raise ValueError(f"GemmJob.{name} values must be in [{lo}, {hi}] ({what}); found {bad}")
+        raise fail("GemmJob", name, f"in [{lo}, {hi}]", int(bad), what)
+
+
+def _check_shape(name: str, arr: np.ndarray, shape: tuple, why: str = "") -> None:
+    if arr.shape != shape:
+        raise fail("GemmJob", name, f"of shape {shape}", arr.shape, why)
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,14 +83,9 @@ class GemmJob:
         T, K = x.shape
         K2, N = w.shape
         for name, v in (("T", T), ("K", K), ("N", N)):
-            if not 1 <= v <= cfg.max_dim:
-                raise ValueError(f"GemmJob.{name} must be in [1, {cfg.max_dim}] "
-                                 f"(dim_bits={cfg.dim_bits}), not {v}")
-        if K2 != K:
-            raise ValueError(f"GemmJob.w must have shape (K, N) = ({K}, N) to match x of shape "
-                             f"{x.shape}, got {w.shape}")
-        if bias.shape != (N,):
-            raise ValueError(f"GemmJob.bias must have shape ({N},), got {bias.shape}")
+            check_int("GemmJob", name, v, 1, cfg.max_dim, why=f"dim_bits={cfg.dim_bits}")
+        _check_shape("w", w, (K, N), f"K = {K} rows to match x of shape {x.shape}")
+        _check_shape("bias", bias, (N,))
         _check_range("x", x, *cfg.a_range,
                      f"{'signed' if cfg.a_signed else 'unsigned'} {cfg.a_bits}-bit activations")
         _check_range("w", w, *cfg.w_range, f"signed {cfg.w_bits}-bit weights")
@@ -97,23 +98,17 @@ class GemmJob:
             m_arr = m_arr.reshape(()) if m_arr.shape == (1,) else m_arr
             s_arr = s_arr.reshape(()) if s_arr.shape == (1,) else s_arr
         for name, arr in (("m", m_arr), ("s", s_arr)):
-            if arr.shape != m_shape:
-                raise ValueError(f"GemmJob.{name} must have shape {m_shape} ({kind} "
-                                 f"requantization), got {arr.shape}")
+            _check_shape(name, arr, m_shape, f"{kind} requantization")
         m_arr = _as_int_array("m", m_arr.reshape(-1), 1).reshape(m_shape)
         s_arr = _as_int_array("s", s_arr.reshape(-1), 1).reshape(m_shape)
         _check_range("m", m_arr, *cfg.mult_range, f"unsigned {cfg.mult_bits}-bit multiplier")
         _check_range("s", s_arr, 0, 63, "shift")
-        tmin, tmax = int_range(cfg.a_bits, cfg.a_signed)
-        if isinstance(z_y, bool) or not isinstance(z_y, int | np.integer) \
-                or not tmin <= int(z_y) <= tmax:
-            raise ValueError(f"GemmJob.z_y must be an integer in [{tmin}, {tmax}] (output type), "
-                             f"not {z_y!r}")
-        if not isinstance(relu, bool | np.bool_):
-            raise ValueError(f"GemmJob.relu must be a bool, not {relu!r}")
+        z_y = check_int("GemmJob", "z_y", z_y, *int_range(cfg.a_bits, cfg.a_signed),
+                        why="output type")
+        relu = check_bool("GemmJob", "relu", relu)
         for arr in (x, w, bias, m_arr, s_arr):
             arr.setflags(write=False)
-        return cls(x, w, bias, m_arr, s_arr, int(z_y), bool(relu))
+        return cls(x, w, bias, m_arr, s_arr, z_y, relu)
 
     def for_config(self, cfg: ArrayConfig) -> GemmJob:
         """This job validated for the ``cfg`` machine (e.g. one of an integer network's
@@ -126,9 +121,10 @@ class GemmJob:
         if cfg.per_channel:
             m, s = np.broadcast_to(m, (self.N,)), np.broadcast_to(s, (self.N,))
         elif m.ndim:
-            if m.size and not (np.all(m == m.flat[0]) and np.all(s == s.flat[0])):
-                raise ValueError("GemmJob.m/s differ between channels; they need "
-                                 "ArrayConfig.per_channel=True")
+            for name, arr in (("m", m), ("s", s)):
+                if arr.size and not np.all(arr == arr.flat[0]):
+                    raise fail("GemmJob", name, "one value for every channel", arr.tolist(),
+                               "a per-tensor machine: ArrayConfig.per_channel=False")
             m, s = m.reshape(-1)[:1], s.reshape(-1)[:1]
         return GemmJob.create(cfg, self.x, self.w, self.bias, m, s, z_y=self.z_y,
                               relu=self.relu)

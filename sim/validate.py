@@ -21,10 +21,13 @@ __all__ = ["fail", "check_int", "check_bool", "check_choice", "check_number",
 PRODUCT_LIMIT = 62
 
 
-def fail(owner: str, field: str, allowed: str, value, why: str = "") -> ValueError:
-    """The ``ValueError`` ``<owner>.<field> must be <allowed> (<why>), not <value!r>``."""
+def fail(owner: str, field: str, allowed: str, value, why: str = "", *,
+         shown: str | None = None) -> ValueError:
+    """The ``ValueError`` ``<owner>.<field> must be <allowed> (<why>), not <value!r>``
+    (``shown`` replaces ``value!r``, e.g. ``"dtype float64"`` or ``"shape (3,)"``)."""
     why = f" ({why})" if why else ""
-    return ValueError(f"{owner}.{field} must be {allowed}{why}, not {value!r}")
+    return ValueError(f"{owner}.{field} must be {allowed}{why}, "
+                      f"not {repr(value) if shown is None else shown}")
 
 
 def _bounds(lo, hi) -> str:

@@ -251,11 +251,13 @@ def test_job_built_for_another_config_is_rejected():
                                   reference_gemm(per_tensor, job).y)
     per_channel = per_tensor.replace(per_channel=True, mult_bits=8)
     job = GemmJob.create(per_channel, [[1]], [[1, 1]], [0, 0], [3, 5], [0, 0])
-    with pytest.raises(ValueError, match=r"GemmJob\.m/s differ between channels"):
+    with pytest.raises(ValueError, match=r"GemmJob\.m must be one value for every channel "
+                                         r"\(a per-tensor machine: ArrayConfig\.per_channel="
+                                         r"False\), not \[3, 5\]"):
         simulate(per_tensor, job)
     wide = ArrayConfig(rows=2, cols=2, w_bits=8)
     job = GemmJob.create(wide, [[1]], [[100]], [0], 1, 0)
-    with pytest.raises(ValueError, match=r"GemmJob\.w values must be in \[-8, 7\]"):
+    with pytest.raises(ValueError, match=r"GemmJob\.w must be in \[-8, 7\]"):
         simulate(wide.replace(w_bits=4), job)
 
 

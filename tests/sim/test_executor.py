@@ -116,7 +116,7 @@ def test_per_tensor_gemm_runs_on_either_machine():
         assert np.array_equal(y.reshape(1, 6, 6, 4).transpose(0, 3, 1, 2), want)
     pc_job = executor.layer_gemms(pc_net, pc_net.layers[0], x)[0]
     assert len(set(pc_job.m.tolist())) > 1
-    with pytest.raises(ValueError, match=r"GemmJob\.m/s differ between channels"):
+    with pytest.raises(ValueError, match=r"GemmJob\.m must be one value for every channel"):
         pc_job.for_config(cfg)
 
 

@@ -36,21 +36,21 @@ def test_inputs_are_not_frozen_in_place():
 
 
 @pytest.mark.parametrize(("field", "value", "msg"), [
-    ("x", np.full((3, 5), 256), r"GemmJob\.x values must be in \[0, 255\] "
-                                r"\(unsigned 8-bit activations\); found 256"),
-    ("x", np.full((3, 5), -1), r"GemmJob\.x values must be in \[0, 255\] .*found -1"),
-    ("w", np.full((5, 2), 8), r"GemmJob\.w values must be in \[-8, 7\] "
-                              r"\(signed 4-bit weights\); found 8"),
-    ("w", np.full((5, 2), -9), r"GemmJob\.w values must be in \[-8, 7\] .*found -9"),
-    ("bias", np.array([0, 1 << 19]), r"GemmJob\.bias values must be in \[-524288, 524287\] "
-                                     r"\(20-bit accumulator\); found 524288"),
-    ("m", 4096, r"GemmJob\.m values must be in \[0, 4095\] \(unsigned 12-bit multiplier\); "
-                r"found 4096"),
-    ("m", -1, r"GemmJob\.m values must be in \[0, 4095\] .*found -1"),
-    ("s", 64, r"GemmJob\.s values must be in \[0, 63\] \(shift\); found 64"),
-    ("s", -1, r"GemmJob\.s values must be in \[0, 63\] \(shift\); found -1"),
-    ("z_y", 256, r"GemmJob\.z_y must be an integer in \[0, 255\] \(output type\), not 256"),
-    ("z_y", -1, r"GemmJob\.z_y must be an integer in \[0, 255\] .*not -1"),
+    ("x", np.full((3, 5), 256), r"GemmJob\.x must be in \[0, 255\] "
+                                r"\(unsigned 8-bit activations\), not 256"),
+    ("x", np.full((3, 5), -1), r"GemmJob\.x must be in \[0, 255\] .*not -1"),
+    ("w", np.full((5, 2), 8), r"GemmJob\.w must be in \[-8, 7\] "
+                              r"\(signed 4-bit weights\), not 8"),
+    ("w", np.full((5, 2), -9), r"GemmJob\.w must be in \[-8, 7\] .*not -9"),
+    ("bias", np.array([0, 1 << 19]), r"GemmJob\.bias must be in \[-524288, 524287\] "
+                                     r"\(20-bit accumulator\), not 524288"),
+    ("m", 4096, r"GemmJob\.m must be in \[0, 4095\] \(unsigned 12-bit multiplier\), "
+                r"not 4096"),
+    ("m", -1, r"GemmJob\.m must be in \[0, 4095\] .*not -1"),
+    ("s", 64, r"GemmJob\.s must be in \[0, 63\] \(shift\), not 64"),
+    ("s", -1, r"GemmJob\.s must be in \[0, 63\] \(shift\), not -1"),
+    ("z_y", 256, r"GemmJob\.z_y must be in \[0, 255\] \(output type\), not 256"),
+    ("z_y", -1, r"GemmJob\.z_y must be in \[0, 255\] .*not -1"),
     ("z_y", 1.0, r"GemmJob\.z_y must be an integer in \[0, 255\] .*not 1\.0"),
     ("relu", 1, r"GemmJob\.relu must be a bool, not 1"),
 ])
@@ -61,8 +61,8 @@ def test_values_out_of_range_are_rejected(field, value, msg):
 
 def test_signed_activation_range():
     make(SIGNED, x=np.full((3, 5), -128), z_y=-128)
-    with pytest.raises(ValueError, match=r"GemmJob\.x values must be in \[-128, 127\] "
-                                         r"\(signed 8-bit activations\); found 128"):
+    with pytest.raises(ValueError, match=r"GemmJob\.x must be in \[-128, 127\] "
+                                         r"\(signed 8-bit activations\), not 128"):
         make(SIGNED, x=np.full((3, 5), 128))
 
 
@@ -73,18 +73,18 @@ def test_range_ends_are_accepted():
 
 
 @pytest.mark.parametrize(("over", "msg"), [
-    ({"x": np.zeros((3, 4), int)}, r"GemmJob\.w must have shape \(K, N\) = \(4, N\) to match x "
-                                   r"of shape \(3, 4\), got \(5, 2\)"),
-    ({"bias": np.zeros(3, int)}, r"GemmJob\.bias must have shape \(2,\), got \(3,\)"),
-    ({"bias": np.zeros((1, 2), int)}, r"GemmJob\.bias must be 1-D, got shape \(1, 2\)"),
-    ({"x": np.zeros(5, int)}, r"GemmJob\.x must be 2-D, got shape \(5,\)"),
-    ({"w": np.zeros((5, 2, 1), int)}, r"GemmJob\.w must be 2-D, got shape \(5, 2, 1\)"),
-    ({"m": np.ones(2, int)}, r"GemmJob\.m must have shape \(\) \(per-tensor requantization\), "
-                             r"got \(2,\)"),
-    ({"s": np.zeros(2, int)}, r"GemmJob\.s must have shape \(\) \(per-tensor requantization\), "
-                              r"got \(2,\)"),
-    ({"m": 1, "s": np.zeros(2, int)}, r"GemmJob\.s must have shape \(\)"),
-    ({"m": np.ones(1, int), "s": np.zeros(2, int)}, r"GemmJob\.s must have shape \(\)"),
+    ({"x": np.zeros((3, 4), int)}, r"GemmJob\.w must be of shape \(4, 2\) \(K = 4 rows to match "
+                                   r"x of shape \(3, 4\)\), not \(5, 2\)"),
+    ({"bias": np.zeros(3, int)}, r"GemmJob\.bias must be of shape \(2,\), not \(3,\)"),
+    ({"bias": np.zeros((1, 2), int)}, r"GemmJob\.bias must be 1-D, not shape \(1, 2\)"),
+    ({"x": np.zeros(5, int)}, r"GemmJob\.x must be 2-D, not shape \(5,\)"),
+    ({"w": np.zeros((5, 2, 1), int)}, r"GemmJob\.w must be 2-D, not shape \(5, 2, 1\)"),
+    ({"m": np.ones(2, int)}, r"GemmJob\.m must be of shape \(\) \(per-tensor requantization\), "
+                             r"not \(2,\)"),
+    ({"s": np.zeros(2, int)}, r"GemmJob\.s must be of shape \(\) \(per-tensor requantization\), "
+                              r"not \(2,\)"),
+    ({"m": 1, "s": np.zeros(2, int)}, r"GemmJob\.s must be of shape \(\)"),
+    ({"m": np.ones(1, int), "s": np.zeros(2, int)}, r"GemmJob\.s must be of shape \(\)"),
 ])
 def test_mismatched_shapes_are_rejected(over, msg):
     with pytest.raises(ValueError, match=msg):
@@ -92,10 +92,10 @@ def test_mismatched_shapes_are_rejected(over, msg):
 
 
 @pytest.mark.parametrize(("over", "msg"), [
-    ({"m": 1}, r"GemmJob\.m must have shape \(2,\) \(per-channel requantization\), got \(\)"),
-    ({"s": np.zeros(3, int)}, r"GemmJob\.s must have shape \(2,\) \(per-channel "
-                              r"requantization\), got \(3,\)"),
-    ({"m": np.ones((2, 1), int)}, r"GemmJob\.m must have shape \(2,\) .*got \(2, 1\)"),
+    ({"m": 1}, r"GemmJob\.m must be of shape \(2,\) \(per-channel requantization\), not \(\)"),
+    ({"s": np.zeros(3, int)}, r"GemmJob\.s must be of shape \(2,\) \(per-channel "
+                              r"requantization\), not \(3,\)"),
+    ({"m": np.ones((2, 1), int)}, r"GemmJob\.m must be of shape \(2,\) .*not \(2, 1\)"),
 ])
 def test_per_channel_shapes(over, msg):
     with pytest.raises(ValueError, match=msg):
@@ -126,7 +126,7 @@ def test_dimensions_above_dim_bits_are_rejected():
 @pytest.mark.parametrize("bad", [np.full((3, 5), 0.5), np.full((3, 5), np.nan),
                                  np.array([["a"] * 5] * 3), np.full((3, 5), None)])
 def test_non_integer_values_are_rejected(bad):
-    with pytest.raises(ValueError, match=r"GemmJob\.x must hold integers, got dtype"):
+    with pytest.raises(ValueError, match=r"GemmJob\.x must be an integer array, not dtype"):
         make(x=bad)
 
 
@@ -138,7 +138,7 @@ def test_integral_floats_are_accepted():
 def test_huge_unsigned_values_are_not_wrapped_into_range():
     x = np.zeros((3, 5), dtype=np.uint64)
     x[0, 0] = np.uint64(1 << 63)
-    with pytest.raises(ValueError, match=rf"GemmJob\.x values must fit int64; found {1 << 63}"):
+    with pytest.raises(ValueError, match=rf"GemmJob\.x must be within int64, not {1 << 63}"):
         make(x=x)
 
 
