@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """SCALE-Sim 3.0.0 and qaccel's compat mode on the same topologies, in one run (outside CI).
 
-Creates ``build/scalesim-venv`` (``pip install scalesim==3.0.0 'numpy<2.4'``) on first use,
-runs SCALE-Sim's Python API there (no traces: ``save_disk_space=True``), runs our
-``sim.scalesim_compat`` in a separate fresh process, and reports per-layer agreement of
-the compute-cycle and utilization columns, wall time and peak memory (max RSS) of both.
+Creates ``scalesim-venv/`` in the work directory (:mod:`qaccel.workspace`: ``--workdir``,
+``QACCEL_HOME``, else ``~/.cache/qaccel``; ``pip install scalesim==3.0.0 'numpy<2.4'``) on
+first use, runs SCALE-Sim's Python API there (no traces: ``save_disk_space=True``), runs our
+``sim.scalesim_compat`` in a separate fresh process of this interpreter, and reports
+per-layer agreement of the compute-cycle and utilization columns, wall time and peak memory
+(max RSS) of both. The topologies (``small3.csv``, ``resnet18.csv``, ``resnet50.csv``) come
+from ``--peer DIR`` (default ``$QACCEL_SCALESIM_PEER``).
 
-    .venv/bin/python scripts/scalesim_side_by_side.py                 # small3 (ws/os/is), resnet18
-    .venv/bin/python scripts/scalesim_side_by_side.py --resnet50      # + ResNet-50 (~10 min, 12 GB)
-    .venv/bin/python scripts/scalesim_side_by_side.py --only small3 --markdown out.md
+    P=../shared/peer/scalesim
+    .venv/bin/python scripts/scalesim_side_by_side.py --peer $P             # small3, resnet18
+    .venv/bin/python scripts/scalesim_side_by_side.py --peer $P --resnet50  # + ResNet-50 (~10 min)
+    .venv/bin/python scripts/scalesim_side_by_side.py --peer $P --only small3 --markdown out.md
 """
 
 from __future__ import annotations
@@ -23,9 +27,8 @@ import sys
 import tempfile
 import venv
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
-PEER = REPO / ".." / "shared" / "peer" / "scalesim"
-VENV = REPO / "build" / "scalesim-venv"
+from qaccel import workspace
+from qaccel.commands.options import output_file
 
 CFG = """[general]
 run_name = {run}
@@ -108,15 +111,17 @@ print(json.dumps({"import_s": t1 - t0, "run_s": t2 - t1, "run_cpu_s": c2 - c1,
 
 
 def ensure_venv() -> pathlib.Path:
-    py = VENV / "bin" / "python"
+    venv_dir = workspace.current().root / "scalesim-venv"
+    py = venv_dir / "bin" / "python"
     try:
         subprocess.run([str(py), "-c", "import scalesim.scale_sim"], check=True,
                        capture_output=True)
         return py
     except (OSError, subprocess.CalledProcessError):
         pass
-    print(f"[side-by-side] creating {VENV} and installing scalesim==3.0.0 ...", flush=True)
-    venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    print(f"[side-by-side] creating {venv_dir} and installing scalesim==3.0.0 ...", flush=True)
+    workspace.current().dir()
+    venv.EnvBuilder(with_pip=True, clear=True).create(venv_dir)
     subprocess.run([str(py), "-m", "pip", "install", "-q", "scalesim==3.0.0", "numpy<2.4"],
                    check=True)
     return py
@@ -150,9 +155,8 @@ def side_by_side(py: pathlib.Path, topo: pathlib.Path, rows: int, cols: int, dat
     theirs, theirs_wall = run_child([str(py), "-c", SCALESIM_CHILD, str(cfg), str(topo),
                                      str(layout), str(out)])
     report = read_report(out / run / "COMPUTE_REPORT.csv")
-    env = dict(os.environ, PYTHONPATH=str(REPO))
     ours, ours_wall = run_child([sys.executable, "-c", OURS_CHILD, str(topo), str(rows),
-                                 str(cols), dataflow], env=env)
+                                 str(cols), dataflow])
     agree_cycles = sum(int(r[2]) == o[0] for r, o in zip(report, ours["layers"]))
     max_rel = [0.0, 0.0, 0.0]
     for r, o in zip(report, ours["layers"]):
@@ -202,12 +206,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run ResNet-50 at 32x32 ws (~10 min, ~12 GB in SCALE-Sim)")
     ap.add_argument("--only", nargs="*", default=None,
                     help="subset of: small3 resnet18 resnet50")
-    ap.add_argument("--markdown", type=pathlib.Path, help="also write the table here")
-    ap.add_argument("--json", type=pathlib.Path, help="write the raw results here")
+    ap.add_argument("--markdown", type=output_file, help="also write the table here")
+    ap.add_argument("--json", type=output_file, help="write the raw results here")
+    ap.add_argument("--peer", type=pathlib.Path, default=os.environ.get("QACCEL_SCALESIM_PEER"),
+                    help="directory with the SCALE-Sim topologies small3.csv, resnet18.csv, "
+                         "resnet50.csv (default: $QACCEL_SCALESIM_PEER)")
+    ap.add_argument("--workdir", type=pathlib.Path, default=None,
+                    help="work directory for scalesim-venv/ (default: $QACCEL_HOME, else "
+                         "~/.cache/qaccel)")
     args = ap.parse_args(argv)
-    if not PEER.is_dir():
-        print(f"[side-by-side] {PEER} not found", file=sys.stderr)
-        return 2
+    if args.workdir is not None:
+        try:
+            workspace.use(args.workdir)
+        except ValueError as exc:
+            ap.error(f"--workdir: {exc}")
     plan = [("small3", 8, 12, "ws"), ("small3", 8, 12, "os"), ("small3", 8, 12, "is"),
             ("resnet18", 32, 32, "ws")]
     if args.resnet50:
@@ -216,12 +228,18 @@ def main(argv: list[str] | None = None) -> int:
         plan = [p for p in plan if p[0] in args.only]
         if "resnet50" in args.only and not any(p[0] == "resnet50" for p in plan):
             plan.append(("resnet50", 32, 32, "ws"))
+    if args.peer is None:
+        ap.error("--peer DIR (or QACCEL_SCALESIM_PEER) is required: SCALE-Sim's topologies")
+    missing = sorted({f"{t}.csv" for t, *_ in plan} - {p.name for p in
+                                                        pathlib.Path(args.peer).glob("*.csv")})
+    if missing:
+        ap.error(f"--peer: {str(args.peer)!r} has no {', '.join(missing)}")
     py = ensure_venv()
     results = []
     for topo, rows, cols, df in plan:
         with tempfile.TemporaryDirectory() as tmp:
             print(f"[side-by-side] {topo} {rows}x{cols} {df} ...", flush=True)
-            r = side_by_side(py, PEER / f"{topo}.csv", rows, cols, df, pathlib.Path(tmp))
+            r = side_by_side(py, args.peer / f"{topo}.csv", rows, cols, df, pathlib.Path(tmp))
             print(json.dumps(r), flush=True)
             results.append(r)
     table = markdown(results)
