@@ -2,7 +2,7 @@
 area budget.
 
 Area is counted in Yosys generic cells of the synthesized datapath parts
-(:func:`qaccel.synth.area_report`, no-ABC flow, cached under ``build/synth/area``): the
+(:func:`qaccel.synth.area_report`, no-ABC flow, cached in the workspace's ``synth/``): the
 processing element, the requantizer and the parameter FIFO. The parts are synthesized once
 per bit-width configuration at a small reference geometry (``PART_LANES x PART_LANES``);
 an ``R x C`` array then costs
