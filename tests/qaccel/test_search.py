@@ -1,0 +1,190 @@
+"""qaccel search: the spec, a small NSGA-II mixed-precision search on digits_cnn stored in
+the results file, the mixed front against the uniform one, export, resume after SIGKILL."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+from qaccel.sim.network import IntNetwork
+
+from qaccel.dse import search as S
+from qaccel.dse.pareto import pareto_front, weakly_dominated_by
+from qaccel.dse.search_spec import parse_search
+from qaccel.sweep.store import Store
+
+SMALL = {"model": "digits_cnn", "objectives": ["accuracy", "energy"], "trials": 8,
+         "seed": 0, "population": 4, "eval_images": 120,
+         "space": {"w_bits": [4, 8], "a_bits": [8], "rows": [8], "cols": [8]},
+         "fixed": {"per_channel": True},
+         "seeds": {"uniform": [[8, 8], [4, 8]], "sensitivity": 2},
+         "select": {"minimize": "energy", "max_accuracy_drop": 2.0}}
+
+
+# ---- the search file ------------------------------------------------------------------
+
+@pytest.mark.parametrize("change, key", [
+    ({"colour": 1}, "colour: unknown key"),
+    ({"objectives": ["accuracy"]}, "objectives: must list two or three"),
+    ({"objectives": ["accuracy", "speed"]}, "objectives: unknown objective 'speed'"),
+    ({"model": "resnet"}, "model: must be one of"),
+    ({"space": {"w_bits": [1, 8]}}, "space.w_bits: must be an integer [2, 16]"),
+    ({"space": {"depth": [3]}}, "space.depth: unknown variable"),
+    ({"area_budget_cells": 1e5, "space": {"rows": [8]}}, "space.rows: not with area_budget"),
+    ({"area_budget_cells": -3}, "area_budget_cells: must be a number > 0"),
+    ({"fixed": {"w_bits": 4}}, "fixed.w_bits: unknown or searched field"),
+    ({"fixed": {"acc_bits": 8}}, "fixed: "),
+    ({"seeds": {"uniform": [[3, 8]]}}, "seeds.uniform: entry [3, 8]"),
+    ({"select": {"minimize": "accuracy"}}, "select.minimize: must be one of"),
+])
+def test_spec_errors_name_the_key(change, key):
+    with pytest.raises(ValueError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        parse_search({**SMALL, **change}, "s.yaml")
+
+
+def test_cli_bad_spec_exit_2(tmp_path, cli_error):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump({**SMALL, "trials": 0}))
+    assert "trials: must be an integer >= 1" in cli_error(
+        ["search", str(spec), "--store", str(tmp_path / "r.sqlite")])
+    spec.write_text("model: [unclosed")
+    assert "not valid YAML" in cli_error(["search", str(spec), "--store",
+                                          str(tmp_path / "r.sqlite")])
+
+
+# ---- one small search, shared ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    import torch
+
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("search") / "results.sqlite"
+    spec = parse_search(SMALL, "small.yaml")
+    ctx = S.prepare(spec)
+    study = S.run_search(spec, path, ctx=ctx, progress=False, log=lambda _m: None)
+    return spec, ctx, study, path, S.search_rows(path, spec)
+
+
+def test_trials_are_store_rows(small):
+    spec, ctx, study, path, rows = small
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == spec.trials
+    # every finished trial is one row of points (same config: same row, reused metrics)
+    hashes = {t.user_attrs["config_hash"] for t in done}
+    assert {r["config_hash"] for r in rows} == hashes
+    assert all(r["kind"] == "search" and r["workload"] == "model:digits_cnn" for r in rows)
+    for t in done:
+        r = next(r for r in rows if r["config_hash"] == t.user_attrs["config_hash"])
+        assert t.values == [r["accuracy"], r["energy_j"]]
+    # the seeds ran first: two uniform configurations, then two from the sensitivity report
+    seeds = [t.user_attrs.get("seed") for t in sorted(done, key=lambda t: t.number)[:4]]
+    assert seeds == ["uniform W8A8", "uniform W4A8", "sensitivity 1", "sensitivity 2"]
+    texts = {r["layer_bits_text"] for r in rows}
+    assert " ".join(f"{n}:W8A8" for n in ctx.layers) in texts
+    assert " ".join(f"{n}:W4A8" for n in ctx.layers) in texts
+
+
+def test_sensitivity_seeds_give_the_most_sensitive_layers_more_bits(small):
+    from qaccel.quant import QuantConfig, sensitivity_report
+
+    spec, ctx, *_ = small
+    rep = sensitivity_report(ctx.model, ctx.calib, QuantConfig(w_bits=4, a_bits=8,
+                                                               per_channel=True,
+                                                               progress=False))
+    sq = {r.name.removesuffix(".weight"): r.output_sqnr for r in rep.layer_rows()
+          if r.kind == "weight"}
+    worst = min(ctx.layers, key=lambda n: sq[n])
+    first = S.sensitivity_seeds(ctx, 1)[0]
+    assert first.w_bits[ctx.layers.index(worst)] == 8
+    assert sorted(first.w_bits) == [4] * (len(ctx.layers) - 1) + [8]
+
+
+def test_mixed_front_weakly_dominates_uniform(small):
+    """Rule: a uniform point u is covered if some point of the search's front has accuracy
+    >= u's and energy <= u's. The uniform configurations are enqueued, so they are search
+    points; the test checks that the front built from the store covers them all and that
+    the front's per-layer widths and costs are consistent."""
+    spec, ctx, study, path, rows = small
+    vals = np.array([[r["accuracy"], r["energy_j"]] for r in rows])
+    front = pareto_front(vals, [True, False])
+    uniform = [r for r in rows if len({b.split(":W")[1] for b in r["layer_bits_text"].split()})
+               == 1]
+    assert len(uniform) == 2
+    for u in uniform:
+        assert weakly_dominated_by([u["accuracy"], u["energy_j"]], vals[front], [True, False])
+    # narrower weights never cost more energy on the same array
+    by_text = {r["layer_bits_text"]: r for r in rows}
+    w8 = by_text[" ".join(f"{n}:W8A8" for n in ctx.layers)]
+    w4 = by_text[" ".join(f"{n}:W4A8" for n in ctx.layers)]
+    assert w4["energy_j"] < w8["energy_j"]
+    assert all(w4["energy_j"] <= r["energy_j"] <= w8["energy_j"] for r in rows)
+
+
+def test_export_best_runs_as_int_network(small, tmp_path):
+    from qaccel.flow import RunConfig, run
+
+    spec, ctx, study, path, rows = small
+    best = S.select_best(rows, spec)
+    fp = best["accuracy_fp32"]
+    ok = [r for r in rows if r["accuracy"] >= fp - spec.max_accuracy_drop]
+    assert best["energy_j"] == min(r["energy_j"] for r in ok)
+    out = S.export_best(best, ctx, tmp_path / "net.npz")
+    net = IntNetwork.load(out)
+    widths = [int(net.layers[i].w_bits) for i in net.gemm_layers()]
+    assert widths == [int(b.split(":W")[1].split("A")[0])
+                      for b in best["layer_bits_text"].split()]
+    rep = run(RunConfig(model=str(out), engine="analytic", area=False,
+                        array=S._array_config(ctx, S.TrialConfig((8,) * 4, 8, 8, 8, 64, 64))))
+    assert rep.cost["energy_j"] == pytest.approx(best["energy_j"], rel=1e-9)
+    with pytest.raises(ValueError, match="select: no search point is within"):
+        S.select_best([{**r, "accuracy": 0.0} for r in rows], spec)
+
+
+# ---- resume after SIGKILL ----------------------------------------------------------------
+
+def test_search_resumes_after_sigkill(tmp_path):
+    spec_path = tmp_path / "kill.yaml"
+    d = {**SMALL, "name": "kill", "trials": 6, "seeds": {"uniform": [[8, 8], [4, 8]]},
+         "eval_images": 60}
+    spec_path.write_text(yaml.safe_dump(d))
+    store = tmp_path / "r.sqlite"
+    env = {**os.environ, "QACCEL_HOME": os.environ.get("QACCEL_HOME", str(tmp_path / "ws"))}
+    proc = subprocess.Popen([sys.executable, "-m", "qaccel", "search", str(spec_path),
+                             "--store", str(store), "--no-progress"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t0 = time.time()
+    n = 0
+    try:
+        while time.time() - t0 < 300 and proc.poll() is None:
+            if store.exists():
+                try:
+                    with Store(store) as st:
+                        n = st.count(status="ok")
+                except ValueError:
+                    n = 0
+            if n >= 2:
+                break
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert n >= 2, proc.stderr.read().decode()[-2000:]
+    spec = parse_search(d, str(spec_path))
+    before = {r["config_hash"] for r in S.search_rows(store, spec)}
+    msgs = []
+    study = S.run_search(spec, store, progress=False, log=msgs.append)
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    interrupted = [t for t in study.trials if t.user_attrs.get("interrupted")]
+    assert len(done) == spec.trials
+    after = S.search_rows(store, spec)
+    assert before <= {r["config_hash"] for r in after}          # nothing lost
+    assert len({r["config_hash"] for r in after}) == len(after)  # nothing duplicated
+    # a trial that was running when the process died ran again with the same parameters
+    for t in interrupted:
+        assert any(d.params == t.params for d in done) or not t.params
+    assert any("resuming" in m for m in msgs) == bool(interrupted)
