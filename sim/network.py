@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import pathlib
 import zipfile
 import zlib
@@ -33,6 +32,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .arith import int_range
+from .validate import (
+    PRODUCT_LIMIT,
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    fail,
+)
 
 __all__ = ["FORMAT_VERSION", "KINDS", "QParams", "IntLayer", "IntNetwork"]
 
@@ -50,14 +57,15 @@ _READ_ERRORS = (OSError, EOFError, ValueError, NotImplementedError, RuntimeError
                 zipfile.BadZipFile, zlib.error)
 
 
-def _pair(name: str, value) -> tuple[int, int]:
-    if isinstance(value, int | np.integer) and not isinstance(value, bool):
-        return int(value), int(value)
+def _pair(owner: str, name: str, value, lo: int) -> tuple[int, int]:
+    """``value`` (an int or a pair of ints, each >= ``lo``) as an ``(h, w)`` pair."""
+    if isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_):
+        value = (value, value)
     try:
         a, b = value
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an int or a pair of ints, not {value!r}") from None
-    return int(a), int(b)
+        raise fail(owner, name, f"an int or a pair of ints >= {lo}", value) from None
+    return check_int(owner, name, a, lo), check_int(owner, name, b, lo)
 
 
 @dataclass(frozen=True)
@@ -70,26 +78,21 @@ class QParams:
     signed: bool
 
     def __post_init__(self):
-        if not isinstance(self.bits, int | np.integer) or not 2 <= int(self.bits) <= 16:
-            raise ValueError(f"QParams.bits must be an integer in [2, 16], not {self.bits!r}")
-        if not isinstance(self.signed, bool | np.bool_):
-            raise ValueError(f"QParams.signed must be a bool, not {self.signed!r}")
-        if not (isinstance(self.scale, float | int | np.floating)
-                and math.isfinite(float(self.scale)) and float(self.scale) > 0):
-            raise ValueError(f"QParams.scale must be a finite float > 0, not {self.scale!r}")
-        lo, hi = int_range(int(self.bits), bool(self.signed))
-        if self.signed and self.zero_point != 0:
-            raise ValueError(f"QParams.zero_point must be 0 for signed tensors, "
-                             f"not {self.zero_point!r}")
-        if not isinstance(self.zero_point, int | np.integer) or isinstance(self.zero_point,
-                                                                           bool) \
-                or not lo <= int(self.zero_point) <= hi:
-            raise ValueError(f"QParams.zero_point must be an integer in [{lo}, {hi}], "
-                             f"not {self.zero_point!r}")
-        object.__setattr__(self, "scale", float(self.scale))
-        object.__setattr__(self, "zero_point", int(self.zero_point))
-        object.__setattr__(self, "bits", int(self.bits))
-        object.__setattr__(self, "signed", bool(self.signed))
+        bits = check_int("QParams", "bits", self.bits, 2, 16)
+        signed = check_bool("QParams", "signed", self.signed)
+        scale = check_number("QParams", "scale", self.scale, positive=True)
+        if signed:
+            zero_point = check_int("QParams", "zero_point", self.zero_point)
+            if zero_point != 0:
+                raise fail("QParams", "zero_point", "0", zero_point,
+                           "signed tensors are symmetric")
+        else:
+            zero_point = check_int("QParams", "zero_point", self.zero_point,
+                                   *int_range(bits, signed))
+        object.__setattr__(self, "scale", scale)
+        object.__setattr__(self, "zero_point", zero_point)
+        object.__setattr__(self, "bits", bits)
+        object.__setattr__(self, "signed", signed)
 
     @property
     def range(self) -> tuple[int, int]:
@@ -118,12 +121,10 @@ class QParams:
         return cls(d["scale"], d["zero_point"], d["bits"], d["signed"])
 
 
-def _int_array(name: str, arr, ndim: int | None = None) -> np.ndarray:
+def _int_array(owner: str, name: str, arr) -> np.ndarray:
     a = np.asarray(arr)
     if not np.issubdtype(a.dtype, np.integer):
-        raise ValueError(f"{name} must hold integers, got dtype {a.dtype}")
-    if ndim is not None and a.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got shape {a.shape}")
+        raise fail(owner, name, "an integer array", None, shown=f"dtype {a.dtype}")
     a = a.astype(np.int64)
     a.setflags(write=False)
     return a
@@ -157,76 +158,78 @@ class IntLayer:
     keepdim: bool = True
 
     def __post_init__(self):
-        where = f"IntLayer {self.name!r}"
-        if self.kind not in KINDS:
-            raise ValueError(f"{where}: kind must be one of {KINDS}, not {self.kind!r}")
-        object.__setattr__(self, "inputs", tuple(int(i) for i in self.inputs))
-        object.__setattr__(self, "in_q", tuple(self.in_q))
+        owner = f"IntLayer({self.name!r})"
+        check_choice(owner, "kind", self.kind, KINDS)
         n_in = 2 if self.kind == "add" else 1
-        if len(self.inputs) != n_in or len(self.in_q) != n_in:
-            raise ValueError(f"{where}: kind {self.kind!r} takes {n_in} input(s); got inputs "
-                             f"{self.inputs} with {len(self.in_q)} in_q")
-        for q in (*self.in_q, self.out_q):
-            if not isinstance(q, QParams):
-                raise ValueError(f"{where}: in_q/out_q must be QParams, not {q!r}")
-        for name in ("kernel", "stride", "padding"):
-            object.__setattr__(self, name, _pair(f"{where}: {name}", getattr(self, name)))
-        if min(self.kernel) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
-            raise ValueError(f"{where}: kernel/stride must be >= 1 and padding >= 0")
-        if not isinstance(self.relu, bool | np.bool_):
-            raise ValueError(f"{where}: relu must be a bool, not {self.relu!r}")
-        object.__setattr__(self, "relu", bool(self.relu))
-        if self.kind in ("maxpool2d", "relu", "flatten") and self.out_q != self.in_q[0]:
-            raise ValueError(f"{where}: {self.kind} keeps the input's quantization; out_q "
-                             f"must equal in_q[0]")
+        inputs = tuple(check_int(owner, "inputs", i, -1) for i in self.inputs)
+        in_q = tuple(self.in_q)
+        if len(inputs) != n_in:
+            raise fail(owner, "inputs", f"{n_in} layer index(es) for kind {self.kind!r}",
+                       inputs)
+        if len(in_q) != n_in or not all(isinstance(q, QParams) for q in in_q):
+            raise fail(owner, "in_q", f"{n_in} QParams for kind {self.kind!r}", in_q)
+        if not isinstance(self.out_q, QParams):
+            raise fail(owner, "out_q", "a QParams", self.out_q)
+        object.__setattr__(self, "inputs", inputs)
+        object.__setattr__(self, "in_q", in_q)
+        for name, lo in (("kernel", 1), ("stride", 1), ("padding", 0)):
+            object.__setattr__(self, name, _pair(owner, name, getattr(self, name), lo))
+        for name in ("relu", "per_channel", "keepdim"):
+            object.__setattr__(self, name, check_bool(owner, name, getattr(self, name)))
+        object.__setattr__(self, "w_bits", check_int(owner, "w_bits", self.w_bits, 2, 16))
+        object.__setattr__(self, "groups", check_int(owner, "groups", self.groups, 1))
+        if self.kind in ("maxpool2d", "relu", "flatten") and self.out_q != in_q[0]:
+            raise fail(owner, "out_q", f"in_q[0] (a {self.kind} keeps the input's "
+                       "quantization)", self.out_q)
         for name in _ARRAYS:
             v = getattr(self, name)
             if v is not None:
-                object.__setattr__(self, name, _int_array(f"{where}: {name}", v))
+                object.__setattr__(self, name, _int_array(owner, name, v))
         if self.kind in _GEMM_KINDS:
-            self._check_gemm(where)
-        elif self.kind in _REQUANT_KINDS:
-            n_m = 2 if self.kind == "add" else 1
-            if self.m is None or self.s is None or self.m.shape != (n_m,) \
-                    or self.s.shape != (1,):
-                raise ValueError(f"{where}: {self.kind} needs m of shape ({n_m},) and s of "
-                                 f"shape (1,)")
-            if self.weight is not None or self.bias is not None:
-                raise ValueError(f"{where}: {self.kind} has no weight/bias")
+            self._check_gemm(owner)
+            return
+        if self.kind in _REQUANT_KINDS:
+            shapes = {"m": (2 if self.kind == "add" else 1,), "s": (1,)}
+            absent = ("weight", "bias")
         else:
-            if any(getattr(self, n) is not None for n in _ARRAYS):
-                raise ValueError(f"{where}: {self.kind} has no weight/bias/m/s")
+            shapes, absent = {}, _ARRAYS
+        for name, shape in shapes.items():
+            arr = getattr(self, name)
+            if arr is None or arr.shape != shape:
+                raise fail(owner, name, f"of shape {shape} for kind {self.kind!r}",
+                           None if arr is None else arr.shape)
+        for name in absent:
+            if getattr(self, name) is not None:
+                raise fail(owner, name, f"None for kind {self.kind!r}", None,
+                           shown=f"an array of shape {getattr(self, name).shape}")
 
-    def _check_gemm(self, where: str) -> None:
-        if self.weight is None or self.bias is None or self.m is None or self.s is None:
-            raise ValueError(f"{where}: {self.kind} needs weight, bias, m and s")
-        if not 2 <= int(self.w_bits) <= 16:
-            raise ValueError(f"{where}: w_bits must be in [2, 16], not {self.w_bits}")
+    def _check_gemm(self, owner: str) -> None:
+        for name in _ARRAYS:
+            if getattr(self, name) is None:
+                raise fail(owner, name, f"an integer array for kind {self.kind!r}", None)
         ndim = 2 if self.kind == "linear" else 4
         if self.weight.ndim != ndim:
-            raise ValueError(f"{where}: weight must be {ndim}-D for {self.kind}, got shape "
-                             f"{self.weight.shape}")
+            raise fail(owner, "weight", f"{ndim}-D for kind {self.kind!r}", None,
+                       shown=f"shape {self.weight.shape}")
         n = self.weight.shape[0]
         if self.kind == "conv2d":
-            if self.groups < 1 or n % self.groups:
-                raise ValueError(f"{where}: groups={self.groups} must divide C_out={n}")
+            if n % self.groups:
+                raise fail(owner, "groups", f"a divisor of C_out = {n}", self.groups)
             object.__setattr__(self, "kernel", tuple(self.weight.shape[2:]))
         elif self.groups != 1:
-            raise ValueError(f"{where}: linear layers have groups=1")
-        wlo, whi = int_range(int(self.w_bits), True)
+            raise fail(owner, "groups", "1 for a linear layer", self.groups)
+        wlo, whi = int_range(self.w_bits, True)
         if self.weight.size and (self.weight.min() < wlo or self.weight.max() > whi):
-            raise ValueError(f"{where}: weight values must be in [{wlo}, {whi}] "
-                             f"(signed {self.w_bits}-bit)")
+            bad = int(self.weight.min() if self.weight.min() < wlo else self.weight.max())
+            raise fail(owner, "weight", f"in [{wlo}, {whi}]", bad,
+                       f"signed {self.w_bits}-bit weights")
         if self.bias.shape != (n,):
-            raise ValueError(f"{where}: bias must have shape ({n},), got {self.bias.shape}")
+            raise fail(owner, "bias", f"of shape {(n,)}", self.bias.shape)
         n_m = n if self.per_channel else 1
         for name in ("m", "s"):
             if getattr(self, name).shape != (n_m,):
-                raise ValueError(f"{where}: {name} must have shape ({n_m},) "
-                                 f"({'per-channel' if self.per_channel else 'per-tensor'}), "
-                                 f"got {getattr(self, name).shape}")
-        if self.in_q[0].signed and self.in_q[0].zero_point != 0:
-            raise ValueError(f"{where}: signed inputs need zero_point 0")
+                raise fail(owner, name, f"of shape {(n_m,)}", getattr(self, name).shape,
+                           "per-channel" if self.per_channel else "per-tensor")
 
     @property
     def out_channels(self) -> int:
@@ -259,48 +262,46 @@ class IntNetwork:
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(self.layers))
-        object.__setattr__(self, "input_shape", tuple(int(d) for d in self.input_shape))
         if not self.layers:
-            raise ValueError("IntNetwork.layers must not be empty")
+            raise fail("IntNetwork", "layers", "a non-empty sequence of IntLayer", ())
+        try:
+            shape = tuple(self.input_shape)
+        except TypeError:
+            raise fail("IntNetwork", "input_shape", "a sequence of sizes >= 1",
+                       self.input_shape) from None
+        object.__setattr__(self, "input_shape",
+                           tuple(check_int("IntNetwork", "input_shape", d, 1) for d in shape))
         if not isinstance(self.input_q, QParams):
-            raise ValueError("IntNetwork.input_q must be QParams")
-        for name, lo, hi in (("acc_bits", 4, 60), ("mult_bits", 1, 32)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise ValueError(f"IntNetwork.{name} must be an integer in [{lo}, {hi}], "
-                                 f"not {v!r}")
-        if self.acc_bits + self.mult_bits > 62:
-            raise ValueError(f"IntNetwork.acc_bits + mult_bits must be <= 62, got "
-                             f"{self.acc_bits} + {self.mult_bits}")
-        out = len(self.layers) - 1 if self.output is None else int(self.output)
-        if not 0 <= out < len(self.layers):
-            raise ValueError(f"IntNetwork.output must index a layer in [0, "
-                             f"{len(self.layers) - 1}], not {self.output}")
+            raise fail("IntNetwork", "input_q", "a QParams", self.input_q)
+        check_int("IntNetwork", "mult_bits", self.mult_bits, 1, 32)
+        check_int("IntNetwork", "acc_bits", self.acc_bits, 4, PRODUCT_LIMIT - self.mult_bits,
+                  why=f"acc_bits + mult_bits <= {PRODUCT_LIMIT} with mult_bits = "
+                      f"{self.mult_bits}")
+        n = len(self.layers)
+        out = check_int("IntNetwork", "output", n - 1 if self.output is None else self.output,
+                        0, n - 1, why="a layer index")
         object.__setattr__(self, "output", out)
         acc_lo, acc_hi = int_range(self.acc_bits, True)
         mult_hi = (1 << self.mult_bits) - 1
         for i, layer in enumerate(self.layers):
+            owner = f"IntNetwork.layers[{i}]"
             if not isinstance(layer, IntLayer):
-                raise ValueError(f"IntNetwork.layers[{i}] must be an IntLayer")
-            where = f"IntNetwork.layers[{i}] ({layer.name!r})"
-            for j, src in zip(layer.inputs, layer.in_q):
-                if not -1 <= j < i:
-                    raise ValueError(f"{where}: input {j} must be -1 (network input) or an "
-                                     f"earlier layer in [0, {i - 1}]")
+                raise fail("IntNetwork", f"layers[{i}]", "an IntLayer", layer)
+            for k, (j, src) in enumerate(zip(layer.inputs, layer.in_q)):
+                check_int(owner, "inputs", j, -1, i - 1,
+                          why=f"{layer.name!r}: -1 (the network input) or an earlier layer")
                 src_q = self.input_q if j == -1 else self.layers[j].out_q
                 if src_q != src:
-                    raise ValueError(f"{where}: in_q {src} differs from the quantization "
-                                     f"{src_q} of its input {j}")
-            if layer.m is not None:
-                if layer.m.min() < 0 or layer.m.max() > mult_hi:
-                    raise ValueError(f"{where}: m must be in [0, {mult_hi}] "
-                                     f"(mult_bits={self.mult_bits})")
-                if layer.s.min() < 0 or layer.s.max() > 63:
-                    raise ValueError(f"{where}: s must be in [0, 63]")
-            if layer.bias is not None and layer.bias.size and (
-                    layer.bias.min() < acc_lo or layer.bias.max() > acc_hi):
-                raise ValueError(f"{where}: bias must fit the {self.acc_bits}-bit accumulator "
-                                 f"[{acc_lo}, {acc_hi}]")
+                    raise fail(owner, f"in_q[{k}]", f"the quantization {src_q} of its input "
+                               f"{j}", src, repr(layer.name))
+            for name, lo, hi, why in (("m", 0, mult_hi, f"mult_bits = {self.mult_bits}"),
+                                      ("s", 0, 63, "shift"),
+                                      ("bias", acc_lo, acc_hi,
+                                       f"{self.acc_bits}-bit accumulator")):
+                arr = getattr(layer, name)
+                if arr is not None and arr.size and (arr.min() < lo or arr.max() > hi):
+                    bad = int(arr.min() if arr.min() < lo else arr.max())
+                    raise fail(owner, name, f"in [{lo}, {hi}]", bad, f"{layer.name!r}: {why}")
 
     @property
     def output_q(self) -> QParams:

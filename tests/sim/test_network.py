@@ -181,36 +181,47 @@ def test_layer_validation_messages():
     q = _q()
     with pytest.raises(ValueError, match="kind must be one of"):
         IntLayer("x", "softmax", (-1,), (q,), q)
-    with pytest.raises(ValueError, match=r"weight values must be in \[-8, 7\]"):
+    with pytest.raises(ValueError, match=r"IntLayer\('x'\)\.weight must be in \[-8, 7\] "
+                                         r"\(signed 4-bit weights\), not 8"):
         IntLayer("x", "linear", (-1,), (q,), q, weight=np.full((2, 3), 8), bias=np.zeros(2, int),
                  m=np.ones(1, int), s=np.ones(1, int), w_bits=4)
-    with pytest.raises(ValueError, match=r"m must have shape \(2,\)"):
+    with pytest.raises(ValueError, match=r"IntLayer\('x'\)\.m must be of shape \(2,\) "
+                                         r"\(per-channel\), not \(1,\)"):
         IntLayer("x", "linear", (-1,), (q,), q, weight=np.ones((2, 3), int),
                  bias=np.zeros(2, int), m=np.ones(1, int), s=np.ones(1, int),
                  per_channel=True)
-    with pytest.raises(ValueError, match="must hold integers"):
+    with pytest.raises(ValueError, match=r"IntLayer\('x'\)\.weight must be an integer array, "
+                                         r"not dtype float64"):
         IntLayer("x", "linear", (-1,), (q,), q, weight=np.ones((2, 3)), bias=np.zeros(2, int),
                  m=np.ones(1, int), s=np.ones(1, int))
-    with pytest.raises(ValueError, match="keeps the input's quantization"):
+    with pytest.raises(ValueError, match=r"IntLayer\('x'\)\.out_q must be in_q\[0\] \(a maxpool2d "
+                                         r"keeps the input's quantization\)"):
         IntLayer("x", "maxpool2d", (-1,), (q,), _q(0.1), kernel=2, stride=2)
-    with pytest.raises(ValueError, match="groups=3 must divide"):
+    with pytest.raises(ValueError, match=r"IntLayer\('x'\)\.groups must be a divisor of "
+                                         r"C_out = 4, not 3"):
         IntLayer("x", "conv2d", (-1,), (q,), q, weight=np.ones((4, 1, 3, 3), int),
                  bias=np.zeros(4, int), m=np.ones(1, int), s=np.ones(1, int), groups=3)
-    with pytest.raises(ValueError, match="zero_point must be 0 for signed"):
+    with pytest.raises(ValueError, match=r"QParams\.zero_point must be 0 \(signed tensors are "
+                                         r"symmetric\), not 3"):
         QParams(0.1, 3, 8, True)
-    with pytest.raises(ValueError, match="scale must be a finite float > 0"):
+    with pytest.raises(ValueError, match=r"QParams\.scale must be a finite number > 0, not 0\.0"):
         QParams(0.0, 0, 8, False)
 
 
 def test_network_validation_messages():
     net = small_net()
-    with pytest.raises(ValueError, match="differs from the quantization"):
+    with pytest.raises(ValueError, match=r"IntNetwork\.layers\[0\]\.in_q\[0\] must be the "
+                                         r"quantization QParams\(scale=0\.5, .* of its input -1"):
         IntNetwork(net.layers, _q(0.5, 3), net.input_shape)
-    with pytest.raises(ValueError, match=r"m must be in \[0, 255\]"):
+    with pytest.raises(ValueError, match=r"IntNetwork\.layers\[0\]\.m must be in \[0, 255\] "
+                                         r"\('conv': mult_bits = 8\), not \d+"):
         IntNetwork(net.layers, net.input_q, net.input_shape, acc_bits=32, mult_bits=8)
-    with pytest.raises(ValueError, match="bias must fit the 8-bit accumulator"):
+    with pytest.raises(ValueError, match=r"IntNetwork\.layers\[0\]\.bias must be in "
+                                         r"\[-128, 127\] \('conv': 8-bit accumulator\)"):
         IntNetwork(net.layers, net.input_q, net.input_shape, acc_bits=8)
-    with pytest.raises(ValueError, match="acc_bits \\+ mult_bits must be <= 62"):
+    with pytest.raises(ValueError, match=r"IntNetwork\.acc_bits must be in \[4, 46\] "
+                                         r"\(acc_bits \+ mult_bits <= 62 with mult_bits = 16\), "
+                                         r"not 50"):
         IntNetwork(net.layers, net.input_q, net.input_shape, acc_bits=50, mult_bits=16)
 
 
@@ -218,7 +229,8 @@ def test_sim_network_and_executor_need_only_numpy():
     import subprocess
     import sys
 
-    code = ("import sys, sim.network, sim.executor; "
-            "bad = [m for m in ('torch', 'amaranth', 'quant', 'hw') if m in sys.modules]; "
+    code = ("import sys, qaccel.sim.network, qaccel.sim.executor; "
+            "bad = [m for m in ('torch', 'amaranth', 'qaccel.quant', 'qaccel.hw') "
+            "if m in sys.modules]; "
             "sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
