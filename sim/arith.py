@@ -9,6 +9,8 @@ import math
 
 import numpy as np
 
+from .validate import PRODUCT_LIMIT, check_int
+
 __all__ = ["wrap", "requantize", "output_bounds", "quantize_multiplier", "rounding_term",
            "int_range", "bits_for_range"]
 
@@ -68,9 +70,7 @@ def quantize_multiplier(real_scale, mult_bits: int) -> tuple[np.ndarray, np.ndar
     (possibly 0) ``M``. Rounding is to nearest, ties to even. Always returns arrays
     (at least 1-D).
     """
-    if isinstance(mult_bits, bool) or not isinstance(mult_bits, int | np.integer) \
-            or not 1 <= mult_bits <= 62:
-        raise ValueError(f"mult_bits must be an integer in [1, 62], not {mult_bits!r}")
+    mult_bits = check_int("quantize_multiplier", "mult_bits", mult_bits, 1, PRODUCT_LIMIT)
     scale = np.atleast_1d(np.asarray(real_scale, dtype=np.float64))
     if np.any(~np.isfinite(scale)) or np.any(scale < 0):
         raise ValueError("real_scale must be finite and >= 0")

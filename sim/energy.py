@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from .config import ArrayConfig
 from .traffic import BUFFER_OF, LEVELS, OPERANDS
+from .validate import check_int, fail
 
 __all__ = ["EnergyTable", "EnergyTableError", "LayerCounts", "EnergyBreakdown", "load_table",
            "default_table", "layer_energy", "network_energy", "per_channel_terms", "CATEGORIES",
@@ -271,18 +272,15 @@ class LayerCounts:
 
     def __post_init__(self):
         for k in ("macs", "acc_updates", "outputs", "cycles"):
-            v = getattr(self, k)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"LayerCounts.{k} must be a non-negative integer, not {v!r}")
+            check_int("LayerCounts", k, getattr(self, k), 0)
         for key, v in self.bits.items():
-            parts = key.split(".")
+            parts = str(key).split(".")
             if len(parts) != 3 or parts[0] not in LEVELS or parts[1] not in OPERANDS \
                     or parts[2] not in ("read", "write"):
-                raise ValueError(f"LayerCounts.bits key {key!r} must be 'level.operand.read|"
-                                 f"write' with level in {LEVELS}, operand in {OPERANDS}")
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"LayerCounts.bits[{key!r}] must be a non-negative integer, "
-                                 f"not {v!r}")
+                raise fail("LayerCounts", "bits", f"keyed 'level.operand.read|write' with "
+                           f"level in {LEVELS}, operand in {OPERANDS}", key,
+                           shown=f"key {key!r}")
+            check_int("LayerCounts", f"bits[{key!r}]", v, 0)
 
     def b(self, level: str, operand: str, rw: str) -> int:
         return int(self.bits.get(f"{level}.{operand}.{rw}", 0))

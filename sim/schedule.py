@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import ArrayConfig
+from .validate import check_int
 
 __all__ = ["PIPELINE_TAIL", "Tiling", "tiling", "pass_starts", "beat_cycles",
            "gemm_cycles", "params_fifo_depth"]
@@ -96,10 +97,8 @@ class Tiling:
 
 
 def tiling(cfg: ArrayConfig, T: int, K: int, N: int) -> Tiling:
-    for name, v in (("T", T), ("K", K), ("N", N)):
-        if not isinstance(v, int | np.integer) or v < 1:
-            raise ValueError(f"GEMM dimension {name} must be a positive integer, not {v!r}")
-    return Tiling(T=int(T), K=int(K), N=int(N), NT=_ceil_div(N, cfg.cols),
+    T, K, N = (check_int("GEMM", name, v, 1) for name, v in (("T", T), ("K", K), ("N", N)))
+    return Tiling(T=T, K=K, N=N, NT=_ceil_div(N, cfg.cols),
                   TT=_ceil_div(T, cfg.acc_depth), KT=_ceil_div(K, cfg.rows),
                   rows=cfg.rows, cols=cfg.cols, depth=cfg.acc_depth)
 

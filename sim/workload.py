@@ -1,4 +1,4 @@
-"""GEMM workloads: what one network layer asks of the accelerator (numpy-free, torch-free).
+"""GEMM workloads: what one network layer asks of the accelerator (torch-free).
 
 A :class:`GemmWorkload` is ``repeat`` identical GEMM jobs ``Y[T x N] = X[T x K] @ W[K x N]``
 run back to back. Convolutions are lowered by im2col (``T`` = output pixels times batch,
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .validate import check_choice, check_int, fail
+
 __all__ = ["ConvGeometry", "GemmWorkload", "NetworkTotals", "OP_KINDS", "conv_out_size",
            "conv_workload", "linear_workload", "matmul_workload"]
 
@@ -19,25 +21,10 @@ __all__ = ["ConvGeometry", "GemmWorkload", "NetworkTotals", "OP_KINDS", "conv_ou
 OP_KINDS = ("gemm", "conv2d", "depthwise", "linear", "matmul")
 
 
-def _positive(where: str, name: str, value) -> int:
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise ValueError(f"{where}: {name} must be a positive integer, not {value!r}")
-    value = int(value)
-    if value < 1:
-        raise ValueError(f"{where}: {name} must be a positive integer, not {value}")
-    return value
-
-
-def _nonneg(where: str, name: str, value) -> int:
-    if isinstance(value, bool) or not hasattr(value, "__index__") or int(value) < 0:
-        raise ValueError(f"{where}: {name} must be a non-negative integer, not {value!r}")
-    return int(value)
-
-
-def _pair(value) -> tuple:
+def _pair(owner: str, name: str, value) -> tuple:
     if isinstance(value, tuple | list):
         if len(value) != 2:
-            raise ValueError(f"expected an int or a pair, not {value!r}")
+            raise fail(owner, name, "an int or a pair of ints", value)
         return tuple(value)
     return (value, value)
 
@@ -88,18 +75,17 @@ class GemmWorkload:
     input_elems: int = 0
 
     def __post_init__(self):
-        where = f"workload {self.name!r}"
         if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"workload name must be a non-empty string, not {self.name!r}")
+            raise fail("GemmWorkload", "name", "a non-empty string", self.name)
+        owner = f"GemmWorkload({self.name!r})"
         for dim in ("T", "K", "N", "repeat"):
-            object.__setattr__(self, dim, _positive(where, dim, getattr(self, dim)))
-        if self.op not in OP_KINDS:
-            raise ValueError(f"{where}: op must be one of {OP_KINDS}, not {self.op!r}")
+            object.__setattr__(self, dim, check_int(owner, dim, getattr(self, dim), 1))
+        check_choice(owner, "op", self.op, OP_KINDS)
         if self.input_elems == 0:
             object.__setattr__(self, "input_elems", self.T * self.K)
         else:
             object.__setattr__(self, "input_elems",
-                               _positive(where, "input_elems", self.input_elems))
+                               check_int(owner, "input_elems", self.input_elems, 1))
 
     @property
     def macs(self) -> int:
@@ -136,23 +122,27 @@ def conv_workload(name: str, in_h: int, in_w: int, in_ch: int, out_ch: int, kern
     ``T = batch * out_h * out_w``, ``K = kh * kw * in_ch / groups``, ``N = out_ch / groups``,
     ``repeat = groups`` (``op = "depthwise"`` when ``groups == in_ch == out_ch > 1``).
     """
-    where = f"layer {name!r}"
-    in_h, in_w = _positive(where, "in_h", in_h), _positive(where, "in_w", in_w)
-    in_ch, out_ch = _positive(where, "in_ch", in_ch), _positive(where, "out_ch", out_ch)
-    groups, batch = _positive(where, "groups", groups), _positive(where, "batch", batch)
-    kh, kw = (_positive(where, n, v) for n, v in zip(("kh", "kw"), _pair(kernel)))
-    sh, sw = (_positive(where, n, v) for n, v in zip(("stride_h", "stride_w"), _pair(stride)))
-    ph, pw = (_nonneg(where, n, v) for n, v in zip(("pad_h", "pad_w"), _pair(padding)))
-    dh, dw = (_positive(where, n, v)
-              for n, v in zip(("dilation_h", "dilation_w"), _pair(dilation)))
+    owner = f"conv2d({name!r})"
+    in_h, in_w = check_int(owner, "in_h", in_h, 1), check_int(owner, "in_w", in_w, 1)
+    in_ch, out_ch = check_int(owner, "in_ch", in_ch, 1), check_int(owner, "out_ch", out_ch, 1)
+    groups, batch = check_int(owner, "groups", groups, 1), check_int(owner, "batch", batch, 1)
+    kh, kw = (check_int(owner, n, v, 1)
+              for n, v in zip(("kh", "kw"), _pair(owner, "kernel", kernel)))
+    sh, sw = (check_int(owner, n, v, 1)
+              for n, v in zip(("stride_h", "stride_w"), _pair(owner, "stride", stride)))
+    ph, pw = (check_int(owner, n, v, 0)
+              for n, v in zip(("pad_h", "pad_w"), _pair(owner, "padding", padding)))
+    dh, dw = (check_int(owner, n, v, 1)
+              for n, v in zip(("dilation_h", "dilation_w"), _pair(owner, "dilation", dilation)))
     if in_ch % groups or out_ch % groups:
-        raise ValueError(f"{where}: groups={groups} must divide in_ch={in_ch} and "
-                         f"out_ch={out_ch}")
+        raise fail(owner, "groups", f"a divisor of in_ch = {in_ch} and out_ch = {out_ch}",
+                   groups)
     out_h = conv_out_size(in_h, kh, sh, ph, dh)
     out_w = conv_out_size(in_w, kw, sw, pw, dw)
     if out_h < 1 or out_w < 1:
-        raise ValueError(f"{where}: kernel {kh}x{kw} (dilation {dh}x{dw}) does not fit the "
-                         f"padded {in_h}x{in_w} input: output would be {out_h}x{out_w}")
+        raise fail(owner, "kernel", f"at most the padded {in_h + 2 * ph}x{in_w + 2 * pw} "
+                   "input", (kh, kw), f"dilation {dh}x{dw}: the output would be "
+                   f"{out_h}x{out_w}")
     geom = ConvGeometry(in_h, in_w, in_ch, out_ch, kh, kw, (sh, sw), (ph, pw), (dh, dw),
                         groups, out_h, out_w)
     op = "depthwise" if groups > 1 and groups == in_ch == out_ch else "conv2d"

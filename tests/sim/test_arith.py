@@ -179,7 +179,9 @@ def test_quantize_multiplier_rejects_bad_scales(bad):
 
 @pytest.mark.parametrize("bad", [0, -1, 63, 8.0, True])
 def test_quantize_multiplier_rejects_bad_widths(bad):
-    with pytest.raises(ValueError, match=r"mult_bits must be an integer in \[1, 62\]"):
+    kind = "in" if type(bad) is int else "an integer in"
+    with pytest.raises(ValueError, match=rf"quantize_multiplier\.mult_bits must be {kind} "
+                                         rf"\[1, 62\], not {bad!r}"):
         quantize_multiplier(0.5, bad)
 
 

@@ -106,5 +106,5 @@ def test_short_tiles_are_padded_to_array_span():
 @pytest.mark.parametrize(("T", "K", "N", "name"), [(0, 1, 1, "T"), (1, -2, 1, "K"),
                                                     (1, 1, 1.5, "N"), (1, 1, None, "N")])
 def test_tiling_rejects_bad_dimensions(T, K, N, name):
-    with pytest.raises(ValueError, match=rf"GEMM dimension {name} must be a positive integer"):
+    with pytest.raises(ValueError, match=rf"GEMM\.{name} must be (an integer )?>= 1, not "):
         gemm_cycles(ArrayConfig(), T, K, N)
