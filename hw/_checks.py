@@ -1,6 +1,9 @@
-"""Constructor argument checks shared by the RTL components (exact ``ValueError`` messages)."""
+"""Constructor argument checks shared by the RTL components: :mod:`qaccel.sim.validate`'s
+checks and message format, raised so that Amaranth does not warn about the component."""
 
 from __future__ import annotations
+
+from qaccel.sim import validate
 
 __all__ = ["fail", "check_int", "check_bool"]
 
@@ -13,14 +16,15 @@ def fail(owner, message: str) -> ValueError:
 
 
 def check_int(owner, name: str, value, lo: int, hi: int) -> int:
-    """Return ``value`` if it is an ``int`` in ``[lo, hi]``, else raise ``ValueError``::
+    """Return ``value`` if it is an ``int`` in ``[lo, hi]``, else raise the
+    :func:`qaccel.sim.validate.check_int` ``ValueError``::
 
-        <Class>.<name> must be an integer in [<lo>, <hi>], not <value!r>
+        <Class>.<name> must be in [<lo>, <hi>], not <value!r>
     """
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise fail(owner, f"{type(owner).__name__}.{name} must be an integer in [{lo}, {hi}], "
-                          f"not {value!r}")
-    return value
+    try:
+        return validate.check_int(type(owner).__name__, name, value, lo, hi)
+    except ValueError as exc:
+        raise fail(owner, str(exc)) from None
 
 
 def check_bool(owner, name: str, value) -> bool:
@@ -28,6 +32,7 @@ def check_bool(owner, name: str, value) -> bool:
 
         <Class>.<name> must be a bool, not <value!r>
     """
-    if not isinstance(value, bool):
-        raise fail(owner, f"{type(owner).__name__}.{name} must be a bool, not {value!r}")
-    return value
+    try:
+        return validate.check_bool(type(owner).__name__, name, value)
+    except ValueError as exc:
+        raise fail(owner, str(exc)) from None
