@@ -47,12 +47,13 @@ def load_points(path, *, workload=None, kind=None, study=None) -> list[dict]:
     """Finished rows of the store at ``path`` (filters optional)."""
     from qaccel.sweep.store import Store
 
-    from ..dse.search import STUDY_PREFIX
-
     with Store(path) as st:
         rows = st.rows(status="ok", kind=kind, workload=workload)
     if study is not None:
-        rows = [r for r in rows if r.get("study") == STUDY_PREFIX + study]
+        from ..dse.search import study_hashes
+
+        want = set(study_hashes(path, study))
+        rows = [r for r in rows if r["config_hash"] in want]
     return rows
 
 

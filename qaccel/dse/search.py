@@ -32,8 +32,8 @@ from .search_spec import SearchSpec
 
 __all__ = ["SearchContext", "TrialConfig", "prepare", "trial_config", "network_and_hardware",
            "measure", "evaluate_trial",
-           "sensitivity_seeds", "uniform_seed", "run_search", "search_rows", "select_best",
-           "export_best", "bits_text", "STUDY_PREFIX"]
+           "sensitivity_seeds", "uniform_seed", "run_search", "study_hashes", "search_rows",
+           "select_best", "export_best", "bits_text", "STUDY_PREFIX"]
 
 #: the Optuna study of search ``name`` is ``STUDY_PREFIX + name``
 STUDY_PREFIX = "qaccel-search:"
@@ -405,13 +405,31 @@ def _objective(ctx: SearchContext, store, study_name: str):
 
 # ---- results ------------------------------------------------------------------------------
 
-def search_rows(store_path, spec: SearchSpec) -> list[dict]:
-    """The store's finished rows of ``spec``'s study."""
+def study_hashes(store_path, name: str) -> list[str]:
+    """``config_hash`` of every finished trial of search ``name`` in the store's study
+    (a point computed by another study and reused is included)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{pathlib.Path(store_path).resolve()}")
+    try:
+        study = optuna.load_study(study_name=STUDY_PREFIX + name, storage=storage)
+    except KeyError:
+        raise ValueError(f"{store_path}: no search named {name!r}") from None
+    return [t.user_attrs["config_hash"] for t in study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE,)) if "config_hash" in t.user_attrs]
+
+
+def search_rows(store_path, spec: SearchSpec | str) -> list[dict]:
+    """The store's rows of the finished trials of a search (``spec`` or its name), one per
+    configuration."""
     from qaccel.sweep.store import Store
 
+    name = spec if isinstance(spec, str) else spec.name
+    want = set(study_hashes(store_path, name))
     with Store(store_path, extra_params=_SEARCH_COLUMNS) as st:
-        return [r for r in st.rows(status="ok", kind="search")
-                if r.get("study") == STUDY_PREFIX + spec.name]
+        return [r for r in st.rows(status="ok") if r["config_hash"] in want]
 
 
 def select_best(rows: list[dict], spec: SearchSpec) -> dict:
