@@ -6,10 +6,19 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from qaccel.sim.validate import (
+    check_acc_bits,
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    fail,
+)
+
 from .progress import check_progress
 
 __all__ = ["QuantConfig", "LayerOverride", "WEIGHT_RANGES", "ACT_RANGES", "ROUNDINGS",
-           "BIAS_CORRECTIONS", "BITS_RANGE"]
+           "BIAS_CORRECTIONS", "BITS_RANGE", "INT_RANGES"]
 
 WEIGHT_RANGES = ("minmax", "mse")
 ACT_RANGES = ("minmax", "mse", "cross_entropy", "bn", "bitsplit")
@@ -18,12 +27,12 @@ BIAS_CORRECTIONS = ("none", "empirical", "analytic")
 
 _CHOICES = {"weight_range": WEIGHT_RANGES, "act_range": ACT_RANGES, "rounding": ROUNDINGS,
             "bias_correction": BIAS_CORRECTIONS}
-_INTS = {"w_bits": (2, 16), "a_bits": (2, 16), "iterations": (0, 10_000_000),
+INT_RANGES = {"w_bits": (2, 16), "a_bits": (2, 16), "iterations": (0, 10_000_000),
          "seed": (0, 2**63 - 1), "mult_bits": (1, 32), "acc_bits": (4, 60),
          "calib_samples": (1, 10_000_000)}
 _BOOLS = ("per_channel", "cle", "a_signed", "high_bias_absorption", "quantize_input",
           "snap_scales", "power_of_two", "allow_fallback", "first_last_8bit")
-BITS_RANGE = _INTS["w_bits"]
+BITS_RANGE = INT_RANGES["w_bits"]
 
 
 @dataclass(frozen=True)
@@ -49,16 +58,13 @@ class LayerOverride:
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"LayerOverride.name must be a non-empty module path; got "
-                             f"{self.name!r}")
-        lo, hi = BITS_RANGE
+            raise fail("LayerOverride", "name", "a non-empty module path", self.name)
         for field_name in ("w_bits", "a_bits"):
             v = getattr(self, field_name)
-            if v is None:
-                continue
-            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-                raise ValueError(f"LayerOverride.{field_name} of layer {self.name!r} must be "
-                                 f"an integer in [{lo}, {hi}] or None; got {v!r}")
+            if v is not None:
+                object.__setattr__(self, field_name, check_int(
+                    f"LayerOverride({self.name!r})", field_name, v, *BITS_RANGE,
+                    why=f"or None for QuantConfig.{field_name}"))
 
 
 def _layer_override(item) -> LayerOverride:
@@ -66,8 +72,8 @@ def _layer_override(item) -> LayerOverride:
         return item
     if isinstance(item, tuple | list) and len(item) == 3:
         return LayerOverride(*item)
-    raise ValueError(f"QuantConfig.layer_bits entries must be LayerOverride or "
-                     f"(name, w_bits, a_bits) tuples; got {item!r}")
+    raise fail("QuantConfig", "layer_bits", "LayerOverride or (name, w_bits, a_bits) entries",
+               item)
 
 
 @dataclass(frozen=True)
@@ -164,29 +170,13 @@ class QuantConfig:
 
     def __post_init__(self):
         for name, allowed in _CHOICES.items():
-            v = getattr(self, name)
-            if v not in allowed:
-                raise ValueError(f"QuantConfig.{name} must be one of "
-                                 f"{', '.join(map(repr, allowed))}; got {v!r}")
-        for name, (lo, hi) in _INTS.items():
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ValueError(f"QuantConfig.{name} must be an integer in [{lo}, {hi}]; "
-                                 f"got {v!r}")
-            if not lo <= v <= hi:
-                raise ValueError(f"QuantConfig.{name} must be in [{lo}, {hi}]; got {v}")
+            check_choice("QuantConfig", name, getattr(self, name), allowed)
+        for name, (lo, hi) in INT_RANGES.items():
+            object.__setattr__(self, name, check_int("QuantConfig", name, getattr(self, name),
+                                                     lo, hi))
         for name in _BOOLS:
-            v = getattr(self, name)
-            if not isinstance(v, bool):
-                raise ValueError(f"QuantConfig.{name} must be a bool (True or False); "
-                                 f"got {v!r}")
-        if isinstance(self.bn_alpha, bool) or not isinstance(self.bn_alpha, int | float) \
-                or not self.bn_alpha > 0:
-            raise ValueError(f"QuantConfig.bn_alpha must be a number > 0; got "
-                             f"{self.bn_alpha!r}")
-        if self.acc_bits + self.mult_bits > 62:
-            raise ValueError(f"QuantConfig.acc_bits must be <= {62 - self.mult_bits} "
-                             f"(acc_bits + mult_bits <= 62); got {self.acc_bits}")
+            object.__setattr__(self, name, check_bool("QuantConfig", name, getattr(self, name)))
+        check_number("QuantConfig", "bn_alpha", self.bn_alpha, positive=True)
         check_progress(self.progress, "QuantConfig.progress")
         if not isinstance(self.layer_bits, tuple | list):
             raise ValueError(f"QuantConfig.layer_bits must be a tuple of LayerOverride; got "
@@ -199,14 +189,13 @@ class QuantConfig:
             raise ValueError(f"QuantConfig.layer_bits names a layer more than once: "
                              f"{', '.join(map(repr, dup))}")
         w_max, a_max = max(self.all_bits("w_bits")), max(self.all_bits("a_bits"))
-        if self.acc_bits < w_max + a_max:
-            raise ValueError(f"QuantConfig.acc_bits must be >= w_bits + a_bits = "
-                             f"{w_max + a_max} (largest weight and activation bits, "
-                             f"per-layer overrides included); got {self.acc_bits}")
+        check_acc_bits("QuantConfig", w_max, a_max, self.acc_bits, self.mult_bits,
+                       product="w_bits + a_bits" if (w_max, a_max) == (self.w_bits, self.a_bits)
+                       else "the largest w_bits + a_bits (per-layer bits included)")
         if self.bias_correction != "none" and self.rounding != "nearest":
-            raise ValueError(f"QuantConfig.bias_correction must be 'none' when rounding is "
-                             f"{self.rounding!r} (Figure 8: AdaRound/Bit-split *or* bias "
-                             f"correction); got {self.bias_correction!r}")
+            raise fail("QuantConfig", "bias_correction", "'none'", self.bias_correction,
+                       f"rounding is {self.rounding!r}: Figure 8 applies AdaRound/Bit-split "
+                       "*or* bias correction")
 
     def all_bits(self, kind: str) -> set[int]:
         """Every ``kind`` (``"w_bits"`` / ``"a_bits"``) bit-width a layer may get."""

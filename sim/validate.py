@@ -79,18 +79,19 @@ def check_number(owner: str, field: str, value, *, positive: bool = False) -> fl
     return float(value)
 
 
-def check_acc_bits(owner: str, w_bits: int, a_bits: int, acc_bits: int,
-                   mult_bits: int) -> int:
+def check_acc_bits(owner: str, w_bits: int, a_bits: int, acc_bits: int, mult_bits: int,
+                   product: str = "w_bits + a_bits") -> int:
     """The accumulator's two bounds, each blaming the right field: one product fits
     (``acc_bits >= w_bits + a_bits``) and the requantizer product fits int64
     (``acc_bits + mult_bits <= 62``). When no ``acc_bits`` can meet both, the message names
-    the pair of fields whose combination is impossible instead of an empty range."""
+    the pair of fields whose combination is impossible instead of an empty range.
+    ``product`` names ``w_bits + a_bits`` in the message (e.g. the largest over layers)."""
     need = w_bits + a_bits
     if need + mult_bits > PRODUCT_LIMIT:
         raise ValueError(
-            f"{owner}.acc_bits + mult_bits must be <= {PRODUCT_LIMIT}: w_bits + a_bits = "
+            f"{owner}.acc_bits + mult_bits must be <= {PRODUCT_LIMIT}: {product} = "
             f"{need} needs acc_bits >= {need}, so mult_bits must be <= "
             f"{PRODUCT_LIMIT - need}, not {mult_bits}")
     return check_int(owner, "acc_bits", acc_bits, need, PRODUCT_LIMIT - mult_bits,
-                     why=f"w_bits + a_bits = {need} <= acc_bits <= {PRODUCT_LIMIT} - "
+                     why=f"{product} = {need} <= acc_bits <= {PRODUCT_LIMIT} - "
                          f"mult_bits = {PRODUCT_LIMIT - mult_bits}")

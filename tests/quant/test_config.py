@@ -37,7 +37,12 @@ def test_bad_values_name_field_and_allowed(field, value, words):
 def test_cross_field_checks():
     with pytest.raises(ValueError, match="acc_bits"):
         QuantConfig(acc_bits=50, mult_bits=16)
-    with pytest.raises(ValueError, match="acc_bits must be >= w_bits"):
+    with pytest.raises(ValueError, match=r"QuantConfig\.acc_bits must be in \[32, 46\] "
+                                         r"\(w_bits \+ a_bits = 32 <= acc_bits"):
         QuantConfig(w_bits=16, a_bits=16, acc_bits=24)
+    with pytest.raises(ValueError, match=r"QuantConfig\.acc_bits \+ mult_bits must be <= 62: "
+                                         r"w_bits \+ a_bits = 32 needs acc_bits >= 32, so "
+                                         r"mult_bits must be <= 30, not 31"):
+        QuantConfig(w_bits=16, a_bits=16, acc_bits=32, mult_bits=31)
     with pytest.raises(ValueError, match="bias_correction"):
         QuantConfig(rounding="adaround", bias_correction="empirical")

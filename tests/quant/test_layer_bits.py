@@ -16,21 +16,24 @@ def test_layer_override_validation():
     cfg = QuantConfig(layer_bits=(("0", 4, 6), LayerOverride("3", a_bits=4)))
     assert cfg.layer_bits == (LayerOverride("0", 4, 6), LayerOverride("3", None, 4))
     assert cfg.to_dict()["layer_bits"][0] == {"name": "0", "w_bits": 4, "a_bits": 6}
-    with pytest.raises(ValueError, match=r"LayerOverride.w_bits of layer '0' must be an "
-                                         r"integer in \[2, 16\] or None; got 17"):
+    with pytest.raises(ValueError, match=r"LayerOverride\('0'\)\.w_bits must be in \[2, 16\] "
+                                         r"\(or None for QuantConfig\.w_bits\), not 17"):
         QuantConfig(layer_bits=(("0", 17, 8),))
-    with pytest.raises(ValueError, match="LayerOverride.a_bits of layer 'fc'.*got 1"):
+    with pytest.raises(ValueError, match=r"LayerOverride\('fc'\)\.a_bits must be .*not 1"):
         LayerOverride("fc", a_bits=1)
     with pytest.raises(ValueError, match="LayerOverride.name must be a non-empty"):
         LayerOverride("", 4, 4)
     with pytest.raises(ValueError, match="names a layer more than once: '0'"):
         QuantConfig(layer_bits=(("0", 4, 4), ("0", 8, 8)))
-    with pytest.raises(ValueError, match="entries must be LayerOverride or"):
+    with pytest.raises(ValueError, match=r"QuantConfig\.layer_bits must be LayerOverride or "
+                                         r"\(name, w_bits, a_bits\) entries, not \('0', 4\)"):
         QuantConfig(layer_bits=(("0", 4),))
     # the accumulator must hold the widest product, overrides included
-    with pytest.raises(ValueError, match=r"acc_bits must be >= w_bits \+ a_bits = 24"):
+    with pytest.raises(ValueError, match=r"acc_bits must be in \[24, 46\] \(the largest w_bits "
+                                         r"\+ a_bits \(per-layer bits included\) = 24"):
         QuantConfig(acc_bits=20, layer_bits=(("0", 16, 8),))
-    with pytest.raises(ValueError, match=r"acc_bits must be >= w_bits \+ a_bits = 16"):
+    with pytest.raises(ValueError, match=r"acc_bits must be in \[16, 46\] \(the largest w_bits "
+                                         r"\+ a_bits \(per-layer bits included\) = 16"):
         QuantConfig(w_bits=4, a_bits=4, acc_bits=10, first_last_8bit=True)
 
 
