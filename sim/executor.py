@@ -18,6 +18,7 @@ from .arith import output_bounds, requantize, rounding_term, wrap
 from .job import GemmJob
 from .network import IntLayer, IntNetwork
 from .reference import run_reference
+from .validate import fail
 
 __all__ = ["RunResult", "im2col", "layer_gemms", "run_layer", "run", "run_float"]
 
@@ -192,13 +193,14 @@ def run(net: IntNetwork, x_int, *, trace: bool = False,
     see :func:`run_layer`."""
     x = np.asarray(x_int)
     if not np.issubdtype(x.dtype, np.integer):
-        raise ValueError(f"x_int must hold integers, got dtype {x.dtype}")
+        raise fail("executor.run", "x_int", "an integer array", None, shown=f"dtype {x.dtype}")
     if tuple(x.shape[1:]) != net.input_shape:
-        raise ValueError(f"x_int must have shape [B, {', '.join(map(str, net.input_shape))}], "
-                         f"got {x.shape}")
+        want = ", ".join(map(str, ("B", *net.input_shape)))
+        raise fail("executor.run", "x_int", f"of shape [{want}]", None, shown=f"shape {x.shape}")
     lo, hi = net.input_q.range
     if x.size and (x.min() < lo or x.max() > hi):
-        raise ValueError(f"x_int values must be in [{lo}, {hi}] (input type)")
+        bad = int(x.min()) if x.min() < lo else int(x.max())
+        raise fail("executor.run", "x_int", f"in [{lo}, {hi}]", bad, "the network's input type")
     x = x.astype(np.int64)
     outs: list[np.ndarray] = []
     ovfs: list[int] = []

@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from .validate import check_int, fail
 from .workload import GemmWorkload, NetworkTotals
 
 __all__ = ["DATAFLOWS", "CompatLayer", "CompatNetwork", "compat_layer", "compat_network",
@@ -50,7 +51,7 @@ def spatial_mapping(dataflow: str, T: int, K: int, N: int) -> tuple[int, int, in
         return T, N, K, 1
     if dataflow == "is":
         return K, T, N, 2
-    raise ValueError(f"dataflow must be one of {DATAFLOWS}, not {dataflow!r}")
+    raise fail("SCALE-Sim", "dataflow", "one of " + ", ".join(map(repr, DATAFLOWS)), dataflow)
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,7 @@ class CompatLayer:
 def compat_layer(rows: int, cols: int, dataflow: str, w: GemmWorkload) -> CompatLayer:
     """SCALE-Sim's stall-free compute cycles and utilization for one workload."""
     for name, v in (("rows", rows), ("cols", cols)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"array {name} must be a positive integer, not {v!r}")
+        check_int("SCALE-Sim array", name, v, 1)
     Sr, Sc, Tm, k = spatial_mapping(dataflow, w.T, w.K, w.N)
     fr, fc = _cdiv(Sr, rows), _cdiv(Sc, cols)
     per_job = fr * fc * (k * rows + cols + Tm - 2) - 1

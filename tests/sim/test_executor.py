@@ -154,11 +154,14 @@ def test_maxpool_add_relu_flatten_avgpool():
 
 def test_run_validates_input():
     net = small_net()
-    with pytest.raises(ValueError, match="must hold integers"):
+    with pytest.raises(ValueError, match=r"executor\.run\.x_int must be an integer array, "
+                                         r"not dtype float64"):
         executor.run(net, np.zeros((1, 2, 6, 6)))
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match=r"x_int must be of shape \[B, 2, 6, 6\], not shape "
+                                         r"\(1, 2, 5, 6\)"):
         executor.run(net, np.zeros((1, 2, 5, 6), dtype=np.int64))
-    with pytest.raises(ValueError, match=r"in \[0, 255\]"):
+    with pytest.raises(ValueError, match=r"x_int must be in \[0, 255\] \(the network's input "
+                                         r"type\), not 256"):
         executor.run(net, np.full((1, 2, 6, 6), 256))
 
 

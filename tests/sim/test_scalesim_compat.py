@@ -79,5 +79,5 @@ def test_formula_and_mappings():
     assert rep.overall_util == pytest.approx(ws.overall_util)
     with pytest.raises(ValueError, match="dataflow must be one of"):
         compat_layer(8, 8, "rs", w)
-    with pytest.raises(ValueError, match="array rows"):
+    with pytest.raises(ValueError, match=r"SCALE-Sim array\.rows must be"):
         compat_layer(0, 8, "ws", w)
