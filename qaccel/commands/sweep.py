@@ -64,10 +64,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--workers sizes the embedded cluster; with --scheduler the "
                          "cluster's own workers run the sweep")
     security = _security(args)
-    print(f"sweep {spec.name}: {len(spec.points)} points on {spec.workload.label}"
-          + (f" ({spec.skipped} invalid combinations skipped)" if spec.skipped else "")
-          + f"; metrics {', '.join(spec.metrics)}; store {args.store}", file=sys.stderr)
     with Store(args.store) as store:
+        print(f"sweep {spec.name}: {len(spec.points)} points on {spec.workload.label}"
+              + (f" ({spec.skipped} invalid combinations skipped)" if spec.skipped else "")
+              + f"; metrics {', '.join(spec.metrics)}; store {args.store}", file=sys.stderr)
         res = run_sweep(spec, store, scheduler=args.scheduler, workers=args.workers,
                         security=security, batch=args.batch, retry_errors=args.retry_errors,
                         progress=not args.no_progress)

@@ -1,7 +1,7 @@
 """Running a sweep on Dask distributed, writing each result to the store as it arrives.
 
-By default an embedded ``LocalCluster`` (worker processes, one thread each) whose scheduler
-listens on 127.0.0.1 only and has no dashboard; with ``scheduler=`` the sweep joins an
+By default an embedded ``LocalCluster`` (worker processes, one thread each) whose scheduler,
+workers and HTTP dashboard listen on 127.0.0.1 only; with ``scheduler=`` the sweep joins an
 existing cluster (``tcp://`` or ``tls://``, with a :class:`distributed.security.Security`
 or Dask's configured one). Points are submitted in small batches (one task evaluates a few
 points, so the scheduler's per-task overhead does not dominate microsecond-scale cost
@@ -44,7 +44,9 @@ class SweepRun:
     ok, errors : int
         Points computed by this run, by outcome.
     seconds : float
-        Wall time of the computation (cluster start to last row written).
+        Wall time from the first task submitted to the last row written.
+    startup_seconds : float
+        Preparing the workload and starting (or joining) the cluster.
     store_seconds : float
         Time the client spent writing rows.
     workers : int
@@ -57,6 +59,7 @@ class SweepRun:
     seconds: float
     store_seconds: float
     workers: int
+    startup_seconds: float = 0.0
 
     @property
     def computed(self) -> int:
@@ -64,11 +67,11 @@ class SweepRun:
 
 
 def local_cluster(n_workers: int):
-    """An embedded cluster on 127.0.0.1 only: worker processes, one thread each, no
-    dashboard."""
+    """An embedded cluster on 127.0.0.1 only: worker processes, one thread each; the
+    scheduler's HTTP server (dashboard, health) on a free 127.0.0.1 port."""
     from distributed import LocalCluster
 
-    return LocalCluster(host="127.0.0.1", dashboard_address=None, n_workers=n_workers,
+    return LocalCluster(host="127.0.0.1", dashboard_address="127.0.0.1:0", n_workers=n_workers,
                         threads_per_worker=1, processes=True, silence_logs=logging.ERROR)
 
 
@@ -89,7 +92,7 @@ def _connect(scheduler: str | None, workers: int | None, security):
         return cluster, Client(cluster)
     try:
         client = Client(scheduler, security=security, timeout=CONNECT_TIMEOUT_S)
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, TypeError) as exc:  # TypeError: tls:// without certificates
         raise ValueError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
     try:
         client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
@@ -136,15 +139,16 @@ def run_sweep(spec: SweepSpec, store: Store, *, scheduler: str | None = None,
     already = len(spec.points) - len(todo)
     if not todo:
         return SweepRun(len(spec.points), already, 0, 0, 0.0, 0.0, 0)
+    t_start = time.perf_counter()
     ctx = prepare(spec.workload, ws)
     if spec.workload.has_data:        # points sharing a quantization run back to back
         todo.sort(key=lambda p: json.dumps(p.quant.to_dict(), sort_keys=True, default=str))
-    t0 = time.perf_counter()
     cluster, client = _connect(scheduler, workers, security)
     n_ok = n_err = 0
     store_s = 0.0
     try:
         n_workers = len(client.scheduler_info()["workers"])
+        t0 = time.perf_counter()
         size = batch or batch_size(len(todo), n_workers, spec.metrics)
         batches = [todo[i:i + size] for i in range(0, len(todo), size)]
         ctx_f = client.scatter(ctx, broadcast=True, hash=False)
@@ -178,4 +182,4 @@ def run_sweep(spec: SweepSpec, store: Store, *, scheduler: str | None = None,
         if cluster is not None:
             cluster.close()
     return SweepRun(len(spec.points), already, n_ok, n_err, time.perf_counter() - t0,
-                    store_s, n_workers)
+                    store_s, n_workers, t0 - t_start)

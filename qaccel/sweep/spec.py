@@ -269,13 +269,13 @@ class _Builder:
 
             self.quant_cls = QuantConfig
 
-    def check_value(self, key: str, v) -> None:
-        """Per-key checks that do not need the other parameters."""
-        if key == "clock_mhz":
+    def check_value(self, name: str, key: str, v) -> None:
+        """Checks of parameter ``name`` (written ``key``) that need no other parameter."""
+        if name == "clock_mhz":
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) \
                     or v <= 0:
                 raise _err(self.where, key, f"must be a positive number (MHz), not {v!r}")
-        elif key == "energy_table":
+        elif name == "energy_table":
             self.table(key, v)
 
     def table(self, key: str, v) -> EnergyTable:
@@ -382,7 +382,7 @@ def parse_spec(data, where: str = "<sweep>", base_dir=".") -> SweepSpec:
     for k, v in fixed.items():
         if isinstance(v, list | dict) or v is None:
             raise _err(where, f"fixed.{k}", f"must be one value, not {v!r}")
-        b.check_value(f"fixed.{k}", v)
+        b.check_value(k, f"fixed.{k}", v)
     try:
         b.point(dict(fixed))
     except ValueError as exc:
@@ -390,7 +390,7 @@ def parse_spec(data, where: str = "<sweep>", base_dir=".") -> SweepSpec:
     axes = {k: _values(where, f"grid.{k}", v) for k, v in grid.items()}
     for k, vals in axes.items():            # each value alone, so the error names its key
         for v in vals:
-            b.check_value(f"grid.{k}", v)
+            b.check_value(k, f"grid.{k}", v)
             try:
                 b.point({**fixed, k: v})
             except (ValueError, TypeError) as exc:

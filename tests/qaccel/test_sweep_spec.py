@@ -1,0 +1,157 @@
+"""Sweep files: validation names the offending key before anything runs; points, hashes,
+random samples."""
+
+import dataclasses
+import sqlite3
+
+import pytest
+import yaml
+from qaccel.sim import ArrayConfig
+
+from qaccel.cli import main
+from qaccel.sweep.fields import ARRAY_FIELDS, PARAM_TYPES, QUANT_FIELDS, SHARED_FIELDS
+from qaccel.sweep.spec import ARRAY_BASE, load_spec, parse_spec
+
+NET = {"network": "resnet18"}
+
+
+def spec(**kw):
+    return parse_spec({"workload": NET, **kw}, where="s.yaml")
+
+
+def err(data, base_dir=".") -> str:
+    with pytest.raises(ValueError) as e:
+        parse_spec(data, where="s.yaml", base_dir=base_dir)
+    msg = str(e.value)
+    assert msg.startswith("s.yaml: ")
+    return msg
+
+
+def test_grid_is_the_cartesian_product_and_hashes_are_unique():
+    s = spec(grid={"rows": [8, 16], "cols": {"start": 8, "stop": 24, "step": 8},
+                   "per_channel": [False, True]})
+    assert len(s.points) == 2 * 3 * 2
+    assert {(p.array.rows, p.array.cols, p.array.per_channel) for p in s.points} == {
+        (r, c, pc) for r in (8, 16) for c in (8, 16, 24) for pc in (False, True)}
+    assert len({p.config_hash for p in s.points}) == 12
+    p = s.points[0]
+    assert p.array == ArrayConfig(**{**ARRAY_BASE, "rows": 8, "cols": 8})
+    assert set(p.params) == set(ARRAY_FIELDS) | {"clock_mhz", "energy_table"}
+    assert s.swept == ("rows", "cols", "per_channel")
+
+
+def test_hash_depends_on_workload_and_every_parameter():
+    a = spec(grid={"rows": [8]}).points[0].config_hash
+    assert a == spec(grid={"rows": [8]}).points[0].config_hash            # deterministic
+    assert a == spec(fixed={"rows": 8}).points[0].config_hash             # grid or fixed
+    assert a != spec(fixed={"rows": 8, "clock_mhz": 400}).points[0].config_hash
+    other = parse_spec({"workload": {"network": "resnet50"}, "fixed": {"rows": 8}})
+    assert a != other.points[0].config_hash
+
+
+def test_random_samples_distinct_points_reproducibly():
+    grid = {"rows": [4, 8, 16, 32], "cols": [4, 8, 16, 32], "w_bits": [2, 4, 8]}
+    a = spec(grid=grid, random=10, seed=3)
+    b = spec(grid=grid, random=10, seed=3)
+    c = spec(grid=grid, random=10, seed=4)
+    ha = [p.config_hash for p in a.points]
+    assert len(set(ha)) == 10 and ha == [p.config_hash for p in b.points]
+    assert ha != [p.config_hash for p in c.points]
+    full = {p.config_hash for p in spec(grid=grid).points}
+    assert set(ha) <= full
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"workload": NET, "grdi": {"rows": [8]}}, "grdi: unknown key"),
+    ({"workload": NET, "grid": {"rowz": [8]}}, "grid.rowz: unknown parameter"),
+    ({"workload": NET, "grid": {"rows": [1, 8]}}, "grid.rows: value 1: ArrayConfig.rows"),
+    ({"workload": NET, "grid": {"w_bits": [8, 17]}}, "grid.w_bits: value 17: ArrayConfig.w_bits"),
+    ({"workload": NET, "grid": {"per_channel": [0, 1]}}, "grid.per_channel: value 0"),
+    ({"workload": NET, "grid": {"rows": []}}, "grid.rows: empty list"),
+    ({"workload": NET, "grid": {"rows": {"start": 8, "stop": 4}}}, "grid.rows: empty range"),
+    ({"workload": NET, "grid": {"rows": {"start": 8, "stop": 9, "step": 0}}},
+     "grid.rows.step: must be >= 1"),
+    ({"workload": NET, "grid": {"clock_mhz": [500, -1]}}, "grid.clock_mhz: must be a positive"),
+    ({"workload": NET, "grid": {"energy_table": ["missing.json"]}}, "grid.energy_table: "),
+    ({"workload": NET, "grid": {"rounding": ["nearest"]}}, "grid.rounding: a QuantConfig field"),
+    ({"workload": NET, "fixed": {"rows": 8}, "grid": {"rows": [8]}}, "grid.rows: also set"),
+    ({"workload": NET, "fixed": {"acc_bits": 12}}, "fixed: ArrayConfig.acc_bits"),
+    ({"workload": NET, "grid": {"w_bits": [8, 16], "a_bits": [8, 16], "acc_bits": [24]}},
+     "grid: point {w_bits: 16, a_bits: 16, acc_bits: 24}: ArrayConfig.acc_bits"),
+    ({"workload": NET, "grid": {"rows": [8, 16]}, "random": 3}, "random: 3 samples"),
+    ({"workload": NET, "random": 0}, "random: must be a positive"),
+    ({"workload": NET, "metrics": ["accuracy"]}, "metrics: accuracy needs a workload"),
+    ({"workload": NET, "metrics": ["speed"]}, "metrics: unknown metric group 'speed'"),
+    ({"workload": {"network": "vgg"}}, "workload.network: unknown network 'vgg'"),
+    ({"workload": {"network": "resnet50", "seq_len": 64}}, "workload.seq_len: applies"),
+    ({"workload": {"network": "resnet50", "batch": 0}}, "workload.batch: must be a positive"),
+    ({"workload": {"network": "resnet50", "topology": "x.csv"}}, "workload: needs exactly one"),
+    ({"workload": {"topology": "nope.csv"}}, "workload.topology: file 'nope.csv' does not"),
+    ({"workload": {"model": "digits_cnn", "colour": 1}}, "workload.colour: unknown key"),
+    ({"grid": {"rows": [8]}}, "workload: missing"),
+])
+def test_bad_sweeps_are_rejected_naming_the_key(data, key):
+    assert key in err(data)
+
+
+def test_skip_invalid_drops_only_rejected_combinations():
+    s = spec(grid={"w_bits": [8, 16], "a_bits": [8, 16], "acc_bits": [24, 32]},
+             skip_invalid=True)
+    kept = {(p.array.w_bits, p.array.a_bits, p.array.acc_bits) for p in s.points}
+    assert kept == {(w, a, acc) for w in (8, 16) for a in (8, 16) for acc in (24, 32)
+                    if acc >= w + a}
+    assert s.skipped == 8 - len(kept)
+
+
+def test_energy_table_paths_are_relative_to_the_sweep_file(tmp_path):
+    bad = tmp_path / "t.json"
+    bad.write_text('{"add": {"8": 0.03}}')
+    msg = err({"workload": NET, "grid": {"energy_table": ["t.json"]}}, base_dir=tmp_path)
+    assert "grid.energy_table" in msg and "missing field" in msg
+
+
+def test_topology_workload_and_yaml_file(tmp_path, topo):
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump({"workload": {"topology": topo.name},
+                                 "grid": {"rows": [4, 8]}}))
+    s = load_spec(f)
+    assert s.workload.kind == "topology" and len(s.points) == 2
+    f.write_text("workload: {network: resnet18}\ngrid: {rows: [8\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_spec(f)
+    f.write_text("!!python/object/apply:os.system ['true']\n")
+    with pytest.raises(ValueError, match="not valid YAML"):         # safe_load only
+        load_spec(f)
+
+
+def test_quant_fields_match_quantconfig():
+    from qaccel.quant import QuantConfig
+
+    scalar = {f.name for f in dataclasses.fields(QuantConfig)
+              if str(f.type) in ("int", "bool", "str", "float")}
+    assert set(QUANT_FIELDS) == scalar
+    assert set(SHARED_FIELDS) == set(ARRAY_FIELDS) & scalar
+    assert set(PARAM_TYPES) == set(ARRAY_FIELDS) | scalar | {"clock_mhz", "energy_table"}
+
+
+def test_cli_rejects_a_bad_sweep_before_anything_runs(tmp_path, cli_error):
+    f = tmp_path / "s.yaml"
+    f.write_text("workload: {network: resnet18}\ngrid: {rows: [8], colls: [8]}\n")
+    store = tmp_path / "r.sqlite"
+    err_text = cli_error(["sweep", str(f), "--store", str(store)])
+    assert "grid.colls: unknown parameter" in err_text
+    assert not store.exists()
+    with pytest.raises(SystemExit) as e:          # argparse: the export suffix
+        main(["sweep", str(f), "--store", str(store), "--export", str(tmp_path / "x.json")])
+    assert e.value.code == 2
+    assert not store.exists()
+
+
+def test_store_file_that_is_not_sqlite_is_an_error(tmp_path, cli_error):
+    f = tmp_path / "s.yaml"
+    f.write_text("workload: {network: resnet18}\nfixed: {rows: 8}\n")
+    store = tmp_path / "r.sqlite"
+    store.write_text("not a database, " * 100)
+    assert "not a usable SQLite database" in cli_error(["sweep", str(f), "--store", str(store)])
+    with pytest.raises(sqlite3.DatabaseError):
+        sqlite3.connect(store).execute("SELECT * FROM points")
