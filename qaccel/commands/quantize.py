@@ -1,90 +1,200 @@
 """``qaccel quantize`` and ``qaccel sensitivity``: post-training quantization of the digits
 reference models (``quant.digits``) to an integer network, and the Figure 9 per-layer
-sensitivity report."""
+sensitivity report.
+
+Every option is checked when the arguments are parsed (exit status 2 naming the option,
+before any work): bit-widths and counts against their ranges, output paths against
+``qaccel.commands.options.output_file``."""
 
 from __future__ import annotations
 
 import argparse
 import pathlib
+import re
+
+from qaccel.commands.options import output_file
+
+_PROGRESS = {"auto": "auto", "on": True, "off": False}
+
+
+def _int_range(lo: int, hi: int):
+    """argparse ``type=``: an integer in ``[lo, hi]``."""
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+        if not lo <= n <= hi:
+            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi}], not {n}")
+        return n
+    parse.__name__ = f"integer in [{lo}, {hi}]"
+    return parse
+
+
+def _calib_count(value: str) -> int:
+    """argparse ``type=`` for ``--calib``: 1 .. the number of training images."""
+    from qaccel.quant import digits
+
+    return _int_range(1, len(digits.load_split()[0]))(value)
+
+
+def _layer_bits(value: str):
+    """argparse ``type=`` for ``--layer-bits NAME:W:A`` (``W`` or ``A`` may be ``-``)."""
+    from qaccel.quant import LayerOverride
+
+    parts = value.rsplit(":", 2)
+    if len(parts) != 3 or not parts[0]:
+        raise argparse.ArgumentTypeError(f"expected NAME:W_BITS:A_BITS, not {value!r}")
+    name, w, a = parts
+    try:
+        bits = [None if v == "-" else int(v) for v in (w, a)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bits of {value!r} must be integers or '-'") \
+            from None
+    try:
+        return LayerOverride(name, *bits)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _npz_file(value: str) -> pathlib.Path:
+    """``output_file`` for the ``.npz`` the network is saved as: the path given, and the
+    path with ``.npz`` appended if missing (as ``IntNetwork.save`` writes it)."""
+    path = output_file(value)
+    return path if path.suffix == ".npz" else output_file(value + ".npz")
 
 
 def add_quant_options(p: argparse.ArgumentParser, model_help: str | None = None) -> None:
-    """``--model`` and the :class:`QuantConfig` options (shared with ``qaccel run``)."""
-    from qaccel.quant.config import ACT_RANGES, BIAS_CORRECTIONS, ROUNDINGS, WEIGHT_RANGES
+    """``--model``, ``--calib`` and the :class:`QuantConfig` options (shared with
+    ``qaccel run``). Without ``model_help``, ``--model`` is a shipped digits model and
+    ``--calib`` at most its training split's size; with it, ``--model`` is free text."""
+    from qaccel.quant import digits
+    from qaccel.quant.config import (
+        ACT_RANGES,
+        BIAS_CORRECTIONS,
+        INT_RANGES,
+        ROUNDINGS,
+        WEIGHT_RANGES,
+    )
 
-    p.add_argument("--model", default="digits_cnn",
-                   help=model_help or "reference model: digits_cnn | digits_mobilenet "
-                                      "(default digits_cnn)")
+    if model_help is None:
+        p.add_argument("--model", default="digits_cnn", choices=sorted(digits.ARCHS),
+                       help="reference model (default: %(default)s)")
+    else:
+        p.add_argument("--model", default="digits_cnn", help=model_help)
     g = p.add_argument_group("quantization (quant.QuantConfig)")
-    g.add_argument("--w-bits", type=int, default=8, help="weight bits (default 8)")
-    g.add_argument("--a-bits", type=int, default=8, help="activation bits (default 8)")
+    g.add_argument("--w-bits", type=_int_range(*INT_RANGES["w_bits"]), default=8,
+                   help="weight bits, in [2, 16] (default: %(default)s)")
+    g.add_argument("--a-bits", type=_int_range(*INT_RANGES["a_bits"]), default=8,
+                   help="activation bits, in [2, 16] (default: %(default)s)")
     scal = g.add_mutually_exclusive_group()
     scal.add_argument("--per-channel", dest="per_channel", action="store_true", default=False,
-                      help="per-output-channel weight scales and (M, S)")
+                      help="per-output-channel weight scales and (M, S) (default: per tensor)")
     scal.add_argument("--per-tensor", dest="per_channel", action="store_false",
-                      help="one weight scale per layer (default)")
-    g.add_argument("--weight-range", choices=WEIGHT_RANGES, default="mse")
-    g.add_argument("--act-range", choices=ACT_RANGES, default="mse")
-    g.add_argument("--rounding", choices=ROUNDINGS, default="nearest")
-    g.add_argument("--cle", action="store_true", help="cross-layer equalization (+ bias "
-                   "absorption)")
-    g.add_argument("--bias-correction", choices=BIAS_CORRECTIONS, default="none")
-    g.add_argument("--iterations", type=int, default=2000,
-                   help="AdaRound / Bit-split iterations per layer (default 2000)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--mult-bits", type=int, default=16, help="requantizer multiplier bits")
-    g.add_argument("--acc-bits", type=int, default=32, help="accumulator bits")
-    g.add_argument("--calib", type=int, default=256, help="calibration images (default 256)")
+                      help="one weight scale per layer (the default)")
+    g.add_argument("--weight-range", choices=WEIGHT_RANGES, default="mse",
+                   help="weight range setting (default: %(default)s)")
+    g.add_argument("--act-range", choices=ACT_RANGES, default="mse",
+                   help="activation range setting (default: %(default)s)")
+    g.add_argument("--rounding", choices=ROUNDINGS, default="nearest",
+                   help="weight rounding (default: %(default)s)")
+    g.add_argument("--cle", action="store_true",
+                   help="cross-layer equalization with high-bias absorption (default: off)")
+    g.add_argument("--bias-correction", choices=BIAS_CORRECTIONS, default="none",
+                   help="bias correction (default: %(default)s)")
+    g.add_argument("--iterations", type=_int_range(*INT_RANGES["iterations"]), default=2000,
+                   help="AdaRound / Bit-split iterations per layer (default: %(default)s)")
+    g.add_argument("--seed", type=_int_range(*INT_RANGES["seed"]), default=0,
+                   help="seed of every random choice (default: %(default)s)")
+    g.add_argument("--mult-bits", type=_int_range(*INT_RANGES["mult_bits"]), default=16,
+                   help="requantizer multiplier bits, in [1, 32] (default: %(default)s)")
+    g.add_argument("--acc-bits", type=_int_range(*INT_RANGES["acc_bits"]), default=32,
+                   help="accumulator bits, in [4, 60], >= w + a bits, <= 62 - mult bits "
+                        "(default: %(default)s)")
+    g.add_argument("--layer-bits", type=_layer_bits, action="append", default=[],
+                   metavar="NAME:W:A",
+                   help="per-layer weight:activation bits of the layer at module path NAME "
+                        "('-' keeps the default); repeatable (default: none)")
+    g.add_argument("--first-last-8bit", action="store_true",
+                   help="first and last layer (and the input) at 8 bits (default: off)")
+    g.add_argument("--calib", type=_calib_count if model_help is None
+                   else _int_range(1, 10_000_000), default=256,
+                   help="calibration images, 1 .. the training split's size "
+                        "(default: %(default)s)" if model_help is None else
+                        "calibration images (default: %(default)s)")
+    g.add_argument("--progress", choices=sorted(_PROGRESS), default="auto",
+                   help="progress bars for AdaRound / Bit-split / sensitivity; auto: when "
+                        "stderr is a terminal (default: %(default)s)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "quantize", help="quantize a digits model and write its integer network",
         description="Post-training quantization (whitepaper Figure 8 pipeline) of a digits "
-                    "reference model; exports the integer network (.npz + JSON manifest) "
-                    "and checks it against the fake-quantized model on the test split.")
+                    "reference model; prints which layers and ops are quantized, exports the "
+                    "integer network (.npz + JSON manifest) and checks it against the "
+                    "fake-quantized model on the test split.")
     add_quant_options(p)
-    p.add_argument("-o", "--output", required=True, type=pathlib.Path, metavar="NET.npz",
-                   help="integer network file to write")
+    p.add_argument("-o", "--output", required=True, type=_npz_file, metavar="NET.npz",
+                   help="integer network file to write ('.npz' appended if missing; "
+                        "required)")
     p.set_defaults(func=run_quantize)
     s = sub.add_parser(
         "sensitivity", help="per-layer quantization sensitivity report (Figure 9)",
         description="Switch each quantizer on alone at the target bit-widths and report "
                     "tensor SQNR, network-output SQNR and test accuracy (markdown + PNG).")
     add_quant_options(s)
-    s.add_argument("-o", "--output", required=True, type=pathlib.Path, metavar="REPORT.md",
-                   help="markdown report to write")
-    s.add_argument("--plot", type=pathlib.Path, default=None, metavar="PLOT.png",
-                   help="bar chart (default: next to the report, .png)")
+    s.add_argument("-o", "--output", required=True, type=output_file, metavar="REPORT.md",
+                   help="markdown report to write (required)")
+    s.add_argument("--plot", type=output_file, default=None, metavar="PLOT.png",
+                   help="bar chart to write (default: the report's path with .png)")
     s.set_defaults(func=run_sensitivity)
 
 
 def quant_config(args):
+    """The :class:`QuantConfig` of the options of :func:`add_quant_options`."""
     from qaccel.quant import QuantConfig
 
     return QuantConfig(w_bits=args.w_bits, a_bits=args.a_bits, per_channel=args.per_channel,
                        weight_range=args.weight_range, act_range=args.act_range,
                        rounding=args.rounding, cle=args.cle,
                        bias_correction=args.bias_correction, iterations=args.iterations,
-                       seed=args.seed, mult_bits=args.mult_bits, acc_bits=args.acc_bits)
+                       seed=args.seed, mult_bits=args.mult_bits, acc_bits=args.acc_bits,
+                       layer_bits=tuple(args.layer_bits), first_last_8bit=args.first_last_8bit,
+                       progress=_PROGRESS[args.progress])
 
 
-def _load(args):
+def _config(args):
+    """:func:`quant_config`; a cross-option error names the options."""
+    try:
+        return quant_config(args)
+    except ValueError as exc:
+        text = re.sub(r"QuantConfig\.(\w+)",
+                      lambda m: f"--{m.group(1).replace('_', '-')} (QuantConfig.{m.group(1)})",
+                      str(exc), count=1)
+        raise ValueError(text) from None
+
+
+def _load(args, cfg):
+    """The model, calibration loader and test set; ``--layer-bits`` names checked."""
     import torch
 
     from qaccel.flow import load_model
+    from qaccel.quant.layer_bits import resolve_layer_bits
+    from qaccel.quant.modules import is_quantizable
 
     torch.set_num_threads(1)
-    if args.calib < 1:
-        raise ValueError(f"--calib must be >= 1, not {args.calib}")
-    if ":" in args.model or args.model.endswith(".npz"):
-        raise ValueError(f"--model: {args.model!r} is not a shipped model (qaccel run takes "
-                         f"module:factory and .npz)")
     try:
         m = load_model(args.model, n_calib=args.calib)
     except ValueError as exc:
         raise ValueError(f"--model: {exc}") from None
-    return m.model, m.calib, m.test_set
+    model, calib, test_set = m.model, m.calib, m.test_set
+    layers = [n for n, m in model.named_modules() if is_quantizable(m)]
+    try:
+        resolve_layer_bits(cfg, layers)
+    except ValueError as exc:
+        raise ValueError(f"--layer-bits: {exc}") from None
+    return model, calib, test_set
 
 
 def run_quantize(args: argparse.Namespace) -> int:
@@ -93,9 +203,10 @@ def run_quantize(args: argparse.Namespace) -> int:
 
     from qaccel import flow
 
-    cfg = quant_config(args)                 # ValueError -> "qaccel: error: ..." (exit 2)
-    model, calib, (x_te, y_te) = _load(args)
+    cfg = _config(args)                      # ValueError -> "qaccel: error: ..." (exit 2)
+    model, calib, (x_te, y_te) = _load(args, cfg)
     qm, net = flow.quantize_model(model, calib, cfg)      # cached in the workspace
+    print(qm.qaccel_quant.summary)
     path = net.save(args.output)
     fp_acc = flow.float_accuracy(model, (x_te, y_te))
     fq_acc = flow.float_accuracy(qm, (x_te, y_te))
@@ -118,16 +229,22 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     from qaccel.quant import digits
     from qaccel.quant.sensitivity import sensitivity_report
 
-    cfg = quant_config(args)
-    model, calib, test_set = _load(args)
+    cfg = _config(args)
+    out: pathlib.Path = args.output
+    if args.plot is not None:
+        png = args.plot
+    else:
+        try:
+            png = output_file(str(out.with_suffix(".png")))
+        except argparse.ArgumentTypeError as exc:
+            raise ValueError(f"--plot (default next to the report): {exc}") from None
+    model, calib, test_set = _load(args, cfg)
     rep = sensitivity_report(model, calib, cfg, eval_data=[test_set[0]],
                              metric=lambda m: digits.evaluate(m, test_set),
                              metric_name="test accuracy (%)")
-    out: pathlib.Path = args.output
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(f"# Quantization sensitivity: {args.model} W{cfg.w_bits}A{cfg.a_bits}\n\n"
                    + rep.to_markdown())
-    png = rep.plot(args.plot if args.plot is not None else out.with_suffix(".png"))
+    png = rep.plot(png)
     worst = ", ".join(f"{r.name} ({r.output_sqnr:.1f} dB)" for r in rep.worst(3))
     print(f"most sensitive: {worst}")
     print(f"wrote {out} and {png}")
