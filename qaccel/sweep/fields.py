@@ -63,10 +63,10 @@ PARAM_TYPES: dict[str, str] = {**ARRAY_FIELDS, **QUANT_FIELDS, "clock_mhz": "REA
 METRIC_GROUPS: dict[str, tuple[str, ...]] = {
     "cost": ("cycles", "latency_s", "utilization", "macs", "dram_bits", "buffer_bits",
              "energy_j", "pj_per_mac") + tuple(f"energy_{c}_j" for c in CATEGORIES),
-    "area": ("area_cells", "area_transistors"),
+    "area": ("area_cells",),
     "accuracy": ("accuracy", "accuracy_fake_quant", "accuracy_fp32"),
 }
-_INT_METRICS = ("cycles", "macs", "dram_bits", "buffer_bits", "area_cells", "area_transistors")
+_INT_METRICS = ("cycles", "macs", "dram_bits", "buffer_bits", "area_cells")
 #: every metric column: name -> SQL type
 METRIC_TYPES: dict[str, str] = {m: ("INTEGER" if m in _INT_METRICS else "REAL")
                                 for group in METRIC_GROUPS.values() for m in group}
