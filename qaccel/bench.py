@@ -31,6 +31,7 @@ BENCH_MODULES = [
     "qaccel.benches.energy",
     "qaccel.benches.utilization",
     "qaccel.benches.sim_speed",
+    "qaccel.benches.sweep",
 ]
 NAMES = [m.rsplit(".", 1)[-1] for m in BENCH_MODULES]
 
