@@ -52,10 +52,11 @@ ENGINES = ("analytic", "cycle", "rtl")
 ENGINE_BATCH = 32
 
 
-def _progress(iterable, **kw):
-    from tqdm.auto import tqdm
+def _progress(iterable, desc: str, unit: str = "it"):
+    """A tqdm bar on stderr when it is a terminal (the quantizer's progress policy)."""
+    from qaccel.quant.progress import bar
 
-    return tqdm(iterable, leave=False, dynamic_ncols=True, **kw)
+    return bar(iterable, "auto", desc=desc, unit=unit, leave=False)
 
 
 # ---- configuration --------------------------------------------------------------------
@@ -267,7 +268,8 @@ def network_cache_key(model, calib, quant_cfg) -> str:
     for name, t in model.state_dict().items():
         h.update(name.encode())
         _hash_tensor(h, t)
-    h.update(json.dumps(quant_cfg.to_dict(), sort_keys=True).encode())
+    qd = {k: v for k, v in quant_cfg.to_dict().items() if k != "progress"}
+    h.update(json.dumps(qd, sort_keys=True).encode())
     for batch in as_batches(calib):
         for t in (batch if isinstance(batch, tuple | list) else
                   batch.values() if isinstance(batch, dict) else [batch]):
@@ -317,14 +319,21 @@ def quantize_model(model, calib, quant_cfg, *, cache: bool = True):
 
 # ---- the network on the array -----------------------------------------------------------
 
-def layer_config(array_cfg: ArrayConfig, net: IntNetwork, layer: IntLayer) -> ArrayConfig:
+def layer_config(array_cfg: ArrayConfig, net: IntNetwork, layer: IntLayer, *,
+                 strict: bool = False) -> ArrayConfig:
     """``array_cfg`` with the bit-widths, scaling, accumulator and multiplier of one GEMM
-    layer of ``net``: the configuration its GEMM jobs run on."""
+    layer of ``net``: ``w_bits`` the layer's, ``a_bits``/``a_signed`` its input's.
+
+    ``strict``: the configuration its GEMM jobs run on (cycle model, RTL), whose
+    requantizer writes the input type; a layer whose output type differs (mixed
+    precision) is then a ``ValueError`` naming the layer. The cost model (``strict=False``)
+    takes such layers with their input width."""
     qi, qo = layer.in_q[0], layer.out_q
-    if (qi.bits, qi.signed) != (qo.bits, qo.signed):
+    if strict and (qi.bits, qi.signed) != (qo.bits, qo.signed):
         raise ValueError(f"layer {layer.name!r}: input A{qi.bits}{'s' if qi.signed else 'u'} "
                          f"and output A{qo.bits}{'s' if qo.signed else 'u'} differ; the "
-                         "array's requantizer writes the input type")
+                         "array's requantizer writes the input type (use the analytic "
+                         "engine)")
     try:
         return array_cfg.replace(w_bits=int(layer.w_bits), a_bits=qi.bits, a_signed=qi.signed,
                                  acc_bits=net.acc_bits, mult_bits=net.mult_bits,
@@ -478,7 +487,7 @@ def engine_gemm_fn(net: IntNetwork, array_cfg: ArrayConfig, engine: str,
     if engine == "analytic":
         return None
     layer_of = _layer_of_gemm(net)
-    cfgs = {L.name: layer_config(array_cfg, net, L) for L in net.layers
+    cfgs = {L.name: layer_config(array_cfg, net, L, strict=True) for L in net.layers
             if L.kind in ("linear", "conv2d")}
 
     def fn(job):
@@ -608,7 +617,7 @@ def rtl_check(net: IntNetwork, array_cfg: ArrayConfig, x_int: np.ndarray, sim: s
 
     def collect(g):
         L = layer_of(g)
-        cfg = layer_config(array_cfg, net, L)
+        cfg = layer_config(array_cfg, net, L, strict=True)
         groups.setdefault(cfg.rtl_key(), (cfg, []))[1].append((L.name, g.for_config(cfg)))
         return _gemm_on_cycle_model(cfg, g)
 

@@ -155,9 +155,6 @@ def run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)
     cfg = run_config(args)
-    print(f"qaccel run: {cfg.model}, W{cfg.quant.w_bits}A{cfg.quant.a_bits} "
-          f"{cfg.quant.rounding}, engine {cfg.engine} (quantized networks are cached in the "
-          "workspace)", file=sys.stderr, flush=True)
     try:
         report = flow.run(cfg)
     except ValueError as exc:

@@ -4,8 +4,6 @@ bit-widths, and the integer network on the cycle model == the executor."""
 from __future__ import annotations
 
 import dataclasses
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -21,28 +19,7 @@ from qaccel import flow, workspace
 QCFG = QuantConfig(w_bits=4, a_bits=8, per_channel=True, rounding="adaround", iterations=20)
 ARRAY = ArrayConfig(rows=8, cols=8, acc_depth=256)
 
-TINY_MODULE = '''
-"""A tiny user model and loader for the flow tests (module:factory / module:loader)."""
-import torch
-from torch import nn
-
-
-def factory():
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)).eval()
-
-
-def loader():
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(40, 1, 6, 6, generator=g)
-    y = torch.randint(0, 3, (40,), generator=g)
-    return [x[:16], x[16:24]], (x[24:], y[24:])
-
-
-def not_a_model():
-    return 42
-'''
+USER = "flow_models"            # tests/qaccel/flow_models.py: factory, loader
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +36,6 @@ def quantized(digits, tmp_path_factory):
         yield flow.quantize_model(digits.model, digits.calib, QCFG)
     finally:
         workspace.use(before)
-
-
-@pytest.fixture
-def tiny_module(tmp_path, monkeypatch):
-    (tmp_path / "tiny_user_model.py").write_text(textwrap.dedent(TINY_MODULE))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield "tiny_user_model"
-    sys.modules.pop("tiny_user_model", None)
 
 
 def _mixed(net: IntNetwork, layer: int, w_bits: int) -> IntNetwork:
@@ -152,17 +121,19 @@ def test_cycle_engine_equals_executor(quantized, digits):
     assert all(len(v) == 2 for v in log.values())       # two executor calls (4 + 3 images)
 
 
-def test_mixed_input_output_bits_are_refused(quantized):
+def test_mixed_input_output_bits_are_refused_by_the_engines(quantized):
     _, net = quantized
     i = net.gemm_layers()[0]
     L = net.layers[i]
+    mixed = dataclasses.replace(L, out_q=dataclasses.replace(L.out_q, bits=6, zero_point=0))
     with pytest.raises(ValueError, match=repr(L.name)):
-        flow.layer_config(ARRAY, net, dataclasses.replace(
-            L, out_q=dataclasses.replace(L.out_q, bits=6, zero_point=0)))
+        flow.layer_config(ARRAY, net, mixed, strict=True)
+    # the cost model takes it with its input width
+    assert flow.layer_config(ARRAY, net, mixed).a_bits == L.in_q[0].bits
 
 
-def test_run_user_factory_and_npz(tiny_module, tmp_workspace, tmp_path):
-    cfg = flow.RunConfig(model=f"{tiny_module}:factory", data=f"{tiny_module}:loader",
+def test_run_user_factory_and_npz(tmp_workspace, tmp_path):
+    cfg = flow.RunConfig(model=f"{USER}:factory", data=f"{USER}:loader",
                          quant=QuantConfig(w_bits=8, a_bits=8), array=ARRAY,
                          engine="cycle", area=False)
     rep = flow.run(cfg)
@@ -183,13 +154,13 @@ def test_run_user_factory_and_npz(tiny_module, tmp_workspace, tmp_path):
 
 @pytest.mark.parametrize("kw, field", [
     ({"model": "no_such_model"}, "RunConfig.model"),
-    ({"model": "tiny_user_model:factory"}, "RunConfig.data"),
-    ({"model": "tiny_user_model:not_a_model", "data": "tiny_user_model:loader"},
+    ({"model": "flow_models:factory"}, "RunConfig.data"),
+    ({"model": "flow_models:not_a_model", "data": "flow_models:loader"},
      "RunConfig.model"),
-    ({"model": "tiny_user_model:factory", "data": "tiny_user_model:nope"}, "RunConfig.data"),
+    ({"model": "flow_models:factory", "data": "flow_models:nope"}, "RunConfig.data"),
     ({"model": "no/such/net.npz"}, "RunConfig.model"),
 ])
-def test_load_errors_name_the_field(tiny_module, kw, field):
+def test_load_errors_name_the_field(kw, field):
     cfg = flow.RunConfig(**kw)
     with pytest.raises(ValueError, match=field):
         flow.load_model(cfg.model, cfg.data)
