@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="save the network the file's select: rule picks")
     p.add_argument("--front", type=output_file, default=None, metavar="PNG",
                    help="plot the study's front of its first two objectives")
+    p.add_argument("--retry-errors", action="store_true",
+                   help="run the trials that failed once more (default: they count as done)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -53,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--export-best: {str(args.export_best)!r} must end in .npz")
     torch.set_num_threads(1)
     ctx = S.prepare(spec)
-    S.run_search(spec, args.store, ctx=ctx, progress=not args.no_progress)
+    S.run_search(spec, args.store, ctx=ctx, progress=not args.no_progress,
+                 retry_errors=args.retry_errors)
     rows = S.search_rows(args.store, spec)
     if not rows:
         raise ValueError(f"{spec.path}: the search finished no trial (see the store's "

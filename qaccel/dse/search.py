@@ -281,28 +281,51 @@ def _requeue_interrupted(study) -> int:
     return n
 
 
-def _done(study) -> int:
+def _requeue_failed(study) -> int:
+    """Failed trials (their error is in the store) enqueued again, once each (a finished
+    trial cannot be changed, so the study remembers their numbers)."""
     from optuna.trial import TrialState
 
+    retried = set(study.user_attrs.get("retried", []))
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if t.user_attrs.get("interrupted") or t.number in retried:
+            continue
+        retried.add(t.number)
+        fixed = t.system_attrs.get("fixed_params") or t.params
+        if fixed:
+            study.enqueue_trial(dict(fixed), user_attrs={"seed": t.user_attrs.get("seed",
+                                                                                    "retry")})
+            n += 1
+    study.set_user_attr("retried", sorted(retried))
+    return n
+
+
+def _done(study) -> int:
+    """Finished trials: complete, or failed (their error stored) and not enqueued again."""
+    from optuna.trial import TrialState
+
+    retried = set(study.user_attrs.get("retried", []))
     return sum(1 for t in study.get_trials(deepcopy=False,
                                            states=(TrialState.COMPLETE, TrialState.FAIL))
-               if not t.user_attrs.get("interrupted"))
+               if not (t.user_attrs.get("interrupted") or t.number in retried))
 
 
 def run_search(spec: SearchSpec, store_path, *, ctx: SearchContext | None = None,
                progress: bool = True, log: Callable[[str], None] = print,
-               stop_after: int | None = None):
+               stop_after: int | None = None, retry_errors: bool = False):
     """Run (or resume) the search of ``spec``; returns the Optuna study.
 
     ``stop_after`` ends this call after that many new trials (the study is left to be
-    resumed), for tests and time-boxed runs.
+    resumed), for tests and time-boxed runs. ``retry_errors`` runs the trials that failed
+    (their errors are in the store) once more; otherwise they count as finished.
     """
     import optuna
 
     store_path = pathlib.Path(store_path)
     ctx = ctx or prepare(spec)
     study_name = STUDY_PREFIX + spec.name
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)   # failures: one line each, below
     with _exclusive(store_path, study_name):
         store = _store(store_path)          # creates the file and the points table
         try:
@@ -331,6 +354,9 @@ def run_search(spec: SearchSpec, store_path, *, ctx: SearchContext | None = None
                 n = _requeue_interrupted(study)
                 if n:
                     log(f"resuming: {n} interrupted trial(s) enqueued again")
+                if retry_errors:
+                    n = _requeue_failed(study)
+                    log(f"retrying {n} failed trial(s)")
             todo = max(0, spec.trials - _done(study))
             if stop_after is not None:
                 todo = min(todo, stop_after)
@@ -342,10 +368,17 @@ def run_search(spec: SearchSpec, store_path, *, ctx: SearchContext | None = None
                     from tqdm.auto import tqdm
 
                     bar = tqdm(total=todo, desc="search", unit="trial", dynamic_ncols=True)
+                def done(_study, t):
+                    if t.state.name == "FAIL":
+                        msg = (f"trial {t.number} failed: {t.user_attrs.get('error', '?')} "
+                               f"(stored with the point)")
+                        bar.write(msg) if bar is not None else log(msg)
+                    if bar is not None:
+                        bar.update(1)
+
                 try:
                     study.optimize(_objective(ctx, store, study_name), n_trials=todo,
-                                   catch=(Exception,),
-                                   callbacks=[lambda s, t: bar.update(1)] if bar else None)
+                                   catch=(Exception,), callbacks=[done])
                 finally:
                     if bar is not None:
                         bar.close()
@@ -377,6 +410,7 @@ def _objective(ctx: SearchContext, store, study_name: str):
         except Exception as exc:
             _, params = _point(ctx, tc, _array_config(ctx, tc))
             h = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+            trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             store.put(h, {**params, "study": study_name, "trial": trial.number}, {},
                       status="error", error=f"{type(exc).__name__}: {exc}",
                       elapsed_s=time.perf_counter() - t0, **where)
@@ -391,6 +425,7 @@ def _objective(ctx: SearchContext, store, study_name: str):
             try:
                 metrics = measure(ctx, net, hw)
             except Exception as exc:
+                trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
                 store.put(h, {**params, "study": study_name, "trial": trial.number}, {},
                           status="error", error=f"{type(exc).__name__}: {exc}",
                           elapsed_s=time.perf_counter() - t0, **where)

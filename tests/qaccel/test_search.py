@@ -209,3 +209,38 @@ def test_search_resumes_after_sigkill(tmp_path):
     for t in interrupted:
         assert any(d.params == t.params for d in done) or not t.params
     assert any("resuming" in m for m in msgs) == bool(interrupted)
+
+
+def test_failed_trial_stored_and_retried(small, tmp_path, monkeypatch):
+    """A trial that raises is stored as an error point and counts as finished; with
+    retry_errors the same configuration runs once more."""
+    spec, ctx, *_ = small
+    spec3 = parse_search({**SMALL, "name": "fail", "trials": 2, "seeds": {"uniform": [[8, 8],
+                                                                                      [4, 8]]}},
+                         "fail.yaml")
+    real = S.measure
+    calls = []
+
+    def flaky(c, net, hw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected failure")
+        return real(c, net, hw)
+
+    monkeypatch.setattr(S, "measure", flaky)
+    store = tmp_path / "r.sqlite"
+    msgs = []
+    study = S.run_search(spec3, store, ctx=ctx, progress=False, log=msgs.append)
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE"]
+    assert any("trial 0 failed: RuntimeError: injected failure" in m for m in msgs)
+    with Store(store) as st:
+        err = st.rows(status="error")
+    assert len(err) == 1 and "injected failure" in err[0]["error"]
+    S.run_search(spec3, store, ctx=ctx, progress=False, log=msgs.append)     # nothing to do
+    assert len(calls) == 2
+    study = S.run_search(spec3, store, ctx=ctx, progress=False, log=msgs.append,
+                         retry_errors=True)
+    assert len(calls) == 3
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "COMPLETE", "FAIL"]
+    with Store(store) as st:
+        assert st.count(status="error") == 0 and st.count(status="ok") == 2
