@@ -9,10 +9,13 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.backend_bases import FigureCanvasBase  # noqa: E402
 
+from qaccel.commands.reports import writing  # noqa: E402
 from qaccel.sim.energy import CATEGORIES  # noqa: E402
 
-__all__ = ["plot_energy_sweep", "plot_layer_cycles", "plot_layer_energy", "CATEGORY_COLORS"]
+__all__ = ["figure_path", "plot_energy_sweep", "plot_layer_cycles", "plot_layer_energy",
+           "CATEGORY_COLORS"]
 
 CATEGORY_COLORS = {"mac": "#1f77b4", "pe_regs": "#aec7e8", "accumulator": "#ff7f0e",
                    "requant": "#d62728", "buffers": "#2ca02c", "params": "#9467bd",
@@ -21,6 +24,30 @@ CATEGORY_LABELS = {"mac": "MAC (mult + add)", "pe_regs": "PE registers",
                    "accumulator": "accumulators", "requant": "requantizer",
                    "buffers": "on-chip buffers", "params": "bias + (M, S) params",
                    "dram": "DRAM (W, A, out)"}
+
+
+def figure_path(path: str | pathlib.Path) -> pathlib.Path:
+    """The file a figure is saved to: ``path``, with ``.png`` added when it has no suffix
+    (matplotlib would add it silently). ValueError for a format matplotlib cannot write."""
+    path = pathlib.Path(path)
+    if not path.suffix:
+        return path.with_name(path.name + ".png")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix[1:].lower() not in formats:
+        raise ValueError(f"{str(path)!r}: cannot save a figure as {path.suffix!r}; use one of "
+                         f"{', '.join('.' + f for f in sorted(formats))}")
+    return path
+
+
+def _save(fig, path: str | pathlib.Path) -> pathlib.Path:
+    """Save and close ``fig``; return the file written (see :func:`figure_path`)."""
+    try:
+        path = figure_path(path)
+        with writing(path):
+            fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
+    return path
 
 
 def _unit(values: list[float]) -> tuple[float, str]:
@@ -57,7 +84,6 @@ def plot_energy_sweep(rows: list[dict], path: str | pathlib.Path, title: str = "
 
     Bars come in pairs per bit-width: per-tensor (plain) and per-channel (hatched).
     """
-    path = pathlib.Path(path)
     labels = list(dict.fromkeys(r["label"] for r in rows))
     modes = ["per-tensor", "per-channel"]
     have_area = all("area" in r and "datapath_transistors" in r["area"] for r in rows)
@@ -148,17 +174,13 @@ def plot_energy_sweep(rows: list[dict], path: str | pathlib.Path, title: str = "
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_layer_cycles(layers: list[dict], path: str | pathlib.Path, title: str = "",
                       clock_mhz: float = 500.0) -> pathlib.Path:
     """Per-layer cycles (bars, with the layer's W/A bits) and PE utilization (line) of one
     inference; ``layers`` are the rows of ``qaccel.flow.network_cost``."""
-    path = pathlib.Path(path)
     names = [r["name"] for r in layers]
     xs = list(range(len(names)))
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(names) + 3), 4.5))
@@ -182,17 +204,13 @@ def plot_layer_cycles(layers: list[dict], path: str | pathlib.Path, title: str =
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_layer_energy(layers: list[dict], path: str | pathlib.Path, title: str = ""
                       ) -> pathlib.Path:
     """Stacked energy per layer by category (``categories_pj`` of each row of
     ``qaccel.flow.network_cost``) and the network's breakdown as a single bar."""
-    path = pathlib.Path(path)
     names = [r["name"] for r in layers]
     totals = {c: sum(r["categories_pj"][c] for r in layers) for c in CATEGORIES}
     fig, (ax, axt) = plt.subplots(1, 2, figsize=(max(7.0, 0.9 * len(names) + 5), 4.5),
@@ -226,7 +244,4 @@ def plot_layer_energy(layers: list[dict], path: str | pathlib.Path, title: str =
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

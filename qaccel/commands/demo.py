@@ -9,11 +9,15 @@ count -- with cycles and utilization.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
 
-from .options import add_array_options, config_from_args
+from .options import add_array_options, config_from_args, nonnegative_int, positive_int
+
+#: refuse a job whose estimated peak memory exceeds this share of the available memory
+MEMORY_SHARE = 0.5
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,14 +25,65 @@ def register(sub: argparse._SubParsersAction) -> None:
         "demo", help="random quantized GEMM on the cycle model and the RTL; show they agree",
         description=__doc__.split("\n\n")[1].replace("\n", " "))
     add_array_options(p)
-    p.add_argument("-T", type=int, default=80, help="output pixels / rows of X (default 80)")
-    p.add_argument("-K", type=int, default=22, help="reduction length (default 22)")
-    p.add_argument("-N", type=int, default=14, help="output channels (default 14)")
-    p.add_argument("--seed", type=int, default=2026, help="random job seed")
+    p.add_argument("-T", type=positive_int, default=80, help="output pixels / rows of X")
+    p.add_argument("-K", type=positive_int, default=22, help="reduction length")
+    p.add_argument("-N", type=positive_int, default=14, help="output channels")
+    p.add_argument("--seed", type=nonnegative_int, default=2026, help="random job seed")
     p.add_argument("--sim", choices=["auto", "verilator", "icarus"], default="auto",
                    help="HDL simulator (auto: Verilator if available, else Icarus)")
     p.add_argument("--waves", action="store_true", help="dump waveforms (also QACCEL_WAVES=1)")
     p.set_defaults(func=run)
+
+
+def job_memory_bytes(cfg, T: int, K: int, N: int) -> int:
+    """Estimated peak memory of the demo's job on the numpy side: X, W, the reference's
+    T x N intermediates and the cycle model's stream beats (weights once per pass,
+    activations once per n-tile, outputs), all int64, with the copies the model makes.
+    Checked against tracemalloc in tests/qaccel/test_cli_errors.py."""
+    from qaccel.sim.schedule import tiling
+
+    til = tiling(cfg, T, K, N)
+    Kp, Np = til.KT * cfg.rows, til.NT * cfg.cols
+    act = til.NT * T * Kp
+    weight = til.passes * cfg.rows * cfg.cols
+    out = T * Np
+    words = T * K + K * N + til.TT * cfg.acc_depth * Kp + Kp * Np + 4 * T * N
+    return 8 * (words + 4 * (act + weight + out)) + (1 << 20)      # + Python objects
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux ``MemAvailable``, else free
+    physical pages); ``None`` if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.0f} MiB"
+
+
+def check_job_size(cfg, T: int, K: int, N: int) -> None:
+    """ValueError (naming -T/-K/-N) unless the job fits the array's dimension counters and,
+    by estimate, the available memory -- before anything is allocated."""
+    for name, v in (("T", T), ("K", K), ("N", N)):
+        if v > cfg.max_dim:
+            raise ValueError(f"-{name} {v} exceeds {cfg.max_dim}, the largest job dimension "
+                             f"of the array (2**dim_bits - 1, dim_bits {cfg.dim_bits})")
+    need, have = job_memory_bytes(cfg, T, K, N), available_memory()
+    if have is not None and need > MEMORY_SHARE * have:
+        raise ValueError(
+            f"-T {T} -K {K} -N {N} needs about {_gib(need)} of memory (X[{T}x{K}], "
+            f"W[{K}x{N}], Y[{T}x{N}] and the {cfg.rows}x{cfg.cols} array's stream beats); "
+            f"{_gib(have)} is available: choose smaller -T/-K/-N")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from qaccel.sim.schedule import gemm_cycles
 
     cfg = config_from_args(args)
+    check_job_size(cfg, args.T, args.K, args.N)
     rng = np.random.default_rng(args.seed)
     job = random_job(cfg, args.T, args.K, args.N, rng)       # ValueError -> exit 2
     sim = default_simulator() if args.sim == "auto" else args.sim
@@ -64,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
         print("model      DISAGREES with the numpy reference")
         return 1
 
-    print(f"rtl        {sim} via cocotb (first run builds; later runs reuse build/rtl/) ...",
+    print(f"rtl        {sim} via cocotb (first run builds; later runs reuse the work "
+          f"directory's rtl/) ...",
           flush=True)
     run_ = run_jobs(cfg, [job], sim, name="demo", waves=args.waves or None)
     rec = run_.jobs[0] if run_.jobs else None

@@ -22,6 +22,7 @@ from qaccel.flow import network_energy_report
 from qaccel.sim.config import ArrayConfig
 from qaccel.sim.energy import CATEGORIES, load_table
 
+from .options import input_file, output_file, positive_float
 from .perf import add_perf_options, layer_configs, perf_config, perf_workloads
 from .reports import write_csv, write_json
 
@@ -29,7 +30,10 @@ DEFAULT_SWEEP = ("W8A8", "W8A4", "W4A8", "W4A4", "W2A8")
 
 
 def parse_bitwidths(text: str) -> list[tuple[int, int]]:
-    """``"W8A8,W4A8"`` -> ``[(8, 8), (4, 8)]``."""
+    """``"W8A8,W4A8"`` -> ``[(8, 8), (4, 8)]``; ValueError for an empty list or an item
+    that is not a pair."""
+    if not text.strip():
+        raise ValueError("--sweep: empty list; give bit-width pairs like W8A8,W4A8")
     out = []
     for item in (t.strip() for t in text.split(",")):
         m = re.fullmatch(r"[Ww](\d+)[Aa](\d+)", item)
@@ -41,28 +45,61 @@ def parse_bitwidths(text: str) -> list[tuple[int, int]]:
     return out
 
 
+def sweep_configs(cfg: ArrayConfig, bitwidths) -> list[tuple[int, int, bool, ArrayConfig]]:
+    """``(w_bits, a_bits, per_channel, config)`` of every sweep point on ``cfg``'s array,
+    all validated (ValueError naming the point) before anything is computed."""
+    out = []
+    for w, a in bitwidths:
+        for pc in (False, True):
+            try:
+                out.append((w, a, pc, cfg.replace(w_bits=w, a_bits=a, per_channel=pc)))
+            except ValueError as exc:
+                raise ValueError(f"--sweep W{w}A{a}: {exc}") from None
+    return out
+
+
+def _sweep_points(text: str) -> list[tuple[int, int]]:
+    """argparse ``type=`` for ``--sweep``."""
+    try:
+        return parse_bitwidths(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--sweep: ")) from None
+
+
+def _plot_file(value: str) -> pathlib.Path:
+    """argparse ``type=`` for ``--plot``: the figure file (``.png`` added without a
+    suffix), writable and of a format matplotlib saves."""
+    from qaccel.plots import figure_path
+
+    if value and pathlib.Path(value).expanduser().is_dir():     # not DIR.png
+        raise argparse.ArgumentTypeError(f"{value!r} is a directory, not a file")
+    try:
+        path = figure_path(value) if value else value
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return output_file(str(path))
+
+
 def sweep(cfg: ArrayConfig, gemms, table, bitwidths, *, area: bool = False,
           source: str = "") -> list[dict]:
     """Energy (and optionally area) for every ``(w_bits, a_bits)`` x per-tensor/per-channel
     on ``cfg``'s array. One row per point."""
     out = []
-    for w, a in bitwidths:
-        for pc in (False, True):
-            c = cfg.replace(w_bits=w, a_bits=a, per_channel=pc)
-            rep = network_energy_report(c, gemms, table, source)
-            row = {"label": f"W{w}A{a}", "w_bits": w, "a_bits": a,
-                   "scaling": "per-channel" if pc else "per-tensor", "tag": c.tag(),
-                   "cycles": rep["total"]["cycles"], "macs": rep["total"]["macs"],
-                   "total_pj": rep["total"]["total_pj"],
-                   "categories_pj": rep["total"]["categories_pj"],
-                   "params_pj": sum(v for k, v in rep["total"]["terms_pj"].items()
-                                    if k.startswith("params.")),
-                   "params_dram_pj": rep["total"]["terms_pj"]["params.dram"]}
-            if area:
-                from qaccel.synth import area_report
+    for w, a, pc, c in sweep_configs(cfg, bitwidths):
+        rep = network_energy_report(c, gemms, table, source)
+        row = {"label": f"W{w}A{a}", "w_bits": w, "a_bits": a,
+               "scaling": "per-channel" if pc else "per-tensor", "tag": c.tag(),
+               "cycles": rep["total"]["cycles"], "macs": rep["total"]["macs"],
+               "total_pj": rep["total"]["total_pj"],
+               "categories_pj": rep["total"]["categories_pj"],
+               "params_pj": sum(v for k, v in rep["total"]["terms_pj"].items()
+                                if k.startswith("params.")),
+               "params_dram_pj": rep["total"]["terms_pj"]["params.dram"]}
+        if area:
+            from qaccel.synth import area_report
 
-                row["area"] = area_report(c)["summary"]
-            out.append(row)
+            row["area"] = area_report(c)["summary"]
+        out.append(row)
     return out
 
 
@@ -130,12 +167,12 @@ def render_sweep(rows: list[dict]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.clock_mhz <= 0:
-        raise ValueError(f"--clock-mhz must be positive, not {args.clock_mhz}")
     table = load_table(args.energy_table)
     cfg = perf_config(args)
-    bitwidths = parse_bitwidths(args.sweep) if args.sweep else list(
-        parse_bitwidths(",".join(DEFAULT_SWEEP)))
+    bitwidths = args.sweep if args.sweep is not None else parse_bitwidths(
+        ",".join(DEFAULT_SWEEP))
+    if args.plot or args.sweep is not None:
+        sweep_configs(cfg, bitwidths)           # every point valid before any work
     source, gemms, rows = perf_workloads(args)
     rep = network_energy_report(cfg, gemms, table, source, rows,
                                 layer_cfgs=layer_configs(args, cfg))
@@ -145,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
 
         rep["area"] = area_report(cfg)
         print(render_area(rep["area"]["summary"]))
-    if args.plot or args.sweep:
+    if args.plot or args.sweep is not None:
         rows_sw = sweep(cfg, gemms, table, bitwidths, area=args.area, source=source)
         rep["sweep"] = rows_sw
         print()
@@ -153,11 +190,11 @@ def run(args: argparse.Namespace) -> int:
         if args.plot:
             from qaccel.plots import plot_energy_sweep
 
-            plot_energy_sweep(rows_sw, args.plot,
-                              title=f"{source} on {cfg.rows}x{cfg.cols}, acc{cfg.acc_bits}, "
-                                    f"M{cfg.mult_bits} ({table.name})",
-                              clock_mhz=args.clock_mhz)
-            print(f"wrote {args.plot}", file=sys.stderr)
+            png = plot_energy_sweep(rows_sw, args.plot,
+                                    title=f"{source} on {cfg.rows}x{cfg.cols}, "
+                                          f"acc{cfg.acc_bits}, M{cfg.mult_bits} ({table.name})",
+                                    clock_mhz=args.clock_mhz)
+            print(f"wrote {png}", file=sys.stderr)
     if args.json:
         write_json(args.json, rep)
     if args.csv:
@@ -183,16 +220,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "table (default Horowitz, ISSCC 2014, 45 nm). See docs/energy.md.")
     add_perf_options(p)
     e = p.add_argument_group("energy")
-    e.add_argument("--energy-table", type=pathlib.Path, metavar="FILE.json",
-                   help="energy table (default sim/data/energy_horowitz45.json)")
-    e.add_argument("--clock-mhz", type=float, default=500.0,
-                   help="clock for the latency in ms (default 500)")
-    e.add_argument("--sweep", metavar="W8A8,W4A8,...",
-                   help="bit-width points for the sweep table / plot (default "
+    e.add_argument("--energy-table", type=input_file, metavar="FILE.json",
+                   help="energy table (default: the shipped Horowitz 45 nm table, "
+                        "qaccel/sim/data/energy_horowitz45.json)")
+    e.add_argument("--clock-mhz", type=positive_float, default=500.0,
+                   help="clock for the latency in ms")
+    e.add_argument("--sweep", type=_sweep_points, metavar="W8A8,W4A8,...",
+                   help="bit-width points for the sweep table / plot (default: "
                         + ",".join(DEFAULT_SWEEP) + " when --plot is given)")
-    e.add_argument("--plot", type=pathlib.Path, metavar="FILE.png",
+    e.add_argument("--plot", type=_plot_file, metavar="FILE.png",
                    help="plot the sweep: stacked energy, latency, area (with --area)")
     e.add_argument("--area", action="store_true",
-                   help="synthesize PE / requantizer / params FIFO with Yosys (cached in "
-                        "build/synth/; the first run takes minutes)")
+                   help="synthesize PE / requantizer / params FIFO with Yosys (cached in the "
+                        "work directory; the first run takes minutes)")
     p.set_defaults(func=run)

@@ -1,9 +1,10 @@
-"""Shared CLI options that build an :class:`sim.ArrayConfig`."""
+"""Shared CLI options: the array configuration, and argparse types that refuse bad values
+when the arguments are parsed (exit status 2 naming the option), before any work."""
 
 from __future__ import annotations
 
 import argparse
-import os
+import math
 import pathlib
 import tempfile
 
@@ -18,14 +19,16 @@ def add_array_options(parser: argparse.ArgumentParser, **defaults) -> None:
     g.add_argument("--w-bits", type=int, default=d.w_bits, help="weight bits")
     g.add_argument("--a-bits", type=int, default=d.a_bits, help="activation bits")
     g.add_argument("--a-signed", action="store_true", default=d.a_signed,
-                   help="signed activations (default unsigned, asymmetric)")
+                   help="signed activations (default: unsigned, asymmetric)")
     g.add_argument("--acc-bits", type=int, default=d.acc_bits, help="accumulator bits")
     g.add_argument("--mult-bits", type=int, default=d.mult_bits, help="requant multiplier bits")
     scal = g.add_mutually_exclusive_group()
+    default = "per-channel" if d.per_channel else "per-tensor"
     scal.add_argument("--per-channel", dest="per_channel", action="store_true",
-                      default=d.per_channel, help="per-output-channel requantization")
+                      default=d.per_channel,
+                      help=f"per-output-channel requantization (default: {default})")
     scal.add_argument("--per-tensor", dest="per_channel", action="store_false",
-                      help="one (M, S) per tensor")
+                      help=f"one (M, S) per tensor (default: {default})")
     g.add_argument("--acc-depth", type=int, default=d.acc_depth,
                    help="accumulator entries per column (longest T-tile)")
 
@@ -36,43 +39,106 @@ def config_from_args(args: argparse.Namespace) -> ArrayConfig:
                        per_channel=args.per_channel, acc_depth=args.acc_depth)
 
 
+
+# ---- numbers ------------------------------------------------------------------------------
+
+def positive_float(value: str) -> float:
+    """argparse ``type=`` for a finite float > 0 (refuses ``nan``, ``inf``, 0 and negatives)."""
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not math.isfinite(x) or x <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, not {value!r}")
+    return x
+
+
+def positive_int(value: str) -> int:
+    """argparse ``type=`` for an integer >= 1."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value!r}")
+    return n
+
+
+def nonnegative_int(value: str) -> int:
+    """argparse ``type=`` for an integer >= 0 (e.g. a random seed)."""
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, not {value!r}")
+    return n
+
+
 # ---- files: one check for every path option, before anything is computed -------------------
+
+def _unwritable(directory: pathlib.Path) -> str | None:
+    """Why no file can be created in ``directory`` (``None``: one can). A real create, not
+    ``os.access``: root passes access() on read-only files and on /proc."""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
+def _make_dirs(directory: pathlib.Path) -> None:
+    """Create ``directory`` and its missing parents, or explain why not (ArgumentTypeError)."""
+    probe = directory
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise argparse.ArgumentTypeError(f"{str(probe)!r} is not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(
+            f"cannot create directory {str(directory)!r} ({exc.strerror or exc})") from None
+
 
 def output_file(value: str) -> pathlib.Path:
     """argparse ``type=`` for a file the command will write.
 
-    Refused (argparse exits 2 naming the option): an existing directory, a path whose
-    parent directory is missing or not a directory, a parent (or an existing file) that is
-    not writable. Checked when the arguments are parsed, so nothing is computed and then
-    lost for want of a writable output.
+    Refused (argparse exits 2 naming the option): an empty path, an existing directory or
+    other non-regular file, a parent that is a file or cannot be created, a directory (or an
+    existing file) that is not writable. Missing parent directories are created. Checked
+    when the arguments are parsed, so nothing is computed and then lost for want of a
+    writable output.
     """
+    if not value:
+        raise argparse.ArgumentTypeError("empty file name")
     path = pathlib.Path(value).expanduser()
-    if value == "" or path.is_dir():
+    if path.is_dir():
         raise argparse.ArgumentTypeError(f"{value!r} is a directory, not a file")
-    parent = path.parent
-    if not parent.exists():
-        raise argparse.ArgumentTypeError(f"directory {str(parent)!r} does not exist")
-    if not parent.is_dir():
-        raise argparse.ArgumentTypeError(f"{str(parent)!r} is not a directory")
-    if path.exists() and not path.is_file():
-        raise argparse.ArgumentTypeError(f"{value!r} is not a regular file")
-    # a real open, not os.access: root passes access() on read-only files and on /proc
-    try:
-        if path.exists():
+    if path.exists():
+        if not path.is_file():
+            raise argparse.ArgumentTypeError(f"{value!r} is not a regular file")
+        try:
             with open(path, "ab"):
                 pass
-        else:
-            with tempfile.TemporaryFile(dir=parent):
-                pass
-    except OSError as exc:
-        where = value if path.exists() else f"directory {str(parent)!r}"
-        raise argparse.ArgumentTypeError(f"{where} is not writable ({exc.strerror})") from None
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(
+                f"{value!r} is not writable ({exc.strerror or exc})") from None
+        return path
+    _make_dirs(path.parent)
+    why = _unwritable(path.parent)
+    if why:
+        raise argparse.ArgumentTypeError(
+            f"cannot write {value!r}: directory {str(path.parent)!r} is not writable ({why})")
     return path
 
 
 def input_file(value: str) -> pathlib.Path:
     """argparse ``type=`` for a file the command will read: it exists, is a regular file
-    (not a directory) and is readable."""
+    (not a directory) and can be opened for reading."""
+    if not value:
+        raise argparse.ArgumentTypeError("empty file name")
     path = pathlib.Path(value).expanduser()
     if not path.exists():
         raise argparse.ArgumentTypeError(f"{value!r} does not exist")
@@ -80,19 +146,25 @@ def input_file(value: str) -> pathlib.Path:
         raise argparse.ArgumentTypeError(f"{value!r} is a directory, not a file")
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"{value!r} is not a regular file")
-    if not os.access(path, os.R_OK):
-        raise argparse.ArgumentTypeError(f"{value!r} is not readable")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not readable ({exc.strerror or exc})") from None
     return path
 
 
 def output_dir(value: str) -> pathlib.Path:
-    """argparse ``type=`` for a directory the command will create (if missing) and write."""
+    """argparse ``type=`` for a directory the command will write into: created (with its
+    parents) if missing; refused if it is a file, cannot be created or is not writable."""
+    if not value:
+        raise argparse.ArgumentTypeError("empty directory name")
     path = pathlib.Path(value).expanduser()
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{value!r} exists and is not a directory")
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"{str(probe)!r} is not a writable directory")
+    _make_dirs(path)
+    why = _unwritable(path)
+    if why:
+        raise argparse.ArgumentTypeError(f"directory {value!r} is not writable ({why})")
     return path

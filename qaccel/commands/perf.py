@@ -14,13 +14,18 @@ The option helpers here (:func:`add_perf_options`, :func:`perf_config`,
 from __future__ import annotations
 
 import argparse
-import pathlib
 
 from qaccel.sim.analytic import LEVELS, OPERANDS, NetworkPerf, analyze_layer
 from qaccel.sim.scalesim_compat import DATAFLOWS, CompatNetwork, compat_network
 from qaccel.sim.workload import GemmWorkload
 
-from .options import add_array_options, config_from_args, input_file
+from .options import (
+    add_array_options,
+    config_from_args,
+    input_file,
+    output_file,
+    positive_int,
+)
 from .reports import write_csv, write_json
 
 #: array defaults for perf / energy: a 32x32 array whose T-tiles cover every pass
@@ -35,29 +40,29 @@ def add_perf_options(p: argparse.ArgumentParser) -> None:
     one = src.add_mutually_exclusive_group(required=True)
     one.add_argument("--network", metavar="NAME",
                      help="shipped network: " + ", ".join(NETWORK_CHOICES))
-    one.add_argument("--topology", type=pathlib.Path, metavar="FILE.csv",
+    one.add_argument("--topology", type=input_file, metavar="FILE.csv",
                      help="SCALE-Sim topology file (conv format, or GEMM with --gemm)")
     one.add_argument("--int-network", type=input_file, metavar="NET.npz",
                      help="exported integer network (qaccel quantize / run): each layer is "
                           "costed with its own bit-widths from the file")
     src.add_argument("--gemm", action="store_true",
                      help="the topology is SCALE-Sim's 'Layer, M, N, K' GEMM format")
-    src.add_argument("--seq-len", type=int, default=None,
-                     help="sequence length for bert_base (default 128)")
-    src.add_argument("--batch", type=int, default=1, help="batch size for --network")
+    src.add_argument("--seq-len", type=positive_int, default=None,
+                     help="sequence length for bert_base (default: 128)")
+    src.add_argument("--batch", type=positive_int, default=1, help="batch size for --network")
     src.add_argument("--method", choices=("auto", "fx", "hooks"), default="auto",
                      help="model mapping front end (default: fx, hooks if it does not trace)")
     add_array_options(p, **PERF_DEFAULTS)
     p.add_argument("--dim-bits", type=int, default=16,
-                   help="job dimension counter width: T, K, N < 2**dim_bits (default 16)")
+                   help="job dimension counter width: T, K, N < 2**dim_bits")
     buf = p.add_argument_group("on-chip buffers (traffic model)")
     for name, what in (("weight", "weights and requantizer params"), ("act", "activations"),
                        ("out", "outputs")):
         buf.add_argument(f"--{name}-buffer-kib", type=int, default=64, metavar="KIB",
-                         help=f"{what} buffer size in KiB (default 64)")
+                         help=f"{what} buffer size in KiB")
     out = p.add_argument_group("output")
-    out.add_argument("--json", type=pathlib.Path, metavar="FILE", help="write results as JSON")
-    out.add_argument("--csv", type=pathlib.Path, metavar="FILE",
+    out.add_argument("--json", type=output_file, metavar="FILE", help="write results as JSON")
+    out.add_argument("--csv", type=output_file, metavar="FILE",
                      help="write the per-layer table as CSV")
 
 
@@ -128,9 +133,6 @@ def perf_workloads(args: argparse.Namespace) -> tuple[str, list[GemmWorkload], d
         if args.network != "bert_base":
             raise ValueError("--seq-len applies to --network bert_base only")
         kw["seq_len"] = args.seq_len
-    for name, v in (("--batch", args.batch), ("--seq-len", args.seq_len)):
-        if v is not None and v < 1:
-            raise ValueError(f"{name} must be a positive integer, not {v}")
     return args.network, network_workloads(args.network, method=args.method, **kw), {}
 
 

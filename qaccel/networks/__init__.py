@@ -13,7 +13,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-__all__ = ["NetworkSpec", "NETWORKS", "build_network", "network_workloads", "network_names"]
+__all__ = ["NetworkSpec", "NETWORKS", "MAX_ROWS", "build_network", "network_workloads",
+           "network_names"]
+
+#: Most GEMM rows a network is built for (batch x sequence positions or image pixels): the
+#: largest job dimension of any array is ``2**24 - 1`` (``ArrayConfig.dim_bits <= 24``), so
+#: a larger input cannot run, and far larger ones overflow torch's shape arithmetic.
+MAX_ROWS = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,10 @@ def build_network(name: str, *, seq_len: int | None = None, image_size: int | No
     device: mapping needs only shapes."""
     if name not in NETWORKS:
         raise ValueError(f"unknown network {name!r}; choose one of {', '.join(NETWORKS)}")
+    for field, v in (("batch", batch), ("seq_len", seq_len), ("image_size", image_size)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"network {name!r}: {field} must be a positive integer, "
+                             f"not {v!r}")
     spec = NETWORKS[name]
     shape = list(spec.input_shape)
     shape[0] = batch
@@ -86,6 +96,12 @@ def build_network(name: str, *, seq_len: int | None = None, image_size: int | No
         shape[1] = seq_len
     if image_size is not None and len(shape) == 4:
         shape[2] = shape[3] = image_size
+    rows = batch * (shape[1] if name == "bert_base" else shape[2] * shape[3])
+    if rows > MAX_ROWS:
+        what = "seq_len" if name == "bert_base" else "image_size x image_size"
+        raise ValueError(f"network {name!r}: batch x {what} = {rows:,} rows (batch {batch}, "
+                         f"input {'x'.join(map(str, shape[1:]))}) exceed {MAX_ROWS:,}, more "
+                         f"than any array can take (T < 2**dim_bits, dim_bits <= 24)")
     with torch.device("meta"):          # shapes only: no weights allocated, no arithmetic
         model = spec.builder().eval()
     return model, torch.zeros(shape, device="meta")

@@ -19,9 +19,15 @@ def topo(tmp_path):
 
 @pytest.fixture
 def cli_error(capsys):
-    """Run ``qaccel argv``; assert exit status 2 and a ``qaccel: error:`` line; return stderr."""
+    """Run ``qaccel argv``; assert exit status 2 and a ``qaccel: error:`` line; return stderr.
+    Status 2 is returned by ``main`` (errors found while running) or raised by argparse as
+    ``SystemExit(2)`` (bad option values and paths, refused before any work)."""
     def run(argv) -> str:
-        assert main(argv) == 2
+        try:
+            status = main(argv)
+        except SystemExit as exc:
+            status = exc.code
+        assert status == 2
         err = capsys.readouterr().err
         assert err.startswith("qaccel: error: ")
         return err
