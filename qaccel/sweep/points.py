@@ -1,12 +1,14 @@
 """Evaluating design points: what a Dask worker runs. Workers never touch the store.
 
-Cost (``metrics: [cost]``) is the analytic model (:func:`qaccel.sim.energy.workloads_energy`:
-cycle-exact latency and traffic, energy from the point's table). Area (``[area]``) is the
-datapath's Yosys cells (:func:`qaccel.dse.isoarea.datapath_cells`: PE, requantizer and
-parameter FIFO, synthesized once per bit-width configuration and cached). Accuracy
-(``[accuracy]``, workloads with data) quantizes the model with the point's
-:class:`~qaccel.quant.QuantConfig`, once per quantization config (cached by content hash in
-the workspace), and runs the integer network on the test split.
+- cost (``metrics: [cost]``): the analytic model and the energy model
+  (:func:`qaccel.sim.energy.workloads_energy`: cycle-exact latency, traffic, energy with the
+  point's table); a quantized or exported integer network is costed layer by layer at its
+  own bit-widths (:func:`qaccel.flow.network_cost`);
+- area (``[area]``): Yosys cells of the datapath (:func:`qaccel.dse.isoarea.datapath_cells`:
+  PE, requantizer and parameter FIFO, synthesized once per bit-width configuration, cached);
+- accuracy (``[accuracy]``, workloads with data): :func:`qaccel.flow.quantize_model` (cached
+  by content hash in the workspace, once per quantization config) and the integer network on
+  the test split.
 """
 
 from __future__ import annotations

@@ -117,12 +117,12 @@ def test_remote_scheduler_with_two_worker_processes_equals_local_cluster(tmp_pat
 
     sweep = _sweep(tmp_path, topo)
     local = tmp_path / "local.sqlite"
-    with Store(local) as st:                      # the embedded LocalCluster, 2 processes
-        res = run_sweep(load_spec(sweep), st, workers=2, progress=False,
-                        ws=Workspace(tmp_path / "ws"))
-    assert res.workers == 2 and res.computed == 24
     remote = tmp_path / "remote.sqlite"
     with dask_cluster(tmp_path) as addr:
+        with Store(local) as st:                  # meanwhile: the embedded LocalCluster
+            res = run_sweep(load_spec(sweep), st, workers=2, progress=False,
+                            ws=Workspace(tmp_path / "ws"))
+        assert res.workers == 2 and res.computed == 24
         err = _qaccel([sweep, "--store", remote, "--scheduler", addr, "--batch", "1"],
                       tmp_path)
         assert "on 2 workers" in err, err
