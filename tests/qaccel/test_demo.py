@@ -29,13 +29,10 @@ def test_demo_agrees_on_icarus(capsys, require_sim):
     assert 0 < util <= 100
 
 
-def test_demo_rejects_bad_shape(capsys):
-    rc = main(["demo", "--sim", "icarus", "-T", "0"])
-    assert rc == 2
-    assert "qaccel: error: GemmJob.T must be in [1, " in capsys.readouterr().err
+def test_demo_rejects_bad_shape(cli_error):
+    assert "argument -T: must be a positive integer, not '0'" in cli_error(
+        ["demo", "--sim", "icarus", "-T", "0"])
 
 
-def test_demo_rejects_bad_config(capsys):
-    rc = main(["demo", "--rows", "1"])
-    assert rc == 2
-    assert "qaccel: error: ArrayConfig.rows must be in [2, 256], not 1" in capsys.readouterr().err
+def test_demo_rejects_bad_config(cli_error):
+    assert "ArrayConfig.rows must be in [2, 256], not 1" in cli_error(["demo", "--rows", "1"])
