@@ -130,7 +130,7 @@ def render(rep: dict) -> str:
                "accuracy: - (no test data: give --data module:loader)")
     out.append(f"per inference: {rep['cycles']:,} cycles ({1e3 * rep['latency_s']:.4f} ms), "
                f"{rep['macs']:,} MACs, utilization {100 * rep['utilization']:.1f}%, energy "
-               f"{rep['energy_j'] * 1e9:.2f} nJ ({rep['pj_per_mac']:.2f} pJ/MAC)")
+               f"{rep['energy_j'] * 1e6:.3f} uJ ({rep['pj_per_mac']:.2f} pJ/MAC)")
     cats = rep["energy_categories_pj"]
     tot = sum(cats.values()) or 1.0
     out.append("energy breakdown: " + ", ".join(f"{c} {100 * v / tot:.1f}%"
