@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--z", default=None, help="optional third objective (colour)")
     p.add_argument("-o", "--output", type=output_file, default=None,
                    help="PNG of the front (default: none)")
+    p.add_argument("--title", default="", help="plot title (default: the front's size)")
     p.add_argument("--workload", default=None, help="only rows of this workload "
                    "(e.g. model:digits_cnn)")
     p.add_argument("--kind", choices=["sweep", "search"], default=None,
@@ -66,6 +67,12 @@ def varying(rows: list[dict]) -> list[str]:
                           "buffer_bits", "energy_j", "pj_per_mac", "area_cells",
                           "area_transistors")]
     return [c for c in cols if len({json.dumps(r.get(c)) for r in rows}) > 1]
+
+
+def uniform_rows(rows: list[dict]) -> list[int]:
+    """Rows of search points whose layers all have the same widths."""
+    return [i for i, r in enumerate(rows) if r.get("layer_bits_text")
+            and len({b.rsplit(":", 1)[1] for b in r["layer_bits_text"].split()}) == 1]
 
 
 def _fmt(v) -> str:
@@ -107,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
     if args.output is not None:
         label = "layer_bits_text" if "layer_bits_text" in conf else None
         path = plot_front(rows, front, objs[0], objs[1], args.output,
-                          z=objs[2] if len(objs) > 2 else None, label_key=label)
+                          z=objs[2] if len(objs) > 2 else None, label_key=label,
+                          title=args.title,
+                          marked=uniform_rows(rows), marked_label="uniform precision")
         print(f"wrote {path}")
     if args.json_out is not None:
         from .reports import write_json

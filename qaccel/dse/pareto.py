@@ -144,7 +144,8 @@ def weakly_dominated_by(point, front_values, maximize: Sequence[bool]) -> bool:
 
 def plot_front(rows: Sequence[Mapping], front: Sequence[int], x: Objective, y: Objective,
                path, z: Objective | None = None, title: str = "",
-               label_key: str | None = None) -> pathlib.Path:
+               label_key: str | None = None, marked: Sequence[int] = (),
+               marked_label: str = "marked") -> pathlib.Path:
     """Scatter all points and highlight the front (PNG).
 
     2-D: ``x`` against ``y``, the front as a step line. With ``z``: every point coloured by
@@ -158,6 +159,9 @@ def plot_front(rows: Sequence[Mapping], front: Sequence[int], x: Objective, y: O
         Indices of the front rows.
     label_key : str, optional
         Key of a short text drawn next to every front point (e.g. a configuration tag).
+    marked : sequence of int
+        Rows drawn with an extra marker (e.g. the uniform-precision points), legend
+        ``marked_label``.
     """
     import matplotlib
 
@@ -188,6 +192,10 @@ def plot_front(rows: Sequence[Mapping], front: Sequence[int], x: Objective, y: O
         cb = fig.colorbar(sc, ax=ax)
         cb.set_label(f"{z.label} ({'higher' if z.maximize else 'lower'} is better)")
         ax.scatter([], [], s=44, c="white", edgecolors="black", label="Pareto front (3-D)")
+    if len(marked):
+        mk = np.asarray(list(marked), dtype=int)
+        ax.scatter(xs[mk], ys[mk], s=90, marker="s", facecolors="none", edgecolors="tab:blue",
+                   linewidths=1.2, label=marked_label, zorder=4)
     if label_key is not None:
         for i in sorted(fs):
             ax.annotate(str(rows[i][label_key]), (xs[i], ys[i]), fontsize=6,
