@@ -101,7 +101,8 @@ def _register_broken(sub, module_name: str, exc: Exception) -> None:
     module and the exception, and invoking it reports the same (exit status 2)."""
     cmd = module_name.rsplit(".", 1)[-1]
     why = f"{module_name} failed to import ({type(exc).__name__}: {exc})"
-    p = sub.add_parser(cmd, help=f"UNAVAILABLE: {why}", add_help=False)
+    # no prefix characters: every argument, "--help" included, lands in `rest`
+    p = sub.add_parser(cmd, help=f"UNAVAILABLE: {why}", add_help=False, prefix_chars="\0")
     p.add_argument("rest", nargs=argparse.REMAINDER)
 
     def fail(_args):
