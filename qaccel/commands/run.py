@@ -124,8 +124,9 @@ def render(rep: dict) -> str:
     out.append("-" * len(hdr))
     a = rep["accuracy"]
     n = rep["eval_images"]
+    where = "numpy GEMMs" if rep["engine"] == "analytic" else "the cycle model"
     out.append(f"accuracy ({n} test images): FP32 {_pct(a['fp32'])}, fake-quant "
-               f"{_pct(a['fake_quant'])}, integer on {rep['engine']} {_pct(a['integer'])} "
+               f"{_pct(a['fake_quant'])}, integer on {where} {_pct(a['integer'])} "
                f"(= executor {_pct(a['executor'])})" if n else
                "accuracy: - (no test data: give --data module:loader)")
     out.append(f"per inference: {rep['cycles']:,} cycles ({1e3 * rep['latency_s']:.4f} ms), "
