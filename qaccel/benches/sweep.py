@@ -87,7 +87,7 @@ def run(opts) -> str:
     for n in WORKERS:
         res, rows = runs[n]
         per_pt = sum(r["elapsed_s"] for r in rows) / len(rows)
-        lines.append(f"| {n} | {res.computed} | {batch_size(N_POINTS, n, spec.metrics)} | "
+        lines.append(f"| {n} | {res.computed} | {batch_size(N_POINTS, n)} | "
                      f"{res.startup_seconds:.1f} | {res.seconds:.1f} | "
                      f"{res.computed / res.seconds:.1f} | "
                      f"{(res.computed / res.seconds) / (base.computed / base.seconds):.2f}x | "

@@ -112,7 +112,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--tls-key", type=input_file, metavar="KEY.pem",
                    help="client private key for a tls:// scheduler")
     c.add_argument("--batch", type=positive_int, default=None, metavar="N",
-                   help="points per Dask task (default: about 8 tasks per worker, <= 50)")
+                   help="points per Dask task (default: about 8 tasks per worker, <= 50; workloads "
+                        "with data: one task per quantization config)")
     p.add_argument("--retry-errors", action="store_true",
                    help="recompute points stored as failed")
     p.add_argument("--export", type=export_file, metavar="FILE.csv|FILE.parquet",

@@ -25,7 +25,7 @@ from .spec import SweepSpec
 from .store import Store
 from .workload import prepare
 
-__all__ = ["SweepRun", "run_sweep", "local_cluster", "batch_size"]
+__all__ = ["SweepRun", "run_sweep", "local_cluster", "batch_size", "make_batches"]
 
 #: a remote scheduler must answer, and have a worker, within this many seconds
 CONNECT_TIMEOUT_S = 30
@@ -75,12 +75,21 @@ def local_cluster(n_workers: int):
                         threads_per_worker=1, processes=True, silence_logs=logging.ERROR)
 
 
-def batch_size(n_points: int, n_workers: int, groups) -> int:
-    """Points per task: one for accuracy points (seconds each), else enough that each
-    worker gets about eight tasks, at most 50 points."""
-    if "accuracy" in groups:
-        return 1
+def batch_size(n_points: int, n_workers: int) -> int:
+    """Points per task: enough that each worker gets about eight tasks, at most 50."""
     return max(1, min(50, math.ceil(n_points / (8 * max(1, n_workers)))))
+
+
+def make_batches(points, size: int, by_quant: bool = False) -> list[list]:
+    """Tasks of at most ``size`` points; with ``by_quant``, one task per quantization config
+    holding all its points (one worker quantizes it once; no two workers repeat it)."""
+    if not by_quant:
+        return [points[i:i + size] for i in range(0, len(points), size)]
+    groups: dict[str, list] = {}
+    for p in points:
+        groups.setdefault(json.dumps(p.quant.to_dict(), sort_keys=True, default=str),
+                          []).append(p)
+    return list(groups.values())
 
 
 def _connect(scheduler: str | None, workers: int | None, security):
@@ -141,16 +150,14 @@ def run_sweep(spec: SweepSpec, store: Store, *, scheduler: str | None = None,
         return SweepRun(len(spec.points), already, 0, 0, 0.0, 0.0, 0)
     t_start = time.perf_counter()
     ctx = prepare(spec.workload, ws)
-    if spec.workload.has_data:        # points sharing a quantization run back to back
-        todo.sort(key=lambda p: json.dumps(p.quant.to_dict(), sort_keys=True, default=str))
     cluster, client = _connect(scheduler, workers, security)
     n_ok = n_err = 0
     store_s = 0.0
     try:
         n_workers = len(client.scheduler_info()["workers"])
         t0 = time.perf_counter()
-        size = batch or batch_size(len(todo), n_workers, spec.metrics)
-        batches = [todo[i:i + size] for i in range(0, len(todo), size)]
+        batches = make_batches(todo, batch or batch_size(len(todo), n_workers),
+                               by_quant=spec.workload.has_data)
         ctx_f = client.scatter(ctx, broadcast=True, hash=False)
         tables_f = client.scatter(spec.tables, broadcast=True, hash=False)
         futures = [client.submit(evaluate_batch, ctx_f, tables_f, b, spec.metrics, pure=False)

@@ -78,3 +78,14 @@ def test_area_is_the_datapath_cells_per_array(topo):
     assert cells == [round(datapath_cells(p.array)) for p in spec.points]
     assert cells[1] > cells[0]
     assert set(got[spec.points[0].config_hash]) == {"area_cells"}
+
+
+def test_tasks_hold_one_quantization_config_each(digits_points):
+    from qaccel.sweep.runner import make_batches
+
+    spec, _ = digits_points
+    batches = make_batches(list(spec.points), 1, by_quant=True)
+    assert sorted(len(b) for b in batches) == [2, 2]         # w_bits 4 / 8, rows 8 and 16
+    for b in batches:
+        assert len({p.quant for p in b}) == 1
+    assert [len(b) for b in make_batches(list(spec.points), 3)] == [3, 1]
