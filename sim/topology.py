@@ -75,9 +75,9 @@ class TopologyLayer:
         geom = ConvGeometry(self.ifmap_h, self.ifmap_w, self.channels, self.filters,
                             self.filter_h, self.filter_w, (self.stride, self.stride), (0, 0),
                             (1, 1), 1, self.out_h, self.out_w)
+        # input_elems from the geometry: the pixels a strided filter samples
         return GemmWorkload(name=self.name, T=self.T, K=self.K, N=self.N, op="conv2d",
-                            geometry=geom,
-                            input_elems=self.ifmap_h * self.ifmap_w * self.channels)
+                            geometry=geom)
 
 
 def _fields(line: str) -> list[str]:

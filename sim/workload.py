@@ -11,6 +11,7 @@ traffic models can count the input feature map (not its im2col expansion) in DRA
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from .validate import check_choice, check_int, fail
 
@@ -55,13 +56,51 @@ class ConvGeometry:
         """Input feature-map elements (one image, all groups, without padding)."""
         return self.in_h * self.in_w * self.in_ch
 
+    def rows_read(self, first: int, stop: int) -> int:
+        """Distinct input rows (padding excluded) read by output rows ``first .. stop-1``
+        of one image: a strided or dilated kernel skips rows, a slab's halo is counted."""
+        return _taps_read(self.in_h, self.kh, self.stride[0], self.padding[0],
+                          self.dilation[0], first, stop)
+
+    @property
+    def cols_read(self) -> int:
+        """Distinct input columns (padding excluded) read by a whole output row."""
+        return _taps_read(self.in_w, self.kw, self.stride[1], self.padding[1],
+                          self.dilation[1], 0, self.out_w)
+
+    def slab_elems(self, first: int, stop: int) -> int:
+        """Input elements of ONE group (``in_ch / groups`` channels) read by the output
+        rows ``first .. stop-1`` counted over the batch (row ``g`` is image
+        ``g // out_h``, row ``g % out_h``): the DRAM footprint of an input slab."""
+        rows = 0
+        g = first
+        while g < stop:
+            img, r = divmod(g, self.out_h)
+            end = min(stop, (img + 1) * self.out_h)
+            rows += self.rows_read(r, r + end - g)
+            g = end
+        return rows * self.cols_read * (self.in_ch // self.groups)
+
+
+@lru_cache(maxsize=65536)
+def _taps_read(size: int, k: int, s: int, p: int, d: int, first: int, stop: int) -> int:
+    """How many of the ``size`` input positions the outputs ``first .. stop-1`` read
+    (``o*s - p + i*d`` for taps ``i < k``, inside ``[0, size)``)."""
+    if d * (k - 1) < s:            # taps of different outputs never coincide
+        return sum(1 for o in range(first, stop) for i in range(k)
+                   if 0 <= o * s - p + i * d < size)
+    return len({o * s - p + i * d for o in range(first, stop) for i in range(k)}
+               & set(range(size)))
+
 
 @dataclass(frozen=True)
 class GemmWorkload:
     """``repeat`` identical GEMM jobs of shape ``T x K x N``.
 
     ``input_elems`` is the number of distinct input activations one job reads from
-    memory: the job's share of the input feature map for a convolution (im2col expands it
+    memory: for a convolution (given ``geometry``, and ``input_elems`` left 0) the pixels
+    of its group's channels the kernel actually samples, over the batch (a strided 1x1
+    convolution reads a quarter of its map; padding is never fetched; im2col expands them
     on chip), ``T * K`` otherwise.
     """
 
@@ -82,7 +121,10 @@ class GemmWorkload:
             object.__setattr__(self, dim, check_int(owner, dim, getattr(self, dim), 1))
         check_choice(owner, "op", self.op, OP_KINDS)
         if self.input_elems == 0:
-            object.__setattr__(self, "input_elems", self.T * self.K)
+            g = self.geometry
+            whole = g is None or not (g.out_h and g.out_w)
+            object.__setattr__(self, "input_elems", self.T * self.K if whole else
+                               g.slab_elems(0, self.T // g.out_w))
         else:
             object.__setattr__(self, "input_elems",
                                check_int(owner, "input_elems", self.input_elems, 1))
@@ -147,8 +189,7 @@ def conv_workload(name: str, in_h: int, in_w: int, in_ch: int, out_ch: int, kern
                         groups, out_h, out_w)
     op = "depthwise" if groups > 1 and groups == in_ch == out_ch else "conv2d"
     return GemmWorkload(name=name, T=batch * out_h * out_w, K=kh * kw * in_ch // groups,
-                        N=out_ch // groups, repeat=groups, op=op, geometry=geom,
-                        input_elems=batch * in_h * in_w * (in_ch // groups))
+                        N=out_ch // groups, repeat=groups, op=op, geometry=geom)
 
 
 def linear_workload(name: str, tokens: int, in_features: int, out_features: int
