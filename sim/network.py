@@ -99,8 +99,12 @@ class QParams:
         return int_range(self.bits, self.signed)
 
     def quantize(self, x) -> np.ndarray:
-        """``clamp(rint(x / scale) + z)`` in float32 (as the torch fake-quantizers)."""
+        """``clamp(rint(x / scale) + z)`` in float32 (as the torch fake-quantizers);
+        ``ValueError`` for NaN, which has no integer code."""
         x = np.asarray(x, dtype=np.float32)
+        if np.isnan(x).any():
+            raise ValueError(f"cannot quantize NaN to an integer ({int(np.isnan(x).sum())} "
+                             f"NaN value(s) in an array of shape {x.shape})")
         q = np.rint(x / np.float32(self.scale)) + np.float32(self.zero_point)
         lo, hi = self.range
         return np.clip(q, lo, hi).astype(np.int64)

@@ -1,11 +1,13 @@
 """Bad calibration data and NaN are a ValueError naming the data (never a torch
 RuntimeError from inside the model, never a silently wrong calibration)."""
 
+import numpy as np
 import pytest
 import torch
 from qaccel.quant import QuantConfig, Quantizer
 from qaccel.quant.calib_data import as_batches, check_model
 from qaccel.quant.quantizers import qparams_from_range
+from qaccel.sim.network import QParams
 from qmodels import KwargModel, seq_cnn
 from torch import nn
 
@@ -115,3 +117,8 @@ def test_quantizer_refuses_nan():
                            mode="symmetric", signed=True)
     with pytest.raises(ValueError, match=r"bits must be an integer in \[2, 32\]"):
         q.set_bits(1)
+    # the integer network's input quantizer (sim.network.QParams) refuses NaN alike
+    qp = QParams(0.1, 0, 8, True)
+    with pytest.raises(ValueError, match=r"cannot quantize NaN to an integer \(1 NaN"):
+        qp.quantize(np.array([0.5, np.nan]))
+    assert qp.quantize(np.array([0.5, np.inf, -np.inf])).tolist() == [5, 127, -128]
