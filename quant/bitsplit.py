@@ -33,7 +33,7 @@ division by zero (an all-zero ``q`` keeps its previous alpha).
 
 API for the PTQ pipeline (``quant.quantize`` with ``rounding="bitsplit"``)
 --------------------------------------------------------------------------
-``quant.pipeline`` calls, per layer in network order::
+``quant.rounding`` calls, per layer in network order::
 
     q_int, alpha = bitsplit_layer(ql.module, ql.weight_scale(), inputs, target,
                                   w_bits=cfg.w_bits, iterations=cfg.iterations,
@@ -214,7 +214,7 @@ def bitsplit_layer(weight, X, Y, bits: int | None = None, *, epochs: int = 100,
     minus bias.
 
     **Pipeline** -- ``bitsplit_layer(module, weight_scale, inputs, target, w_bits=b,
-    iterations=n, act_fn=..., seed=s)`` as ``quant.pipeline`` calls it: ``module`` is the
+    iterations=n, act_fn=..., seed=s)`` as ``quant.rounding`` calls it: ``module`` is the
     ``nn.Linear`` / ``nn.Conv2d`` (BN folded), ``inputs`` its calibration inputs. Per the
     paper ``X`` should come from the *FP* network; ``Y`` is always computed here as the
     layer's FP weights applied to the given ``inputs`` (FP output minus bias, pre-activation;

@@ -120,7 +120,7 @@ class QuantConfig:
     snap_scales : bool
         Nudge weight (and pooling/add output) scales by less than ``2^-mult_bits`` so
         every requantization scale is exactly ``M / 2^S``: the fake-quant model then
-        reproduces the integer network (see ``quant.pipeline.snap_scales``).
+        reproduces the integer network (see ``quant.scales.snap_scales``).
     power_of_two : bool
         Power-of-two weight scales ``2^k`` (sec. 2.2.2); such scales are not snapped.
     allow_fallback : bool

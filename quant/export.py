@@ -17,7 +17,7 @@ from qaccel.sim.arith import quantize_multiplier
 from qaccel.sim.network import IntLayer, IntNetwork, QParams
 from torch import fx, nn
 
-from .graph import act_kind, is_passthrough, module_of
+from .graph import ValueRecorder, act_kind, is_passthrough, module_of
 from .modules import QuantAdd, QuantAvgPool, QuantLayer
 from .quantizers import Quantizer
 
@@ -30,17 +30,6 @@ def qparams_of(q: Quantizer) -> QParams:
     if q.scale.dim() != 0:
         raise ValueError("activation quantizers must be per tensor for export")
     return QParams(float(q.scale), int(q.zero_point), q.bits, q.signed)
-
-
-class _Recorder(fx.Interpreter):
-    def __init__(self, gm):
-        super().__init__(gm)
-        self.values: dict[fx.Node, object] = {}
-
-    def run_node(self, n):
-        out = super().run_node(n)
-        self.values[n] = out
-        return out
 
 
 def _pair(v) -> tuple[int, int]:
@@ -73,7 +62,7 @@ def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | N
     if not isinstance(example_input, torch.Tensor):
         raise ValueError("example_input must be a tensor batch")
     gm = qmodel
-    rec = _Recorder(gm)
+    rec = ValueRecorder(gm)
     with torch.no_grad():
         rec.run(example_input)
     vals = rec.values

@@ -24,7 +24,7 @@ from .modules import LINEAR_TYPES, QuantAdd, QuantAvgPool, QuantLayer, act_quant
 from .quantizers import Quantizer
 
 __all__ = ["LayerStats", "trace", "fold_batchnorm", "fuse_activations", "insert_quantizers",
-           "is_quantizable", "producer_chain", "LINEAR_TYPES"]
+           "is_quantizable", "producer_chain", "LINEAR_TYPES", "ValueRecorder"]
 
 
 @dataclass
@@ -116,6 +116,20 @@ def trace(model: nn.Module, batches: list | None = None
             return None, (f"the traced graph of {name} does not reproduce the model on "
                           "calibration batch 0 (data-dependent control flow?)")
     return gm, ""
+
+
+class ValueRecorder(fx.Interpreter):
+    """Runs a graph module (``ValueRecorder(gm).run(*inputs)``) and keeps every node's
+    result in ``values[node]``."""
+
+    def __init__(self, gm: fx.GraphModule):
+        super().__init__(gm)
+        self.values: dict[fx.Node, object] = {}
+
+    def run_node(self, n):
+        out = super().run_node(n)
+        self.values[n] = out
+        return out
 
 
 def module_of(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:

@@ -17,7 +17,7 @@ import torch
 from torch import fx, nn
 
 from .config import QuantConfig
-from .graph import LayerStats, is_passthrough, module_of
+from .graph import LayerStats, ValueRecorder, is_passthrough, module_of
 from .modules import QuantAdd, QuantAvgPool, QuantLayer, act_quantizers, quant_layers
 from .quantizers import Quantizer
 from .scales import source_quantizer
@@ -164,20 +164,14 @@ def _node_kind(gm: fx.GraphModule, node: fx.Node) -> str:
 
 
 def _graph_ops(gm: fx.GraphModule, batch) -> list[OpSummary]:
-    values: dict[fx.Node, object] = {}
-
-    class Rec(fx.Interpreter):
-        def run_node(self, n):
-            out = super().run_node(n)
-            values[n] = out
-            return out
-
+    rec = ValueRecorder(gm)
     with torch.no_grad():
         if isinstance(batch, dict):
-            Rec(gm).run(*[batch[n.target] for n in gm.graph.nodes
-                          if n.op == "placeholder" and n.target in batch])
+            rec.run(*[batch[n.target] for n in gm.graph.nodes
+                      if n.op == "placeholder" and n.target in batch])
         else:
-            Rec(gm).run(*(batch if isinstance(batch, tuple | list) else (batch,)))
+            rec.run(*(batch if isinstance(batch, tuple | list) else (batch,)))
+    values = rec.values
     ops = []
     for node in gm.graph.nodes:
         if node.op in ("placeholder", "output", "get_attr"):
