@@ -197,9 +197,12 @@ def plot_front(rows: Sequence[Mapping], front: Sequence[int], x: Objective, y: O
         ax.scatter(xs[mk], ys[mk], s=90, marker="s", facecolors="none", edgecolors="tab:blue",
                    linewidths=1.2, label=marked_label, zorder=4)
     if label_key is not None:
+        mid = (xs.min() + xs.max()) / 2
         for i in sorted(fs):
+            right = xs[i] > mid                    # keep the text inside the axes
             ax.annotate(str(rows[i][label_key]), (xs[i], ys[i]), fontsize=6,
-                        xytext=(3, 3), textcoords="offset points")
+                        xytext=(-3 if right else 3, 3), textcoords="offset points",
+                        ha="right" if right else "left")
     if len(xs) and np.all(xs > 0) and xs.max() / xs.min() > 50:
         ax.set_xscale("log")
     ax.set_xlabel(f"{x.label} ({'higher' if x.maximize else 'lower'} is better)")
