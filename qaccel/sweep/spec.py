@@ -16,6 +16,9 @@
     seed: 0                    # seed of the random draw
     metrics: [cost, area]      # cost (default), area (Yosys, cached), accuracy (data)
     skip_invalid: false        # true: drop combinations a config rejects, instead of failing
+    area_budget_cells: 150000  # optional iso-area: each point's rows x cols is the largest
+                               # square-ish array of its widths in that many Yosys cells
+                               # (qaccel.dse.isoarea.array_for_budget); no rows/cols keys then
 
 Parameter names are the fields of :class:`qaccel.sim.ArrayConfig` and
 :class:`qaccel.quant.QuantConfig` (a name in both sets both), ``clock_mhz`` and
@@ -43,7 +46,8 @@ from .fields import ARRAY_FIELDS, METRIC_GROUPS, PARAM_TYPES, QUANT_FIELDS, QUAN
 __all__ = ["SweepSpec", "DesignPoint", "WorkloadSpec", "load_spec", "parse_spec",
            "point_hash", "MAX_POINTS", "DIGITS_MODELS"]
 
-TOP_KEYS = ("name", "workload", "fixed", "grid", "random", "seed", "metrics", "skip_invalid")
+TOP_KEYS = ("name", "workload", "fixed", "grid", "random", "seed", "metrics", "skip_invalid",
+            "area_budget_cells")
 WORKLOAD_KINDS = ("network", "topology", "int_network", "model")
 WORKLOAD_OPTIONS = {"network": ("batch", "seq_len", "method"), "topology": ("gemm",),
                     "int_network": (), "model": ("calib",)}
@@ -264,6 +268,7 @@ class _Builder:
         self.tables: dict[str, EnergyTable] = {}
         self.table_digest: dict[str, str] = {}
         self.quant_cls = None
+        self.area_budget = None           # iso-area: rows x cols from the budget
         if workload.has_data:
             from qaccel.quant.config import QuantConfig
 
@@ -296,6 +301,10 @@ class _Builder:
         """ValueError (the config's message, which names the field) for a bad combination."""
         arr = {**ARRAY_BASE, **{k: v for k, v in values.items() if k in ARRAY_FIELDS}}
         array = ArrayConfig(**arr)
+        if self.area_budget is not None:
+            from qaccel.dse.isoarea import array_for_budget
+
+            array = array_for_budget(array, self.area_budget)
         quant = None
         params = array.to_dict()
         if self.quant_cls is not None:
@@ -379,6 +388,16 @@ def parse_spec(data, where: str = "<sweep>", base_dir=".") -> SweepSpec:
     if both:
         raise _err(where, f"grid.{both[0]}", "also set in fixed")
     b = _Builder(where, base_dir, workload)
+    budget = data.get("area_budget_cells")
+    if budget is not None:
+        if isinstance(budget, bool) or not isinstance(budget, int | float) or not budget > 0:
+            raise _err(where, "area_budget_cells", f"must be a number > 0, not {budget!r}")
+        for section, d in (("fixed", fixed), ("grid", grid)):
+            for k in ("rows", "cols"):
+                if k in d:
+                    raise _err(where, f"{section}.{k}", "not with area_budget_cells: the "
+                               "array size follows from the budget and the point's widths")
+        b.area_budget = float(budget)
     for k, v in fixed.items():
         if isinstance(v, list | dict) or v is None:
             raise _err(where, f"fixed.{k}", f"must be one value, not {v!r}")

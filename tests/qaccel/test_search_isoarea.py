@@ -60,3 +60,23 @@ def test_narrow_bits_buy_more_pes_and_fewer_cycles():
     lat8 = analyze_network(big, _digits_cnn_gemms()).cycles
     lat4 = analyze_network(small, _digits_cnn_gemms()).cycles
     assert lat4 < lat8
+
+
+def test_sweep_area_budget_sets_each_points_array(tmp_path):
+    from qaccel.sweep.spec import parse_spec
+
+    doc = {"workload": {"network": "resnet18"}, "fixed": {"per_channel": True},
+           "grid": {"w_bits": [4, 8], "a_bits": [4, 8]}, "area_budget_cells": 200_000}
+    spec = parse_spec(doc, "iso.yaml", tmp_path)
+    arrays = {(p.array.w_bits, p.array.a_bits): p.array for p in spec.points}
+    assert len(arrays) == 4
+    for cfg in arrays.values():
+        want = array_for_budget(cfg.replace(rows=4, cols=4), 200_000)
+        assert (cfg.rows, cfg.cols) == (want.rows, want.cols)
+    assert arrays[4, 4].rows * arrays[4, 4].cols > arrays[8, 8].rows * arrays[8, 8].cols
+    with pytest.raises(ValueError, match="grid.rows: not with area_budget_cells"):
+        parse_spec({**doc, "grid": {"rows": [8, 16]}}, "iso.yaml", tmp_path)
+    with pytest.raises(ValueError, match="area_budget_cells: must be a number > 0"):
+        parse_spec({**doc, "area_budget_cells": "big"}, "iso.yaml", tmp_path)
+    with pytest.raises(ValueError, match="too small"):
+        parse_spec({**doc, "area_budget_cells": 1000}, "iso.yaml", tmp_path)
