@@ -55,7 +55,7 @@ def _security(args):
 
 def run(args: argparse.Namespace) -> int:
     from qaccel.sweep.export import export_store
-    from qaccel.sweep.runner import run_sweep
+    from qaccel.sweep.runner import SweepInterrupted, run_sweep
     from qaccel.sweep.spec import load_spec
     from qaccel.sweep.store import Store
 
@@ -68,9 +68,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"sweep {spec.name}: {len(spec.points)} points on {spec.workload.label}"
               + (f" ({spec.skipped} invalid combinations skipped)" if spec.skipped else "")
               + f"; metrics {', '.join(spec.metrics)}; store {args.store}", file=sys.stderr)
-        res = run_sweep(spec, store, scheduler=args.scheduler, workers=args.workers,
-                        security=security, batch=args.batch, retry_errors=args.retry_errors,
-                        progress=not args.no_progress)
+        try:
+            res = run_sweep(spec, store, scheduler=args.scheduler, workers=args.workers,
+                            security=security, batch=args.batch,
+                            retry_errors=args.retry_errors, progress=not args.no_progress)
+        except SweepInterrupted as exc:
+            print(f"qaccel: sweep interrupted: {exc}", file=sys.stderr)
+            return 1
         if res.computed:
             print(f"computed {res.computed} points ({res.ok} ok, {res.errors} failed) in "
                   f"{res.seconds:.1f} s on {res.workers} workers "

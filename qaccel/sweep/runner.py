@@ -12,6 +12,8 @@ submitted again.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -25,7 +27,8 @@ from .spec import SweepSpec
 from .store import Store
 from .workload import prepare
 
-__all__ = ["SweepRun", "run_sweep", "local_cluster", "batch_size", "make_batches"]
+__all__ = ["SweepRun", "SweepInterrupted", "run_sweep", "local_cluster", "batch_size",
+           "make_batches"]
 
 #: a remote scheduler must answer, and have a worker, within this many seconds
 CONNECT_TIMEOUT_S = 30
@@ -64,6 +67,11 @@ class SweepRun:
     @property
     def computed(self) -> int:
         return self.ok + self.errors
+
+
+class SweepInterrupted(RuntimeError):
+    """The sweep stopped before every point was computed (the rows stored so far are kept;
+    running it again resumes)."""
 
 
 def local_cluster(n_workers: int):
@@ -138,6 +146,7 @@ def run_sweep(spec: SweepSpec, store: Store, *, scheduler: str | None = None,
         Where shared work is cached (default: the current workspace).
     """
     from distributed import as_completed
+    from distributed.utils import CancelledError as DaskCancelled
     from tqdm import tqdm
 
     from qaccel import workspace
@@ -169,7 +178,13 @@ def run_sweep(spec: SweepSpec, store: Store, *, scheduler: str | None = None,
             for fut in as_completed(futures):
                 try:
                     results = fut.result()
-                except Exception as exc:          # the task itself failed (e.g. worker died)
+                except (asyncio.CancelledError, DaskCancelled, OSError) as exc:
+                    # lost the scheduler (cancelled futures, closed comms): stop; the points
+                    # not stored yet are computed when the sweep runs again
+                    raise SweepInterrupted(f"lost the cluster ({type(exc).__name__}: {exc}); "
+                                           f"{n_ok + n_err} points were stored, rerun to "
+                                           f"resume") from None
+                except Exception as exc:   # the task failed (e.g. KilledWorker): its points
                     msg = f"{type(exc).__name__}: {exc}"
                     results = [(p.config_hash, "error", msg, float("nan"), {})
                                for p in owner[fut.key]]
@@ -185,7 +200,9 @@ def run_sweep(spec: SweepSpec, store: Store, *, scheduler: str | None = None,
                 bar.update(len(results))
                 fut.release()
     finally:
-        client.close()
+        # best effort: closing a client whose scheduler died can itself raise in distributed
+        with contextlib.suppress(Exception):
+            client.close()
         if cluster is not None:
             cluster.close()
     return SweepRun(len(spec.points), already, n_ok, n_err, time.perf_counter() - t0,

@@ -40,7 +40,7 @@ def _wait_port(port: int, proc, deadline: float) -> None:
 
 @contextlib.contextmanager
 def dask_cluster(tmp_path, scheme="tcp", tls_args=()):
-    """A real scheduler + 2 worker processes; yields the scheduler address."""
+    """A real scheduler + 2 worker processes; yields the scheduler's address and process."""
     port = _free_port()
     addr = f"{scheme}://127.0.0.1:{port}"
     procs = []
@@ -63,7 +63,7 @@ def dask_cluster(tmp_path, scheme="tcp", tls_args=()):
             start(["distributed.cli.dask_worker", addr, "--nthreads", "1",
                    "--host", "127.0.0.1", "--no-dashboard", "--name", f"w{i}",
                    "--death-timeout", "60", *tls_args], f"worker{i}")
-        yield addr
+        yield addr, sched
     finally:
         for p, _log in reversed(procs):           # only the groups this test started
             with contextlib.suppress(ProcessLookupError):
@@ -118,7 +118,7 @@ def test_remote_scheduler_with_two_worker_processes_equals_local_cluster(tmp_pat
     sweep = _sweep(tmp_path, topo)
     local = tmp_path / "local.sqlite"
     remote = tmp_path / "remote.sqlite"
-    with dask_cluster(tmp_path) as addr:
+    with dask_cluster(tmp_path) as (addr, sched):
         with Store(local) as st:                  # meanwhile: the embedded LocalCluster
             res = run_sweep(load_spec(sweep), st, workers=2, progress=False,
                             ws=Workspace(tmp_path / "ws"))
@@ -126,11 +126,56 @@ def test_remote_scheduler_with_two_worker_processes_equals_local_cluster(tmp_pat
         err = _qaccel([sweep, "--store", remote, "--scheduler", addr, "--batch", "1"],
                       tmp_path)
         assert "on 2 workers" in err, err
+        _lose_the_scheduler(tmp_path, topo, addr, sched)
     a, b = _results(local), _results(remote)
     assert len(a) == 24 and a == b
     assert {v[0] for v in a.values()} == {"ok", "error"}    # a 1 KiB act buffer fails some
     worker_logs = [(tmp_path / f"worker{i}.log").read_text() for i in range(2)]
     assert all("Registered to" in w for w in worker_logs), worker_logs
+
+
+def _lose_the_scheduler(tmp_path, topo, addr, sched):
+    """A long sweep whose scheduler is killed mid-way stops with status 1 and stores no
+    error rows for the points it did not get: a rerun computes them."""
+    big = tmp_path / "big.yaml"
+    big.write_text(yaml.safe_dump({"workload": {"topology": str(topo)},
+                                   "grid": {"rows": {"start": 4, "stop": 200},
+                                            "cols": {"start": 4, "stop": 40}}}))
+    db = tmp_path / "big.sqlite"
+    env = {**os.environ, "QACCEL_HOME": str(tmp_path / "ws")}
+    proc = subprocess.Popen([sys.executable, "-m", "qaccel", "sweep", str(big), "--store",
+                             str(db), "--scheduler", addr, "--batch", "1", "--no-progress"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + SWEEP_S
+        while _count(db) < 5:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.1)
+        os.killpg(sched.pid, signal.SIGKILL)                     # the scheduler's group
+        _, err = proc.communicate(timeout=SWEEP_S)
+    finally:
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=30)
+    assert proc.returncode == 1, err
+    assert "sweep interrupted: lost the cluster" in err and "rerun to resume" in err
+    con = sqlite3.connect(db)
+    statuses = dict(con.execute("SELECT status, COUNT(*) FROM points GROUP BY status"))
+    con.close()
+    assert set(statuses) == {"ok"} and 5 <= statuses["ok"] < 197 * 37
+
+
+def _count(db) -> int:
+    if not db.exists():
+        return 0
+    con = sqlite3.connect(db, timeout=10)
+    try:
+        return con.execute("SELECT COUNT(*) FROM points").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        con.close()
 
 
 def test_embedded_cluster_listens_on_localhost_only():
@@ -174,7 +219,7 @@ def test_tls_scheduler(tmp_path, topo, capsys):
     tls = ("--tls-ca-file", str(ca), "--tls-cert", str(cert), "--tls-key", str(key))
     sweep = _sweep(tmp_path, topo, "tls")
     db = tmp_path / "tls.sqlite"
-    with dask_cluster(tmp_path, "tls", tls) as addr:
+    with dask_cluster(tmp_path, "tls", tls) as (addr, _):
         assert addr.startswith("tls://")
         _qaccel([sweep, "--store", db, "--scheduler", addr, *tls], tmp_path)
         status = main(["sweep", str(sweep), "--store", str(tmp_path / "plain.sqlite"),
