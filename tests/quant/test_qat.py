@@ -1,0 +1,198 @@
+"""Quantization-aware training (quant.qat, whitepaper sec. 4): LSQ gradients, BN folding
+variants, PTQ start, early stopping, export exactness, accuracy recovery on real digits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from qaccel.quant import QuantConfig, digits
+from qaccel.quant.qat import (
+    LsqQuantizer,
+    QatConfig,
+    lsq_grad_scale,
+    prepare_qat,
+    train_qat,
+    train_val_loaders,
+)
+from qaccel.quant.quantizers import Quantizer
+from qaccel.sim import executor
+from test_export import _compare_per_layer, sliver
+
+from qaccel import quant
+
+
+@pytest.fixture(scope="module")
+def data():
+    model, _, test = digits.get_model("digits_cnn")
+    x_tr, y_tr, _, _ = digits.load_split()
+    return model, test, x_tr, y_tr
+
+
+def _lsq(x_range, bits=3, mode="asymmetric", **kw):
+    q = Quantizer(bits, mode=mode, signed=mode == "symmetric", **kw)
+    q.set_range(*x_range)
+    return q, LsqQuantizer(q)
+
+
+def test_lsq_forward_is_the_plain_quantizer_bit_for_bit():
+    x = torch.randn(4, 5, 6) * 3
+    q, lq = _lsq((-2.0, 5.0), bits=4)
+    assert torch.equal(q(x), lq(x))
+    assert torch.equal(q(x), lq(x.clone().requires_grad_(True)).detach())
+
+
+def test_lsq_gradients_match_eq_38_and_40_with_the_lsq_scale():
+    """d xhat / d s = round(x/s) - x/s inside, n - z / p - z outside (eq. 38), times
+    g = 1/sqrt(N Q_p); d xhat / dz = 0 inside, -s outside (eq. 40, times g); d xhat/dx =
+    1 inside, 0 outside (eq. 37)."""
+    x = torch.tensor([[-3.0, -0.37, 0.2, 0.91, 1.55, 2.3, 4.0, 9.0]])
+    q, lq = _lsq((-1.0, 3.0), bits=3)                  # s = 4/7, z = round(1.75) = 2
+    s, z = float(q.scale), float(q.zero_point)
+    n, p = q.grid
+    w = torch.linspace(-1, 1, x.numel()).reshape(x.shape)
+    xg = x.clone().requires_grad_(True)
+    (lq(xg) * w).sum().backward()
+    g = lsq_grad_scale(x[0].numel(), p)
+    assert g == pytest.approx(1 / np.sqrt(8 * 7))
+    t = x / s
+    inside = (t.round() + z >= n) & (t.round() + z <= p)
+    ds = torch.where(inside, t.round() - t, torch.where(t.round() + z < n,
+                                                        torch.tensor(n - z),
+                                                        torch.tensor(p - z)))
+    assert float(lq.scale.grad) == pytest.approx(g * float((w * ds).sum()), rel=1e-5)
+    dz = torch.where(inside, torch.tensor(0.0), torch.tensor(-s))
+    assert float(lq.offset.grad) == pytest.approx(g * float((w * dz).sum()), rel=1e-5)
+    assert torch.equal(xg.grad, w * inside)
+    assert 0 < inside.sum() < x.numel()                  # both branches are exercised
+
+
+def test_lsq_per_channel_weight_grad_scale_uses_the_channel_size():
+    wt = torch.randn(3, 2, 2, 2)
+    q = Quantizer(4, mode="symmetric", signed=True, per_channel=True, role="weight")
+    q.set_range(-wt.abs().amax((1, 2, 3)), wt.abs().amax((1, 2, 3)))
+    lq = LsqQuantizer(q)
+    lq(wt.clone().requires_grad_(True)).sum().backward()
+    s = q.scale.reshape(-1, 1, 1, 1)
+    t = wt / s
+    _, p = q.grid
+    ds = (t.round().clamp(*q.grid) - t * (t.round() == t.round().clamp(*q.grid)))
+    want = lsq_grad_scale(8, p) * ds.sum((1, 2, 3))
+    torch.testing.assert_close(lq.scale.grad, want, rtol=1e-5, atol=1e-7)
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError, match="bn_folding"):
+        QatConfig(bn_folding="double")
+    with pytest.raises(ValueError, match="quant.rounding"):
+        QatConfig(quant=QuantConfig(rounding="bitsplit"))
+    with pytest.raises(ValueError, match="bn_momentum"):
+        QatConfig(bn_momentum=1.5)
+    with pytest.raises(ValueError, match="learn_scales"):
+        QatConfig(learn_scales="yes")
+    with pytest.raises(ValueError, match="QatConfig.quant"):
+        QatConfig(quant={"w_bits": 4})
+    with pytest.raises(dataclasses_error()):
+        QatConfig().bn_folding = "running"
+
+
+def dataclasses_error():
+    import dataclasses
+
+    return dataclasses.FrozenInstanceError
+
+
+def _export_check(qm, x, cfg):
+    net = quant.export(qm, x[:1])
+    stats = _compare_per_layer(net, qm, x)
+    assert stats
+    for name, (dmax, frac) in stats.items():
+        assert dmax <= 1 and frac <= sliver(cfg), (name, dmax, frac)
+    y_int = executor.run(net, net.input_q.quantize(x.numpy()))
+    with torch.no_grad():
+        y_fq = qm(x)
+    want = np.rint(y_fq.numpy() / net.output_q.scale).astype(np.int64) + \
+        net.output_q.zero_point
+    assert (np.abs(y_int - want) > 0).mean() <= sliver(cfg)
+    return net
+
+
+@pytest.mark.parametrize("folding", ["static", "running"])
+def test_bn_folding_variants_start_at_ptq_train_and_export_exactly(data, folding):
+    model, test, x_tr, y_tr = data
+    qc = QuantConfig(w_bits=4, a_bits=4, per_channel=folding == "static", progress=False)
+    calib = [x_tr[:128]]
+    ptq = quant.quantize(model, calib, qc)
+    qm = prepare_qat(model, calib, QatConfig(quant=qc, bn_folding=folding))
+    x = test[0][:200]
+    with torch.no_grad():
+        torch.testing.assert_close(qm.eval()(x), ptq(x), rtol=0, atol=1e-4)
+    folded = [n for n, ql in quant.quant_layers(qm) if hasattr(ql.module, "parametrizations")]
+    assert folded == (["0", "3", "7"] if folding == "running" else [])
+    before = {n: ql.module.parametrizations.weight[0].bn.running_var.clone()
+              for n, ql in quant.quant_layers(qm) if n in folded}
+    tr, va = train_val_loaders(x_tr[:400], y_tr[:400], seed=0)
+    train_qat(qm, tr, va, epochs=1, lr=1e-3, patience=1, progress=False)
+    for n, v in before.items():             # the running statistics moved during training
+        bn = qm.get_submodule(n).module.parametrizations.weight[0].bn
+        assert not torch.equal(bn.running_var, v)
+    _export_check(qm, x, qc)
+
+
+def test_per_layer_bits_and_adaround_start(data):
+    model, test, x_tr, _ = data
+    qc = QuantConfig(w_bits=3, a_bits=4, per_channel=True, rounding="adaround",
+                     iterations=50, layer_bits=(("3", 5, 6),), progress=False)
+    calib = [x_tr[:128]]
+    ptq = quant.quantize(model, calib, qc)
+    qm = prepare_qat(model, calib, QatConfig(quant=qc))
+    ql = qm.get_submodule("3")
+    assert isinstance(ql.weight_quantizer, LsqQuantizer) and ql.weight_quantizer.bits == 5
+    assert ql.output_quantizer.bits == 6 and qm.get_submodule("7").weight_quantizer.bits == 3
+    for (_, a), (_, b) in zip(quant.quant_layers(ptq), quant.quant_layers(qm)):
+        assert b.w_int is None                          # float weights to train
+        assert torch.equal(a.weight_int(), b.weight_int())   # the AdaRound integers
+    with torch.no_grad():
+        torch.testing.assert_close(qm.eval()(test[0][:100]), ptq(test[0][:100]),
+                                   rtol=0, atol=1e-4)
+
+
+def test_early_stopping_stops_and_restores_the_best_epoch(data):
+    model, test, x_tr, y_tr = data
+    qc = QuantConfig(w_bits=4, a_bits=4, per_channel=True, progress=False)
+    qm = prepare_qat(model, [x_tr[:128]], QatConfig(quant=qc))
+    with torch.no_grad():
+        start = qm.eval()(test[0]).argmax(1)
+    tr, va = train_val_loaders(x_tr[:300], y_tr[:300], seed=0)
+    # a learning rate far too large: every epoch is worse than the PTQ start
+    hist = train_qat(qm, tr, va, epochs=20, lr=0.5, patience=2, progress=False)
+    assert hist.stopped_early and hist.epochs_run == 2 and hist.best_epoch == 0
+    assert all(v >= hist.initial_val_loss for v in hist.val_loss)
+    with torch.no_grad():
+        assert torch.equal(qm(test[0]).argmax(1), start)
+    with pytest.raises(ValueError, match="epochs"):
+        train_qat(qm, tr, va, epochs=0)
+    with pytest.raises(ValueError, match="prepare_qat"):
+        train_qat(model, tr, va, epochs=1)
+
+
+def test_qat_recovers_accuracy_over_ptq_beyond_the_seed_spread(data):
+    """W3A3 per-channel on digits_cnn, 3 calibration / split seeds, 2 epochs of LSQ QAT
+    from the PTQ start. Measured (3 epochs): PTQ 92.4-93.3 %, QAT 97.4-98.7 %."""
+    model, test, x_tr, y_tr = data
+    ptq, qat = [], []
+    for seed in range(3):
+        qc = QuantConfig(w_bits=3, a_bits=3, per_channel=True, seed=seed, progress=False)
+        calib = digits.calib_loader(256, seed=seed)
+        ptq.append(digits.evaluate(quant.quantize(model, calib, qc), test))
+        qm = prepare_qat(model, calib, QatConfig(quant=qc))
+        tr, va = train_val_loaders(x_tr, y_tr, seed=seed)
+        train_qat(qm, tr, va, epochs=2, lr=1e-3, patience=2, progress=False)
+        qat.append(digits.evaluate(qm, test))
+        if seed == 0:
+            net = _export_check(qm, test[0], qc)
+            y_int = executor.run(net, net.input_q.quantize(test[0].numpy()))
+            acc_int = 100 * float((y_int.argmax(1) == test[1].numpy()).mean())
+            assert abs(acc_int - qat[-1]) <= 100 / len(test[1])
+    spread = max(max(ptq) - min(ptq), max(qat) - min(qat))
+    assert min(qat) - max(ptq) > spread, (ptq, qat)
