@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "qaccel.commands.energy",
     "qaccel.commands.synth",
     "qaccel.commands.quantize",
+    "qaccel.commands.qat",
     "qaccel.commands.run",
     "qaccel.commands.train",
     "qaccel.commands.sweep",
