@@ -56,21 +56,29 @@ the layer and the ``ArrayConfig`` field.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
 
 from .config import ArrayConfig
+from .mapping import (
+    S_BITS,
+    Mapping,
+    compulsory_bits,
+    dram_bits,
+    fixed_mapping,
+    param_lane_bits,
+    plan,
+)
 from .schedule import gemm_cycles, tiling
 from .traffic import BUFFER_OF, LEVELS, OPERANDS, Access, Traffic
 from .workload import GemmWorkload, NetworkTotals
 
 __all__ = ["LEVELS", "OPERANDS", "BUFFER_OF", "Access", "Traffic", "LayerPerf", "NetworkPerf",
-           "analyze_layer", "analyze_network", "param_lane_bits", "check_buffers"]
-
-def param_lane_bits(cfg: ArrayConfig) -> int:
-    """Bits of one output channel's params beat lane: bias, plus ``M, S`` per channel."""
-    return cfg.acc_bits + (cfg.mult_bits + 6 if cfg.per_channel else 0)
-
+           "analyze_layer", "analyze_network", "param_lane_bits", "check_buffers", "check_dims",
+           "JobCounts", "job_counts"]
 
 def _kib_bits(kib: int) -> int:
     return kib * 1024 * 8
@@ -93,6 +101,11 @@ def check_buffers(cfg: ArrayConfig, w: GemmWorkload) -> None:
         if bits > have:
             raise ValueError(f"layer {w.name!r}: ArrayConfig.{fld}={getattr(cfg, fld)} "
                              f"({have} bits) is too small for {what} ({bits} bits)")
+    check_dims(cfg, w)
+
+
+def check_dims(cfg: ArrayConfig, w: GemmWorkload) -> None:
+    """Raise ``ValueError`` if a GEMM dimension of ``w`` exceeds ``cfg.max_dim``."""
     if max(w.T, w.K, w.N) > cfg.max_dim:
         dim = max(("T", w.T), ("K", w.K), ("N", w.N), key=lambda kv: kv[1])
         raise ValueError(f"layer {w.name!r}: GEMM dimension {dim[0]}={dim[1]} exceeds "
@@ -117,9 +130,12 @@ class LayerPerf:
     pe_slots: int            # PE-cycles holding a valid token (incl. padded lanes)
     acc_adds: int            # accumulate-stage lane additions
     requant_ops: int         # requantizer lane operations (multiply + shift + clamp)
-    weights_refetched: bool  # weight column did not fit: re-fetched per T-tile
-    acts_refetched: bool     # input did not fit: re-fetched per n-tile
+    weights_refetched: bool  # weights crossed DRAM more than once
+    acts_refetched: bool     # input crossed DRAM more than once
     traffic: Traffic
+    mapping: Mapping | None = None
+    jobs: int = 1            # array jobs, all groups
+    compulsory_bits: int = 0  # least DRAM traffic (sim.mapping.compulsory_bits)
 
     @property
     def busy(self) -> int:
@@ -137,59 +153,100 @@ class LayerPerf:
                 "pe_slots": self.pe_slots, "acc_adds": self.acc_adds,
                 "requant_ops": self.requant_ops, "weights_refetched": self.weights_refetched,
                 "acts_refetched": self.acts_refetched, "dram_bits": self.dram_bits,
+                "compulsory_bits": self.compulsory_bits, "jobs": self.jobs,
+                "mapping": None if self.mapping is None else self.mapping.to_dict(),
                 "traffic_bits": self.traffic.to_dict()}
 
 
-def analyze_layer(cfg: ArrayConfig, w: GemmWorkload) -> LayerPerf:
-    """Cycles, utilization, operation counts and per-operand traffic (bits) of one layer."""
-    check_buffers(cfg, w)
-    T, K, N = w.T, w.K, w.N
+@dataclass(frozen=True)
+class JobCounts:
+    """On-chip counts of ONE array job ``t x K x n`` (the ``pe`` and ``acc`` levels and
+    the buffers' stream reads / output writes; no DRAM)."""
+
+    cycles: int
+    passes: int
+    slots: int
+    acc_adds: int
+    requant_ops: int
+    bits: np.ndarray          # Traffic.bits layout, read-only
+
+
+@lru_cache(maxsize=65536)
+def job_counts(cfg: ArrayConfig, t: int, K: int, n: int) -> JobCounts:
+    """:class:`JobCounts` of one ``t x K x n`` job on ``cfg`` (closed form, cached)."""
     R, C = cfg.rows, cfg.cols
-    til = tiling(cfg, T, K, N)
-    NT, TT, KT = til.NT, til.TT, til.KT
-    P = til.passes
-    cyc = gemm_cycles(cfg, T, K, N)
-    slots = NT * KT * T * R * C
+    til = tiling(cfg, t, K, n)
+    NT, KT, P = til.NT, til.KT, til.passes
+    slots = NT * KT * t * R * C
     wb, ab, cb = cfg.w_bits, cfg.a_bits, cfg.acc_bits
     pl = param_lane_bits(cfg)
-    ms_bits = cfg.mult_bits + 6
+    ms_bits = cfg.mult_bits + S_BITS
     tr = Traffic()
     # PE registers
     tr.add("pe", "weights", reads=slots * wb, writes=2 * P * R * C * wb)
     tr.add("pe", "activations", reads=slots * ab, writes=slots * ab)
     tr.add("pe", "psums", reads=slots * cb, writes=slots * cb)
     # accumulator bank and the parameter registers feeding accumulate / requantize
-    partial = NT * T * (KT - 1) * C * cb
+    partial = NT * t * (KT - 1) * C * cb
     tr.add("acc", "psums", reads=partial, writes=partial)
-    vec = NT * T                                         # finished output vectors
+    vec = NT * t                                         # finished output vectors
     params_acc = vec * C * cb + (vec * C * ms_bits if cfg.per_channel else vec * ms_bits)
     tr.add("acc", "params", reads=params_acc, writes=NT * C * pl)
-    # DRAM, per the reuse policy
-    w_fits = K * min(N, C) * wb <= _kib_bits(cfg.weight_buffer_kib)
-    x_fits = w.input_elems * ab <= _kib_bits(cfg.act_buffer_kib)
-    dram_w = K * N * wb * (1 if w_fits else TT)
-    dram_x = w.input_elems * ab * (1 if x_fits else NT)
-    dram_p = N * pl + (0 if cfg.per_channel else ms_bits)
-    dram_y = T * N * ab
-    tr.add("dram", "weights", reads=dram_w)
-    tr.add("dram", "activations", reads=dram_x)
-    tr.add("dram", "params", reads=dram_p)
-    tr.add("dram", "outputs", writes=dram_y)
-    # on-chip buffers: stream reads, fills from DRAM, output writes and drain
-    tr.add("buffer", "weights", reads=P * R * C * wb, writes=dram_w)
-    tr.add("buffer", "activations", reads=NT * KT * T * R * ab, writes=dram_x)
-    tr.add("buffer", "params", reads=NT * C * pl + (0 if cfg.per_channel else ms_bits),
-           writes=dram_p)
-    tr.add("buffer", "outputs", reads=dram_y, writes=NT * T * C * ab)
+    # on-chip buffers: what the streams carry, and the output writes
+    tr.add("buffer", "weights", reads=P * R * C * wb)
+    tr.add("buffer", "activations", reads=NT * KT * t * R * ab)
+    tr.add("buffer", "params", reads=NT * C * pl + (0 if cfg.per_channel else ms_bits))
+    tr.add("buffer", "outputs", writes=NT * t * C * ab)
+    tr.bits.setflags(write=False)
+    return JobCounts(cycles=gemm_cycles(cfg, t, K, n), passes=P, slots=slots,
+                     acc_adds=NT * KT * t * C, requant_ops=NT * t * C, bits=tr.bits)
+
+
+def analyze_layer(cfg: ArrayConfig, w: GemmWorkload, mapping: Mapping | None = None
+                  ) -> LayerPerf:
+    """Cycles, utilization, operation counts and per-operand traffic (bits) of one layer
+    under ``mapping`` (``None``: the fixed nest, :func:`sim.mapping.fixed_mapping`).
+
+    The mapping's jobs run one after another (``cycles`` = the sum of their
+    :func:`sim.schedule.gemm_cycles`); on-chip counts are the sums of the jobs'
+    :func:`job_counts`; DRAM traffic is :func:`sim.mapping.dram_bits`. The mapping is not
+    checked against the buffers here (:func:`sim.mapping.buffer_needs`; the mapper only
+    returns mappings that fit); the fixed nest is (:func:`check_buffers`)."""
+    if mapping is None:
+        check_buffers(cfg, w)
+        m = fixed_mapping(cfg, w)
+    else:
+        check_dims(cfg, w)
+        m = mapping
+    p = plan(w, m)
+    bits = np.zeros_like(Traffic().bits)
+    cyc = passes = slots = adds = rq = 0
+    for (t, n), count in p.shapes:
+        jc = job_counts(cfg, t, w.K, n)
+        bits += count * jc.bits
+        cyc += count * jc.cycles
+        passes += count * jc.passes
+        slots += count * jc.slots
+        adds += count * jc.acc_adds
+        rq += count * jc.requant_ops
+    tr = Traffic(bits)
+    dram = dram_bits(cfg, w, m)
+    for op in ("weights", "activations", "params"):
+        tr.add("dram", op, reads=dram[op])
+        tr.add("buffer", op, writes=dram[op])             # fills
+    tr.add("dram", "outputs", writes=dram["outputs"])
+    tr.add("buffer", "outputs", reads=dram["outputs"])    # drain
     rep = w.repeat
     macs = w.macs
     cycles = rep * cyc
-    return LayerPerf(name=w.name, op=w.op, T=T, K=K, N=N, repeat=rep, cycles=cycles,
+    return LayerPerf(name=w.name, op=w.op, T=w.T, K=w.K, N=w.N, repeat=rep, cycles=cycles,
                      cycles_per_job=cyc, macs=macs,
-                     utilization=macs / (R * C * cycles), passes=rep * P,
-                     pe_slots=rep * slots, acc_adds=rep * NT * KT * T * C,
-                     requant_ops=rep * NT * T * C, weights_refetched=not w_fits,
-                     acts_refetched=not x_fits, traffic=tr * rep)
+                     utilization=macs / (cfg.rows * cfg.cols * cycles), passes=rep * passes,
+                     pe_slots=rep * slots, acc_adds=rep * adds, requant_ops=rep * rq,
+                     weights_refetched=dram["weights"] > w.K * w.N * cfg.w_bits,
+                     acts_refetched=dram["activations"] > w.input_elems * cfg.a_bits,
+                     traffic=tr * rep, mapping=m, jobs=rep * p.jobs,
+                     compulsory_bits=compulsory_bits(cfg, w))
 
 
 @dataclass(frozen=True)
@@ -214,9 +271,14 @@ class NetworkPerf(NetworkTotals):
     def dram_bits(self) -> int:
         return self.traffic.total("dram")
 
+    @property
+    def compulsory_bits(self) -> int:
+        return sum(lp.compulsory_bits for lp in self.layers)
+
     def totals(self) -> dict:
         return {"layers": len(self.layers), "cycles": self.cycles, "macs": self.macs,
                 "utilization": self.utilization, "dram_bits": self.dram_bits,
+                "compulsory_bits": self.compulsory_bits,
                 "pe_slots": sum(lp.pe_slots for lp in self.layers),
                 "acc_adds": sum(lp.acc_adds for lp in self.layers),
                 "requant_ops": sum(lp.requant_ops for lp in self.layers),
@@ -227,10 +289,13 @@ class NetworkPerf(NetworkTotals):
                 "layers": [lp.to_dict() for lp in self.layers], "totals": self.totals()}
 
 
-def analyze_network(cfg: ArrayConfig, gemms: Iterable[GemmWorkload] | Sequence[GemmWorkload]
+def analyze_network(cfg: ArrayConfig, gemms: Iterable[GemmWorkload] | Sequence[GemmWorkload],
+                    mapper: Callable[[ArrayConfig, GemmWorkload], Mapping] | None = None
                     ) -> NetworkPerf:
-    """:func:`analyze_layer` on every workload, in order."""
-    layers = tuple(analyze_layer(cfg, g) for g in gemms)
+    """:func:`analyze_layer` on every workload, in order, each under ``mapper(cfg, w)``
+    (``None``: the fixed nest; e.g. :func:`sim.mapper.search_mapping`)."""
+    layers = tuple(analyze_layer(cfg, g, None if mapper is None else mapper(cfg, g))
+                   for g in gemms)
     if not layers:
         raise ValueError("analyze_network: no layers")
     return NetworkPerf(cfg=cfg, layers=layers)

@@ -62,7 +62,8 @@ from .job import GemmJob
 from .schedule import PIPELINE_TAIL, gemm_cycles, params_fifo_depth, tiling
 from .streams import JobBeats, job_beats, out_beats_to_matrix
 
-__all__ = ["CycleResult", "StreamTrace", "simulate", "simulate_beats"]
+__all__ = ["CycleResult", "StreamTrace", "MappedResult", "simulate", "simulate_beats",
+           "run_mapping"]
 
 # lane fields carried through the skew registers and the PE grid
 _A, _SWAP, _VALID, _KN = range(4)
@@ -374,6 +375,81 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False) ->
                        utilization=float(busy_arr.sum()) / (R * C * cyc),
                        overflow_events=overflow, acc_bits_needed=bits_for_range(x_lo, x_hi),
                        trace=st)
+
+
+@dataclass(frozen=True)
+class MappedResult:
+    """One group job of a layer run under a mapping: its jobs on the cycle model and its
+    transfers through the buffers."""
+
+    y: np.ndarray              # [T, N] outputs, assembled from the jobs
+    cycles: int                # sum of the jobs' cycles (jobs never overlap)
+    jobs: int
+    dram_bits: dict            # operand -> bits moved between DRAM and the buffers
+    peak_bits: dict            # ArrayConfig buffer field -> most bits held at once
+    useful_macs: int
+
+
+def run_mapping(cfg: ArrayConfig, job: GemmJob, steps) -> MappedResult:
+    """Execute a mapping's ordered steps (:func:`sim.mapping.mapping_steps`) for the
+    whole-layer ``job``: every ``"job"`` step runs its slab x n-tile sub-job on the cycle
+    model (:func:`simulate`), loads / streams / stores are counted in bits and held in
+    their buffer (``sim.traffic.BUFFER_OF``) until evicted (streams for the next job
+    only); a buffer holding more than its capacity raises ``ValueError`` naming it."""
+    from .traffic import BUFFER_OF
+
+    job = job.for_config(cfg)
+    cap = {f: getattr(cfg, f) * 8192 for f in ("weight_buffer_kib", "act_buffer_kib",
+                                               "out_buffer_kib")}
+    resident: dict = {}                       # (operand, key) -> bits
+    transient: list = []                      # (operand, hold) for the next job
+    dram: dict = {}
+    peak = dict.fromkeys(cap, 0)
+    y = np.full((job.T, job.N), np.iinfo(np.int64).min, dtype=np.int64)
+    cycles = macs = jobs = 0
+    buf_of = dict(BUFFER_OF, outputs="out_buffer_kib")
+
+    def held(extra) -> None:
+        use = dict.fromkeys(cap, 0)
+        for (op, _k), b in resident.items():
+            use[buf_of[op]] += b
+        for op, b in extra:
+            use[buf_of[op]] += b
+        for f, b in use.items():
+            peak[f] = max(peak[f], b)
+            if b > cap[f]:
+                raise ValueError(f"ArrayConfig.{f}={getattr(cfg, f)} ({cap[f]} bits) "
+                                 f"overflows: {b} bits held")
+
+    for st in steps:
+        if st.kind in ("load", "stream", "store"):
+            dram[st.operand] = dram.get(st.operand, 0) + st.bits
+        if st.kind == "load":
+            resident[(st.operand, st.key)] = st.bits
+            held(transient)
+        elif st.kind == "stream":
+            transient.append((st.operand, st.hold))
+        elif st.kind == "evict":
+            del resident[(st.operand, st.key)]
+        elif st.kind == "store":
+            held([(st.operand, st.hold)])
+        elif st.kind == "job":
+            held(transient)
+            transient = []
+            t0, t, n0, n = st.key
+            m = job.m[n0:n0 + n] if np.ndim(job.m) else job.m
+            s = job.s[n0:n0 + n] if np.ndim(job.s) else job.s
+            sub = GemmJob.create(cfg, job.x[t0:t0 + t], job.w[:, n0:n0 + n],
+                                 job.bias[n0:n0 + n], m, s, z_y=job.z_y, relu=job.relu)
+            r = simulate(cfg, sub)
+            y[t0:t0 + t, n0:n0 + n] = r.y
+            cycles += r.cycles
+            macs += r.useful_macs
+            jobs += 1
+        else:
+            raise ValueError(f"unknown step kind {st.kind!r}")
+    return MappedResult(y=y, cycles=cycles, jobs=jobs, dram_bits=dram, peak_bits=peak,
+                        useful_macs=macs)
 
 
 # the pipeline tail is fixed by the registers above: accumulate -> stage 1 -> stage 2 -> out

@@ -1,0 +1,192 @@
+"""The per-layer mapper: exhaustive search over a pruned space of :class:`sim.mapping.Mapping`.
+
+Space, per layer (one group job):
+
+* slab sizes ``t_tile``: for a convolution whole output rows -- the divisors and powers of
+  two of ``batch * out_h`` rows, and all of them; for a GEMM the divisors of ``T``,
+  ``acc_depth`` times powers of two, and ``T``;
+* weight tiles ``n_tile``: ``cols`` times the divisors and powers of two of
+  ``ceil(N / cols)``, and ``N``;
+* the loop orders ``slab_outer`` / ``n_outer`` with the residencies that differ in cost:
+  ``slab_outer`` x weights ``layer | tile | pass`` x inputs ``slab | pass``, and
+  ``n_outer`` x weights ``tile | pass`` x inputs ``layer | slab | pass``.
+
+Every candidate is costed by the analytic model's own counts (:func:`sim.analytic.job_counts`
+per job shape, :func:`sim.mapping.dram_bits`) priced by the energy model; candidates whose
+:func:`sim.mapping.buffer_needs` exceed a buffer are never returned. The objective is
+``energy`` (pJ), ``latency`` (cycles; energy breaks ties) or ``edp`` (their product).
+Results are cached by (layer shape, configuration, objective, energy table).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .analytic import check_dims, job_counts
+from .config import ArrayConfig
+from .energy import EnergyTable, LayerCounts, buffer_bytes, default_table, layer_energy
+from .mapping import Mapping, buffer_needs, dram_bits, plan
+from .traffic import LEVELS, OPERANDS
+from .validate import check_choice
+from .workload import GemmWorkload
+
+__all__ = ["OBJECTIVES", "MapperResult", "candidate_mappings", "search_mapping",
+           "search_layer"]
+
+OBJECTIVES = ("energy", "edp", "latency")
+
+_COMBOS = ([("slab_outer", wr, xr) for wr in ("layer", "tile", "pass")
+            for xr in ("slab", "pass")]
+           + [("n_outer", wr, xr) for wr in ("tile", "pass")
+              for xr in ("layer", "slab", "pass")])
+
+_WHAT = {"weight_buffer_kib": "weights", "act_buffer_kib": "activations",
+         "out_buffer_kib": "outputs"}
+_LEAST = {"weight_buffer_kib": "one rows x cols weight tile and its channels' params",
+          "act_buffer_kib": "one acc_depth x rows activation tile of the smallest slab",
+          "out_buffer_kib": "one acc_depth x cols output tile of the smallest slab"}
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def _pow2_upto(n: int, start: int = 1) -> list[int]:
+    out, v = [], start
+    while v <= n:
+        out.append(v)
+        v *= 2
+    return out
+
+
+def _t_tiles(cfg: ArrayConfig, w: GemmWorkload) -> list[int]:
+    g = w.geometry
+    if g is not None and g.out_h and g.out_w:
+        rows = w.T // g.out_w
+        return sorted({r * g.out_w for r in _divisors(rows) + _pow2_upto(rows)} | {w.T})
+    return sorted(set(_divisors(w.T)) | {t for t in _pow2_upto(w.T, cfg.acc_depth)} | {w.T})
+
+
+def _n_tiles(cfg: ArrayConfig, w: GemmWorkload) -> list[int]:
+    nt = -(-w.N // cfg.cols)
+    return sorted({min(w.N, m * cfg.cols) for m in _divisors(nt) + _pow2_upto(nt)} | {w.N})
+
+
+def candidate_mappings(cfg: ArrayConfig, w: GemmWorkload):
+    """Every mapping of the pruned space for ``w`` (fitting the buffers or not)."""
+    for t in _t_tiles(cfg, w):
+        for n in _n_tiles(cfg, w):
+            for order, wr, xr in _COMBOS:
+                yield Mapping(t_tile=t, n_tile=n, order=order, weights=wr, inputs=xr)
+
+
+@dataclass(frozen=True)
+class MapperResult:
+    """The best mapping of a layer and what the search measured of it (one group job)."""
+
+    mapping: Mapping
+    energy_pj: float
+    cycles: int
+    dram_bits: int
+    candidates: int          # mappings costed
+    fitting: int             # of which fit the buffers
+
+
+@lru_cache(maxsize=65536)
+def _job_energy(cfg: ArrayConfig, table: EnergyTable, t: int, K: int, n: int
+                ) -> tuple[float, int]:
+    """On-chip energy (pJ, no DRAM, no buffer fills / drain) and cycles of one job."""
+    jc = job_counts(cfg, t, K, n)
+    bits = {}
+    for i, lv in enumerate(LEVELS):
+        for j, op in enumerate(OPERANDS):
+            for k, rw in enumerate(("read", "write")):
+                if jc.bits[i, j, k]:
+                    bits[f"{lv}.{op}.{rw}"] = int(jc.bits[i, j, k])
+    e = layer_energy(cfg, LayerCounts(name="job", macs=t * K * n, acc_updates=jc.acc_adds,
+                                      outputs=jc.requant_ops, bits=bits), table)
+    return e.total_pj, jc.cycles
+
+
+@lru_cache(maxsize=256)
+def _dram_prices(cfg: ArrayConfig, table: EnergyTable) -> dict[str, float]:
+    """pJ per DRAM bit of each operand, including its buffer fill (or output drain)."""
+    d = table.dram_bit_pj()
+    out = {op: d + table.sram_bit_pj(buffer_bytes(cfg, op), write=True)
+           for op in ("weights", "activations", "params")}
+    out["outputs"] = d + table.sram_bit_pj(buffer_bytes(cfg, "outputs"))
+    return out
+
+
+def _score(objective: str, energy: float, cycles: int) -> tuple:
+    if objective == "energy":
+        return (energy, cycles)
+    if objective == "latency":
+        return (cycles, energy)
+    return (energy * cycles, energy)
+
+
+@lru_cache(maxsize=16384)
+def _search(cfg: ArrayConfig, w: GemmWorkload, geometry, objective: str, table: EnergyTable
+            ) -> MapperResult:
+    # ``geometry`` is part of the cache key: GemmWorkload's hash leaves it out
+    caps = {f: getattr(cfg, f) * 8192 for f in _WHAT}
+    prices = _dram_prices(cfg, table)
+    best = best_key = None
+    n_cand = n_fit = 0
+    least = dict.fromkeys(caps, None)
+    for m in candidate_mappings(cfg, w):
+        n_cand += 1
+        need = buffer_needs(cfg, w, m)
+        over = False
+        for f, b in need.items():
+            if least[f] is None or b < least[f]:
+                least[f] = b
+            over = over or b > caps[f]
+        if over:
+            continue
+        n_fit += 1
+        energy, cycles = 0.0, 0
+        for (t, n), count in plan(w, m).shapes:
+            e, c = _job_energy(cfg, table, t, w.K, n)
+            energy += count * e
+            cycles += count * c
+        dram = dram_bits(cfg, w, m)
+        energy += sum(prices[op] * b for op, b in dram.items())
+        key = _score(objective, energy, cycles)
+        if best_key is None or key < best_key:
+            best_key = key
+            best = (m, energy, cycles, sum(dram.values()))
+    if best is None:
+        f = next(f for f in caps if least[f] > caps[f])
+        raise ValueError(f"no mapping fits: the {_WHAT[f]} need at least {least[f]} bits "
+                         f"({_LEAST[f]}) but ArrayConfig.{f}={getattr(cfg, f)} holds "
+                         f"{caps[f]} bits")
+    m, energy, cycles, dram = best
+    return MapperResult(mapping=m, energy_pj=energy, cycles=cycles, dram_bits=dram,
+                        candidates=n_cand, fitting=n_fit)
+
+
+def search_layer(cfg: ArrayConfig, w: GemmWorkload, objective: str = "energy",
+                 table: EnergyTable | None = None) -> MapperResult:
+    """The best fitting mapping of ``w`` on ``cfg`` for ``objective`` (cached by layer
+    shape and configuration). ``ValueError`` naming the layer, the operand and the buffer
+    when not even one array tile fits."""
+    check_choice("search_mapping", "objective", objective, OBJECTIVES)
+    check_dims(cfg, w)
+    shape = GemmWorkload(name="layer", T=w.T, K=w.K, N=w.N, op=w.op, geometry=w.geometry,
+                         input_elems=w.input_elems)
+    try:
+        return _search(cfg, shape, shape.geometry, objective,
+                       default_table() if table is None else table)
+    except ValueError as exc:
+        raise ValueError(f"layer {w.name!r}: {exc}") from None
+
+
+def search_mapping(cfg: ArrayConfig, w: GemmWorkload, objective: str = "energy",
+                   table: EnergyTable | None = None) -> Mapping:
+    """:func:`search_layer`'s mapping (a ``mapper`` for :func:`sim.analytic.analyze_network`)."""
+    return search_layer(cfg, w, objective, table).mapping

@@ -1,0 +1,320 @@
+"""A layer's mapping: how its GEMM is cut into array jobs and what stays in the buffers.
+
+The array runs :class:`sim.job.GemmJob` jobs, each with its own fixed pass nest
+``for nt: for tt: for kt`` (:mod:`sim.schedule`). A :class:`Mapping` is the host-side
+schedule around them, for one GEMM job of a layer (a grouped layer repeats it per group):
+
+* **tiles** -- the output pixels ``T`` are cut into *slabs* of ``t_tile`` rows of the
+  im2col matrix (for a convolution a multiple of ``out_w``: whole output rows, whose input
+  rows plus the kernel's halo are the slab's DRAM footprint,
+  :meth:`sim.workload.ConvGeometry.slab_elems`), the output channels ``N`` into
+  ``n_tile``-wide weight tiles. One job computes one (slab, weight tile) pair with the
+  whole reduction ``K``: partial sums stay in the accumulators and never spill (the array
+  tiles ``K`` by its rows inside the job; a split of ``K`` across jobs would need the
+  accumulators to leave the chip, which the job's requantizer cannot express).
+* **loop order** -- ``"slab_outer"`` (``for slab: for n-tile: job``) or ``"n_outer"``
+  (``for n-tile: for slab: job``).
+* **residency** -- what each buffer holds:
+
+  ========== ========== ==============================================================
+  operand    residency  meaning (DRAM traffic)
+  ========== ========== ==============================================================
+  weights    ``layer``  all ``K x N`` weights (and params) stay for the layer: read once
+  weights    ``tile``   the job's weight tile stays while it is used: once per job
+                        (``slab_outer``) or once per n-tile across all slabs (``n_outer``)
+  weights    ``pass``   the weights stream pass by pass: once per internal T-tile of a
+                        job (``ceil(t / acc_depth)`` times per job)
+  inputs     ``layer``  the layer's whole input footprint stays: read once
+  inputs     ``slab``   a slab stays while its jobs use it: once per slab
+                        (``slab_outer``) or once per slab and n-tile (``n_outer``)
+  inputs     ``pass``   the slab streams once per internal n-tile of each job
+  ========== ========== ==============================================================
+
+  Outputs are written once; params (bias, per-channel ``M, S``) travel with the weights
+  (per tensor: one ``(M, S)`` per job, in its ``cmd``).
+
+:func:`fixed_mapping` is the nest every layer used before mappings existed (one job; the
+input re-fetched per n-tile when it does not fit) -- the one SCALE-Sim compatibility and
+the cycle-exact contract tests are written against. :func:`buffer_needs` gives the bits
+each buffer must hold, :func:`dram_bits` the DRAM traffic in closed form and
+:func:`mapping_steps` the explicit ordered list of transfers and jobs the cycle model
+executes (:func:`sim.cycle.run_mapping`). The search lives in :mod:`sim.mapper`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+
+from .config import ArrayConfig
+from .validate import check_choice, check_int, fail
+from .workload import GemmWorkload
+
+__all__ = ["ORDERS", "WEIGHT_RESIDENCY", "INPUT_RESIDENCY", "Mapping", "Plan", "plan",
+           "fixed_mapping", "buffer_needs", "dram_bits", "compulsory_bits", "mapping_steps",
+           "Step", "param_lane_bits", "S_BITS"]
+
+ORDERS = ("slab_outer", "n_outer")
+WEIGHT_RESIDENCY = ("layer", "tile", "pass")
+INPUT_RESIDENCY = ("layer", "slab", "pass")
+#: width of the requantizer shift ``S``
+S_BITS = 6
+
+
+def param_lane_bits(cfg: ArrayConfig) -> int:
+    """Bits of one output channel's params beat lane: bias, plus ``M, S`` per channel."""
+    return cfg.acc_bits + (cfg.mult_bits + S_BITS if cfg.per_channel else 0)
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """Tiles, loop order and residency of one layer (see the module docstring).
+
+    Parameters
+    ----------
+    t_tile : int
+        Output pixels (im2col rows) per input slab, ``1..T``; a convolution's slabs are
+        whole output rows (a multiple of ``out_w``) or all of ``T``.
+    n_tile : int
+        Output channels per job, ``1..N``.
+    order : str
+        ``"slab_outer"`` or ``"n_outer"``.
+    weights : str
+        Weight residency: ``"layer"``, ``"tile"`` or ``"pass"``.
+    inputs : str
+        Input residency: ``"layer"``, ``"slab"`` or ``"pass"``.
+    """
+
+    t_tile: int
+    n_tile: int
+    order: str = "slab_outer"
+    weights: str = "tile"
+    inputs: str = "slab"
+
+    def __post_init__(self):
+        check_int("Mapping", "t_tile", self.t_tile, 1)
+        check_int("Mapping", "n_tile", self.n_tile, 1)
+        check_choice("Mapping", "order", self.order, ORDERS)
+        check_choice("Mapping", "weights", self.weights, WEIGHT_RESIDENCY)
+        check_choice("Mapping", "inputs", self.inputs, INPUT_RESIDENCY)
+
+    def check(self, w: GemmWorkload) -> None:
+        """Raise ``ValueError`` naming the layer and the field if the tiles do not fit
+        ``w``'s shape."""
+        owner = f"Mapping(layer {w.name!r})"
+        check_int(owner, "t_tile", self.t_tile, 1, w.T)
+        check_int(owner, "n_tile", self.n_tile, 1, w.N)
+        g = w.geometry
+        if g is not None and g.out_w and self.t_tile % g.out_w and self.t_tile != w.T:
+            raise fail(owner, "t_tile", f"a multiple of out_w = {g.out_w} (whole output "
+                       f"rows) or T = {w.T}", self.t_tile)
+
+    def to_dict(self) -> dict:
+        return {"t_tile": self.t_tile, "n_tile": self.n_tile, "order": self.order,
+                "weights": self.weights, "inputs": self.inputs}
+
+    def label(self) -> str:
+        """Short text, e.g. ``t196 n64 slab_outer W:tile A:slab``."""
+        return (f"t{self.t_tile} n{self.n_tile} {self.order} W:{self.weights} "
+                f"A:{self.inputs}")
+
+
+def _slab_footprint(w: GemmWorkload, t0: int, t1: int) -> int:
+    """Input elements a slab of im2col rows ``t0 .. t1-1`` reads from DRAM."""
+    g = w.geometry
+    if g is None or not (g.out_h and g.out_w):
+        return (t1 - t0) * w.K if w.input_elems == w.T * w.K else \
+            _ceil_div(w.input_elems * (t1 - t0), w.T)
+    return g.slab_elems(t0 // g.out_w, _ceil_div(t1, g.out_w))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a mapping means for one workload: slab lengths and footprints, n-tile widths,
+    and the job shapes ``(t, n) -> count`` it runs (per group job)."""
+
+    slabs: tuple[tuple[int, int], ...]      # (t, footprint elements)
+    ntiles: tuple[int, ...]
+    shapes: tuple[tuple[tuple[int, int], int], ...]
+
+    @property
+    def footprint_sum(self) -> int:
+        return sum(f for _, f in self.slabs)
+
+    @property
+    def footprint_max(self) -> int:
+        return max(f for _, f in self.slabs)
+
+    @property
+    def jobs(self) -> int:
+        return len(self.slabs) * len(self.ntiles)
+
+
+@lru_cache(maxsize=32768)
+def _plan(w: GemmWorkload, geometry, t_tile: int, n_tile: int) -> Plan:
+    T, N = w.T, w.N
+    slabs = tuple((min(T, t0 + t_tile) - t0, _slab_footprint(w, t0, min(T, t0 + t_tile)))
+                  for t0 in range(0, T, t_tile))
+    ntiles = tuple(min(N, n0 + n_tile) - n0 for n0 in range(0, N, n_tile))
+    cnt = Counter()
+    tc, nc = Counter(t for t, _ in slabs), Counter(ntiles)
+    for t, a in tc.items():
+        for n, b in nc.items():
+            cnt[(t, n)] += a * b
+    return Plan(slabs=slabs, ntiles=ntiles, shapes=tuple(sorted(cnt.items())))
+
+
+def plan(w: GemmWorkload, m: Mapping) -> Plan:
+    """The slabs, n-tiles and job shapes of ``m`` on ``w`` (checked, cached)."""
+    m.check(w)
+    return _plan(w, w.geometry, m.t_tile, m.n_tile)
+
+
+def fixed_mapping(cfg: ArrayConfig, w: GemmWorkload) -> Mapping:
+    """The fixed nest: one job (``for nt: for tt: for kt`` over the whole layer); an
+    n-tile's ``K x cols`` weight column is kept if it fits, else re-fetched per pass; the
+    input is kept if it fits, else re-fetched per n-tile."""
+    w_fits = w.K * min(w.N, cfg.cols) * cfg.w_bits <= cfg.weight_buffer_kib * 8192
+    x_fits = w.input_elems * cfg.a_bits <= cfg.act_buffer_kib * 8192
+    return Mapping(t_tile=w.T, n_tile=w.N, order="n_outer",
+                   weights="tile" if w_fits else "pass", inputs="slab" if x_fits else "pass")
+
+
+def buffer_needs(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> dict[str, int]:
+    """Bits each buffer (``ArrayConfig`` field) must hold for ``m`` on ``w``: the
+    resident operands, or one array tile where an operand streams. The weight buffer
+    also holds the params of the channels its weights serve."""
+    p = plan(w, m)
+    R, C, D = cfg.rows, cfg.cols, cfg.acc_depth
+    K = w.K
+    wb, ab, pl = cfg.w_bits, cfg.a_bits, param_lane_bits(cfg)
+    n, t = m.n_tile, m.t_tile
+    if m.weights == "layer":
+        wneed = K * w.N * wb + w.N * pl
+    elif m.weights == "tile" and m.order == "n_outer" and len(p.slabs) > 1:
+        wneed = K * n * wb + n * pl                  # kept across the slabs
+    elif m.weights == "tile":
+        wneed = K * min(n, C) * wb + min(n, C) * pl  # the job's current column
+    else:
+        wneed = min(K, R) * min(n, C) * wb + min(n, C) * pl
+    if m.inputs == "layer":
+        aneed = w.input_elems * ab
+    elif m.inputs == "slab":
+        aneed = p.footprint_max * ab
+    else:
+        aneed = min(t, D) * min(K, R) * ab
+    return {"weight_buffer_kib": wneed, "act_buffer_kib": aneed,
+            "out_buffer_kib": min(t, D) * min(n, C) * ab}
+
+
+def dram_bits(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> dict[str, int]:
+    """DRAM traffic of ONE group job in bits per operand (``weights``, ``activations``,
+    ``params`` read; ``outputs`` written), closed form (see the module docstring)."""
+    p = plan(w, m)
+    D, C = cfg.acc_depth, cfg.cols
+    W = w.K * w.N * cfg.w_bits
+    S, J = len(p.slabs), len(p.ntiles)
+    slab_outer = m.order == "slab_outer"
+    if m.weights == "layer":
+        dw, pvec = W, 1
+    elif m.weights == "tile":
+        dw, pvec = (S * W, S) if slab_outer else (W, 1)
+    else:
+        dw, pvec = sum(_ceil_div(t, D) for t, _ in p.slabs) * W, S
+    if m.inputs == "layer":
+        dx = w.input_elems
+    elif m.inputs == "slab":
+        dx = p.footprint_sum * (1 if slab_outer else J)
+    else:
+        dx = p.footprint_sum * sum(_ceil_div(n, C) for n in p.ntiles)
+    params = pvec * w.N * param_lane_bits(cfg) + (0 if cfg.per_channel
+                                                  else S * J * (cfg.mult_bits + S_BITS))
+    return {"weights": dw, "activations": dx * cfg.a_bits, "params": params,
+            "outputs": w.T * w.N * cfg.a_bits}
+
+
+def compulsory_bits(cfg: ArrayConfig, w: GemmWorkload) -> int:
+    """The least DRAM traffic of the layer (all groups): every weight and every input
+    element it reads fetched once, every output written once (params excluded)."""
+    return w.repeat * (w.K * w.N * cfg.w_bits + w.input_elems * cfg.a_bits
+                       + w.T * w.N * cfg.a_bits)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a mapped layer: ``kind`` ``"load"`` (DRAM -> buffer, kept until its
+    ``"evict"``), ``"stream"`` (DRAM -> buffer, consumed by the next job, holding at most
+    ``hold`` bits at a time), ``"evict"``, ``"job"`` (run slab ``slab`` x n-tile ``ntile``)
+    or ``"store"`` (outputs, buffer -> DRAM)."""
+
+    kind: str
+    operand: str = ""
+    key: tuple = ()
+    bits: int = 0
+    hold: int = 0
+    slab: int = -1
+    ntile: int = -1
+
+
+def mapping_steps(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> list[Step]:
+    """The ordered transfers and jobs of ONE group job of ``w`` under ``m``, enumerated
+    loop by loop (independently of :func:`dram_bits`'s closed form)."""
+    p = plan(w, m)
+    R, C, D = cfg.rows, cfg.cols, cfg.acc_depth
+    K, wb, ab, pl = w.K, cfg.w_bits, cfg.a_bits, param_lane_bits(cfg)
+    ms = 0 if cfg.per_channel else cfg.mult_bits + S_BITS
+    n0s = [sum(p.ntiles[:j]) for j in range(len(p.ntiles))]
+    out: list[Step] = []
+
+    def weights(kind, key, wbits, pbits, whold=0, phold=0):
+        out.append(Step(kind, "weights", key, wbits, hold=whold))
+        out.append(Step(kind, "params", key, pbits, hold=phold))
+
+    if m.weights == "layer":
+        weights("load", ("all",), K * w.N * wb, w.N * pl)
+    if m.inputs == "layer":
+        out.append(Step("load", "activations", ("all",), w.input_elems * ab))
+    S, J = len(p.slabs), len(p.ntiles)
+    pairs = ([(s, j) for s in range(S) for j in range(J)] if m.order == "slab_outer"
+             else [(s, j) for j in range(J) for s in range(S)])
+    for i, (s, j) in enumerate(pairs):
+        t, foot = p.slabs[s]
+        n = p.ntiles[j]
+        nc = min(n, C)
+        # weights (and params) of this job
+        if m.weights == "tile" and m.order == "n_outer" and S > 1:
+            if s == 0:                                 # kept across all slabs
+                weights("load", ("tile", j), K * n * wb, n * pl)
+        elif m.weights == "tile":                      # each column kept for the job
+            weights("stream", ("job", s, j), K * n * wb, n * pl, K * nc * wb, nc * pl)
+        elif m.weights == "pass":                      # re-read for every T-tile
+            weights("stream", ("pass", s, j), _ceil_div(t, D) * K * n * wb, n * pl,
+                    min(K, R) * nc * wb, nc * pl)
+        if ms:
+            out.append(Step("stream", "params", ("cmd", s, j), ms))
+        # inputs of this job
+        if m.inputs == "slab" and m.order == "slab_outer":
+            if j == 0:                                 # kept across the n-tiles
+                out.append(Step("load", "activations", ("slab", s), foot * ab))
+        elif m.inputs == "slab":                       # kept for this job only
+            out.append(Step("stream", "activations", ("job", s, j), foot * ab,
+                            hold=foot * ab))
+        elif m.inputs == "pass":                       # re-read for every n-tile
+            out.append(Step("stream", "activations", ("pass", s, j),
+                            foot * ab * _ceil_div(n, C), hold=min(t, D) * min(K, R) * ab))
+        out.append(Step("job", slab=s, ntile=j,
+                        key=(sum(x for x, _ in p.slabs[:s]), t, n0s[j], n)))
+        out.append(Step("store", "outputs", ("out", s, j), t * n * ab,
+                        hold=min(t, D) * min(n, C) * ab))
+        nxt = pairs[i + 1] if i + 1 < len(pairs) else (None, None)
+        if m.weights == "tile" and m.order == "n_outer" and S > 1 and nxt[1] != j:
+            out.append(Step("evict", "weights", ("tile", j)))
+            out.append(Step("evict", "params", ("tile", j)))
+        if m.inputs == "slab" and m.order == "slab_outer" and nxt[0] != s:
+            out.append(Step("evict", "activations", ("slab", s)))
+    return out

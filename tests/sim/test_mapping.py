@@ -1,0 +1,197 @@
+"""Mappings: the analytic cost of any mapping against the cycle model running its jobs and
+transfers, the fixed nest as a mapping, compulsory traffic, and the mapper."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from qaccel.sim.analytic import analyze_layer
+from qaccel.sim.config import ArrayConfig
+from qaccel.sim.cycle import run_mapping, simulate
+from qaccel.sim.energy import counts_from_perf, layer_energy
+from qaccel.sim.job import random_job
+from qaccel.sim.mapper import _search, candidate_mappings, search_layer, search_mapping
+from qaccel.sim.mapping import (
+    INPUT_RESIDENCY,
+    ORDERS,
+    WEIGHT_RESIDENCY,
+    Mapping,
+    buffer_needs,
+    compulsory_bits,
+    dram_bits,
+    fixed_mapping,
+    mapping_steps,
+)
+from qaccel.sim.workload import GemmWorkload, conv_workload
+
+CAPS = ("weight_buffer_kib", "act_buffer_kib", "out_buffer_kib")
+
+
+@st.composite
+def layers(draw):
+    """A small config, a layer (GEMM or convolution) and a valid mapping of it."""
+    w_bits, a_bits = draw(st.sampled_from([4, 8, 16])), draw(st.sampled_from([4, 8, 16]))
+    cfg = ArrayConfig(rows=draw(st.integers(2, 6)), cols=draw(st.integers(2, 6)),
+                      w_bits=w_bits, a_bits=a_bits, acc_bits=max(32, w_bits + a_bits),
+                      per_channel=draw(st.booleans()), acc_depth=draw(st.integers(1, 10)),
+                      weight_buffer_kib=draw(st.integers(1, 3)),
+                      act_buffer_kib=draw(st.integers(1, 3)))
+    if draw(st.booleans()):
+        w = GemmWorkload("g", draw(st.integers(1, 30)), draw(st.integers(1, 20)),
+                         draw(st.integers(1, 14)))
+        t_tile = draw(st.integers(1, w.T))
+    else:
+        k = draw(st.sampled_from([1, 2, 3]))
+        w = conv_workload("c", draw(st.integers(3, 7)), draw(st.integers(3, 7)),
+                          draw(st.integers(1, 4)), draw(st.integers(1, 10)), k,
+                          stride=draw(st.integers(1, 2)), padding=draw(st.integers(0, k - 1)),
+                          dilation=draw(st.integers(1, 2)) if k > 1 else 1,
+                          batch=draw(st.integers(1, 2)))
+        rows = w.T // w.geometry.out_w
+        t_tile = draw(st.integers(1, rows)) * w.geometry.out_w
+    m = Mapping(t_tile=t_tile, n_tile=draw(st.integers(1, w.N)),
+                order=draw(st.sampled_from(ORDERS)),
+                weights=draw(st.sampled_from(WEIGHT_RESIDENCY)),
+                inputs=draw(st.sampled_from(INPUT_RESIDENCY)))
+    return cfg, w, m, draw(st.integers(0, 2**32 - 1))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layers())
+def test_cycle_model_runs_a_mapping_like_the_analytic_model(case):
+    cfg, w, m, seed = case
+    job = random_job(cfg, w.T, w.K, w.N, np.random.default_rng(seed))
+    need = buffer_needs(cfg, w, m)
+    fits = all(need[f] <= getattr(cfg, f) * 8192 for f in CAPS)
+    steps = mapping_steps(cfg, w, m)
+    if not fits:
+        with pytest.raises(ValueError, match="ArrayConfig.*_buffer_kib.*overflows"):
+            run_mapping(cfg, job, steps)
+        return
+    res = run_mapping(cfg, job, steps)
+    whole = simulate(cfg, job)
+    assert np.array_equal(res.y, whole.y)                     # same outputs as unmapped
+    lp = analyze_layer(cfg, w, m)
+    assert res.cycles == lp.cycles_per_job == lp.cycles       # repeat = 1
+    assert res.jobs == lp.jobs
+    assert res.useful_macs == lp.macs
+    dram = dram_bits(cfg, w, m)
+    assert res.dram_bits == {op: b for op, b in dram.items() if b}
+    assert lp.traffic.reads("dram") + lp.traffic.writes("dram") == sum(dram.values())
+    assert res.peak_bits == need                              # needs are exact peaks
+
+
+@settings(max_examples=80, deadline=None)
+@given(layers())
+def test_dram_traffic_is_at_least_compulsory(case):
+    cfg, w, m, _ = case
+    d = dram_bits(cfg, w, m)
+    assert d["weights"] + d["activations"] + d["outputs"] >= compulsory_bits(cfg, w)
+
+
+def test_fixed_nest_is_a_mapping():
+    cfg = ArrayConfig(rows=8, cols=8, acc_depth=16, weight_buffer_kib=1, act_buffer_kib=1)
+    for w in (GemmWorkload("a", 100, 200, 40), conv_workload("b", 9, 9, 8, 20, 3, padding=1),
+              GemmWorkload("c", 10, 20, 30)):
+        m = fixed_mapping(cfg, w)
+        assert (m.t_tile, m.n_tile) == (w.T, w.N)
+        assert analyze_layer(cfg, w).traffic == analyze_layer(cfg, w, m).traffic
+    # the 200 x 8 x 8 bit weight column does not fit 1 KiB: streamed per pass
+    assert fixed_mapping(cfg, GemmWorkload("a", 100, 200, 40)).weights == "pass"
+
+
+def test_hand_computed_slab_outer_and_n_outer():
+    """T=8 (2 slabs of 4), K=4, N=8 (2 n-tiles of 4), 8-bit, array 4x4, depth 4."""
+    cfg = ArrayConfig(rows=4, cols=4, acc_depth=4)
+    w = GemmWorkload("h", 8, 4, 8)
+    W, X, Y = 4 * 8 * 8, 8 * 4 * 8, 8 * 8 * 8
+    so = Mapping(4, 4, "slab_outer", "tile", "slab")
+    no = Mapping(4, 4, "n_outer", "tile", "slab")
+    assert dram_bits(cfg, w, so)["weights"] == 2 * W        # once per slab
+    assert dram_bits(cfg, w, so)["activations"] == X        # each slab once
+    assert dram_bits(cfg, w, no)["weights"] == W            # each tile once
+    assert dram_bits(cfg, w, no)["activations"] == 2 * X    # once per n-tile
+    assert dram_bits(cfg, w, Mapping(4, 4, "slab_outer", "layer", "slab"))["weights"] == W
+    assert dram_bits(cfg, w, Mapping(4, 4, "n_outer", "tile", "layer"))["activations"] == X
+    for m in (so, no):
+        assert dram_bits(cfg, w, m)["outputs"] == Y
+        assert analyze_layer(cfg, w, m).jobs == 4
+    # a conv slab re-reads its halo: 6x6 map, 3x3 kernel, slabs of 2 output rows of 4
+    c = conv_workload("c", 6, 6, 1, 4, 3)
+    m = Mapping(8, 4, "slab_outer", "tile", "slab")
+    assert dram_bits(cfg, c, m)["activations"] == (4 + 4) * 6 * 8   # rows 0-3 and 2-5
+
+
+def test_mapping_validation_names_the_field():
+    with pytest.raises(ValueError, match="Mapping.order"):
+        Mapping(1, 1, order="k_outer")
+    with pytest.raises(ValueError, match="Mapping.weights"):
+        Mapping(1, 1, weights="all")
+    c = conv_workload("c", 6, 6, 1, 4, 3)
+    with pytest.raises(ValueError, match=r"Mapping\(layer 'c'\)\.t_tile must be a multiple"):
+        analyze_layer(ArrayConfig(), c, Mapping(3, 4))
+    with pytest.raises(ValueError, match=r"Mapping\(layer 'c'\)\.n_tile"):
+        analyze_layer(ArrayConfig(), c, Mapping(4, 5))
+
+
+@pytest.mark.parametrize("objective", ["energy", "latency", "edp"])
+def test_mapper_finds_the_best_fitting_candidate(objective):
+    """The mapper's fast cost equals the full analytic + energy cost, and no fitting
+    candidate of the space is better."""
+    cfg = ArrayConfig(rows=8, cols=8, acc_depth=32, weight_buffer_kib=2, act_buffer_kib=2)
+    for w in (conv_workload("c", 14, 14, 16, 40, 3, padding=1),
+              conv_workload("d", 16, 16, 24, 48, 1, stride=2), GemmWorkload("g", 96, 200, 70)):
+        res = search_layer(cfg, w, objective)
+        costs = []
+        for m in candidate_mappings(cfg, w):
+            need = buffer_needs(cfg, w, m)
+            if any(need[f] > getattr(cfg, f) * 8192 for f in CAPS):
+                continue
+            lp = analyze_layer(cfg, w, m)
+            e = layer_energy(cfg, counts_from_perf(lp)).total_pj
+            costs.append((m, e, lp.cycles))
+        assert len(costs) == res.fitting
+        best = [c for c in costs if c[0] == res.mapping][0]
+        assert best[1] == pytest.approx(res.energy_pj, rel=1e-9)
+        assert best[2] == res.cycles
+        key = {"energy": lambda c: c[1], "latency": lambda c: c[2],
+               "edp": lambda c: c[1] * c[2]}[objective]
+        assert key(best) <= min(key(c) for c in costs) * (1 + 1e-9)
+
+
+def test_mapper_beats_the_fixed_nest_where_it_refetches():
+    """The weights fit, the input does not: the fixed nest re-reads the input for each of
+    the 32 n-tiles; the searched mapping keeps the weights and streams input slabs, moving
+    exactly the compulsory traffic plus the params."""
+    cfg = ArrayConfig(rows=8, cols=8, acc_depth=32, weight_buffer_kib=40, act_buffer_kib=8)
+    w = GemmWorkload("g", 512, 128, 256)        # input 64 KiB, weights 32 KiB
+    fixed = analyze_layer(cfg, w)
+    m = search_mapping(cfg, w)
+    mapped = analyze_layer(cfg, w, m)
+    assert fixed.acts_refetched and not mapped.acts_refetched
+    assert fixed.traffic["dram", "activations"].reads == 32 * 512 * 128 * 8
+    assert m.weights == "layer"
+    params = mapped.traffic["dram", "params"].reads
+    assert params == 256 * 32 + mapped.jobs * (16 + 6)     # bias once, (M, S) per job
+    assert mapped.dram_bits - params == compulsory_bits(cfg, w)
+
+
+def test_mapper_error_names_layer_operand_and_buffer():
+    cfg = ArrayConfig(rows=64, cols=64, w_bits=16, acc_bits=32, weight_buffer_kib=1)
+    with pytest.raises(ValueError, match=r"layer 'L7': no mapping fits: the weights need at "
+                                         r"least \d+ bits .*ArrayConfig\.weight_buffer_kib=1"):
+        search_layer(cfg, GemmWorkload("L7", 100, 512, 512))
+    with pytest.raises(ValueError, match="objective"):
+        search_layer(ArrayConfig(), GemmWorkload("x", 4, 4, 4), "speed")
+
+
+def test_mapper_caches_by_shape_and_config():
+    cfg = ArrayConfig(rows=4, cols=4, acc_depth=8, weight_buffer_kib=3)
+    a = search_layer(cfg, GemmWorkload("first", 37, 21, 19))
+    hits = _search.cache_info().hits
+    b = search_layer(cfg, GemmWorkload("second", 37, 21, 19))
+    assert b is a and _search.cache_info().hits == hits + 1
+    c = search_layer(cfg.replace(weight_buffer_kib=4), GemmWorkload("first", 37, 21, 19))
+    assert _search.cache_info().hits == hits + 1 and c is not a
