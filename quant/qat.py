@@ -63,7 +63,7 @@ from .quantizers import Quantizer, _broadcast, fake_quantize
 from .scales import refresh_scales, source_quantizer
 
 __all__ = ["BN_FOLDINGS", "QatConfig", "LsqQuantizer", "prepare_qat", "train_qat",
-           "finalize", "QatHistory", "lsq_grad_scale", "train_val_loaders", "evaluate"]
+           "finalize", "finalize_qat", "QatHistory", "lsq_grad_scale", "train_val_loaders", "evaluate"]
 
 BN_FOLDINGS = ("static", "running")
 
@@ -133,7 +133,8 @@ def _round_ste(t: torch.Tensor) -> torch.Tensor:
 
 
 class LsqQuantizer(Quantizer):
-    """A :class:`Quantizer` whose scale (and zero-point offset) are ``nn.Parameter`` s.
+    """A :class:`Quantizer` whose scale (``step``) and zero-point (``offset``) are
+    ``nn.Parameter`` s; ``scale`` / ``zero_point`` read them as the plain quantizer's.
 
     Forward: exactly ``Quantizer``'s fake quantization with ``(scale, round(offset))``.
     Backward: STE for the input (eq. 37), eq. 38 for the scale, eq. 40 for the offset,
@@ -149,10 +150,20 @@ class LsqQuantizer(Quantizer):
         self.enabled = q.enabled
         del self._buffers["scale"]
         del self._buffers["zero_point"]
-        self.scale = nn.Parameter(q.scale.detach().clone(),
-                                  requires_grad=learn_scale and not q.power_of_two)
+        self.step = nn.Parameter(q.scale.detach().clone(),
+                                 requires_grad=learn_scale and not q.power_of_two)
         self.offset = nn.Parameter(q.zero_point.detach().clone(),
                                    requires_grad=learn_offset and q.mode == "asymmetric")
+
+    @property
+    def scale(self) -> torch.Tensor:
+        """The learned step size ``step`` (no gradient; export and range code read it)."""
+        return self.step.detach()
+
+    @scale.setter
+    def scale(self, value) -> None:
+        with torch.no_grad():
+            self.step.copy_(torch.as_tensor(value, dtype=torch.float32))
 
     @property
     def zero_point(self) -> torch.Tensor:
@@ -170,7 +181,7 @@ class LsqQuantizer(Quantizer):
 
     def set_qparams(self, scale, zero_point) -> None:
         with torch.no_grad():
-            self.scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
+            self.step.copy_(torch.as_tensor(scale, dtype=torch.float32))
             self.offset.copy_(torch.as_tensor(zero_point, dtype=torch.float32))
 
     def set_bits(self, bits: int) -> None:
@@ -186,8 +197,8 @@ class LsqQuantizer(Quantizer):
             return x
         n, p = self.grid
         z = self._zero_point_ste()
-        xq = fake_quantize(x.detach(), self.scale.detach(), z.detach(), n, p, self.ch_axis)
-        if not torch.is_grad_enabled() or not (x.requires_grad or self.scale.requires_grad
+        xq = fake_quantize(x.detach(), self.scale, z.detach(), n, p, self.ch_axis)
+        if not torch.is_grad_enabled() or not (x.requires_grad or self.step.requires_grad
                                                or self.offset.requires_grad):
             return xq
         if self.role == "weight":
@@ -195,7 +206,7 @@ class LsqQuantizer(Quantizer):
         else:
             numel = x[0].numel() if x.dim() > 1 else x.numel()
         g = lsq_grad_scale(numel, p)
-        s = _broadcast(_grad_scale(self.scale, g), x, self.ch_axis)
+        s = _broadcast(_grad_scale(self.step, g), x, self.ch_axis)
         zb = _broadcast(_grad_scale(z, g), x, self.ch_axis)
         y = s * (torch.clamp(_round_ste(x / s) + zb, n, p) - zb)
         return xq + (y - y.detach())
@@ -357,10 +368,13 @@ def finalize(qmodel: nn.Module) -> nn.Module:
     _check_qat_model(qmodel)
     for m in qmodel.modules():
         if isinstance(m, LsqQuantizer):
-            m.scale.clamp_(min=1e-8)
+            m.step.clamp_(min=1e-8)
     qmodel.eval()
     refresh_scales(qmodel)
     return qmodel
+
+
+finalize_qat = finalize     # the name exported by ``qaccel.quant``
 
 
 # ---- training --------------------------------------------------------------------------

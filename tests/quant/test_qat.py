@@ -60,7 +60,7 @@ def test_lsq_gradients_match_eq_38_and_40_with_the_lsq_scale():
     ds = torch.where(inside, t.round() - t, torch.where(t.round() + z < n,
                                                         torch.tensor(n - z),
                                                         torch.tensor(p - z)))
-    assert float(lq.scale.grad) == pytest.approx(g * float((w * ds).sum()), rel=1e-5)
+    assert float(lq.step.grad) == pytest.approx(g * float((w * ds).sum()), rel=1e-5)
     dz = torch.where(inside, torch.tensor(0.0), torch.tensor(-s))
     assert float(lq.offset.grad) == pytest.approx(g * float((w * dz).sum()), rel=1e-5)
     assert torch.equal(xg.grad, w * inside)
@@ -78,7 +78,7 @@ def test_lsq_per_channel_weight_grad_scale_uses_the_channel_size():
     _, p = q.grid
     ds = (t.round().clamp(*q.grid) - t * (t.round() == t.round().clamp(*q.grid)))
     want = lsq_grad_scale(8, p) * ds.sum((1, 2, 3))
-    torch.testing.assert_close(lq.scale.grad, want, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(lq.step.grad, want, rtol=1e-5, atol=1e-7)
 
 
 def test_config_is_validated():
