@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -109,7 +110,8 @@ def _results(db):
     return out
 
 
-def test_remote_scheduler_with_two_worker_processes_equals_local_cluster(tmp_path, topo):
+def test_remote_scheduler_with_two_worker_processes_equals_local_cluster(tmp_path, topo,
+                                                                         monkeypatch):
     from qaccel.sweep.runner import run_sweep
     from qaccel.sweep.spec import load_spec
     from qaccel.sweep.store import Store
@@ -126,7 +128,7 @@ def test_remote_scheduler_with_two_worker_processes_equals_local_cluster(tmp_pat
         err = _qaccel([sweep, "--store", remote, "--scheduler", addr, "--batch", "1"],
                       tmp_path)
         assert "on 2 workers" in err, err
-        _lose_the_scheduler(tmp_path, topo, addr, sched)
+        _lose_the_scheduler(tmp_path, topo, addr, sched, monkeypatch)
     a, b = _results(local), _results(remote)
     assert len(a) == 24 and a == b
     assert {v[0] for v in a.values()} == {"ok", "error"}    # a 1 KiB act buffer fails some
@@ -134,36 +136,38 @@ def test_remote_scheduler_with_two_worker_processes_equals_local_cluster(tmp_pat
     assert all("Registered to" in w for w in worker_logs), worker_logs
 
 
-def _lose_the_scheduler(tmp_path, topo, addr, sched):
-    """A long sweep whose scheduler is killed mid-way stops with status 1 and stores no
-    error rows for the points it did not get: a rerun computes them."""
-    big = tmp_path / "big.yaml"
-    big.write_text(yaml.safe_dump({"workload": {"topology": str(topo)},
-                                   "grid": {"rows": {"start": 4, "stop": 200},
-                                            "cols": {"start": 4, "stop": 40}}}))
+def _lose_the_scheduler(tmp_path, topo, addr, sched, monkeypatch):
+    """A long sweep whose scheduler is killed mid-way stops (SweepInterrupted; the CLI exits
+    1) and stores no error rows for the points it did not get: a rerun computes them."""
+    from qaccel.sweep import runner
+    from qaccel.sweep.runner import SweepInterrupted, run_sweep
+    from qaccel.sweep.spec import parse_spec
+    from qaccel.sweep.store import Store
+    from qaccel.workspace import Workspace
+
+    spec = parse_spec({"workload": {"topology": str(topo)},
+                       "grid": {"rows": {"start": 4, "stop": 200},
+                                "cols": {"start": 4, "stop": 40}}})
     db = tmp_path / "big.sqlite"
-    env = {**os.environ, "QACCEL_HOME": str(tmp_path / "ws")}
-    proc = subprocess.Popen([sys.executable, "-m", "qaccel", "sweep", str(big), "--store",
-                             str(db), "--scheduler", addr, "--batch", "1", "--no-progress"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
-    try:
+
+    def kill_after_rows():
         deadline = time.monotonic() + SWEEP_S
-        while _count(db) < 5:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.1)
-        os.killpg(sched.pid, signal.SIGKILL)                     # the scheduler's group
-        _, err = proc.communicate(timeout=SWEEP_S)
-    finally:
-        if proc.returncode is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate(timeout=30)
-    assert proc.returncode == 1, err
-    assert "sweep interrupted: lost the cluster" in err and "rerun to resume" in err
-    con = sqlite3.connect(db)
-    statuses = dict(con.execute("SELECT status, COUNT(*) FROM points GROUP BY status"))
-    con.close()
-    assert set(statuses) == {"ok"} and 5 <= statuses["ok"] < 197 * 37
+        while _count(db) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(sched.pid, signal.SIGKILL)                      # the scheduler's group
+
+    # the client tries to reconnect for its connect timeout before giving up: keep it short
+    monkeypatch.setattr(runner, "CONNECT_TIMEOUT_S", 5)
+    killer = threading.Thread(target=kill_after_rows, daemon=True)
+    with Store(db) as st:
+        killer.start()
+        with pytest.raises(SweepInterrupted, match="lost the cluster.*rerun to resume"):
+            run_sweep(spec, st, scheduler=addr, batch=1, progress=False,
+                      ws=Workspace(tmp_path / "ws"))
+        killer.join(timeout=30)
+        statuses = {r["status"] for r in st.rows()}
+        n = st.count()
+    assert statuses == {"ok"} and 5 <= n < len(spec.points)
 
 
 def _count(db) -> int:
