@@ -63,7 +63,8 @@ from .quantizers import Quantizer, _broadcast, fake_quantize
 from .scales import refresh_scales, source_quantizer
 
 __all__ = ["BN_FOLDINGS", "QatConfig", "LsqQuantizer", "prepare_qat", "train_qat",
-           "finalize", "finalize_qat", "QatHistory", "lsq_grad_scale", "train_val_loaders", "evaluate"]
+           "finalize", "finalize_qat", "QatHistory", "lsq_grad_scale", "train_val_loaders",
+           "evaluate"]
 
 BN_FOLDINGS = ("static", "running")
 
