@@ -384,11 +384,13 @@ def network_workloads(net: IntNetwork) -> list:
 
 def network_energy_report(cfg: ArrayConfig, gemms, table, source: str = "",
                           rows: dict | None = None,
-                          layer_cfgs: Sequence[ArrayConfig] | None = None) -> dict:
+                          layer_cfgs: Sequence[ArrayConfig] | None = None,
+                          mapping: str = "fixed", objective: str = "energy") -> dict:
     """Analytic model + energy model of ``gemms`` on ``cfg``: a JSON-able report (per layer
     and total). ``layer_cfgs`` (one per workload) gives each layer its own bit-widths
     (a quantized network's real ones); ``rows`` maps layer names to topology rows for
-    error messages."""
+    error messages; ``mapping`` ``"fixed"`` (the fixed nest) or ``"search"`` (each layer
+    mapped by :mod:`sim.mapper` for ``objective``)."""
     from qaccel.sim.analytic import analyze_layer
     from qaccel.sim.energy import (
         EnergyBreakdown,
@@ -396,6 +398,7 @@ def network_energy_report(cfg: ArrayConfig, gemms, table, source: str = "",
         extrapolated_buffers,
         layer_energy,
     )
+    from qaccel.sim.mapper import choose_mapping
 
     rows = rows or {}
     gemms = list(gemms)
@@ -405,7 +408,7 @@ def network_energy_report(cfg: ArrayConfig, gemms, table, source: str = "",
     layers, total = [], EnergyBreakdown(name="total", terms={})
     for g, c in zip(gemms, cfgs):
         try:
-            lp = analyze_layer(c, g)
+            lp = analyze_layer(c, g, choose_mapping(c, g, mapping, objective, table))
         except ValueError as exc:
             where = f"{source}: row {rows[g.name]}" if g.name in rows else source
             raise ValueError(f"{where}: {exc}") from None
@@ -415,12 +418,17 @@ def network_energy_report(cfg: ArrayConfig, gemms, table, source: str = "",
                        "repeat": lp.repeat, "w_bits": c.w_bits, "a_bits": c.a_bits,
                        "cycles": lp.cycles, "macs": lp.macs,
                        "utilization": lp.utilization, "total_pj": e.total_pj,
+                       "dram_bits": lp.dram_bits, "compulsory_bits": lp.compulsory_bits,
+                       "mapping": lp.mapping.to_dict(),
                        "categories_pj": e.by_category(), "terms_pj": e.terms})
     macs = total.macs
     return {"source": source, "config": cfg.to_dict(), "tag": cfg.tag(),
             "table": table.to_dict(), "layers": layers,
             "extrapolated_buffers": extrapolated_buffers(cfg, table),
+            "mapping": mapping, "objective": objective,
             "total": {"cycles": total.cycles, "macs": macs, "total_pj": total.total_pj,
+                      "dram_bits": sum(L["dram_bits"] for L in layers),
+                      "compulsory_bits": sum(L["compulsory_bits"] for L in layers),
                       "pj_per_mac": total.total_pj / macs if macs else 0.0,
                       "categories_pj": total.by_category(), "terms_pj": total.terms}}
 

@@ -32,10 +32,12 @@ from .traffic import LEVELS, OPERANDS
 from .validate import check_choice
 from .workload import GemmWorkload
 
-__all__ = ["OBJECTIVES", "MapperResult", "candidate_mappings", "search_mapping",
-           "search_layer"]
+__all__ = ["OBJECTIVES", "MAPPINGS", "MapperResult", "candidate_mappings", "search_mapping",
+           "search_layer", "choose_mapping"]
 
 OBJECTIVES = ("energy", "edp", "latency")
+#: how a layer is mapped: the fixed nest or the searched mapping
+MAPPINGS = ("fixed", "search")
 
 _COMBOS = ([("slab_outer", wr, xr) for wr in ("layer", "tile", "pass")
             for xr in ("slab", "pass")]
@@ -190,3 +192,13 @@ def search_mapping(cfg: ArrayConfig, w: GemmWorkload, objective: str = "energy",
                    table: EnergyTable | None = None) -> Mapping:
     """:func:`search_layer`'s mapping (a ``mapper`` for :func:`sim.analytic.analyze_network`)."""
     return search_layer(cfg, w, objective, table).mapping
+
+
+def choose_mapping(cfg: ArrayConfig, w: GemmWorkload, mapping: str = "search",
+                   objective: str = "energy", table: EnergyTable | None = None
+                   ) -> Mapping | None:
+    """``None`` (the fixed nest, for :func:`sim.analytic.analyze_layer`) for ``mapping =
+    "fixed"``, else :func:`search_mapping`'s choice for ``objective``."""
+    check_choice("choose_mapping", "mapping", mapping, MAPPINGS)
+    check_choice("choose_mapping", "objective", objective, OBJECTIVES)
+    return None if mapping == "fixed" else search_mapping(cfg, w, objective, table)

@@ -23,7 +23,7 @@ from qaccel.sim.config import ArrayConfig
 from qaccel.sim.energy import CATEGORIES, load_table
 
 from .options import input_file, output_file, positive_float
-from .perf import add_perf_options, layer_configs, perf_config, perf_workloads
+from .perf import add_perf_options, layer_configs, mapping_mode, perf_config, perf_workloads
 from .reports import write_csv, write_json
 
 DEFAULT_SWEEP = ("W8A8", "W8A4", "W4A8", "W4A4", "W2A8")
@@ -81,12 +81,14 @@ def _plot_file(value: str) -> pathlib.Path:
 
 
 def sweep(cfg: ArrayConfig, gemms, table, bitwidths, *, area: bool = False,
-          source: str = "") -> list[dict]:
+          source: str = "", mapping: str = "fixed", objective: str = "energy") -> list[dict]:
     """Energy (and optionally area) for every ``(w_bits, a_bits)`` x per-tensor/per-channel
-    on ``cfg``'s array. One row per point."""
+    on ``cfg``'s array, each layer mapped per ``mapping`` / ``objective``
+    (:func:`qaccel.flow.network_energy_report`). One row per point."""
     out = []
     for w, a, pc, c in sweep_configs(cfg, bitwidths):
-        rep = network_energy_report(c, gemms, table, source)
+        rep = network_energy_report(c, gemms, table, source, mapping=mapping,
+                                    objective=objective)
         row = {"label": f"W{w}A{a}", "w_bits": w, "a_bits": a,
                "scaling": "per-channel" if pc else "per-tensor", "tag": c.tag(),
                "cycles": rep["total"]["cycles"], "macs": rep["total"]["macs"],
@@ -134,6 +136,11 @@ def render(rep: dict, clock_mhz: float) -> str:
     out.append("breakdown: " + ", ".join(
         f"{c} {_fmt_pj(t['categories_pj'][c])} ({100 * t['categories_pj'][c] / t['total_pj']:.1f}"
         f"%)" for c in CATEGORIES))
+    if "mapping" in rep and t.get("compulsory_bits"):
+        out.append(f"mapping: {rep['mapping']}"
+                   + (f" (objective {rep['objective']})" if rep["mapping"] == "search" else "")
+                   + f"; DRAM {t['dram_bits'] / 1e6:.2f} Mbit = "
+                   f"{t['dram_bits'] / t['compulsory_bits']:.3f} x compulsory")
     params = {k: v for k, v in t["terms_pj"].items() if k.startswith("params.") and v}
     out.append("params (bias + requantizer M, S): " + ", ".join(
         f"{k.split('.', 1)[1]} {_fmt_pj(v)}" for k, v in params.items()))
@@ -174,8 +181,10 @@ def run(args: argparse.Namespace) -> int:
     if args.plot or args.sweep is not None:
         sweep_configs(cfg, bitwidths)           # every point valid before any work
     source, gemms, rows = perf_workloads(args)
+    mode = mapping_mode(args)
     rep = network_energy_report(cfg, gemms, table, source, rows,
-                                layer_cfgs=layer_configs(args, cfg))
+                                layer_cfgs=layer_configs(args, cfg), mapping=mode,
+                                objective=args.objective)
     print(render(rep, args.clock_mhz))
     if args.area:
         from qaccel.synth import area_report
@@ -183,7 +192,8 @@ def run(args: argparse.Namespace) -> int:
         rep["area"] = area_report(cfg)
         print(render_area(rep["area"]["summary"]))
     if args.plot or args.sweep is not None:
-        rows_sw = sweep(cfg, gemms, table, bitwidths, area=args.area, source=source)
+        rows_sw = sweep(cfg, gemms, table, bitwidths, area=args.area, source=source,
+                        mapping=mode, objective=args.objective)
         rep["sweep"] = rows_sw
         print()
         print(render_sweep(rows_sw))

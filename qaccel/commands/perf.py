@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 
 from qaccel.sim.analytic import LEVELS, OPERANDS, NetworkPerf, analyze_layer
+from qaccel.sim.mapper import MAPPINGS, OBJECTIVES, choose_mapping
 from qaccel.sim.scalesim_compat import DATAFLOWS, CompatNetwork, compat_network
 from qaccel.sim.workload import GemmWorkload
 
@@ -60,6 +61,13 @@ def add_perf_options(p: argparse.ArgumentParser) -> None:
                        ("out", "outputs")):
         buf.add_argument(f"--{name}-buffer-kib", type=int, default=64, metavar="KIB",
                          help=f"{what} buffer size in KiB")
+    mp = p.add_argument_group("mapping (tiling, loop order, residency per layer)")
+    mp.add_argument("--mapping", choices=MAPPINGS, default=None,
+                    help="search: the best mapping per layer (sim.mapper); fixed: the one "
+                         "loop nest of the RTL job (for n-tile: for T-tile: for K-tile) over "
+                         "the whole layer (default: search; fixed with --scalesim-compat)")
+    mp.add_argument("--objective", choices=OBJECTIVES, default="energy",
+                    help="what --mapping search minimises (default: %(default)s)")
     out = p.add_argument_group("output")
     out.add_argument("--json", type=output_file, metavar="FILE", help="write results as JSON")
     out.add_argument("--csv", type=output_file, metavar="FILE",
@@ -136,6 +144,16 @@ def perf_workloads(args: argparse.Namespace) -> tuple[str, list[GemmWorkload], d
     return args.network, network_workloads(args.network, method=args.method, **kw), {}
 
 
+def mapping_mode(args: argparse.Namespace) -> str:
+    """``--mapping`` resolved: ``search`` unless given (``fixed`` in compat mode, whose
+    SCALE-Sim folds are a fixed nest; ``--mapping search`` with it is an error)."""
+    compat = getattr(args, "scalesim_compat", False)
+    if args.mapping == "search" and compat:
+        raise ValueError("--mapping search does not apply to --scalesim-compat (SCALE-Sim's "
+                         "fixed folds)")
+    return args.mapping or ("fixed" if compat else "search")
+
+
 def _where(source: str, rows: dict, name: str) -> str:
     return f"{source}: row {rows[name]}" if name in rows else source
 
@@ -144,6 +162,7 @@ def analyze(args: argparse.Namespace) -> tuple[str, NetworkPerf | CompatNetwork]
     if args.dataflow != "ws" and not args.scalesim_compat:
         raise ValueError(f"--dataflow {args.dataflow} is only available with --scalesim-compat: "
                          "the qaccel RTL (and its analytic model) is weight-stationary (ws)")
+    mode = mapping_mode(args)
     cfg = perf_config(args)
     source, gemms, rows = perf_workloads(args)
     if args.scalesim_compat:
@@ -151,7 +170,7 @@ def analyze(args: argparse.Namespace) -> tuple[str, NetworkPerf | CompatNetwork]
     layers = []
     for g, c in zip(gemms, layer_configs(args, cfg) or [cfg] * len(gemms)):
         try:
-            layers.append(analyze_layer(c, g))
+            layers.append(analyze_layer(c, g, choose_mapping(c, g, mode, args.objective)))
         except ValueError as exc:
             raise ValueError(f"{_where(source, rows, g.name)}: {exc}") from None
     return source, NetworkPerf(cfg=cfg, layers=tuple(layers))
@@ -173,6 +192,7 @@ def table_rows(result: NetworkPerf | CompatNetwork) -> list[dict]:
         return rows
     for lp in result.layers:
         row = {k: v for k, v in lp.to_dict().items() if k != "traffic_bits"}
+        row["mapping"] = lp.mapping.label()
         for lv in LEVELS:
             for op in OPERANDS:
                 acc = lp.traffic[lv, op]
@@ -182,8 +202,8 @@ def table_rows(result: NetworkPerf | CompatNetwork) -> list[dict]:
     return rows
 
 
-def render(source: str, result: NetworkPerf | CompatNetwork, bits: list | None = None
-           ) -> str:
+def render(source: str, result: NetworkPerf | CompatNetwork, bits: list | None = None,
+           mapping: str = "fixed") -> str:
     out = []
     if isinstance(result, CompatNetwork):
         out.append(f"{source} on a {result.rows}x{result.cols} array, SCALE-Sim 3.0.0 compat "
@@ -202,28 +222,36 @@ def render(source: str, result: NetworkPerf | CompatNetwork, bits: list | None =
                    f"{result.macs:,} MACs, utilization {100 * result.utilization:.2f} %")
         return "\n".join(out)
     cfg = result.cfg
+    searched = mapping == "search"
     out.append(f"{source} on {cfg.tag()} (weight-stationary, analytic = cycle model); "
                f"buffers W/A/O {cfg.weight_buffer_kib}/{cfg.act_buffer_kib}/"
-               f"{cfg.out_buffer_kib} KiB")
+               f"{cfg.out_buffer_kib} KiB; mapping {mapping}")
     hdr = (f"{'layer':<22} {'op':<9} {'T':>6} {'K':>6} {'N':>6} {'rep':>4} {'cycles':>11} "
-           f"{'util%':>6} {'MACs':>13} {'DRAM':>12} {'spill':>5}")
+           f"{'util%':>6} {'MACs':>13} {'DRAM':>12} {'xcomp':>6} {'spill':>5}"
+           + (f"  {'mapping':<36}" if searched else ""))
     out += [hdr, "-" * len(hdr)]
     for lp in result.layers:
         spill = ("W" if lp.weights_refetched else "") + ("A" if lp.acts_refetched else "")
         out.append(f"{lp.name[:22]:<22} {lp.op:<9} {lp.T:>6} {lp.K:>6} {lp.N:>6} "
                    f"{lp.repeat:>4} {lp.cycles:>11,} {100 * lp.utilization:>6.2f} "
-                   f"{lp.macs:>13,} {_fmt_bits(lp.dram_bits):>12} {spill or '-':>5}")
+                   f"{lp.macs:>13,} {_fmt_bits(lp.dram_bits):>12} "
+                   f"{lp.dram_bits / lp.compulsory_bits:>6.2f} {spill or '-':>5}"
+                   + (f"  {lp.mapping.label():<36}" if searched else ""))
     out.append("-" * len(hdr))
     tr = result.traffic
     out.append(f"total: {len(result.layers)} layers, {result.cycles:,} cycles, "
                f"{result.macs:,} MACs, utilization {100 * result.utilization:.2f} %")
     out.append("DRAM: " + ", ".join(f"{op} {_fmt_bits(tr[('dram', op)].total)}"
                                     for op in OPERANDS if tr["dram", op].total)
-               + f"; total {_fmt_bits(result.dram_bits)}")
+               + f"; total {_fmt_bits(result.dram_bits)} = "
+               f"{result.dram_bits / result.compulsory_bits:.3f} x compulsory "
+               f"({_fmt_bits(result.compulsory_bits)}: weights and inputs read once, "
+               "outputs written once)")
     out.append("on-chip buffers: " + ", ".join(
         f"{op} {_fmt_bits(tr[('buffer', op)].total)}" for op in OPERANDS
         if tr["buffer", op].total))
-    out.append("spill: W = weights re-fetched per T-tile, A = input re-fetched per n-tile")
+    out.append("xcomp = DRAM / compulsory; spill: W = weights, A = input crossed DRAM more "
+               "than once")
     if bits:
         out.append("per-layer bits (from the network): " + ", ".join(
             f"{b['name']} W{b['w_bits']}A{b['a_bits']}" for b in bits))
@@ -236,10 +264,12 @@ def run(args: argparse.Namespace) -> int:
     bits = None if cfgs is None else [
         {"name": lp.name, "w_bits": c.w_bits, "a_bits": c.a_bits,
          "per_channel": c.per_channel} for lp, c in zip(result.layers, cfgs)]
-    print(render(source, result, bits))
+    mode = mapping_mode(args)
+    print(render(source, result, bits, mode))
     if args.json:
         write_json(args.json, {"source": source, "dataflow": args.dataflow,
                                "scalesim_compat": bool(args.scalesim_compat),
+                               "mapping": mode, "objective": args.objective,
                                **result.to_dict(), **({"bits": bits} if bits else {})})
     if args.csv:
         write_csv(args.csv, table_rows(result))
