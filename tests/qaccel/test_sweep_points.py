@@ -68,8 +68,10 @@ def test_int_network_workload(tmp_path, digits_points):
         assert m[k] == got_d[same.config_hash][k], k
 
 
-def test_area_is_the_datapath_cells_per_array(topo):
+def test_area_is_the_datapath_cells_per_array(topo, require_tool):
     from qaccel.dse.isoarea import datapath_cells
+
+    require_tool("yosys")
 
     spec = parse_spec({"workload": {"topology": topo.name}, "grid": {"rows": [4, 8]},
                        "fixed": {"cols": 4}, "metrics": ["area"]}, base_dir=topo.parent)
