@@ -207,8 +207,9 @@ def uniform_seed(ctx: SearchContext, w: int, a: int) -> TrialConfig:
 def sensitivity_seeds(ctx: SearchContext, n: int) -> list[TrialConfig]:
     """``n`` mixed configurations from the sensitivity report (whitepaper sec. 3.7): with
     every layer quantized alone at the narrowest weight width, the layers ranked by the
-    network-output SQNR they cause (most sensitive first); seed ``k`` gives the ``k`` most
-    sensitive layers the widest weight width and the others a narrower one."""
+    network-output SQNR they cause (most sensitive first). The seeds give the ``k`` most
+    sensitive layers the widest weight width and the others one narrower width, for
+    ``k = 1, 2, ...`` and, at each ``k``, every narrower width (narrowest first)."""
     if n == 0:
         return []
     from qaccel.quant import sensitivity_report
@@ -224,8 +225,8 @@ def sensitivity_seeds(ctx: SearchContext, n: int) -> list[TrialConfig]:
     order = sorted(range(len(ctx.layers)), key=lambda i: sqnr.get(ctx.layers[i], 0.0))
     base = uniform_seed(ctx, max(s.w_bits), max(s.a_bits))
     out, seen = [], set()
-    for low in s.w_bits[:-1][::-1]:                 # the next-narrower width first
-        for k in range(1, len(ctx.layers)):
+    for k in range(1, len(ctx.layers)):
+        for low in s.w_bits[:-1]:                   # narrowest first
             w = [low] * len(ctx.layers)
             for i in order[:k]:
                 w[i] = max(s.w_bits)

@@ -17,11 +17,11 @@ from qaccel.dse.pareto import pareto_front, weakly_dominated_by
 from qaccel.dse.search_spec import parse_search
 from qaccel.sweep.store import Store
 
-SMALL = {"model": "digits_cnn", "objectives": ["accuracy", "energy"], "trials": 8,
+SMALL = {"model": "digits_cnn", "objectives": ["accuracy", "energy"], "trials": 9,
          "seed": 0, "population": 4, "eval_images": 120,
-         "space": {"w_bits": [4, 8], "a_bits": [8], "rows": [8], "cols": [8]},
+         "space": {"w_bits": [4, 6, 8], "a_bits": [8], "rows": [8], "cols": [8]},
          "fixed": {"per_channel": True},
-         "seeds": {"uniform": [[8, 8], [4, 8]], "sensitivity": 2},
+         "seeds": {"uniform": [[8, 8], [6, 8], [4, 8]], "sensitivity": 2},
          "select": {"minimize": "energy", "max_accuracy_drop": 2.0}}
 
 
@@ -81,9 +81,10 @@ def test_trials_are_store_rows(small):
     for t in done:
         r = next(r for r in rows if r["config_hash"] == t.user_attrs["config_hash"])
         assert t.values == [r["accuracy"], r["energy_j"]]
-    # the seeds ran first: two uniform configurations, then two from the sensitivity report
-    seeds = [t.user_attrs.get("seed") for t in sorted(done, key=lambda t: t.number)[:4]]
-    assert seeds == ["uniform W8A8", "uniform W4A8", "sensitivity 1", "sensitivity 2"]
+    # the seeds ran first: three uniform configurations, then two from the sensitivity report
+    seeds = [t.user_attrs.get("seed") for t in sorted(done, key=lambda t: t.number)[:5]]
+    assert seeds == ["uniform W8A8", "uniform W6A8", "uniform W4A8", "sensitivity 1",
+                     "sensitivity 2"]
     texts = {r["layer_bits_text"] for r in rows}
     assert " ".join(f"{n}:W8A8" for n in ctx.layers) in texts
     assert " ".join(f"{n}:W4A8" for n in ctx.layers) in texts
@@ -99,9 +100,10 @@ def test_sensitivity_seeds_give_the_most_sensitive_layers_more_bits(small):
     sq = {r.name.removesuffix(".weight"): r.output_sqnr for r in rep.layer_rows()
           if r.kind == "weight"}
     worst = min(ctx.layers, key=lambda n: sq[n])
-    first = S.sensitivity_seeds(ctx, 1)[0]
-    assert first.w_bits[ctx.layers.index(worst)] == 8
+    first, second = S.sensitivity_seeds(ctx, 2)
+    assert first.w_bits[ctx.layers.index(worst)] == second.w_bits[ctx.layers.index(worst)] == 8
     assert sorted(first.w_bits) == [4] * (len(ctx.layers) - 1) + [8]
+    assert sorted(second.w_bits) == [6] * (len(ctx.layers) - 1) + [8]
 
 
 def test_mixed_front_weakly_dominates_uniform(small):
@@ -114,7 +116,7 @@ def test_mixed_front_weakly_dominates_uniform(small):
     front = pareto_front(vals, [True, False])
     uniform = [r for r in rows if len({b.split(":W")[1] for b in r["layer_bits_text"].split()})
                == 1]
-    assert len(uniform) == 2
+    assert len(uniform) == 3
     for u in uniform:
         assert weakly_dominated_by([u["accuracy"], u["energy_j"]], vals[front], [True, False])
     # narrower weights never cost more energy on the same array
@@ -123,12 +125,14 @@ def test_mixed_front_weakly_dominates_uniform(small):
     w4 = by_text[" ".join(f"{n}:W4A8" for n in ctx.layers)]
     assert w4["energy_j"] < w8["energy_j"]
     assert all(w4["energy_j"] <= r["energy_j"] <= w8["energy_j"] for r in rows)
-    # measured, not by construction: a mixed point is at least as accurate as uniform W8A8
-    # at lower energy. The sensitivity seeds are enqueued with fixed parameters, so this
-    # does not depend on the sampler's seed (seed 0: layer 3 at W8, the rest at W4).
+    # measured, not by construction: some mixed point is at least as accurate as the most
+    # accurate uniform point (ties: its cheapest) at strictly lower energy. The sensitivity
+    # seeds are enqueued with fixed parameters, so this does not depend on the sampler's
+    # seed (checked with seeds 0, 1, 2: layer 3 at W8, the rest at W4).
+    top = max(uniform, key=lambda r: (r["accuracy"], -r["energy_j"]))
     mixed = [r for r in rows if r not in uniform]
-    assert any(r["accuracy"] >= w8["accuracy"] and r["energy_j"] < w8["energy_j"]
-               for r in mixed)
+    assert any(r["accuracy"] >= top["accuracy"] and r["energy_j"] < top["energy_j"]
+               for r in mixed), (top["layer_bits_text"], top["accuracy"])
 
 
 def test_studies_share_points(small):
