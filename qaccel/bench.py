@@ -32,6 +32,7 @@ BENCH_MODULES = [
     "qaccel.benches.utilization",
     "qaccel.benches.sim_speed",
     "qaccel.benches.sweep",
+    "qaccel.benches.mapping",
 ]
 NAMES = [m.rsplit(".", 1)[-1] for m in BENCH_MODULES]
 
