@@ -369,11 +369,15 @@ def run_search(spec: SearchSpec, store_path, *, ctx: SearchContext | None = None
                     from tqdm.auto import tqdm
 
                     bar = tqdm(total=todo, desc="search", unit="trial", dynamic_ncols=True)
+
                 def done(_study, t):
                     if t.state.name == "FAIL":
                         msg = (f"trial {t.number} failed: {t.user_attrs.get('error', '?')} "
                                f"(stored with the point)")
-                        bar.write(msg) if bar is not None else log(msg)
+                        if bar is not None:
+                            bar.write(msg)
+                        else:
+                            log(msg)
                     if bar is not None:
                         bar.update(1)
 
@@ -409,8 +413,7 @@ def _objective(ctx: SearchContext, store, study_name: str):
             # the point's identity needs the hardware, which needs the network (cached)
             net, hw = network_and_hardware(ctx, tc)
         except Exception as exc:
-            _, params = _point(ctx, tc, _array_config(ctx, tc))
-            h = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+            h, params = _point(ctx, tc, _array_config(ctx, tc))   # the array as asked
             trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
             store.put(h, {**params, "study": study_name, "trial": trial.number}, {},
                       status="error", error=f"{type(exc).__name__}: {exc}",
