@@ -41,7 +41,14 @@ from qaccel.commands.perf import NETWORK_CHOICES, PERF_DEFAULTS
 from qaccel.sim.config import ArrayConfig
 from qaccel.sim.energy import EnergyTable, load_table
 
-from .fields import ARRAY_FIELDS, METRIC_GROUPS, PARAM_TYPES, QUANT_FIELDS, QUANT_ONLY_FIELDS
+from .fields import (
+    ARRAY_FIELDS,
+    METRIC_GROUPS,
+    PARAM_TYPES,
+    QUANT_FIELDS,
+    QUANT_ONLY_FIELDS,
+    SHARED_FIELDS,
+)
 
 __all__ = ["SweepSpec", "DesignPoint", "WorkloadSpec", "load_spec", "parse_spec",
            "point_hash", "MAX_POINTS", "DIGITS_MODELS"]
@@ -380,6 +387,10 @@ def parse_spec(data, where: str = "<sweep>", base_dir=".") -> SweepSpec:
             if k not in PARAM_TYPES:
                 raise _err(where, f"{section}.{k}", "unknown parameter; known: "
                            + ", ".join(sorted(PARAM_TYPES)))
+            if k in SHARED_FIELDS and workload.kind == "int_network":
+                raise _err(where, f"{section}.{k}", "set by each layer of the integer network "
+                           "(workload int_network); sweep the geometry, buffers, clock or "
+                           "energy table")
             if k in QUANT_ONLY_FIELDS and not workload.has_data:
                 raise _err(where, f"{section}.{k}", f"a QuantConfig field, but "
                            f"{workload.label} has no data to quantize "

@@ -61,6 +61,9 @@ def test_int_network_workload(tmp_path, digits_points):
     spec = parse_spec({"workload": {"int_network": "net.npz"}, "grid": {"rows": [8]}},
                       base_dir=tmp_path)
     got = _evaluate(spec)
+    with pytest.raises(ValueError, match="grid.w_bits: set by each layer"):
+        parse_spec({"workload": {"int_network": "net.npz"}, "grid": {"w_bits": [4, 8]}},
+                   base_dir=tmp_path)
     spec_d, got_d = digits_points
     same = next(p for p in spec_d.points if (p.array.w_bits, p.array.rows) == (4, 8))
     (m,) = got.values()
