@@ -3,12 +3,16 @@ network of ``sim.network`` (SPEC: ``W_int``, ``bias_int`` with the zero-point te
 in, ``(M, S)`` from ``sim.arith.quantize_multiplier``, zero-points, fused ReLU).
 
 The bias integers are computed with the same float32 operations as the fake-quant
-forward pass (``round(b / (s_w * s_x))``), so the only difference between the integer
-network and the fake-quantized model is the fixed-point approximation ``M / 2^S`` of the
-real requantization scale (and round-half-up instead of half-to-even at exact ties).
+forward pass (``round(b / (s_w * s_x))``). The float32 straight-through forward still
+differs from the integer network (float32 sums, ``M / 2^S`` for the real scale, ties
+rounded half to even instead of the requantizer's add-``R``-and-shift); the exact mode
+(:func:`exact_mode`, :func:`exact_outputs`) runs each exported layer's integer arithmetic
+in the quantized modules (``quant.intops``) and equals the executor bit for bit.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import torch
@@ -18,10 +22,14 @@ from qaccel.sim.network import IntLayer, IntNetwork, QParams
 from torch import fx, nn
 
 from .graph import ValueRecorder, act_kind, is_passthrough, module_of
+from .intops import IntOp, to_int
 from .modules import QuantAdd, QuantAvgPool, QuantLayer
 from .quantizers import Quantizer
 
-__all__ = ["export", "qparams_of", "integer_outputs"]
+__all__ = ["export", "qparams_of", "integer_outputs", "exact_mode", "exact_outputs"]
+
+
+_EXACT_MODULES = (QuantLayer, QuantAdd, QuantAvgPool)
 
 
 def qparams_of(q: Quantizer) -> QParams:
@@ -236,10 +244,54 @@ def _gemm_layer(node, ql: QuantLayer, src: tuple[int, QParams], vals, mult_bits:
                     w_bits=ql.weight_quantizer.bits, per_channel=per_channel, **geo)
 
 
+@contextlib.contextmanager
+def exact_mode(qmodel: nn.Module, example_input: torch.Tensor | None = None, *,
+               net: IntNetwork | None = None):
+    """Context manager: the quantized modules of ``qmodel`` compute their exported integer
+    layers (``quant.intops``: exact sums, accumulator wrap, ``(acc M + R) >> S``, tables)
+    instead of the float32 straight-through forward, so ``qmodel``'s outputs are, on their
+    grids, the integer network's to the last bit. Grid-preserving ops (max pool, ReLU,
+    flatten) are exact in float anyway. ``net`` is the exported network (else exported
+    from ``example_input``); yields it."""
+    if net is None:
+        if example_input is None:
+            raise ValueError("exact_mode needs example_input or net")
+        net = export(qmodel, example_input)
+    attached = []
+    try:
+        for layer in net.layers:
+            try:
+                mod = qmodel.get_submodule(layer.name)
+            except AttributeError:
+                continue
+            if isinstance(mod, _EXACT_MODULES):
+                mod.exact = IntOp(layer, net.acc_bits)
+                attached.append(mod)
+        yield net
+    finally:
+        for mod in attached:
+            mod.exact = None
+
+
 @torch.no_grad()
-def integer_outputs(qmodel: nn.Module, x: torch.Tensor) -> dict[str, np.ndarray]:
+def exact_outputs(qmodel: nn.Module, x: torch.Tensor, *, net: IntNetwork | None = None
+                  ) -> np.ndarray:
+    """Integer output codes of ``qmodel`` on ``x`` in :func:`exact_mode` (``net`` exported
+    from ``x[:1]`` unless given): equal to ``executor.run(net, net.input_q.quantize(x))``."""
+    with exact_mode(qmodel, x[:1], net=net) as net:
+        y = qmodel(x)
+    return to_int(y, net.output_q).numpy()
+
+
+@torch.no_grad()
+def integer_outputs(qmodel: nn.Module, x: torch.Tensor, *, exact: bool = False
+                    ) -> dict[str, np.ndarray]:
     """The fake-quant model's integer tensors at every activation quantizer, keyed by the
-    exported layer name (for per-layer comparisons with ``sim.executor``)."""
+    exported layer name (for per-layer comparisons with ``sim.executor``); in
+    :func:`exact_mode` when ``exact``."""
+    if exact:
+        with exact_mode(qmodel, x[:1]):
+            return integer_outputs(qmodel, x)
     got = {}
     hooks = []
     for name, mod in qmodel.named_modules():

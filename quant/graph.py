@@ -177,6 +177,16 @@ def avgpool_spec(gm: fx.GraphModule, node: fx.Node) -> dict | None:
         if pad == (0, 0) and not m.ceil_mode and m.divisor_override is None:
             return {"kind": "avgpool2d", "kernel": m.kernel_size, "stride": m.stride}
         return None
+    if node.op == "call_function" and node.target is F.avg_pool2d:
+        names = ("input", "kernel_size", "stride", "padding", "ceil_mode",
+                 "count_include_pad", "divisor_override")
+        a = dict(zip(names, node.args)) | dict(node.kwargs)
+        pad = a.get("padding", 0)
+        if pad in (0, (0, 0)) and not a.get("ceil_mode", False) \
+                and a.get("divisor_override") is None:
+            k = a["kernel_size"]
+            return {"kind": "avgpool2d", "kernel": k, "stride": a.get("stride") or k}
+        return None
     if node.op == "call_function" and node.target is F.adaptive_avg_pool2d \
             and len(node.args) > 1 and node.args[1] in (1, (1, 1)):
         return {"kind": "global", "keepdim": True}

@@ -7,6 +7,10 @@
 - :class:`QuantAdd` (residual add + fused ReLU + output quantizer) and
   :class:`QuantAvgPool` (average pooling + output quantizer): the explicit requantizations
   of the integer network.
+
+Each has two forward passes: the float32 straight-through one (training, calibration) and,
+while :func:`quant.exact_mode` has set ``exact`` to the exported layer's :class:`IntOp`,
+the integer network's own arithmetic (``quant.intops``), equal to the executor's integers.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .intops import IntOp
 from .quantizers import Quantizer, fake_quantize
 
 __all__ = ["QuantLayer", "QuantAdd", "QuantAvgPool", "ACTS", "LINEAR_TYPES", "apply_act",
@@ -129,7 +134,12 @@ class QuantLayer(nn.Module):
             return F.linear(x, w, b)
         return self.module._conv_forward(x, w, b)
 
+    #: exact mode (:func:`quant.exact_mode`): the exported layer as a :class:`IntOp`
+    exact: IntOp | None = None
+
     def forward(self, x):
+        if self.exact is not None:
+            return self.output_quantizer(self.exact(x))
         if self.input_quantizer is not None:
             x = self.input_quantizer(x)
         w_on = self.weight_quantizer.enabled and self.weight_quantizer.scale is not None
@@ -151,7 +161,11 @@ class QuantAdd(nn.Module):
         self.act = act
         self.output_quantizer = act_quantizer(a_bits, signed)
 
+    exact: IntOp | None = None
+
     def forward(self, a, b):
+        if self.exact is not None:
+            return self.output_quantizer(self.exact(a, b))
         return self.output_quantizer(apply_act(a + b, self.act))
 
 
@@ -171,7 +185,11 @@ class QuantAvgPool(nn.Module):
         self.window: int | None = None
         self.output_quantizer = act_quantizer(a_bits, signed)
 
+    exact: IntOp | None = None
+
     def forward(self, x):
+        if self.exact is not None:
+            return self.output_quantizer(self.exact(x))
         if self.kind == "global":
             self.window = int(x.shape[-2] * x.shape[-1])     # for snap_scales
             y = x.mean(dim=(-2, -1), keepdim=self.keepdim)

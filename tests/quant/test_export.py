@@ -12,8 +12,9 @@ from torch import nn
 
 from qaccel import quant
 
-# Documented sliver: integers may differ by one LSB between the integer network and the
-# fake-quant model because the requantizer uses the fixed-point M / 2^S for the real scale.
+# Documented sliver of the float32 straight-through mode (the exact mode has none:
+# tests/quant/test_exact.py): integers may differ by one LSB between the integer network and
+# the fake-quant model because the requantizer uses the fixed-point M / 2^S for the real scale.
 # M >= 2^(mult_bits-1), so its relative error is <= 2^-mult_bits and an output of magnitude
 # <= 2^a_bits moves by <= 2^(a_bits - mult_bits) LSB: only outputs that close to a rounding
 # boundary can flip, a fraction of about 2^(a_bits - mult_bits + 1) for spread-out values.
