@@ -8,7 +8,7 @@ blocks (quantizers, range setting, BN folding, CLE, bias correction, sensitivity
 from .calib_data import run_batch
 from .config import LayerOverride, QuantConfig
 from .export import exact_mode, exact_outputs, export, integer_outputs
-from .modules import QuantAdd, QuantAvgPool, QuantLayer, quant_layers, quant_state
+from .modules import QuantAct, QuantAdd, QuantAvgPool, QuantLayer, quant_layers, quant_state
 from .pipeline import quantize
 from .qat import QatConfig, finalize_qat, prepare_qat, train_qat
 from .quantizers import Quantizer, fake_quantize, int_grid, qparams_from_range
@@ -17,8 +17,10 @@ from .sensitivity import SensitivityReport, sensitivity_report
 from .summary import FallbackWarning, QuantInfo, QuantSummary, summarize
 
 __all__ = ["QuantConfig", "LayerOverride", "quantize", "refresh_scales", "export",
-           "integer_outputs", "exact_mode", "exact_outputs", "QuantInfo", "QuantSummary", "summarize", "FallbackWarning",
+           "integer_outputs", "exact_mode", "exact_outputs", "QuantInfo", "QuantSummary",
+           "summarize", "FallbackWarning",
            "run_batch",
            "Quantizer", "fake_quantize", "int_grid", "qparams_from_range", "QuantLayer",
-           "QuantAdd", "QuantAvgPool", "quant_layers", "quant_state", "sensitivity_report",
+           "QuantAdd", "QuantAvgPool", "QuantAct", "quant_layers", "quant_state",
+           "sensitivity_report",
            "SensitivityReport", "QatConfig", "prepare_qat", "train_qat", "finalize_qat"]

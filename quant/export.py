@@ -19,17 +19,18 @@ import torch
 import torch.nn.functional as F
 from qaccel.sim.arith import quantize_multiplier
 from qaccel.sim.network import IntLayer, IntNetwork, QParams
+from qaccel.sim.vector import lut_table
 from torch import fx, nn
 
 from .graph import ValueRecorder, act_kind, is_passthrough, module_of
 from .intops import IntOp, to_int
-from .modules import QuantAdd, QuantAvgPool, QuantLayer
+from .modules import QuantAct, QuantAdd, QuantAvgPool, QuantLayer
 from .quantizers import Quantizer
 
 __all__ = ["export", "qparams_of", "integer_outputs", "exact_mode", "exact_outputs"]
 
 
-_EXACT_MODULES = (QuantLayer, QuantAdd, QuantAvgPool)
+_EXACT_MODULES = (QuantLayer, QuantAdd, QuantAvgPool, QuantAct)
 
 
 def qparams_of(q: Quantizer) -> QParams:
@@ -129,6 +130,17 @@ def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | N
                          out_q=out_q, relu=m.act != "none", m=mm,
                          s=np.array([s], dtype=np.int64)), node)
             _check_relu6(m.act, out_q, node)
+            continue
+        if isinstance(m, QuantAct):
+            if m.input_quantizer is not None:
+                raise ValueError(f"export: input of {node.target} ({m.func}) is not produced "
+                                 "by a quantized op")
+            i, q = src_of(node)
+            out_q = qparams_of(m.output_quantizer)
+            table = lut_table(m.func, q, out_q, **m.params)
+            func = m.func + "".join(f"({v})" for v in m.params.values())
+            add(IntLayer(name=str(node.target), kind="lut", inputs=(i,), in_q=(q,),
+                         out_q=out_q, table=table, func=func), node)
             continue
         if isinstance(m, QuantAvgPool):
             i, q = src_of(node)

@@ -20,7 +20,15 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .calib_data import run_batch
-from .modules import LINEAR_TYPES, QuantAdd, QuantAvgPool, QuantLayer, act_quantizer, is_quantizable
+from .modules import (
+    LINEAR_TYPES,
+    QuantAct,
+    QuantAdd,
+    QuantAvgPool,
+    QuantLayer,
+    act_quantizer,
+    is_quantizable,
+)
 from .quantizers import Quantizer
 
 __all__ = ["LayerStats", "trace", "fold_batchnorm", "fuse_activations", "insert_quantizers",
@@ -154,6 +162,37 @@ def act_kind(gm: fx.GraphModule, node: fx.Node) -> str | None:
     if node.op == "call_function" and node.target is F.hardtanh and \
             node.args[1:3] == (0.0, 6.0):
         return "relu6"
+    return None
+
+
+_TABLE_MODULES = {nn.SiLU: "silu", nn.Hardswish: "hardswish", nn.LeakyReLU: "leaky_relu",
+                  nn.ReLU6: "relu6", nn.GELU: "gelu"}
+_TABLE_FUNCTIONS = {F.silu: "silu", F.hardswish: "hardswish", F.leaky_relu: "leaky_relu",
+                    F.relu6: "relu6", F.gelu: "gelu"}
+
+
+def table_act(gm: fx.GraphModule, node: fx.Node) -> tuple[str, dict] | None:
+    """``(func, params)`` if ``node`` is an elementwise activation exported as a table
+    (:class:`QuantAct`), else ``None``."""
+    m = module_of(gm, node)
+    for cls, func in _TABLE_MODULES.items():
+        if type(m) is cls:
+            if func == "leaky_relu":
+                return func, {"negative_slope": float(m.negative_slope)}
+            if func == "gelu" and m.approximate != "none":
+                return None
+            return func, {}
+    if node.op == "call_function" and node.target in _TABLE_FUNCTIONS:
+        func = _TABLE_FUNCTIONS[node.target]
+        if func == "leaky_relu":
+            slope = node.args[1] if len(node.args) > 1 else \
+                node.kwargs.get("negative_slope", 0.01)
+            return func, {"negative_slope": float(slope)}
+        if func == "gelu" and node.kwargs.get("approximate", "none") != "none":
+            return None
+        return func, {}
+    if act_kind(gm, node) == "relu6":
+        return "relu6", {}
     return None
 
 
@@ -345,6 +384,20 @@ def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str
             gm.add_submodule(name, QuantAdd(cfg.a_bits, signed=cfg.a_signed, act=act))
             with gm.graph.inserting_after(node):
                 new = gm.graph.call_module(name, tuple(node.args))
+            node.replace_all_uses_with(new)
+            gm.graph.erase_node(node)
+            on_grid[new] = True
+            continue
+        table = table_act(gm, node)
+        if table is not None:
+            name = f"quant_act_{counter}"
+            counter += 1
+            qa = QuantAct(table[0], cfg.a_bits, signed=cfg.a_signed, **table[1])
+            if not on_grid.get(node.args[0], False):
+                qa.input_quantizer = act_quantizer(cfg.a_bits, cfg.a_signed)
+            gm.add_submodule(name, qa)
+            with gm.graph.inserting_after(node):
+                new = gm.graph.call_module(name, (node.args[0],))
             node.replace_all_uses_with(new)
             gm.graph.erase_node(node)
             on_grid[new] = True

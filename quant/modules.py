@@ -4,6 +4,8 @@
   (symmetric signed, per tensor or per output channel), bias quantized on the accumulator
   grid ``s_w * s_x`` (as the integer network stores it), fused ReLU/ReLU6 and output
   quantizer (graph mode) or an input quantizer (leaf mode, for untraceable models).
+- :class:`QuantAct`: SiLU / Hardswish / LeakyReLU / stand-alone ReLU6 / GELU + output
+  quantizer (a table op of the vector unit).
 - :class:`QuantAdd` (residual add + fused ReLU + output quantizer) and
   :class:`QuantAvgPool` (average pooling + output quantizer): the explicit requantizations
   of the integer network.
@@ -22,7 +24,8 @@ from torch import nn
 from .intops import IntOp
 from .quantizers import Quantizer, fake_quantize
 
-__all__ = ["QuantLayer", "QuantAdd", "QuantAvgPool", "ACTS", "LINEAR_TYPES", "apply_act",
+__all__ = ["QuantLayer", "QuantAdd", "QuantAvgPool", "QuantAct", "TABLE_ACTS", "ACTS",
+           "LINEAR_TYPES", "apply_act",
            "is_quantizable", "act_quantizer", "wrap_leaves", "quant_layers", "act_quantizers",
            "quant_state"]
 
@@ -196,6 +199,41 @@ class QuantAvgPool(nn.Module):
         else:
             y = F.avg_pool2d(x, self.kernel, self.stride)
         return self.output_quantizer(y)
+
+
+#: elementwise activations exported as vector-unit tables (``sim.vector.LUT_FUNCS``)
+TABLE_ACTS = {"silu": lambda x, p: F.silu(x),
+              "hardswish": lambda x, p: F.hardswish(x),
+              "leaky_relu": lambda x, p: F.leaky_relu(x, p.get("negative_slope", 0.01)),
+              "relu6": lambda x, p: F.relu6(x),
+              "gelu": lambda x, p: F.gelu(x)}
+
+
+class QuantAct(nn.Module):
+    """``output_quantizer(f(x))`` for an elementwise activation ``f`` (a key of
+    :data:`TABLE_ACTS`, with ``params`` such as LeakyReLU's ``negative_slope``); exported
+    as a ``lut`` layer (a table over the input codes, ``sim.vector.lut_table``)."""
+
+    exact: IntOp | None = None
+
+    def __init__(self, func: str, a_bits: int, *, signed: bool = False, **params):
+        super().__init__()
+        if func not in TABLE_ACTS:
+            raise ValueError(f"func must be one of {sorted(TABLE_ACTS)}, not {func!r}")
+        self.func = func
+        self.params = dict(params)
+        self.input_quantizer: Quantizer | None = None
+        self.output_quantizer = act_quantizer(a_bits, signed)
+
+    def forward(self, x):
+        if self.exact is not None:
+            return self.output_quantizer(self.exact(x))
+        if self.input_quantizer is not None:
+            x = self.input_quantizer(x)
+        return self.output_quantizer(TABLE_ACTS[self.func](x, self.params))
+
+    def extra_repr(self) -> str:
+        return f"func={self.func}" + "".join(f", {k}={v}" for k, v in self.params.items())
 
 
 def act_quantizer(a_bits: int, signed: bool) -> Quantizer:

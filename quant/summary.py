@@ -18,7 +18,14 @@ from torch import fx, nn
 
 from .config import QuantConfig
 from .graph import LayerStats, ValueRecorder, is_passthrough, module_of
-from .modules import QuantAdd, QuantAvgPool, QuantLayer, act_quantizers, quant_layers
+from .modules import (
+    QuantAct,
+    QuantAdd,
+    QuantAvgPool,
+    QuantLayer,
+    act_quantizers,
+    quant_layers,
+)
 from .quantizers import Quantizer
 from .scales import source_quantizer
 
@@ -185,8 +192,9 @@ def _graph_ops(gm: fx.GraphModule, batch) -> list[OpSummary]:
                 ops.append(OpSummary(str(node.target), f"input {src.name}", "quantized",
                                      m.bits))
             continue
-        if isinstance(m, QuantAdd | QuantAvgPool):
-            kind = "add" if isinstance(m, QuantAdd) else f"avgpool ({m.kind})"
+        if isinstance(m, QuantAdd | QuantAvgPool | QuantAct):
+            kind = "add" if isinstance(m, QuantAdd) else f"table ({m.func})" \
+                if isinstance(m, QuantAct) else f"avgpool ({m.kind})"
             ops.append(OpSummary(str(node.target), kind, "quantized",
                                  m.output_quantizer.bits))
             continue

@@ -19,6 +19,7 @@ from .job import GemmJob
 from .network import IntLayer, IntNetwork
 from .reference import run_reference
 from .validate import fail
+from .vector import apply_lut
 
 __all__ = ["RunResult", "im2col", "layer_gemms", "run_layer", "run", "run_float"]
 
@@ -159,6 +160,8 @@ def run_layer(net: IntNetwork, layer: IntLayer, inputs: list[np.ndarray], *,
         return np.maximum(x, layer.in_q[0].zero_point), 0
     if kind == "flatten":
         return x.reshape(x.shape[0], -1), 0
+    if kind == "lut":
+        return apply_lut(layer.table, x, layer.in_q[0]), 0
     lo, hi = _bounds(layer)
     zy = layer.out_q.zero_point
     if kind in ("avgpool2d", "global_avgpool"):

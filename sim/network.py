@@ -15,6 +15,8 @@ outputs of earlier layers (``inputs``; ``-1`` is the network input) and produces
   with one ``(M, S)`` approximating ``s_x / (n s_y)``.
 - ``add``: ``acc = M[0] (x0 - z0) + M[1] (x1 - z1)`` with a shared shift ``S``,
   ``y = clamp(z_y + ((acc + R) >> S), lo, hi)``, optional fused ReLU.
+- ``lut`` (vector unit, :mod:`sim.vector`): ``y = table[x - x_min]``, one output code per
+  input code (``2^bits`` entries); ``func`` names the elementwise function it holds.
 
 Saved as one ``.npz`` (no pickle) holding the integer arrays and the JSON manifest
 (``manifest.json`` as UTF-8 bytes) with :data:`FORMAT_VERSION`. numpy only.
@@ -41,14 +43,16 @@ from .validate import (
     fail,
 )
 
-__all__ = ["FORMAT_VERSION", "KINDS", "QParams", "IntLayer", "IntNetwork"]
+__all__ = ["FORMAT_VERSION", "READ_VERSIONS", "KINDS", "QParams", "IntLayer", "IntNetwork"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: versions :meth:`IntNetwork.load` reads (2 added the ``lut`` kind, ``table`` and ``func``)
+READ_VERSIONS = (1, 2)
 KINDS = ("linear", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool", "add", "relu",
-         "flatten")
+         "flatten", "lut")
 _GEMM_KINDS = ("linear", "conv2d")
 _REQUANT_KINDS = ("linear", "conv2d", "avgpool2d", "global_avgpool", "add")
-_ARRAYS = ("weight", "bias", "m", "s")
+_ARRAYS = ("weight", "bias", "m", "s", "table")
 _MANIFEST_KEY = "manifest.json"
 #: what reading a damaged archive or member raises (zip structure, CRC, deflate stream,
 #: .npy header, truncation, pickled objects refused, an unknown compression method or an
@@ -160,6 +164,8 @@ class IntLayer:
     padding: tuple[int, int] = (0, 0)
     groups: int = 1
     keepdim: bool = True
+    table: np.ndarray | None = None
+    func: str = ""
 
     def __post_init__(self):
         owner = f"IntLayer({self.name!r})"
@@ -189,12 +195,22 @@ class IntLayer:
             v = getattr(self, name)
             if v is not None:
                 object.__setattr__(self, name, _int_array(owner, name, v))
+        object.__setattr__(self, "func", str(self.func))
         if self.kind in _GEMM_KINDS:
             self._check_gemm(owner)
             return
         if self.kind in _REQUANT_KINDS:
             shapes = {"m": (2 if self.kind == "add" else 1,), "s": (1,)}
-            absent = ("weight", "bias")
+            absent = ("weight", "bias", "table")
+        elif self.kind == "lut":
+            shapes = {"table": (1 << in_q[0].bits,)}
+            absent = ("weight", "bias", "m", "s")
+            lo, hi = self.out_q.range
+            t = self.table
+            if t is not None and t.size and (t.min() < lo or t.max() > hi):
+                raise fail(owner, "table", f"in [{lo}, {hi}]", int(t.min() if t.min() < lo
+                                                                   else t.max()),
+                           "the output type")
         else:
             shapes, absent = {}, _ARRAYS
         for name, shape in shapes.items():
@@ -208,9 +224,12 @@ class IntLayer:
                            shown=f"an array of shape {getattr(self, name).shape}")
 
     def _check_gemm(self, owner: str) -> None:
-        for name in _ARRAYS:
+        for name in ("weight", "bias", "m", "s"):
             if getattr(self, name) is None:
                 raise fail(owner, name, f"an integer array for kind {self.kind!r}", None)
+        if self.table is not None:
+            raise fail(owner, "table", f"None for kind {self.kind!r}", None,
+                       shown=f"an array of shape {self.table.shape}")
         ndim = 2 if self.kind == "linear" else 4
         if self.weight.ndim != ndim:
             raise fail(owner, "weight", f"{ndim}-D for kind {self.kind!r}", None,
@@ -246,7 +265,7 @@ class IntLayer:
              "relu": self.relu, "w_bits": int(self.w_bits), "per_channel": self.per_channel,
              "kernel": list(self.kernel), "stride": list(self.stride),
              "padding": list(self.padding), "groups": int(self.groups),
-             "keepdim": self.keepdim}
+             "keepdim": self.keepdim, "func": self.func}
         d["arrays"] = [n for n in _ARRAYS if getattr(self, n) is not None]
         return d
 
@@ -383,9 +402,9 @@ class IntNetwork:
             raise err("<root>", "must be a JSON object")
         if man.get("format") != "qaccel-intnet":
             raise err("format", f"must be 'qaccel-intnet', not {man.get('format')!r}")
-        if man.get("format_version") != FORMAT_VERSION:
+        if man.get("format_version") not in READ_VERSIONS:
             raise err("format_version", f"unsupported version {man.get('format_version')!r}; "
-                      f"this reader supports {FORMAT_VERSION}")
+                      f"this reader supports {READ_VERSIONS}")
         for key in ("input_q", "input_shape", "acc_bits", "mult_bits", "output", "layers"):
             if key not in man:
                 raise err(key, "missing")
@@ -426,7 +445,8 @@ class IntNetwork:
                     in_q=in_q, out_q=out_q, relu=d["relu"], w_bits=d["w_bits"],
                     per_channel=bool(d["per_channel"]), kernel=tuple(d["kernel"]),
                     stride=tuple(d["stride"]), padding=tuple(d["padding"]),
-                    groups=int(d["groups"]), keepdim=bool(d["keepdim"]), **kw))
+                    groups=int(d["groups"]), keepdim=bool(d["keepdim"]),
+                    func=str(d.get("func", "")), **kw))
             except (ValueError, TypeError) as exc:
                 raise err(f, str(exc)) from None
         try:

@@ -1,6 +1,7 @@
 """Exact mode of the fake-quant model == the exported integer network, 0 differing
-integers (SPEC agreement 3), on random small CNNs (hypothesis), plus the float32
-straight-through mode's measured difference."""
+integers (SPEC agreement 3), on random small CNNs (hypothesis) with table activations
+(SiLU, Hardswish, LeakyReLU, GELU, stand-alone ReLU6), plus the float32 straight-through
+mode's measured difference."""
 
 import numpy as np
 import pytest
@@ -15,15 +16,25 @@ from torch import nn
 
 from qaccel import quant
 
-FUSES = ("conv", "depthwise", "residual")      # a stand-alone ReLU6 follows one of these
+TABLE_OPS = {"silu": F.silu, "hardswish": F.hardswish, "leaky_relu": F.leaky_relu,
+             "leaky_relu_2": lambda x: F.leaky_relu(x, 0.2), "gelu": F.gelu,
+             "silu_m": None, "hardswish_m": None, "leaky_relu_m": None, "gelu_m": None}
+
+
+def _act_modules():
+    return nn.ModuleDict({"silu_m": nn.SiLU(), "hardswish_m": nn.Hardswish(),
+                          "leaky_relu_m": nn.LeakyReLU(0.1), "gelu_m": nn.GELU()})
 
 
 class RandomCNN(nn.Module):
     """A CNN described by a list of ``(op, arg)`` specs, ending in a global average pool
     or a flatten, then one or two linear layers."""
 
-    def __init__(self, c_in: int, hw: int, specs, head: str, hidden: int, classes: int):
+    def __init__(self, c_in: int, hw: int, specs, head: str, hidden: int, classes: int,
+                 head_act: str = "relu"):
         super().__init__()
+        self.head_act = head_act
+        self.acts = _act_modules()
         self.specs = []
         self.convs = nn.ModuleList()
         c, size = c_in, hw
@@ -40,8 +51,6 @@ class RandomCNN(nn.Module):
                 self.convs.append(nn.Conv2d(c, c, 3, padding=1, groups=c, bias=arg))
             elif op == "residual":
                 self.convs.append(nn.Conv2d(c, c, 3, padding=1))
-            elif op == "relu6" and (not self.specs or self.specs[-1] not in FUSES):
-                continue
             elif op in ("maxpool", "avgpool"):
                 if size < 2:
                     continue
@@ -51,6 +60,9 @@ class RandomCNN(nn.Module):
         feat = c if head == "gap" else c * size * size
         self.fc1 = nn.Linear(feat, hidden or classes)
         self.fc2 = nn.Linear(hidden, classes) if hidden else None
+
+    def _act(self, op, x):
+        return self.acts[op](x) if op in self.acts else TABLE_OPS[op](x)
 
     def forward(self, x):
         i = 0
@@ -65,6 +77,8 @@ class RandomCNN(nn.Module):
                 x = F.relu(x)
             elif op == "relu6":
                 x = F.relu6(x)
+            elif op in TABLE_OPS:
+                x = self._act(op, x)
             elif op == "maxpool":
                 x = F.max_pool2d(x, 2)
             elif op == "avgpool":
@@ -74,7 +88,7 @@ class RandomCNN(nn.Module):
         x = torch.flatten(x, 1)
         x = self.fc1(x)
         if self.fc2 is not None:
-            x = self.fc2(F.relu(x))
+            x = self.fc2(F.relu(x) if self.head_act == "relu" else self._act(self.head_act, x))
         return x
 
 
@@ -82,8 +96,8 @@ op_spec = st.one_of(
     st.tuples(st.just("conv"), st.tuples(st.integers(1, 6), st.sampled_from([1, 3]),
                                          st.sampled_from([1, 2]))),
     st.tuples(st.just("depthwise"), st.booleans()),
-    st.tuples(st.sampled_from(["relu", "relu6", "maxpool", "avgpool", "residual"]),
-              st.none()))
+    st.tuples(st.sampled_from(["relu", "relu6", "maxpool", "avgpool", "residual",
+                               *TABLE_OPS]), st.none()))
 
 
 @st.composite
@@ -91,7 +105,8 @@ def cases(draw):
     specs = draw(st.lists(op_spec, min_size=1, max_size=6))
     c_in, hw = draw(st.integers(1, 3)), draw(st.integers(3, 8))
     model = RandomCNN(c_in, hw, specs, draw(st.sampled_from(["gap", "flatten"])),
-                      draw(st.sampled_from([0, 5])), draw(st.integers(2, 6)))
+                      draw(st.sampled_from([0, 5])), draw(st.integers(2, 6)),
+                      draw(st.sampled_from(["relu", *TABLE_OPS])))
     cfg = QuantConfig(w_bits=draw(st.integers(2, 8)), a_bits=draw(st.integers(2, 8)),
                       per_channel=draw(st.booleans()), a_signed=draw(st.booleans()),
                       act_range=draw(st.sampled_from(["minmax", "mse"])),
@@ -175,3 +190,29 @@ def test_exact_mode_rounds_ties_like_the_requantizer():
     np.testing.assert_array_equal(quant.integer_outputs(qm, x, exact=True)[ap.name], want)
     assert np.any(quant.integer_outputs(qm, x)[ap.name] != want)    # float32 mode: to even
     assert np.array_equal(quant.exact_outputs(qm, x, net=net), trace.output)
+
+
+def test_table_activations_export_as_lut_layers_and_are_exact():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.SiLU(),
+                      nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.Hardswish(),
+                      nn.Conv2d(8, 8, 1), nn.LeakyReLU(0.05), nn.ReLU6(),
+                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    x = torch.randn(64, 3, 8, 8)
+    qm = quant.quantize(m, [x], QuantConfig(w_bits=8, a_bits=8, per_channel=True))
+    net = quant.export(qm, x[:1])
+    luts = [L for L in net.layers if L.kind == "lut"]
+    assert [L.func for L in luts] == ["silu", "hardswish", "leaky_relu(0.05)", "relu6"]
+    for L in luts:
+        assert L.table.shape == (256,)
+        codes = np.arange(256)
+        real = L.in_q[0].dequantize(codes)
+        # each entry is the float64 function rounded onto the output grid (within 1 code
+        # of the float32 value the straight-through mode computes)
+        y = {"silu": real / (1 + np.exp(-real)), "relu6": np.clip(real, 0, 6),
+             "hardswish": real * np.clip(real + 3, 0, 6) / 6,
+             "leaky_relu(0.05)": np.where(real >= 0, real, 0.05 * real)}[L.func]
+        np.testing.assert_array_equal(L.table, L.out_q.quantize(y))
+    xt = torch.randn(128, 3, 8, 8)
+    _, got, want = _exact_vs_executor(qm, xt)
+    assert int((got != want).sum()) == 0
