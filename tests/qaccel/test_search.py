@@ -248,3 +248,24 @@ def test_failed_trial_stored_and_retried(small, tmp_path, monkeypatch):
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE", "COMPLETE", "FAIL"]
     with Store(store) as st:
         assert st.count(status="error") == 0 and st.count(status="ok") == 2
+
+
+def test_cli_resumed_search_prints_front_and_exports(small, tmp_path, capsys):
+    """``qaccel search`` on a finished study runs no trial, prints the front with the
+    per-layer widths, plots it and exports the rule's network."""
+    from qaccel.cli import main
+
+    spec, ctx, study, path, rows = small
+    yml = tmp_path / "small.yaml"                  # same name: the same study
+    yml.write_text(yaml.safe_dump(SMALL))
+    n_trials = len(study.trials)
+    net, png = tmp_path / "best.npz", tmp_path / "front.png"
+    assert main(["search", str(yml), "--store", str(path), "--export-best", str(net),
+                 "--front", str(png), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "0 to run" in out and "non-dominated of" in out
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    best = S.select_best(rows, spec)
+    assert best["layer_bits_text"] in out.split("best by the rule")[1]
+    assert IntNetwork.load(net).gemm_layers()
+    assert len(S.study_hashes(path, "small")) == n_trials      # nothing was added
