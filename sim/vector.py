@@ -17,7 +17,9 @@ import numpy as np
 
 from .network import QParams
 
-__all__ = ["LUT_FUNCS", "lut_func", "lut_table", "apply_lut"]
+__all__ = ["LUT_FUNCS", "lut_func", "lut_table", "apply_lut", "i_poly", "i_erf", "i_gelu",
+           "i_exp", "i_softmax", "i_sqrt", "i_layernorm", "ERF_ABC", "EXP_ABC",
+           "LN_FRAC_BITS", "LN_STD_BITS"]
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -76,3 +78,153 @@ def lut_table(func: str, in_q: QParams, out_q: QParams, **params) -> np.ndarray:
 def apply_lut(table: np.ndarray, x: np.ndarray, in_q: QParams) -> np.ndarray:
     """``table[x - x_min]`` (int64)."""
     return np.asarray(table, dtype=np.int64)[np.asarray(x, dtype=np.int64) - in_q.range[0]]
+
+
+# ---- I-BERT integer-only kernels (Kim et al., 2021) ----------------------------------------
+#
+# Each kernel takes integer codes ``q`` (int64, zero-point already removed) and their real
+# ``scale`` and returns ``(q_out, scale_out)`` with ``real_out ~= scale_out * q_out``.
+# Constants that depend on the scale (``floor(b / S)`` and the like) are computed once from
+# the scale, as ``(M, S)`` are; the per-element work is integer adds, multiplies, shifts,
+# comparisons and (softmax, LayerNorm: once per row) integer divisions. Division is floor
+# division (``//``); the final rescaling to an output grid is the requantizer's
+# ``(acc M + R) >> S`` (:func:`sim.arith.requantize`).
+
+LN2 = math.log(2.0)
+#: second-order fits of I-BERT: ``erf(x) ~ sgn(x) [a (min(|x|, -b) + b)^2 + 1]`` and
+#: ``exp(p) ~ a (p + b)^2 + c`` on ``p`` in ``(-ln 2, 0]``
+ERF_ABC = (-0.2888, -1.769, 1.0)
+EXP_ABC = (0.3585, 1.353, 0.344)
+#: fraction bits of the normalised LayerNorm value and of its fixed-point standard deviation
+LN_FRAC_BITS = 16
+LN_STD_BITS = 8
+#: largest exponent shift of ``i_exp`` (beyond it every value is 0)
+EXP_MAX_SHIFT = 30
+#: ``i_gelu`` refines its input grid (exactly, ``q << k``) to a scale <= ``2^-GELU_GRID_BITS``
+GELU_GRID_BITS = 8
+#: ``i_exp`` refines its input grid until ``ln 2`` spans at least ``2^EXP_LN2_BITS`` codes
+EXP_LN2_BITS = 10
+
+
+def _as_int(q) -> np.ndarray:
+    q = np.asarray(q)
+    if not np.issubdtype(q.dtype, np.integer):
+        raise ValueError(f"integer codes expected, got dtype {q.dtype}")
+    return q.astype(np.int64)
+
+
+def _check_scale(scale) -> float:
+    s = float(scale)
+    if not math.isfinite(s) or s <= 0:
+        raise ValueError(f"scale must be finite and > 0, not {scale!r}")
+    return s
+
+
+def i_poly(q, scale: float, a: float, b: float, c: float) -> tuple[np.ndarray, float]:
+    """``a (x + b)^2 + c`` on ``x = scale q``: ``q_out = (q + floor(b / S))^2 +
+    floor(c / (a S^2))``, ``scale_out = a S^2`` (made positive by negating ``q_out`` when
+    ``a < 0``)."""
+    q, s = _as_int(q), _check_scale(scale)
+    q_b = math.floor(b / s)
+    q_c = math.floor(c / (a * s * s))
+    out = (q + q_b) ** 2 + q_c
+    s_out = a * s * s
+    return (-out, -s_out) if s_out < 0 else (out, s_out)
+
+
+def i_erf(q, scale: float) -> tuple[np.ndarray, float]:
+    """Integer erf: ``sgn(x) L(min(|x|, -b))`` with I-BERT's :data:`ERF_ABC` fit."""
+    q, s = _as_int(q), _check_scale(scale)
+    a, b, c = ERF_ABC
+    clip = math.floor(-b / s)
+    q_l, s_l = i_poly(np.minimum(np.abs(q), clip), s, a, b, c)
+    return np.sign(q) * q_l, s_l
+
+
+def i_gelu(q, scale: float) -> tuple[np.ndarray, float]:
+    """Integer GELU: ``x (1 + erf(x / sqrt 2)) / 2`` with :func:`i_erf` on a grid refined
+    to :data:`GELU_GRID_BITS`:
+    ``q_out = q (q_erf + floor(1 / S_erf))``, ``scale_out = S S_erf / 2``."""
+    q, s = _as_int(q), _check_scale(scale)
+    k = max(0, math.ceil(math.log2(s * 2 ** GELU_GRID_BITS)))     # refine to S <= 2^-bits
+    q, s = q << k, s / 2 ** k
+    q_erf, s_erf = i_erf(q, s / math.sqrt(2.0))
+    q_one = math.floor(1.0 / s_erf)
+    return q * (q_erf + q_one), s * s_erf / 2.0
+
+
+def i_exp(q, scale: float) -> tuple[np.ndarray, float]:
+    """Integer ``exp(x)`` for ``x = scale q <= 0``: on a grid refined by ``2^k`` (see
+    :data:`EXP_LN2_BITS`), ``x = -z ln2 + p`` with
+    ``z = floor(-q / q_ln2)``, ``exp(p)`` by the :data:`EXP_ABC` fit, then ``>> z``."""
+    q, s = _as_int(q), _check_scale(scale)
+    if q.size and int(q.max()) > 0:
+        raise ValueError("i_exp needs x <= 0 (subtract the row maximum first)")
+    # refine the grid (exactly: q << k, S / 2^k) until ln 2 spans >= 2^EXP_LN2_BITS codes,
+    # so that floor(ln 2 / S) does not distort the exponent
+    k = max(0, math.ceil(math.log2(s * 2 ** EXP_LN2_BITS / LN2)))
+    q, s = q << k, s / 2 ** k
+    q_ln2 = math.floor(LN2 / s)
+    z = (-q) // q_ln2
+    q_p = q + z * q_ln2
+    q_l, s_l = i_poly(q_p, s, *EXP_ABC)
+    return np.right_shift(q_l, np.minimum(z, EXP_MAX_SHIFT)), s_l
+
+
+def i_softmax(q, scale: float, out_bits: int = 8, axis: int = -1
+              ) -> tuple[np.ndarray, float]:
+    """Integer softmax along ``axis``: :func:`i_exp` of ``q - max(q)``, then
+    ``(e * floor(2^31 / sum e) + R) >> (31 - out_bits)``, clamped to ``out_bits``
+    unsigned; ``scale_out = 2^-out_bits``."""
+    q = _as_int(q)
+    e, _ = i_exp(q - q.max(axis=axis, keepdims=True), scale)
+    total = np.maximum(e.sum(axis=axis, keepdims=True), 1)
+    factor = (np.int64(1) << np.int64(31)) // total
+    shift = 31 - int(out_bits)
+    y = np.right_shift(e * factor + (np.int64(1) << np.int64(shift - 1)), shift)
+    return np.clip(y, 0, (1 << out_bits) - 1), 2.0 ** -out_bits
+
+
+def i_sqrt(n) -> np.ndarray:
+    """``floor(sqrt(n))`` for int64 ``n >= 0`` by integer Newton iteration
+    (``x <- (x + n // x) // 2`` from ``2^ceil(bits(n) / 2)`` until it stops decreasing)."""
+    n = _as_int(n)
+    if n.size and int(n.min()) < 0:
+        raise ValueError("i_sqrt needs n >= 0")
+    bits = np.zeros(n.shape, dtype=np.int64)
+    v = n.copy()
+    while np.any(v > 0):
+        bits += v > 0
+        v >>= 1
+    x = np.left_shift(np.int64(1), (bits + 1) // 2)
+    while True:
+        y = (x + n // np.maximum(x, 1)) // 2
+        done = y >= x
+        if np.all(done):
+            return np.where(n == 0, 0, x)
+        x = np.where(done, x, y)
+
+
+def i_layernorm(q, axis: int = -1) -> tuple[np.ndarray, float]:
+    """Integer normalisation ``(x - mean) / std`` along ``axis`` (the LayerNorm before its
+    affine part; independent of the input scale). With ``m = floor(sum / N)``,
+    ``c = q - m`` and ``d = sum - N m``, ``N (q - mean) = N c - d`` and
+    ``N^2 var = N sum c^2 - d^2`` exactly; ``std_fp = i_sqrt(((N sum c^2 - d^2) <<
+    2 LN_STD_BITS) // N^2)`` (the standard deviation with :data:`LN_STD_BITS` fraction
+    bits) and ``q_out = ((N c - d) << (LN_FRAC_BITS + LN_STD_BITS)) // (N std_fp)``;
+    ``scale_out = 2^-LN_FRAC_BITS``. A constant row gives 0. ``ValueError`` if an
+    intermediate would not fit in int64."""
+    q = _as_int(q)
+    n = q.shape[axis]
+    total = q.sum(axis=axis, keepdims=True)
+    m = total // n
+    c = q - m
+    d = total - n * m
+    sq = (c * c).sum(axis=axis, keepdims=True)
+    big = float(np.max(np.abs(c), initial=0)) * n
+    if n * float(np.max(sq, initial=0)) * 2.0 ** (2 * LN_STD_BITS) >= 2.0 ** 62 or \
+            big * 2.0 ** (LN_FRAC_BITS + LN_STD_BITS) >= 2.0 ** 62:
+        raise ValueError(f"i_layernorm: rows of {n} values of this range overflow int64")
+    var = ((n * sq - d * d) << (2 * LN_STD_BITS)) // (n * n)
+    std = np.maximum(i_sqrt(var), 1)
+    return ((n * c - d) << (LN_FRAC_BITS + LN_STD_BITS)) // (n * std), 2.0 ** -LN_FRAC_BITS
