@@ -26,7 +26,7 @@ _HIDDEN = {"id", "config_hash", "status", "error", "elapsed_s", "finished_at", "
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pareto", help="Pareto front of a results store: plot and list",
-                       description=__doc__.split("\n\n")[0])
+                       description=__doc__.split("\n\n")[2].replace("\n", " "))
     p.add_argument("store", type=input_file, help="results SQLite file (qaccel sweep/search)")
     p.add_argument("--x", default="energy", help="x objective (default energy)")
     p.add_argument("--y", default="accuracy", help="y objective (default accuracy)")

@@ -5,7 +5,7 @@
     qaccel run --model net.npz ...                      # the chosen network, end to end
 
 The search file names the digits model, two or three objectives (accuracy, energy,
-latency, area), the search variables (per-layer weight bits, activation bits, rows, cols,
+latency, area), the search variables (per-layer weight bits, the activation bits, rows, cols,
 buffers) or an area budget, the seeds (uniform configurations, sensitivity-guided mixed
 ones) and the rule that picks the exported network; see ``docs/search.md``. The study is
 stored in the results file itself and resumes after a kill; every trial is a row of its
@@ -21,7 +21,7 @@ from .options import input_file, output_file
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("search", help="multi-objective mixed-precision search (NSGA-II)",
-                       description=__doc__.split("\n\n")[0])
+                       description=__doc__.split("\n\n")[2].replace("\n", " "))
     p.add_argument("spec", type=input_file, help="search file (YAML)")
     p.add_argument("--store", type=output_file, required=True,
                    help="results SQLite file (created if missing; the study lives in it)")
