@@ -53,26 +53,24 @@ def positive_float(value: str) -> float:
     return x
 
 
-def positive_int(value: str) -> int:
-    """argparse ``type=`` for an integer >= 1."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {value!r}")
-    return n
+def int_at_least(lo: int, what: str):
+    """An argparse ``type=`` for an integer >= ``lo``; ``what`` words the bound in errors."""
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
+        if n < lo:
+            raise argparse.ArgumentTypeError(f"must be {what}, not {value!r}")
+        return n
+    parse.__name__ = f"int>={lo}"
+    return parse
 
 
-def nonnegative_int(value: str) -> int:
-    """argparse ``type=`` for an integer >= 0 (e.g. a random seed)."""
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, not {value!r}")
-    return n
+positive_int = int_at_least(1, "a positive integer")
+"""argparse ``type=`` for an integer >= 1."""
+nonnegative_int = int_at_least(0, "an integer >= 0")
+"""argparse ``type=`` for an integer >= 0 (e.g. a random seed)."""
 
 
 # ---- files: one check for every path option, before anything is computed -------------------

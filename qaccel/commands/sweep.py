@@ -15,7 +15,7 @@ import argparse
 import pathlib
 import sys
 
-from .options import input_file, output_file
+from .options import input_file, output_file, positive_int
 
 
 def export_file(value: str) -> pathlib.Path:
@@ -24,16 +24,6 @@ def export_file(value: str) -> pathlib.Path:
     if path.suffix.lower() not in (".csv", ".parquet"):
         raise argparse.ArgumentTypeError(f"{value!r} must end in .csv or .parquet")
     return path
-
-
-def positive_int(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, not {n}")
-    return n
 
 
 def _security(args):
