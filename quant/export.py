@@ -19,18 +19,27 @@ import torch
 import torch.nn.functional as F
 from qaccel.sim.arith import quantize_multiplier
 from qaccel.sim.network import IntLayer, IntNetwork, QParams
-from qaccel.sim.vector import lut_table
+from qaccel.sim.vector import LN_FRAC_BITS, lut_table
 from torch import fx, nn
 
-from .graph import ValueRecorder, act_kind, is_passthrough, module_of
+from .graph import ValueRecorder, act_kind, is_last_transpose, is_passthrough, module_of
 from .intops import IntOp, to_int
-from .modules import QuantAct, QuantAdd, QuantAvgPool, QuantLayer
+from .modules import (
+    QuantAct,
+    QuantAdd,
+    QuantAvgPool,
+    QuantLayer,
+    QuantLayerNorm,
+    QuantMatmul,
+    QuantSoftmax,
+)
 from .quantizers import Quantizer
 
 __all__ = ["export", "qparams_of", "integer_outputs", "exact_mode", "exact_outputs"]
 
 
-_EXACT_MODULES = (QuantLayer, QuantAdd, QuantAvgPool, QuantAct)
+_EXACT_MODULES = (QuantLayer, QuantAdd, QuantAvgPool, QuantAct, QuantLayerNorm, QuantSoftmax,
+                  QuantMatmul)
 
 
 def qparams_of(q: Quantizer) -> QParams:
@@ -131,6 +140,24 @@ def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | N
                          s=np.array([s], dtype=np.int64)), node)
             _check_relu6(m.act, out_q, node)
             continue
+        if isinstance(m, QuantLayerNorm):
+            i, q = src_of(node)
+            add(_layernorm_layer(str(node.target), m, i, q, mult_bits), node)
+            continue
+        if isinstance(m, QuantSoftmax):
+            i, q = src_of(node)
+            add(IntLayer(name=str(node.target), kind="softmax", inputs=(i,), in_q=(q,),
+                         out_q=qparams_of(m.output_quantizer)), node)
+            continue
+        if isinstance(m, QuantMatmul):
+            (ia, qa), (ib, qb) = src_of(node, 0), src_of(node, 1)
+            out_q = qparams_of(m.output_quantizer)
+            mm, ss = _multiplier(abs(m.alpha) * qa.scale * qb.scale / out_q.scale, mult_bits)
+            if m.alpha < 0:
+                raise ValueError(f"export: {node.target}: negative matmul factor {m.alpha}")
+            add(IntLayer(name=str(node.target), kind="matmul", inputs=(ia, ib),
+                         in_q=(qa, qb), out_q=out_q, m=mm, s=ss), node)
+            continue
         if isinstance(m, QuantAct):
             if m.input_quantizer is not None:
                 raise ValueError(f"export: input of {node.target} ({m.func}) is not produced "
@@ -170,6 +197,11 @@ def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | N
             add(IntLayer(name=str(node.name), kind="relu", inputs=(i,), in_q=(q,), out_q=q),
                 node)
             continue
+        if is_last_transpose(node):
+            i, q = src_of(node)
+            add(IntLayer(name=str(node.name), kind="transpose", inputs=(i,), in_q=(q,),
+                         out_q=q), node)
+            continue
         if is_passthrough(gm, node):
             i, q = src_of(node)
             x = vals[node.args[0]]
@@ -190,6 +222,21 @@ def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | N
                       input_shape=tuple(example_input.shape[1:]), acc_bits=acc_bits,
                       mult_bits=mult_bits, output=output,
                       meta={"quant_config": cfg.to_dict(), "notes": list(info.notes)})
+
+
+def _layernorm_layer(name: str, m: QuantLayerNorm, i: int, q: QParams, mult_bits: int
+                     ) -> IntLayer:
+    """gamma as integers (``s_g``), beta on the grid ``s_g 2^-LN_FRAC_BITS`` of
+    ``i_layernorm(x) * gamma_int``, one ``(M, S)`` for ``s_g 2^-LN_FRAC_BITS / s_y``."""
+    out_q = qparams_of(m.output_quantizer)
+    with torch.no_grad():
+        g_int = m.weight_quantizer.to_int(m.gamma()).numpy()
+        s_g = float(m.weight_quantizer.scale)
+        acc_scale = s_g * 2.0 ** -LN_FRAC_BITS
+        b_int = np.rint(m.beta().detach().double().numpy() / acc_scale).astype(np.int64)
+    mm, ss = _multiplier(acc_scale / out_q.scale, mult_bits)
+    return IntLayer(name=name, kind="layernorm", inputs=(i,), in_q=(q,), out_q=out_q,
+                    weight=g_int, bias=b_int, m=mm, s=ss, w_bits=m.weight_quantizer.bits)
 
 
 def _check_relu6(act: str, out_q: QParams, node) -> None:

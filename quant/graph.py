@@ -26,6 +26,9 @@ from .modules import (
     QuantAdd,
     QuantAvgPool,
     QuantLayer,
+    QuantLayerNorm,
+    QuantMatmul,
+    QuantSoftmax,
     act_quantizer,
     is_quantizable,
 )
@@ -196,6 +199,49 @@ def table_act(gm: fx.GraphModule, node: fx.Node) -> tuple[str, dict] | None:
     return None
 
 
+def is_last_transpose(node: fx.Node) -> bool:
+    """``x.transpose(-2, -1)`` / ``torch.transpose(x, -1, -2)`` (the last two axes)."""
+    if node.op == "call_method" and node.target == "transpose" or \
+            node.op == "call_function" and node.target is torch.transpose:
+        return tuple(node.args[1:3]) in ((-2, -1), (-1, -2)) and not node.kwargs
+    return False
+
+
+def is_softmax(gm: fx.GraphModule, node: fx.Node) -> bool:
+    """Softmax over the last axis."""
+    m = module_of(gm, node)
+    if isinstance(m, nn.Softmax):
+        return m.dim == -1
+    if node.op == "call_function" and node.target in (F.softmax, torch.softmax) or \
+            node.op == "call_method" and node.target == "softmax":
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        return dim == -1 and set(node.kwargs) <= {"dim", "_stacklevel", "dtype"} \
+            and node.kwargs.get("dtype") is None
+    return False
+
+
+def is_matmul(node: fx.Node) -> bool:
+    """A product of two activations (``torch.matmul``, ``@``, ``torch.bmm``)."""
+    if node.op == "call_function" and node.target in (torch.matmul, operator.matmul,
+                                                      torch.bmm):
+        return len(node.args) == 2 and all(isinstance(a, fx.Node) for a in node.args)
+    return False
+
+
+def _constant_factor(node: fx.Node) -> float | None:
+    """The constant ``c`` of a ``x * c`` / ``c * x`` / ``x / c`` node, else ``None``."""
+    if node.op != "call_function" or node.kwargs:
+        return None
+    a = node.args
+    if node.target in (operator.mul, torch.mul) and len(a) == 2:
+        c = a[1] if isinstance(a[0], fx.Node) else a[0]
+        return float(c) if isinstance(c, int | float) else None
+    if node.target in (operator.truediv, torch.div) and len(a) == 2 and \
+            isinstance(a[1], int | float) and a[1] != 0:
+        return 1.0 / float(a[1])
+    return None
+
+
 def is_add(node: fx.Node) -> bool:
     if node.op == "call_function" and node.target in (operator.add, torch.add, operator.iadd):
         args = node.args
@@ -252,6 +298,8 @@ def is_passthrough(gm: fx.GraphModule, node: fx.Node) -> bool:
         return True
     if node.op == "call_method" and node.target in ("flatten", "view", "reshape",
                                                     "contiguous"):
+        return True
+    if is_last_transpose(node):
         return True
     return act_kind(gm, node) == "relu"
 
@@ -339,7 +387,10 @@ def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str
     on_grid: dict[fx.Node, bool] = {}
     layers = []
     counter = 0
+    erased: set[fx.Node] = set()
     for node in list(gm.graph.nodes):
+        if node in erased:
+            continue
         if node.op == "placeholder":
             if not cfg.quantize_input:
                 on_grid[node] = False
@@ -385,6 +436,34 @@ def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str
             with gm.graph.inserting_after(node):
                 new = gm.graph.call_module(name, tuple(node.args))
             node.replace_all_uses_with(new)
+            gm.graph.erase_node(node)
+            on_grid[new] = True
+            continue
+        if isinstance(m, nn.LayerNorm):
+            _set_module(gm, node.target, QuantLayerNorm(m, cfg.w_bits, cfg.a_bits,
+                                                        signed=cfg.a_signed))
+            on_grid[node] = True
+            continue
+        if is_softmax(gm, node) or is_matmul(node):
+            soft = is_softmax(gm, node)
+            name = f"quant_{'softmax' if soft else 'matmul'}_{counter}"
+            counter += 1
+            end, alpha = node, 1.0
+            if not soft and len(node.users) == 1:          # fold a constant factor
+                user = next(iter(node.users))
+                c = _constant_factor(user)
+                if c is not None:
+                    end, alpha = user, c
+            mod = QuantSoftmax(cfg.a_bits) if soft else \
+                QuantMatmul(cfg.a_bits, signed=cfg.a_signed, alpha=alpha)
+            gm.add_submodule(name, mod)
+            with gm.graph.inserting_after(end):
+                new = gm.graph.call_module(name, (node.args[0],) if soft
+                                           else tuple(node.args))
+            end.replace_all_uses_with(new)
+            if end is not node:
+                gm.graph.erase_node(end)
+                erased.add(end)
             gm.graph.erase_node(node)
             on_grid[new] = True
             continue

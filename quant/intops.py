@@ -4,7 +4,9 @@ model's exact mode computes (SPEC agreement 3).
 Each function mirrors one ``kind`` of :mod:`qaccel.sim.network` as :mod:`qaccel.sim.executor`
 runs it: products are summed exactly in float64 (every partial sum of these integers is far
 below ``2^53``), the accumulator wraps to ``acc_bits`` and every integer-to-integer
-rescaling is ``(acc * M + R) >> S`` with ``R = 2^(S-1)`` (never ``torch.round``).
+rescaling is ``(acc * M + R) >> S`` with ``R = 2^(S-1)`` (never ``torch.round``). The
+vector unit's kernels (LayerNorm, softmax) are the ones of :mod:`qaccel.sim.vector`,
+called on the integer tensors, so they are defined once.
 :class:`IntOp` runs one exported :class:`~qaccel.sim.network.IntLayer` on dequantized
 float tensors, so a module can switch between the float32 straight-through forward and
 this one without changing what flows through the graph.
@@ -16,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from qaccel.sim.arith import output_bounds
 from qaccel.sim.network import IntLayer, QParams
+from qaccel.sim.vector import i_layernorm, i_softmax
 
 __all__ = ["IntOp", "to_int", "from_int", "wrap", "rescale", "run_int_layer"]
 
@@ -107,6 +110,19 @@ def run_int_layer(layer: IntLayer, xs: list[torch.Tensor], acc_bits: int) -> tor
     if kind == "lut":
         table = torch.tensor(layer.table, dtype=torch.int64)
         return table[xs[0] - layer.in_q[0].range[0]]
+    if kind == "matmul":
+        a = (xs[0] - layer.in_q[0].zero_point).to(torch.float64)
+        b = (xs[1] - layer.in_q[1].zero_point).to(torch.float64)
+        acc = wrap(_exact_int(torch.matmul(a, b)), acc_bits)
+        return rescale(acc, layer.m, layer.s, zy, lo, hi)
+    if kind == "layernorm":      # the vector unit's kernel, defined once in sim.vector
+        n, _ = i_layernorm((xs[0] - layer.in_q[0].zero_point).numpy())
+        acc = torch.from_numpy(n) * torch.tensor(layer.weight) + torch.tensor(layer.bias)
+        return rescale(acc, layer.m, layer.s, zy, lo, hi)
+    if kind == "softmax":
+        q = layer.in_q[0]
+        return torch.from_numpy(i_softmax((xs[0] - q.zero_point).numpy(), q.scale,
+                                          layer.out_q.bits)[0])
     raise ValueError(f"exact mode: layer {layer.name!r} of kind {kind!r} has no integer "
                      "implementation in quant.intops")
 

@@ -6,6 +6,8 @@
   quantizer (graph mode) or an input quantizer (leaf mode, for untraceable models).
 - :class:`QuantAct`: SiLU / Hardswish / LeakyReLU / stand-alone ReLU6 / GELU + output
   quantizer (a table op of the vector unit).
+- :class:`QuantLayerNorm`, :class:`QuantSoftmax` (vector unit) and :class:`QuantMatmul`
+  (activation x activation, e.g. QK^T and AV) for transformers.
 - :class:`QuantAdd` (residual add + fused ReLU + output quantizer) and
   :class:`QuantAvgPool` (average pooling + output quantizer): the explicit requantizations
   of the integer network.
@@ -24,7 +26,8 @@ from torch import nn
 from .intops import IntOp
 from .quantizers import Quantizer, fake_quantize
 
-__all__ = ["QuantLayer", "QuantAdd", "QuantAvgPool", "QuantAct", "TABLE_ACTS", "ACTS",
+__all__ = ["QuantLayer", "QuantAdd", "QuantAvgPool", "QuantAct", "QuantLayerNorm",
+           "QuantSoftmax", "QuantMatmul", "TABLE_ACTS", "ACTS",
            "LINEAR_TYPES", "apply_act",
            "is_quantizable", "act_quantizer", "wrap_leaves", "quant_layers", "act_quantizers",
            "quant_state"]
@@ -234,6 +237,80 @@ class QuantAct(nn.Module):
 
     def extra_repr(self) -> str:
         return f"func={self.func}" + "".join(f", {k}={v}" for k, v in self.params.items())
+
+
+class QuantLayerNorm(nn.Module):
+    """LayerNorm over the last axis on the vector unit: ``gamma`` quantized symmetric
+    per tensor (``w_bits``), ``beta`` on the grid ``s_gamma 2^-LN_FRAC_BITS``, output
+    quantizer. Exported as a ``layernorm`` layer (``sim.vector.i_layernorm``)."""
+
+    exact: IntOp | None = None
+
+    def __init__(self, module: nn.LayerNorm, w_bits: int, a_bits: int, *, signed=False):
+        super().__init__()
+        if len(module.normalized_shape) != 1:
+            raise ValueError("QuantLayerNorm normalises the last axis only, not "
+                             f"{tuple(module.normalized_shape)}")
+        self.module = module
+        self.weight_quantizer = Quantizer(w_bits, mode="symmetric", signed=True,
+                                          role="weight")
+        g = self.gamma().detach()
+        self.weight_quantizer.set_range(g.min(), g.max())
+        self.output_quantizer = act_quantizer(a_bits, signed)
+
+    def gamma(self) -> torch.Tensor:
+        w = self.module.weight
+        return w if w is not None else torch.ones(self.module.normalized_shape)
+
+    def beta(self) -> torch.Tensor:
+        b = self.module.bias
+        return b if b is not None else torch.zeros(self.module.normalized_shape)
+
+    def forward(self, x):
+        if self.exact is not None:
+            return self.output_quantizer(self.exact(x))
+        y = F.layer_norm(x, self.module.normalized_shape, self.weight_quantizer(self.gamma()),
+                         self.beta(), self.module.eps)
+        return self.output_quantizer(y)
+
+
+class QuantSoftmax(nn.Module):
+    """Softmax over the last axis on the vector unit (``sim.vector.i_softmax``); the output
+    grid is fixed: unsigned ``a_bits``, scale ``2^-a_bits``, zero-point 0."""
+
+    exact: IntOp | None = None
+
+    def __init__(self, a_bits: int):
+        super().__init__()
+        self.output_quantizer = Quantizer(a_bits, mode="asymmetric", signed=False,
+                                          role="fixed")
+        self.output_quantizer.set_qparams(torch.tensor(2.0 ** -a_bits), torch.tensor(0.0))
+
+    def forward(self, x):
+        if self.exact is not None:
+            return self.output_quantizer(self.exact(x))
+        return self.output_quantizer(F.softmax(x, dim=-1))
+
+
+class QuantMatmul(nn.Module):
+    """``output_quantizer(alpha * (a @ b))`` for two activations (QK^T, AV): exported as a
+    ``matmul`` layer with ``alpha`` folded into its ``(M, S)``."""
+
+    exact: IntOp | None = None
+
+    def __init__(self, a_bits: int, *, signed: bool = False, alpha: float = 1.0):
+        super().__init__()
+        self.alpha = float(alpha)
+        self.output_quantizer = act_quantizer(a_bits, signed)
+
+    def forward(self, a, b):
+        if self.exact is not None:
+            return self.output_quantizer(self.exact(a, b))
+        y = torch.matmul(a, b)
+        return self.output_quantizer(y * self.alpha if self.alpha != 1.0 else y)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha:.6g}"
 
 
 def act_quantizer(a_bits: int, signed: bool) -> Quantizer:

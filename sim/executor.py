@@ -19,7 +19,7 @@ from .job import GemmJob
 from .network import IntLayer, IntNetwork
 from .reference import run_reference
 from .validate import fail
-from .vector import apply_lut
+from .vector import apply_lut, i_layernorm, i_softmax
 
 __all__ = ["RunResult", "im2col", "layer_gemms", "run_layer", "run", "run_float"]
 
@@ -84,9 +84,10 @@ def layer_gemms(net: IntNetwork, layer: IntLayer, x: np.ndarray) -> list[GemmJob
     x = np.asarray(x, dtype=np.int64)
     zy = layer.out_q.zero_point
     if layer.kind == "linear":
-        if x.ndim != 2 or x.shape[1] != layer.weight.shape[1]:
+        if x.ndim < 2 or x.shape[-1] != layer.weight.shape[1]:
             raise ValueError(f"layer {layer.name!r}: input shape {x.shape} does not match "
                              f"weight {layer.weight.shape}")
+        x = x.reshape(-1, x.shape[-1])                     # tokens [B, ..., K] -> [T, K]
         m, s = (layer.m, layer.s) if layer.per_channel else (layer.m[0], layer.s[0])
         return [_job(x, layer.weight.T, layer.bias, m, s, zy, layer.relu)]
     if x.ndim != 4 or x.shape[1] != layer.weight.shape[1] * layer.groups:
@@ -149,6 +150,8 @@ def run_layer(net: IntNetwork, layer: IntLayer, inputs: list[np.ndarray], *,
             ys.append(y)
             ovf += ref.overflows
         y = np.concatenate(ys, axis=1)
+        if kind == "linear":
+            y = y.reshape(x.shape[:-1] + (y.shape[-1],))
         if kind == "conv2d":
             Ho, Wo = _conv_out_shape(x, layer)
             y = y.reshape(x.shape[0], Ho, Wo, -1).transpose(0, 3, 1, 2)
@@ -162,6 +165,11 @@ def run_layer(net: IntNetwork, layer: IntLayer, inputs: list[np.ndarray], *,
         return x.reshape(x.shape[0], -1), 0
     if kind == "lut":
         return apply_lut(layer.table, x, layer.in_q[0]), 0
+    if kind == "transpose":
+        return np.ascontiguousarray(np.swapaxes(x, -1, -2)), 0
+    if kind == "softmax":
+        return i_softmax(x - layer.in_q[0].zero_point, layer.in_q[0].scale,
+                         layer.out_q.bits)[0], 0
     lo, hi = _bounds(layer)
     zy = layer.out_q.zero_point
     if kind in ("avgpool2d", "global_avgpool"):
@@ -173,6 +181,19 @@ def run_layer(net: IntNetwork, layer: IntLayer, inputs: list[np.ndarray], *,
             win = _windows(x - layer.in_q[0].zero_point, layer.kernel, layer.stride,
                            layer.padding, 0)
             exact = win.sum(axis=(4, 5))
+        acc = wrap(exact, net.acc_bits)
+        return requantize(acc, layer.m[0], layer.s[0], zy, lo, hi), \
+            int(np.count_nonzero(acc != exact))
+    if kind == "layernorm":
+        n, _ = i_layernorm(x - layer.in_q[0].zero_point)
+        return requantize(n * layer.weight + layer.bias, layer.m[0], layer.s[0], zy, lo,
+                          hi), 0
+    if kind == "matmul":
+        a, b = xs[0] - layer.in_q[0].zero_point, xs[1] - layer.in_q[1].zero_point
+        if a.shape[-1] != b.shape[-2] or a.shape[:-2] != b.shape[:-2]:
+            raise ValueError(f"layer {layer.name!r}: matmul of shapes {a.shape} and "
+                             f"{b.shape}")
+        exact = np.matmul(a, b)
         acc = wrap(exact, net.acc_bits)
         return requantize(acc, layer.m[0], layer.s[0], zy, lo, hi), \
             int(np.count_nonzero(acc != exact))

@@ -17,6 +17,15 @@ outputs of earlier layers (``inputs``; ``-1`` is the network input) and produces
   ``y = clamp(z_y + ((acc + R) >> S), lo, hi)``, optional fused ReLU.
 - ``lut`` (vector unit, :mod:`sim.vector`): ``y = table[x - x_min]``, one output code per
   input code (``2^bits`` entries); ``func`` names the elementwise function it holds.
+- ``layernorm`` (vector unit): ``n = i_layernorm(x - z_x)`` over the last axis, then
+  ``acc = n * weight + bias`` (``weight`` the integer gamma ``[C]``, ``bias`` beta on the
+  grid ``s_gamma 2^-LN_FRAC_BITS``), requantized with ``(M, S)``.
+- ``softmax`` (vector unit): ``i_softmax(x - z_x, s_x)`` over the last axis; the output is
+  unsigned with scale ``2^-bits`` and zero-point 0.
+- ``matmul``: activation x activation, ``acc = (x0 - z0) @ (x1 - z1)`` over the last axis of
+  ``x0`` and the second-to-last of ``x1`` (batched), wraps to ``acc_bits``, requantized with
+  one ``(M, S)`` (a constant factor such as ``1 / sqrt(d)`` folded into it).
+- ``transpose``: swaps the last two axes (exact, output params = input).
 
 Saved as one ``.npz`` (no pickle) holding the integer arrays and the JSON manifest
 (``manifest.json`` as UTF-8 bytes) with :data:`FORMAT_VERSION`. numpy only.
@@ -49,9 +58,10 @@ FORMAT_VERSION = 2
 #: versions :meth:`IntNetwork.load` reads (2 added the ``lut`` kind, ``table`` and ``func``)
 READ_VERSIONS = (1, 2)
 KINDS = ("linear", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool", "add", "relu",
-         "flatten", "lut")
+         "flatten", "lut", "layernorm", "softmax", "matmul", "transpose")
 _GEMM_KINDS = ("linear", "conv2d")
-_REQUANT_KINDS = ("linear", "conv2d", "avgpool2d", "global_avgpool", "add")
+_REQUANT_KINDS = ("linear", "conv2d", "avgpool2d", "global_avgpool", "add", "matmul")
+_SAME_Q_KINDS = ("maxpool2d", "relu", "flatten", "transpose")
 _ARRAYS = ("weight", "bias", "m", "s", "table")
 _MANIFEST_KEY = "manifest.json"
 #: what reading a damaged archive or member raises (zip structure, CRC, deflate stream,
@@ -170,7 +180,7 @@ class IntLayer:
     def __post_init__(self):
         owner = f"IntLayer({self.name!r})"
         check_choice(owner, "kind", self.kind, KINDS)
-        n_in = 2 if self.kind == "add" else 1
+        n_in = 2 if self.kind in ("add", "matmul") else 1
         inputs = tuple(check_int(owner, "inputs", i, -1) for i in self.inputs)
         in_q = tuple(self.in_q)
         if len(inputs) != n_in:
@@ -188,7 +198,7 @@ class IntLayer:
             object.__setattr__(self, name, check_bool(owner, name, getattr(self, name)))
         object.__setattr__(self, "w_bits", check_int(owner, "w_bits", self.w_bits, 2, 16))
         object.__setattr__(self, "groups", check_int(owner, "groups", self.groups, 1))
-        if self.kind in ("maxpool2d", "relu", "flatten") and self.out_q != in_q[0]:
+        if self.kind in _SAME_Q_KINDS and self.out_q != in_q[0]:
             raise fail(owner, "out_q", f"in_q[0] (a {self.kind} keeps the input's "
                        "quantization)", self.out_q)
         for name in _ARRAYS:
@@ -202,6 +212,18 @@ class IntLayer:
         if self.kind in _REQUANT_KINDS:
             shapes = {"m": (2 if self.kind == "add" else 1,), "s": (1,)}
             absent = ("weight", "bias", "table")
+        elif self.kind == "layernorm":
+            if self.weight is None or self.weight.ndim != 1:
+                raise fail(owner, "weight", "the integer gamma [C] for kind 'layernorm'",
+                           None if self.weight is None else self.weight.shape)
+            shapes = {"bias": self.weight.shape, "m": (1,), "s": (1,)}
+            absent = ("table",)
+        elif self.kind == "softmax":
+            q = self.out_q
+            if q.signed or q.zero_point != 0 or q.scale != 2.0 ** -q.bits:
+                raise fail(owner, "out_q", f"unsigned, zero-point 0, scale 2^-{q.bits}",
+                           q, "softmax outputs")
+            shapes, absent = {}, _ARRAYS
         elif self.kind == "lut":
             shapes = {"table": (1 << in_q[0].bits,)}
             absent = ("weight", "bias", "m", "s")

@@ -180,7 +180,7 @@ def test_pickled_arrays_are_refused(tmp_path):
 def test_layer_validation_messages():
     q = _q()
     with pytest.raises(ValueError, match="kind must be one of"):
-        IntLayer("x", "softmax", (-1,), (q,), q)
+        IntLayer("x", "sigmoid", (-1,), (q,), q)
     with pytest.raises(ValueError, match=r"IntLayer\('x'\)\.weight must be in \[-8, 7\] "
                                          r"\(signed 4-bit weights\), not 8"):
         IntLayer("x", "linear", (-1,), (q,), q, weight=np.full((2, 3), 8), bias=np.zeros(2, int),

@@ -1,0 +1,83 @@
+"""Transformer ops through quantize -> export -> executor: Linear on token tensors,
+activation x activation matmuls (QK^T with the 1/sqrt(d) factor folded, AV), softmax and
+LayerNorm on the vector unit, GELU table, residual adds; exact mode == executor."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from qaccel.quant import QuantConfig
+from qaccel.sim import executor
+from qaccel.sim.network import IntNetwork
+from torch import nn
+
+from qaccel import quant
+
+
+class EncoderLayer(nn.Module):
+    """A hand-written single-head post-LN encoder layer on ``(batch, seq, hidden)``."""
+
+    def __init__(self, d=16, ff=32, classes=3):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.o = nn.Linear(d, d)
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.ff1, self.ff2 = nn.Linear(d, ff), nn.Linear(ff, d)
+        self.act = nn.GELU()
+        self.head = nn.Linear(d, classes)
+        self.scale = 1.0 / math.sqrt(d)
+
+    def forward(self, x):
+        q, k, v = self.q(x), self.k(x), self.v(x)
+        att = F.softmax(q @ k.transpose(-2, -1) * self.scale, dim=-1)
+        h = self.ln1(x + self.o(att @ v))
+        h = self.ln2(h + self.ff2(self.act(self.ff1(h))))
+        return self.head(h)
+
+
+def _randomize_ln(m, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for mod in m.modules():
+        if isinstance(mod, nn.LayerNorm):
+            with torch.no_grad():
+                mod.weight.copy_(torch.rand(mod.weight.shape, generator=g) + 0.5)
+                mod.bias.copy_(torch.rand(mod.bias.shape, generator=g) - 0.5)
+    return m.eval()
+
+
+@pytest.mark.parametrize("cfg", [QuantConfig(w_bits=8, a_bits=8),
+                                 QuantConfig(w_bits=4, a_bits=8, per_channel=True,
+                                             weight_range="minmax"),
+                                 QuantConfig(w_bits=8, a_bits=6, a_signed=True)],
+                         ids=["w8a8", "w4a8pc", "w8a6signed"])
+def test_encoder_layer_exports_and_exact_mode_equals_executor(cfg, tmp_path):
+    torch.manual_seed(0)
+    m = _randomize_ln(EncoderLayer())
+    x = torch.randn(64, 10, 16)
+    qm = quant.quantize(m, [x[:32], x[32:]], cfg)
+    net = quant.export(qm, x[:1])
+    kinds = [L.kind for L in net.layers]
+    for k in ("linear", "matmul", "softmax", "layernorm", "lut", "add", "transpose"):
+        assert k in kinds, (k, kinds)
+    assert kinds.count("matmul") == 2 and kinds.count("layernorm") == 2
+    xt = torch.randn(32, 10, 16)
+    xi = net.input_q.quantize(xt.numpy())
+    want = executor.run(net, xi, trace=True)
+    got = quant.exact_outputs(qm, xt, net=net)
+    assert got.shape == (32, 10, 3)
+    assert int((got != want.output).sum()) == 0
+    per_layer = quant.integer_outputs(qm, xt, exact=True)
+    for L, out in zip(net.layers, want.outputs):
+        if L.name in per_layer:
+            np.testing.assert_array_equal(per_layer[L.name], out, err_msg=L.name)
+    # the float32 straight-through model is close to float, and to the integers
+    with torch.no_grad():
+        y_fp, y_ste = m(xt), qm(xt)
+    y_int = net.output_q.dequantize(want.output)
+    ref = float(y_fp.abs().max())
+    assert float((y_ste - y_fp).abs().max()) < 0.25 * ref
+    assert np.abs(y_int - y_ste.numpy()).max() < 0.25 * ref
+    back = IntNetwork.load(net.save(tmp_path / "enc.npz"))
+    np.testing.assert_array_equal(executor.run(back, xi), want.output)
