@@ -22,7 +22,14 @@ from qaccel.sim.network import IntLayer, IntNetwork, QParams
 from qaccel.sim.vector import LN_FRAC_BITS, lut_table
 from torch import fx, nn
 
-from .graph import ValueRecorder, act_kind, is_last_transpose, is_passthrough, module_of
+from .graph import (
+    ValueRecorder,
+    act_kind,
+    is_last_transpose,
+    is_passthrough,
+    module_of,
+    permutation,
+)
 from .intops import IntOp, to_int
 from .modules import (
     QuantAct,
@@ -202,6 +209,21 @@ def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | N
             add(IntLayer(name=str(node.name), kind="transpose", inputs=(i,), in_q=(q,),
                          out_q=q), node)
             continue
+        perm = permutation(node)
+        if perm is not None:
+            i, q = src_of(node)
+            nd = vals[node.args[0]].dim()
+            if perm[0] == "T":
+                a, b = (d % nd for d in perm[1:])
+                p = list(range(nd))
+                p[a], p[b] = p[b], p[a]
+                perm = tuple(p)
+            perm = tuple(d % nd for d in perm)
+            if perm[0] != 0:
+                raise ValueError(f"export: {node.format_node()} moves the batch axis")
+            add(IntLayer(name=str(node.name), kind="permute", inputs=(i,), in_q=(q,),
+                         out_q=q, perm=perm), node)
+            continue
         if is_passthrough(gm, node):
             i, q = src_of(node)
             x = vals[node.args[0]]
@@ -210,6 +232,10 @@ def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | N
             elif val.dim() == 2 and val.shape[0] == x.shape[0] and x.is_contiguous():
                 add(IntLayer(name=str(node.name), kind="flatten", inputs=(i,), in_q=(q,),
                              out_q=q), node)
+            elif val.dim() >= 1 and val.shape[0] == x.shape[0] and \
+                    (node.target in ("view", "reshape") or node.target is torch.reshape):
+                add(IntLayer(name=str(node.name), kind="reshape", inputs=(i,), in_q=(q,),
+                             out_q=q, shape=tuple(val.shape[1:])), node)
             else:
                 raise ValueError(f"export: reshape {node.format_node()} is not a flatten")
             continue

@@ -207,6 +207,26 @@ def is_last_transpose(node: fx.Node) -> bool:
     return False
 
 
+def permutation(node: fx.Node) -> tuple[int, ...] | None:
+    """The axes of ``x.permute(...)`` / ``torch.permute`` (ints), or of
+    ``x.transpose(i, j)`` with non-negative ``i, j`` as ``(i, j)`` (expanded by the
+    exporter, which knows the rank)."""
+    if node.kwargs:
+        return None
+    if node.op == "call_method" and node.target == "permute" or \
+            node.op == "call_function" and node.target is torch.permute:
+        dims = node.args[1:]
+        if len(dims) == 1 and isinstance(dims[0], tuple | list):
+            dims = tuple(dims[0])
+        return tuple(dims) if all(isinstance(d, int) for d in dims) else None
+    if (node.op == "call_method" and node.target == "transpose"
+            or node.op == "call_function" and node.target is torch.transpose) \
+            and not is_last_transpose(node) and len(node.args) == 3 \
+            and all(isinstance(d, int) for d in node.args[1:]):
+        return ("T", *node.args[1:])
+    return None
+
+
 def is_softmax(gm: fx.GraphModule, node: fx.Node) -> bool:
     """Softmax over the last axis."""
     m = module_of(gm, node)
@@ -299,7 +319,7 @@ def is_passthrough(gm: fx.GraphModule, node: fx.Node) -> bool:
     if node.op == "call_method" and node.target in ("flatten", "view", "reshape",
                                                     "contiguous"):
         return True
-    if is_last_transpose(node):
+    if is_last_transpose(node) or permutation(node) is not None:
         return True
     return act_kind(gm, node) == "relu"
 

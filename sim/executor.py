@@ -167,6 +167,10 @@ def run_layer(net: IntNetwork, layer: IntLayer, inputs: list[np.ndarray], *,
         return apply_lut(layer.table, x, layer.in_q[0]), 0
     if kind == "transpose":
         return np.ascontiguousarray(np.swapaxes(x, -1, -2)), 0
+    if kind == "reshape":
+        return x.reshape((x.shape[0],) + layer.shape), 0
+    if kind == "permute":
+        return np.ascontiguousarray(np.transpose(x, layer.perm)), 0
     if kind == "softmax":
         return i_softmax(x - layer.in_q[0].zero_point, layer.in_q[0].scale,
                          layer.out_q.bits)[0], 0

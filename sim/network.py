@@ -25,7 +25,9 @@ outputs of earlier layers (``inputs``; ``-1`` is the network input) and produces
 - ``matmul``: activation x activation, ``acc = (x0 - z0) @ (x1 - z1)`` over the last axis of
   ``x0`` and the second-to-last of ``x1`` (batched), wraps to ``acc_bits``, requantized with
   one ``(M, S)`` (a constant factor such as ``1 / sqrt(d)`` folded into it).
-- ``transpose``: swaps the last two axes (exact, output params = input).
+- ``transpose``: swaps the last two axes; ``reshape``: to ``(batch, *shape)``;
+  ``permute``: axes in the order ``perm`` (``perm[0] = 0``, the batch stays first); all
+  exact, output params = input (attention heads).
 
 Saved as one ``.npz`` (no pickle) holding the integer arrays and the JSON manifest
 (``manifest.json`` as UTF-8 bytes) with :data:`FORMAT_VERSION`. numpy only.
@@ -58,10 +60,11 @@ FORMAT_VERSION = 2
 #: versions :meth:`IntNetwork.load` reads (2 added the ``lut`` kind, ``table`` and ``func``)
 READ_VERSIONS = (1, 2)
 KINDS = ("linear", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool", "add", "relu",
-         "flatten", "lut", "layernorm", "softmax", "matmul", "transpose")
+         "flatten", "lut", "layernorm", "softmax", "matmul", "transpose", "reshape",
+         "permute")
 _GEMM_KINDS = ("linear", "conv2d")
 _REQUANT_KINDS = ("linear", "conv2d", "avgpool2d", "global_avgpool", "add", "matmul")
-_SAME_Q_KINDS = ("maxpool2d", "relu", "flatten", "transpose")
+_SAME_Q_KINDS = ("maxpool2d", "relu", "flatten", "transpose", "reshape", "permute")
 _ARRAYS = ("weight", "bias", "m", "s", "table")
 _MANIFEST_KEY = "manifest.json"
 #: what reading a damaged archive or member raises (zip structure, CRC, deflate stream,
@@ -176,6 +179,8 @@ class IntLayer:
     keepdim: bool = True
     table: np.ndarray | None = None
     func: str = ""
+    shape: tuple[int, ...] = ()
+    perm: tuple[int, ...] = ()
 
     def __post_init__(self):
         owner = f"IntLayer({self.name!r})"
@@ -206,6 +211,15 @@ class IntLayer:
             if v is not None:
                 object.__setattr__(self, name, _int_array(owner, name, v))
         object.__setattr__(self, "func", str(self.func))
+        object.__setattr__(self, "shape", tuple(check_int(owner, "shape", v, 1)
+                                                for v in self.shape))
+        perm = tuple(check_int(owner, "perm", v, 0) for v in self.perm)
+        if self.kind == "permute" and (not perm or perm[0] != 0
+                                       or sorted(perm) != list(range(len(perm)))):
+            raise fail(owner, "perm", "a permutation of 0..n-1 starting with 0", perm)
+        if self.kind == "reshape" and not self.shape:
+            raise fail(owner, "shape", "the per-sample output shape", self.shape)
+        object.__setattr__(self, "perm", perm)
         if self.kind in _GEMM_KINDS:
             self._check_gemm(owner)
             return
@@ -287,7 +301,8 @@ class IntLayer:
              "relu": self.relu, "w_bits": int(self.w_bits), "per_channel": self.per_channel,
              "kernel": list(self.kernel), "stride": list(self.stride),
              "padding": list(self.padding), "groups": int(self.groups),
-             "keepdim": self.keepdim, "func": self.func}
+             "keepdim": self.keepdim, "func": self.func, "shape": list(self.shape),
+             "perm": list(self.perm)}
         d["arrays"] = [n for n in _ARRAYS if getattr(self, n) is not None]
         return d
 
@@ -468,7 +483,8 @@ class IntNetwork:
                     per_channel=bool(d["per_channel"]), kernel=tuple(d["kernel"]),
                     stride=tuple(d["stride"]), padding=tuple(d["padding"]),
                     groups=int(d["groups"]), keepdim=bool(d["keepdim"]),
-                    func=str(d.get("func", "")), **kw))
+                    func=str(d.get("func", "")), shape=tuple(d.get("shape", ())),
+                    perm=tuple(d.get("perm", ())), **kw))
             except (ValueError, TypeError) as exc:
                 raise err(f, str(exc)) from None
         try:

@@ -81,3 +81,53 @@ def test_encoder_layer_exports_and_exact_mode_equals_executor(cfg, tmp_path):
     assert np.abs(y_int - y_ste.numpy()).max() < 0.25 * ref
     back = IntNetwork.load(net.save(tmp_path / "enc.npz"))
     np.testing.assert_array_equal(executor.run(back, xi), want.output)
+
+
+class MultiHeadEncoder(nn.Module):
+    """Pre-LN encoder layer with ``heads`` attention heads (view / permute / transpose /
+    reshape on the integer grid), ReLU FFN, mean-free head on the first token."""
+
+    def __init__(self, d=16, heads=4, ff=24, classes=3):
+        super().__init__()
+        self.h, self.dh = heads, d // heads
+        self.qkv = nn.ModuleList([nn.Linear(d, d) for _ in range(3)])
+        self.o = nn.Linear(d, d)
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.ff1, self.ff2 = nn.Linear(d, ff), nn.Linear(ff, d)
+        self.head = nn.Linear(d, classes)
+
+    def split(self, t):
+        b, s, _ = t.shape
+        return t.view(b, s, self.h, self.dh).permute(0, 2, 1, 3)
+
+    def forward(self, x):
+        b, s, d = x.shape
+        h = self.ln1(x)
+        q, k, v = (self.split(lin(h)) for lin in self.qkv)
+        att = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.dh), dim=-1)
+        ctx = (att @ v).transpose(1, 2).reshape(b, s, d)
+        x = x + self.o(ctx)
+        x = x + self.ff2(F.relu(self.ff1(self.ln2(x))))
+        return self.head(x)
+
+
+def test_multi_head_encoder_exports_heads_and_is_exact():
+    torch.manual_seed(1)
+    m = _randomize_ln(MultiHeadEncoder(), seed=1)
+    x = torch.randn(48, 7, 16)
+    qm = quant.quantize(m, [x[:24], x[24:]], QuantConfig(w_bits=8, a_bits=8,
+                                                         per_channel=True))
+    net = quant.export(qm, x[:1])
+    kinds = [L.kind for L in net.layers]
+    assert kinds.count("matmul") == 2 and kinds.count("permute") == 4
+    assert "reshape" in kinds and "softmax" in kinds and kinds.count("layernorm") == 2
+    mm = [L for L in net.layers if L.kind == "matmul"][0]     # 1/sqrt(dh) folded into M/2^S
+    assert mm.m[0] / 2.0 ** mm.s[0] == pytest.approx(
+        0.5 * mm.in_q[0].scale * mm.in_q[1].scale / mm.out_q.scale, rel=2.0 ** -15)
+    xt = torch.randn(16, 7, 16)
+    want = executor.run(net, net.input_q.quantize(xt.numpy()))
+    assert int((quant.exact_outputs(qm, xt, net=net) != want).sum()) == 0
+    with torch.no_grad():
+        y_fp = m(xt).numpy()
+    y_int = net.output_q.dequantize(want)
+    assert np.abs(y_int - y_fp).max() < 0.2 * np.abs(y_fp).max()
