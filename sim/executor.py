@@ -21,7 +21,7 @@ from .reference import run_reference
 from .validate import fail
 from .vector import apply_lut, i_layernorm, i_softmax
 
-__all__ = ["RunResult", "im2col", "layer_gemms", "run_layer", "run", "run_float"]
+__all__ = ["RunResult", "im2col", "layer_gemms", "matmul_gemms", "run_layer", "run", "run_float"]
 
 
 @dataclass
@@ -103,6 +103,19 @@ def layer_gemms(net: IntNetwork, layer: IntLayer, x: np.ndarray) -> list[GemmJob
         m, s = (layer.m[sl], layer.s[sl]) if layer.per_channel else (layer.m[0], layer.s[0])
         out.append(_job(xg, w, layer.bias[sl], m, s, zy, layer.relu))
     return out
+
+
+def matmul_gemms(layer: IntLayer, a: np.ndarray, b: np.ndarray) -> list[GemmJob]:
+    """The GEMMs of an activation x activation ``matmul`` layer, one per leading index
+    (batch, head): ``b - z_b`` is the stationary matrix ``w[K, N]``, ``a`` streams in as
+    ``x[T, K]`` and the bias ``-z_a sum_k w[k, n]`` carries ``a``'s zero-point (SPEC)."""
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    za, zb = layer.in_q[0].zero_point, layer.in_q[1].zero_point
+    a2 = a.reshape((-1,) + a.shape[-2:])
+    b2 = b.reshape((-1,) + b.shape[-2:]) - zb
+    return [_job(x, w, -za * w.sum(axis=0), layer.m[0], layer.s[0], layer.out_q.zero_point,
+                 layer.relu) for x, w in zip(a2, b2)]
 
 
 def _checked_gemm_output(y, job: GemmJob, lo: int, hi: int, where: str) -> np.ndarray:
@@ -193,14 +206,20 @@ def run_layer(net: IntNetwork, layer: IntLayer, inputs: list[np.ndarray], *,
         return requantize(n * layer.weight + layer.bias, layer.m[0], layer.s[0], zy, lo,
                           hi), 0
     if kind == "matmul":
-        a, b = xs[0] - layer.in_q[0].zero_point, xs[1] - layer.in_q[1].zero_point
+        a, b = xs
         if a.shape[-1] != b.shape[-2] or a.shape[:-2] != b.shape[:-2]:
             raise ValueError(f"layer {layer.name!r}: matmul of shapes {a.shape} and "
                              f"{b.shape}")
-        exact = np.matmul(a, b)
-        acc = wrap(exact, net.acc_bits)
-        return requantize(acc, layer.m[0], layer.s[0], zy, lo, hi), \
-            int(np.count_nonzero(acc != exact))
+        ys, ovf = [], 0
+        for i, job in enumerate(matmul_gemms(layer, a, b)):
+            ref = run_reference(job, net.acc_bits, lo, hi)
+            y = ref.y
+            if gemm_fn is not None:
+                y = _checked_gemm_output(gemm_fn(job), job, lo, hi,
+                                         f"layer {layer.name!r} GEMM {i}")
+            ys.append(y)
+            ovf += ref.overflows
+        return np.stack(ys).reshape(a.shape[:-1] + (b.shape[-1],)), ovf
     if kind == "add":
         a, b = xs
         if a.shape != b.shape:

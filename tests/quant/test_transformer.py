@@ -131,3 +131,29 @@ def test_multi_head_encoder_exports_heads_and_is_exact():
         y_fp = m(xt).numpy()
     y_int = net.output_q.dequantize(want)
     assert np.abs(y_int - y_fp).max() < 0.2 * np.abs(y_fp).max()
+
+
+def test_attention_gemms_run_on_the_cycle_model():
+    """Every GEMM (Linear and both activation x activation matmuls) of an encoder with
+    signed 8-bit activations runs on sim.cycle and gives the executor's integers."""
+    from qaccel.sim.config import ArrayConfig
+    from qaccel.sim.cycle import simulate
+
+    torch.manual_seed(2)
+    m = _randomize_ln(EncoderLayer(d=8, ff=8), seed=2)
+    x = torch.randn(32, 5, 8)
+    qm = quant.quantize(m, [x], QuantConfig(w_bits=8, a_bits=8, a_signed=True))
+    net = quant.export(qm, x[:1])
+    cfg = ArrayConfig(rows=4, cols=4, w_bits=8, a_bits=8, a_signed=True, acc_bits=32,
+                      mult_bits=16)
+    calls = []
+
+    def on_cycle_model(job):
+        calls.append(job.K)
+        return simulate(cfg, job).y
+
+    xi = net.input_q.quantize(x[:2].numpy())
+    np.testing.assert_array_equal(executor.run(net, xi, gemm_fn=on_cycle_model),
+                                  executor.run(net, xi))
+    n_linear = sum(L.kind == "linear" for L in net.layers)
+    assert len(calls) == n_linear + 2 * 2           # + QK^T and AV per batch item
