@@ -1,5 +1,8 @@
 """AdaRound: adaptive rounding of weights (Nagel et al. 2020; whitepaper sec. 3.4, eq. 32-35).
 
+The rounding parameterisation, the schedule and the loop live in ``quant.reconstruction``
+(shared with BRECQ, QDrop and NWQ); this module is AdaRound's layer-wise use of them.
+
 For a fixed quantization grid (scale ``s``, integer limits ``n, p``) AdaRound learns, per
 weight, whether to round down or up by minimising the layer's output reconstruction
 
@@ -46,57 +49,28 @@ calibration batches with a forward hook, and :func:`reconstruction_error` measur
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-ZETA = 1.1
-GAMMA = -0.1
+from .reconstruction import (
+    GAMMA,
+    ZETA,
+    SoftRounding,
+    beta_schedule,
+    init_v,
+    optimize_rounding,
+    recon_loss,
+    rectified_sigmoid,
+    round_regularizer,
+)
 
 __all__ = [
     "ZETA", "GAMMA", "rectified_sigmoid", "init_v", "beta_schedule", "round_regularizer",
     "adaround_layer", "collect_io", "reconstruction_error", "nearest_int_weight",
 ]
-
-
-def rectified_sigmoid(v: torch.Tensor) -> torch.Tensor:
-    """h(V) = clip(sigmoid(V) * (zeta - gamma) + gamma, 0, 1)."""
-    return torch.clamp(torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
-
-
-def init_v(frac: torch.Tensor) -> torch.Tensor:
-    """V with h(V) == frac for frac in [0, 1): inverse of the rectified sigmoid."""
-    sig = (frac - GAMMA) / (ZETA - GAMMA)  # in (0.083, 0.917) for frac in [0, 1)
-    return -torch.log(1.0 / sig - 1.0)
-
-
-def beta_schedule(it: int, iterations: int, *, beta: tuple[float, float] = (20.0, 2.0),
-                  warm_start: float = 0.2, schedule: str = "cosine") -> float:
-    """Annealed beta of the rounding regulariser at iteration ``it`` (0-based).
-
-    Before ``warm_start * iterations`` the regulariser is off and this returns the start
-    value. Afterwards, with ``r = (it - warm) / (iterations - warm)`` in [0, 1]:
-    cosine: ``end + (start - end) * (1 + cos(pi r)) / 2``; linear: ``start + (end - start) r``.
-    """
-    if schedule not in ("cosine", "linear"):
-        raise ValueError(f"schedule: must be 'cosine' or 'linear', got {schedule!r}")
-    start, end = float(beta[0]), float(beta[1])
-    warm = warm_start * iterations
-    if it < warm:
-        return start
-    r = (it - warm) / max(iterations - warm, 1e-12)
-    r = min(max(r, 0.0), 1.0)
-    if schedule == "cosine":
-        return end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * r))
-    return start + (end - start) * r
-
-
-def round_regularizer(v: torch.Tensor, beta: float) -> torch.Tensor:
-    """f_reg(V) = sum(1 - |2 h(V) - 1|^beta) (eq. 34)."""
-    return (1.0 - (2.0 * rectified_sigmoid(v) - 1.0).abs().pow(beta)).sum()
 
 
 def _scale_view(weight: torch.Tensor, weight_scale) -> torch.Tensor:
@@ -138,9 +112,7 @@ def _forward(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor) -> torch.T
                     f"got {type(layer).__name__}")
 
 
-def _recon(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    # squared L2 over the feature/channel dim (dim 1), mean over batch and positions
-    return (out - target).pow(2).sum(1).mean()
+_recon = recon_loss     # the engine's one loss
 
 
 def nearest_int_weight(weight: torch.Tensor, weight_scale, w_bits: int, *,
@@ -193,34 +165,17 @@ def adaround_layer(layer: nn.Module, weight_scale, inputs_q: torch.Tensor,
         raise ValueError(f"inputs_q/target_fp: batch sizes differ ({x_all.shape[0]} vs "
                          f"{y_all.shape[0]})")
 
-    w_floor = torch.floor(w / s)
-    v = init_v(w / s - w_floor).clone().requires_grad_(True)
-    opt = torch.optim.Adam([v], lr=lr)
-    gen = torch.Generator().manual_seed(seed)
+    rounding = SoftRounding(w, s, n, p)
     act = act_fn if act_fn is not None else (lambda t: t)
-    num = x_all.shape[0]
-    bs = min(batch_size, num)
-    warm = warm_start * iterations
 
-    it_range = range(iterations)
-    if progress:
-        from tqdm.auto import tqdm
+    def loss_fn(idx, _it):
+        return _recon(act(_forward(layer, x_all[idx], rounding.soft_weight())), y_all[idx])
 
-        it_range = tqdm(it_range, desc=f"AdaRound {type(layer).__name__}{tuple(w.shape)}",
-                        leave=False, mininterval=0.5)
-    for it in it_range:
-        idx = torch.randint(0, num, (bs,), generator=gen)
-        w_soft = s * torch.clamp(w_floor + rectified_sigmoid(v), n, p)
-        loss = _recon(act(_forward(layer, x_all[idx], w_soft)), y_all[idx])
-        if it >= warm:
-            b = beta_schedule(it, iterations, beta=beta, warm_start=warm_start,
-                              schedule=schedule)
-            loss = loss + lam * round_regularizer(v, b)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        w_int = torch.clamp(w_floor + (v >= 0).to(w.dtype), n, p)
+    optimize_rounding(loss_fn, [rounding], iterations, x_all.shape[0], batch_size=batch_size,
+                      seed=seed, lr=lr, lam=lam, beta=beta, warm_start=warm_start,
+                      schedule=schedule, desc=f"AdaRound {type(layer).__name__}"
+                      f"{tuple(w.shape)}", progress=progress)
+    w_int = rounding.hard_int()
     return w_int.to(torch.int32)
 
 

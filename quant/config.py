@@ -22,7 +22,7 @@ __all__ = ["QuantConfig", "LayerOverride", "WEIGHT_RANGES", "ACT_RANGES", "ROUND
 
 WEIGHT_RANGES = ("minmax", "mse")
 ACT_RANGES = ("minmax", "mse", "cross_entropy", "bn", "bitsplit")
-ROUNDINGS = ("nearest", "adaround", "bitsplit")
+ROUNDINGS = ("nearest", "adaround", "bitsplit", "brecq", "qdrop", "nwq")
 BIAS_CORRECTIONS = ("none", "empirical", "analytic")
 
 _CHOICES = {"weight_range": WEIGHT_RANGES, "act_range": ACT_RANGES, "rounding": ROUNDINGS,
@@ -97,8 +97,9 @@ class QuantConfig:
         (:func:`quant.bitsplit.bitsplit_act_scale`), zero-point 0, for unsigned per-tensor
         quantizers that see no negative value; min-max (logged) for the others (e.g.
         logits).
-    rounding : {"nearest", "adaround", "bitsplit"}
-        Weight rounding.
+    rounding : {"nearest", "adaround", "bitsplit", "brecq", "qdrop", "nwq"}
+        Weight rounding. ``brecq`` / ``qdrop`` / ``nwq`` reconstruct blocks / the whole
+        network and learn the activation step sizes jointly (``quant.reconstruction``).
     cle : bool
         Cross-layer equalization (eq. 20-22), with high-bias absorption (eq. 23-24) when
         ``high_bias_absorption``.
@@ -106,7 +107,8 @@ class QuantConfig:
         Sec. 3.3, eq. 27 / eq. 28. Applied after nearest rounding (not with AdaRound or
         Bit-split, which already minimise the output error).
     iterations : int
-        Optimisation steps per layer for AdaRound / Bit-split.
+        Optimisation steps per layer for AdaRound / Bit-split, per block for BRECQ /
+        QDrop, for the whole network for NWQ.
     seed : int
         Seeds every random choice (sub-sampling, AdaRound mini-batches).
     a_signed : bool

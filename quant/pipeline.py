@@ -135,8 +135,9 @@ def quantize(model: nn.Module, calib_data, config: QuantConfig | None = None
     qmodel.eval()
     with quant_state(qmodel, weights=False, acts=False):
         set_weight_ranges(qmodel, cfg.weight_range)
+    acts_done = False
     if cfg.rounding != "nearest":
-        apply_rounding(qmodel, batches, cfg)
+        acts_done = apply_rounding(qmodel, batches, cfg, info)
     elif cfg.bias_correction == "empirical":
         info.bias_corrected = list(bc.empirical_bias_correction(qmodel, batches))
     elif cfg.bias_correction == "analytic" and info.mode == "graph":
@@ -144,8 +145,9 @@ def quantize(model: nn.Module, calib_data, config: QuantConfig | None = None
         if not info.bias_corrected:
             info.fallback("analytic bias correction", "no layer's input is described by "
                           "the BN statistics of a folded layer")
-    with quant_state(qmodel, weights=True):
-        calibrate_activations(qmodel, batches, cfg, info)
+    if not acts_done:                   # BRECQ / QDrop / NWQ learned them already
+        with quant_state(qmodel, weights=True):
+            calibrate_activations(qmodel, batches, cfg, info)
     qmodel.qaccel_quant = info
     refresh_scales(qmodel)
     info.summary = summarize(qmodel, batches[0])

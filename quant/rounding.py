@@ -1,6 +1,8 @@
 """Weight rounding by optimisation, layer by layer in network order: AdaRound (Nagel et al.
 2020; inputs from the partially quantized model, eq. 35) or Bit-split (Wang et al. 2020;
-inputs from the FP network). The maths live in ``quant.adaround`` / ``quant.bitsplit``."""
+inputs from the FP network). The maths live in ``quant.adaround`` / ``quant.bitsplit``.
+BRECQ, QDrop and NWQ (blocks / the whole network, activation step sizes learned jointly)
+run on ``quant.reconstruction``."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from .progress import bar
 
 __all__ = ["apply_rounding"]
 
-_NAMES = {"adaround": "AdaRound", "bitsplit": "Bit-split"}
+_NAMES = {"adaround": "AdaRound", "bitsplit": "Bit-split", "brecq": "BRECQ", "qdrop": "QDrop",
+          "nwq": "NWQ"}
 
 
 def _act_fn(act: str):
@@ -38,13 +41,25 @@ def _round_layer(method: str, ql: QuantLayer, inputs_q: torch.Tensor, target: to
     raise ValueError(f"unknown rounding {method!r}")
 
 
-def apply_rounding(model: nn.Module, batches: list, cfg: QuantConfig) -> None:
+def apply_rounding(model: nn.Module, batches: list, cfg: QuantConfig, info=None) -> bool:
     """AdaRound / Bit-split layer by layer in network order: inputs from the model with all
     preceding layers quantized (eq. 35), targets from the FP model. A progress bar over the
-    layers (and AdaRound's iterations) follows ``cfg.progress``."""
-    layers = quant_layers(model)
+    layers (and AdaRound's iterations) follows ``cfg.progress``. BRECQ / QDrop / NWQ:
+    activation ranges calibrated first (``info``: :class:`quant.summary.QuantInfo`), then
+    ``quant.reconstruction.reconstruct``. Returns whether the activation ranges are set."""
     # AdaRound's own bar per layer (not left behind) only when bars are shown at all
     inner = cfg.progress is True or (cfg.progress == "auto" and _stderr_tty())
+    if cfg.rounding in ("brecq", "qdrop", "nwq"):
+        from .calibrate import calibrate_activations
+        from .reconstruction import reconstruct
+
+        with quant_state(model, weights=False):     # ranges of the FP activations
+            calibrate_activations(model, batches, cfg, info)
+        reconstruct(model, batches, cfg, cfg.rounding, progress=inner,
+                    bar=lambda units: bar(units, cfg.progress, desc=_NAMES[cfg.rounding],
+                                          unit="unit"))
+        return True
+    layers = quant_layers(model)
     for _name, ql in bar(layers, cfg.progress, desc=_NAMES[cfg.rounding], unit="layer"):
         with quant_state(model, weights=False, acts=False):
             target = collect(model, ql, batches, output=True)
@@ -55,6 +70,7 @@ def apply_rounding(model: nn.Module, batches: list, cfg: QuantConfig) -> None:
             ql.set_integer_weight(result[0], result[1])
         else:
             ql.set_integer_weight(result)
+    return False
 
 
 def _stderr_tty() -> bool:
