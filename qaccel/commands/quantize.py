@@ -103,7 +103,8 @@ def add_quant_options(p: argparse.ArgumentParser, model_help: str | None = None)
     g.add_argument("--bias-correction", choices=BIAS_CORRECTIONS, default="none",
                    help="bias correction (default: %(default)s)")
     g.add_argument("--iterations", type=_int_range(*INT_RANGES["iterations"]), default=2000,
-                   help="AdaRound / Bit-split iterations per layer (default: %(default)s)")
+                   help="AdaRound / Bit-split iterations per layer, BRECQ / QDrop per block, "
+                        "NWQ for the whole network (default: %(default)s)")
     g.add_argument("--seed", type=_int_range(*INT_RANGES["seed"]), default=0,
                    help="seed of every random choice (default: %(default)s)")
     g.add_argument("--mult-bits", type=_int_range(*INT_RANGES["mult_bits"]), default=16,
@@ -138,6 +139,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, type=_npz_file, metavar="NET.npz",
                    help="integer network file to write ('.npz' appended if missing; "
                         "required)")
+    p.add_argument("--json", type=output_file, default=None, metavar="FILE.json",
+                   help="write the accuracies (FP32, fake-quant, integer) and the settings "
+                        "(default: none)")
     p.set_defaults(func=run_quantize)
     s = sub.add_parser(
         "sensitivity", help="per-layer quantization sensitivity report (Figure 9)",
@@ -222,6 +226,16 @@ def run_quantize(args: argparse.Namespace) -> int:
     print(f"  integer vs fake-quant logits: {100 * float((diff > 0).mean()):.3f}% off by "
           f"one LSB, max |diff| {int(diff.max())}")
     print(f"wrote {path} ({len(net.layers)} layers)")
+    if args.json is not None:
+        from .reports import write_json
+
+        write_json(args.json, {
+            "model": args.model, "method": cfg.rounding,
+            "accuracy": {"fp32": fp_acc, "fake_quant": fq_acc, "integer": int_acc},
+            "test_images": len(y_te),
+            "integer_vs_fake_quant": {"lsb_off_fraction": float((diff > 0).mean()),
+                                      "max_abs_diff": int(diff.max())},
+            "config": cfg.to_dict(), "network": str(path)})
     return 0
 
 
