@@ -364,12 +364,19 @@ def _check_qat_model(qmodel) -> QatConfig:
 @torch.no_grad()
 def finalize(qmodel: nn.Module) -> nn.Module:
     """Make a trained QAT model exportable exactly (in place; returns it in eval mode):
-    scales kept positive, requantization scales re-snapped to ``M / 2^S`` and bias grids
-    re-linked (:func:`quant.refresh_scales`). Training can continue afterwards."""
+    scales kept positive (and a fused ReLU6's output range within 6), requantization
+    scales re-snapped to ``M / 2^S`` and bias grids re-linked
+    (:func:`quant.refresh_scales`). Training can continue afterwards."""
     _check_qat_model(qmodel)
     for m in qmodel.modules():
         if isinstance(m, LsqQuantizer):
             m.step.clamp_(min=1e-8)
+    for _, ql in quant_layers(qmodel):          # a fused ReLU6 must cover the output grid
+        q = ql.output_quantizer
+        if ql.act == "relu6" and isinstance(q, LsqQuantizer):
+            top = float(q.grid[1] - q.zero_point)
+            if float(q.scale) * top > 6.0:
+                q.step.fill_(6.0 / top)
     qmodel.eval()
     refresh_scales(qmodel)
     return qmodel
