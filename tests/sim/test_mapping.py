@@ -44,11 +44,12 @@ def layers(draw):
         t_tile = draw(st.integers(1, w.T))
     else:
         k = draw(st.sampled_from([1, 2, 3]))
-        w = conv_workload("c", draw(st.integers(3, 7)), draw(st.integers(3, 7)),
+        d = draw(st.integers(1, 2)) if k > 1 else 1
+        lo = d * (k - 1) + 1                   # the dilated kernel fits the unpadded map
+        w = conv_workload("c", draw(st.integers(lo, 7)), draw(st.integers(lo, 7)),
                           draw(st.integers(1, 4)), draw(st.integers(1, 10)), k,
                           stride=draw(st.integers(1, 2)), padding=draw(st.integers(0, k - 1)),
-                          dilation=draw(st.integers(1, 2)) if k > 1 else 1,
-                          batch=draw(st.integers(1, 2)))
+                          dilation=d, batch=draw(st.integers(1, 2)))
         rows = w.T // w.geometry.out_w
         t_tile = draw(st.integers(1, rows)) * w.geometry.out_w
     m = Mapping(t_tile=t_tile, n_tile=draw(st.integers(1, w.N)),
