@@ -5,19 +5,23 @@
 no batch size); its ATen graph is translated back to module calls (``aten.linear`` with an
 ``nn.Linear``'s parameters -> that module, likewise ``layer_norm`` and ``conv2d``) and
 plain torch functions (``matmul``, ``softmax``, ``reshape``, ``transpose``, ...);
-``scaled_dot_product_attention`` is decomposed into ``Q K^T * scale -> softmax -> @ V``.
+``scaled_dot_product_attention`` is decomposed into ``Q K^T * scale -> softmax -> @ V``
+(a boolean ``attn_mask`` becomes :func:`quant.modules.masked_softmax`).
 If ``torch.export`` fails, ``torch.fx.symbolic_trace`` is tried. An op with no translation
 is a ``ValueError`` naming the op, the module path it came from and the supported ops.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import operator
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+
+from .modules import masked_softmax
 
 __all__ = ["capture", "SUPPORTED_ATEN"]
 
@@ -55,20 +59,26 @@ def _module_path(node: fx.Node) -> str:
 
 
 def _export(model: nn.Module, args: tuple, kwargs: dict):
-    """``torch.export`` with dynamic batch (and sequence, for 3-D inputs) axes; static
-    shapes if that fails."""
-    dims = {}
+    """``torch.export`` with a dynamic batch axis (0) and a dynamic sequence axis (axis 1 of
+    the first 3-D input, and every axis of that length in the other inputs, e.g. a mask's
+    last); static shapes if that fails."""
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq")
     flat = list(args) + list(kwargs.values())
-    spec = [({0: batch, 1: seq} if t.dim() == 3 else {0: batch})
-            if isinstance(t, torch.Tensor) and t.dim() >= 1 else None for t in flat]
-    dims = (tuple(spec[:len(args)]) if not kwargs
-            else {**{f"_{i}": s for i, s in enumerate(spec[:len(args)])},
-                  **dict(zip(kwargs, spec[len(args):]))})
+    seq_len = next((t.shape[1] for t in flat if isinstance(t, torch.Tensor) and t.dim() == 3
+                    and t.shape[1] > 1), None)
+
+    def spec(t):
+        if not isinstance(t, torch.Tensor) or t.dim() == 0:
+            return None
+        d = {0: batch}
+        d.update({i: seq for i in range(1, t.dim()) if seq_len and t.shape[i] == seq_len})
+        return d
+
     try:
-        if kwargs:
-            raise TypeError                                  # keep it simple: static
-        return torch.export.export(model, args, dynamic_shapes=dims)
+        names = list(inspect.signature(model.forward).parameters)
+        dims = dict(zip(names, [spec(t) for t in args]))
+        dims.update({k: spec(v) for k, v in kwargs.items()})
+        return torch.export.export(model, args, kwargs, dynamic_shapes=dims)
     except Exception:  # noqa: BLE001 - any failure: retry with static shapes
         return torch.export.export(model, args, kwargs)
 
@@ -152,16 +162,20 @@ def capture(model: nn.Module, example_args, example_kwargs: dict | None = None
             q, k, v = (env[a] for a in node.args[:3])
             extra = dict(zip(("attn_mask", "dropout_p", "is_causal"), node.args[3:]))
             extra.update(node.kwargs)
-            if extra.get("attn_mask") is not None or extra.get("is_causal"):
+            mask = extra.get("attn_mask")
+            if extra.get("is_causal") or isinstance(mask, fx.Node) and \
+                    mask.meta["val"].dtype != torch.bool:
                 raise ValueError(f"capture: scaled_dot_product_attention at "
-                                 f"{_module_path(node)} with an attention mask or causal "
-                                 "masking is not supported yet")
+                                 f"{_module_path(node)} with causal masking or a float "
+                                 "(additive) attention mask is not supported; pass a "
+                                 "boolean mask")
             d = node.args[0].meta["val"].shape[-1]
             scale = extra.get("scale") or 1.0 / math.sqrt(int(d))
             kt = g.call_method("transpose", (k, -2, -1))
             s = g.call_function(operator.mul, (g.call_function(torch.matmul, (q, kt)),
                                                float(scale)))
-            p = g.call_function(F.softmax, (s,), {"dim": -1})
+            p = g.call_function(F.softmax, (s,), {"dim": -1}) if mask is None else \
+                g.call_function(masked_softmax, (s, env[mask]))
             env[node] = g.call_function(torch.matmul, (p, v))
         else:
             raise ValueError(f"capture: unsupported op {op} at {_module_path(node)}; "

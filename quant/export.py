@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from qaccel.sim.arith import quantize_multiplier
-from qaccel.sim.network import IntLayer, IntNetwork, QParams
+from qaccel.sim.network import MASK_Q, IntLayer, IntNetwork, QParams
 from qaccel.sim.vector import LN_FRAC_BITS, lut_table
 from torch import fx, nn
 
@@ -71,10 +71,12 @@ def _multiplier(real: float, mult_bits: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | None = None,
-           acc_bits: int | None = None) -> IntNetwork:
+           acc_bits: int | None = None, example_mask: torch.Tensor | None = None
+           ) -> IntNetwork:
     """Export ``qmodel`` (returned by :func:`quant.quantize` on a traceable model) to an
     :class:`sim.network.IntNetwork`. ``example_input`` (a batch tensor) fixes the shapes.
-    ``mult_bits``/``acc_bits`` default to the quantization config's."""
+    ``mult_bits``/``acc_bits`` default to the quantization config's. ``example_mask``: a
+    boolean attention mask, the model's second input (the network's mask input)."""
     info = getattr(qmodel, "qaccel_quant", None)
     if info is None:
         raise ValueError("export needs a model returned by quant.quantize")
@@ -89,7 +91,7 @@ def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | N
     gm = qmodel
     rec = ValueRecorder(gm)
     with torch.no_grad():
-        rec.run(example_input)
+        rec.run(example_input, *(() if example_mask is None else (example_mask,)))
     vals = rec.values
     where: dict[fx.Node, tuple[int, QParams]] = {}
     layers: list[IntLayer] = []
@@ -110,9 +112,12 @@ def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | N
 
     # tensor inputs; specialised optional arguments (default None) are not inputs
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder" and not n.args]
-    if len(placeholders) != 1:
-        raise ValueError(f"export supports single-input models, got {len(placeholders)} "
-                         "inputs")
+    masks = [n for n in placeholders if isinstance(vals.get(n), torch.Tensor)
+             and not vals[n].is_floating_point()]
+    if len(placeholders) - len(masks) != 1 or len(masks) > 1:
+        raise ValueError(f"export supports one float input and at most one attention mask, "
+                         f"got {len(placeholders)} inputs")
+    mask_shape = tuple(vals[masks[0]].shape[1:]) if masks else None
     for node in gm.graph.nodes:
         m = module_of(gm, node)
         if node.op == "placeholder":
@@ -128,6 +133,9 @@ def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | N
                 continue                               # quantizer on a specialised None
             if node.args[0] not in placeholders:
                 raise ValueError(f"export: stand-alone quantizer {node.target} not at the input")
+            if node.args[0] in masks:
+                where[node] = where[node.args[0]] = (-2, MASK_Q)
+                continue
             input_q = qparams_of(m)
             where[node] = (-1, input_q)
             continue
@@ -152,8 +160,9 @@ def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | N
             add(_layernorm_layer(str(node.target), m, i, q, mult_bits), node)
             continue
         if isinstance(m, QuantSoftmax):
-            i, q = src_of(node)
-            add(IntLayer(name=str(node.target), kind="softmax", inputs=(i,), in_q=(q,),
+            srcs = [src_of(node, k) for k in range(len(node.args))]
+            add(IntLayer(name=str(node.target), kind="softmax",
+                         inputs=tuple(i for i, _ in srcs), in_q=tuple(q for _, q in srcs),
                          out_q=qparams_of(m.output_quantizer)), node)
             continue
         if isinstance(m, QuantMatmul):
@@ -246,6 +255,7 @@ def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | N
         raise ValueError("export: no output found")
     return IntNetwork(layers=tuple(layers), input_q=input_q,
                       input_shape=tuple(example_input.shape[1:]), acc_bits=acc_bits,
+                      mask_shape=mask_shape,
                       mult_bits=mult_bits, output=output,
                       meta={"quant_config": cfg.to_dict(), "notes": list(info.notes)})
 
@@ -331,7 +341,7 @@ def _gemm_layer(node, ql: QuantLayer, src: tuple[int, QParams], vals, mult_bits:
 
 @contextlib.contextmanager
 def exact_mode(qmodel: nn.Module, example_input: torch.Tensor | None = None, *,
-               net: IntNetwork | None = None):
+               net: IntNetwork | None = None, example_mask: torch.Tensor | None = None):
     """Context manager: the quantized modules of ``qmodel`` compute their exported integer
     layers (``quant.intops``: exact sums, accumulator wrap, ``(acc M + R) >> S``, tables)
     instead of the float32 straight-through forward, so ``qmodel``'s outputs are, on their
@@ -341,7 +351,7 @@ def exact_mode(qmodel: nn.Module, example_input: torch.Tensor | None = None, *,
     if net is None:
         if example_input is None:
             raise ValueError("exact_mode needs example_input or net")
-        net = export(qmodel, example_input)
+        net = export(qmodel, example_input, example_mask=example_mask)
     attached = []
     try:
         for layer in net.layers:
@@ -359,12 +369,15 @@ def exact_mode(qmodel: nn.Module, example_input: torch.Tensor | None = None, *,
 
 
 @torch.no_grad()
-def exact_outputs(qmodel: nn.Module, x: torch.Tensor, *, net: IntNetwork | None = None
-                  ) -> np.ndarray:
-    """Integer output codes of ``qmodel`` on ``x`` in :func:`exact_mode` (``net`` exported
-    from ``x[:1]`` unless given): equal to ``executor.run(net, net.input_q.quantize(x))``."""
-    with exact_mode(qmodel, x[:1], net=net) as net:
-        y = qmodel(x)
+def exact_outputs(qmodel: nn.Module, x: torch.Tensor, *, net: IntNetwork | None = None,
+                  mask: torch.Tensor | None = None) -> np.ndarray:
+    """Integer output codes of ``qmodel`` on ``x`` (and the attention ``mask`` if the model
+    takes one) in :func:`exact_mode` (``net`` exported from ``x[:1]`` unless given): equal
+    to ``executor.run(net, net.input_q.quantize(x), mask=mask)``."""
+    extra = () if mask is None else (mask,)
+    with exact_mode(qmodel, x[:1], net=net,
+                    example_mask=None if mask is None else mask[:1]) as net:
+        y = qmodel(x, *extra)
     return to_int(y, net.output_q).numpy()
 
 

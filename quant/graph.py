@@ -9,6 +9,7 @@ correction (eq. 28).
 
 from __future__ import annotations
 
+import copy
 import inspect
 import operator
 import os
@@ -31,6 +32,7 @@ from .modules import (
     QuantSoftmax,
     act_quantizer,
     is_quantizable,
+    masked_softmax,
 )
 from .quantizers import Quantizer
 
@@ -108,7 +110,13 @@ def trace(model: nn.Module, batches: list | None = None
     name = type(model).__name__
     concrete = _concrete_args(model, batches)
     try:
-        gm = fx.symbolic_trace(model, concrete_args=concrete or None)
+        if isinstance(model, fx.GraphModule) and not concrete:
+            # already a graph (e.g. quant.capture): keep it as it is, so that functions it
+            # calls (masked_softmax) stay single nodes
+            gm = fx.GraphModule(model, copy.deepcopy(model.graph),
+                                class_name=type(model).__name__)
+        else:
+            gm = fx.symbolic_trace(model, concrete_args=concrete or None)
     except Exception as exc:  # noqa: BLE001 - any tracing failure means "not traceable"
         return None, f"torch.fx cannot trace {name} ({_why(exc)})"
     for node in gm.graph.nodes:       # fx renames specialised placeholders ("x_1")
@@ -232,6 +240,8 @@ def is_softmax(gm: fx.GraphModule, node: fx.Node) -> bool:
     m = module_of(gm, node)
     if isinstance(m, nn.Softmax):
         return m.dim == -1
+    if node.op == "call_function" and node.target is masked_softmax:
+        return True
     if node.op == "call_function" and node.target in (F.softmax, torch.softmax) or \
             node.op == "call_method" and node.target == "softmax":
         dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
@@ -478,8 +488,9 @@ def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str
                 QuantMatmul(cfg.a_bits, signed=cfg.a_signed, alpha=alpha)
             gm.add_submodule(name, mod)
             with gm.graph.inserting_after(end):
-                new = gm.graph.call_module(name, (node.args[0],) if soft
-                                           else tuple(node.args))
+                args = tuple(node.args) if not soft or node.target is masked_softmax \
+                    else (node.args[0],)
+                new = gm.graph.call_module(name, args)
             end.replace_all_uses_with(new)
             if end is not node:
                 gm.graph.erase_node(end)

@@ -121,8 +121,9 @@ def run_int_layer(layer: IntLayer, xs: list[torch.Tensor], acc_bits: int) -> tor
         return rescale(acc, layer.m, layer.s, zy, lo, hi)
     if kind == "softmax":
         q = layer.in_q[0]
+        mask = xs[1].numpy() if len(xs) > 1 else None
         return torch.from_numpy(i_softmax((xs[0] - q.zero_point).numpy(), q.scale,
-                                          layer.out_q.bits)[0])
+                                          layer.out_q.bits, mask=mask)[0])
     raise ValueError(f"exact mode: layer {layer.name!r} of kind {kind!r} has no integer "
                      "implementation in quant.intops")
 

@@ -27,7 +27,7 @@ from .intops import IntOp
 from .quantizers import Quantizer, fake_quantize
 
 __all__ = ["QuantLayer", "QuantAdd", "QuantAvgPool", "QuantAct", "QuantLayerNorm",
-           "QuantSoftmax", "QuantMatmul", "TABLE_ACTS", "ACTS",
+           "QuantSoftmax", "QuantMatmul", "masked_softmax", "TABLE_ACTS", "ACTS",
            "LINEAR_TYPES", "apply_act",
            "is_quantizable", "act_quantizer", "wrap_leaves", "quant_layers", "act_quantizers",
            "quant_state"]
@@ -274,6 +274,12 @@ class QuantLayerNorm(nn.Module):
         return self.output_quantizer(y)
 
 
+def masked_softmax(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis leaving out positions where ``mask`` (broadcast) is 0 /
+    False (what ``scaled_dot_product_attention`` does with a boolean ``attn_mask``)."""
+    return F.softmax(x.masked_fill(mask == 0, float("-inf")), dim=-1)
+
+
 class QuantSoftmax(nn.Module):
     """Softmax over the last axis on the vector unit (``sim.vector.i_softmax``); the output
     grid is fixed: unsigned ``a_bits``, scale ``2^-a_bits``, zero-point 0."""
@@ -286,10 +292,12 @@ class QuantSoftmax(nn.Module):
                                           role="fixed")
         self.output_quantizer.set_qparams(torch.tensor(2.0 ** -a_bits), torch.tensor(0.0))
 
-    def forward(self, x):
+    def forward(self, x, mask=None):
         if self.exact is not None:
-            return self.output_quantizer(self.exact(x))
-        return self.output_quantizer(F.softmax(x, dim=-1))
+            return self.output_quantizer(self.exact(x) if mask is None
+                                         else self.exact(x, mask))
+        y = F.softmax(x, dim=-1) if mask is None else masked_softmax(x, mask)
+        return self.output_quantizer(y)
 
 
 class QuantMatmul(nn.Module):

@@ -185,8 +185,9 @@ def run_layer(net: IntNetwork, layer: IntLayer, inputs: list[np.ndarray], *,
     if kind == "permute":
         return np.ascontiguousarray(np.transpose(x, layer.perm)), 0
     if kind == "softmax":
+        mask = xs[1] if len(xs) > 1 else None
         return i_softmax(x - layer.in_q[0].zero_point, layer.in_q[0].scale,
-                         layer.out_q.bits)[0], 0
+                         layer.out_q.bits, mask=mask)[0], 0
     lo, hi = _bounds(layer)
     zy = layer.out_q.zero_point
     if kind in ("avgpool2d", "global_avgpool"):
@@ -233,11 +234,30 @@ def run_layer(net: IntNetwork, layer: IntLayer, inputs: list[np.ndarray], *,
     raise ValueError(f"layer {layer.name!r}: unknown kind {kind!r}")  # pragma: no cover
 
 
+def _check_mask(net: IntNetwork, mask, batch: int) -> np.ndarray | None:
+    if net.mask_shape is None:
+        if mask is not None:
+            raise fail("executor.run", "mask", "None (the network has no mask input)", None,
+                       shown="an array")
+        return None
+    if mask is None:
+        raise fail("executor.run", "mask", f"a 0/1 array of shape [B, "
+                   f"{', '.join(map(str, net.mask_shape))}]", None)
+    m = np.asarray(mask)
+    if m.shape != (batch,) + net.mask_shape:
+        raise fail("executor.run", "mask", f"of shape {(batch,) + net.mask_shape}", None,
+                   shown=f"shape {m.shape}")
+    if m.size and not np.isin(m, (0, 1)).all():
+        raise fail("executor.run", "mask", "0/1 (or bool) values", None)
+    return m.astype(np.int64)
+
+
 def run(net: IntNetwork, x_int, *, trace: bool = False,
-        gemm_fn: Callable[[GemmJob], np.ndarray] | None = None):
+        gemm_fn: Callable[[GemmJob], np.ndarray] | None = None, mask=None):
     """Run ``net`` on integer input ``x_int`` (``[B, *input_shape]``); returns the integer
     output, or a :class:`RunResult` with every layer's output when ``trace``. ``gemm_fn``:
-    see :func:`run_layer`."""
+    see :func:`run_layer`. ``mask``: the attention mask (``[B, *net.mask_shape]``, 0 =
+    masked) of a network that has one."""
     x = np.asarray(x_int)
     if not np.issubdtype(x.dtype, np.integer):
         raise fail("executor.run", "x_int", "an integer array", None, shown=f"dtype {x.dtype}")
@@ -249,10 +269,11 @@ def run(net: IntNetwork, x_int, *, trace: bool = False,
         bad = int(x.min()) if x.min() < lo else int(x.max())
         raise fail("executor.run", "x_int", f"in [{lo}, {hi}]", bad, "the network's input type")
     x = x.astype(np.int64)
+    mask = _check_mask(net, mask, x.shape[0])
     outs: list[np.ndarray] = []
     ovfs: list[int] = []
     for layer in net.layers:
-        ins = [x if j == -1 else outs[j] for j in layer.inputs]
+        ins = [x if j == -1 else mask if j == -2 else outs[j] for j in layer.inputs]
         y, o = run_layer(net, layer, ins, gemm_fn=gemm_fn)
         outs.append(y)
         ovfs.append(o)

@@ -21,7 +21,9 @@ outputs of earlier layers (``inputs``; ``-1`` is the network input) and produces
   ``acc = n * weight + bias`` (``weight`` the integer gamma ``[C]``, ``bias`` beta on the
   grid ``s_gamma 2^-LN_FRAC_BITS``), requantized with ``(M, S)``.
 - ``softmax`` (vector unit): ``i_softmax(x - z_x, s_x)`` over the last axis; the output is
-  unsigned with scale ``2^-bits`` and zero-point 0.
+  unsigned with scale ``2^-bits`` and zero-point 0. An optional second input ``-2`` is the
+  network's attention mask (:data:`MASK_Q` codes 0/1, broadcast to the scores): masked
+  positions get probability 0.
 - ``matmul``: activation x activation, ``acc = (x0 - z0) @ (x1 - z1)`` over the last axis of
   ``x0`` and the second-to-last of ``x1`` (batched), wraps to ``acc_bits``, requantized with
   one ``(M, S)`` (a constant factor such as ``1 / sqrt(d)`` folded into it).
@@ -54,7 +56,8 @@ from .validate import (
     fail,
 )
 
-__all__ = ["FORMAT_VERSION", "READ_VERSIONS", "KINDS", "QParams", "IntLayer", "IntNetwork"]
+__all__ = ["FORMAT_VERSION", "READ_VERSIONS", "KINDS", "MASK_Q", "QParams", "IntLayer",
+           "IntNetwork"]
 
 FORMAT_VERSION = 2
 #: versions :meth:`IntNetwork.load` reads (2 added the ``lut`` kind, ``table`` and ``func``)
@@ -64,6 +67,7 @@ KINDS = ("linear", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool", "add", 
          "permute")
 _GEMM_KINDS = ("linear", "conv2d")
 _REQUANT_KINDS = ("linear", "conv2d", "avgpool2d", "global_avgpool", "add", "matmul")
+#: the quantization of an attention-mask input (input index ``-2``): codes 0 (masked) / 1
 _SAME_Q_KINDS = ("maxpool2d", "relu", "flatten", "transpose", "reshape", "permute")
 _ARRAYS = ("weight", "bias", "m", "s", "table")
 _MANIFEST_KEY = "manifest.json"
@@ -142,6 +146,10 @@ class QParams:
         return cls(d["scale"], d["zero_point"], d["bits"], d["signed"])
 
 
+#: the quantization of an attention-mask input (layer input ``-2``): codes 0 (masked) / 1
+MASK_Q = QParams(1.0, 0, 2, False)
+
+
 def _int_array(owner: str, name: str, arr) -> np.ndarray:
     a = np.asarray(arr)
     if not np.issubdtype(a.dtype, np.integer):
@@ -186,7 +194,9 @@ class IntLayer:
         owner = f"IntLayer({self.name!r})"
         check_choice(owner, "kind", self.kind, KINDS)
         n_in = 2 if self.kind in ("add", "matmul") else 1
-        inputs = tuple(check_int(owner, "inputs", i, -1) for i in self.inputs)
+        if self.kind == "softmax" and len(tuple(self.inputs)) == 2:
+            n_in = 2                                   # scores and the attention mask
+        inputs = tuple(check_int(owner, "inputs", i, -2) for i in self.inputs)
         in_q = tuple(self.in_q)
         if len(inputs) != n_in:
             raise fail(owner, "inputs", f"{n_in} layer index(es) for kind {self.kind!r}",
@@ -319,9 +329,13 @@ class IntNetwork:
     mult_bits: int = 16
     output: int | None = None
     meta: dict = field(default_factory=dict)
+    mask_shape: tuple[int, ...] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(self.layers))
+        if self.mask_shape is not None:
+            object.__setattr__(self, "mask_shape", tuple(
+                check_int("IntNetwork", "mask_shape", d, 1) for d in self.mask_shape))
         if not self.layers:
             raise fail("IntNetwork", "layers", "a non-empty sequence of IntLayer", ())
         try:
@@ -348,9 +362,15 @@ class IntNetwork:
             if not isinstance(layer, IntLayer):
                 raise fail("IntNetwork", f"layers[{i}]", "an IntLayer", layer)
             for k, (j, src) in enumerate(zip(layer.inputs, layer.in_q)):
-                check_int(owner, "inputs", j, -1, i - 1,
+                if j == -2 and (self.mask_shape is None or layer.kind != "softmax"
+                                or k != 1):
+                    raise fail(owner, "inputs", "-2 (the mask) only as a softmax's second "
+                               "input of a network with mask_shape", layer.inputs,
+                               repr(layer.name))
+                check_int(owner, "inputs", j, -2, i - 1,
                           why=f"{layer.name!r}: -1 (the network input) or an earlier layer")
-                src_q = self.input_q if j == -1 else self.layers[j].out_q
+                src_q = self.input_q if j == -1 else MASK_Q if j == -2 else \
+                    self.layers[j].out_q
                 if src_q != src:
                     raise fail(owner, f"in_q[{k}]", f"the quantization {src_q} of its input "
                                f"{j}", src, repr(layer.name))
@@ -374,6 +394,7 @@ class IntNetwork:
     def manifest(self) -> dict:
         return {"format": "qaccel-intnet", "format_version": FORMAT_VERSION,
                 "input_q": self.input_q.to_dict(), "input_shape": list(self.input_shape),
+                "mask_shape": None if self.mask_shape is None else list(self.mask_shape),
                 "acc_bits": self.acc_bits, "mult_bits": self.mult_bits,
                 "output": self.output, "meta": self.meta,
                 "layers": [L.manifest() for L in self.layers]}
@@ -490,6 +511,8 @@ class IntNetwork:
         try:
             return cls(layers=tuple(layers), input_q=input_q,
                        input_shape=tuple(man["input_shape"]), acc_bits=man["acc_bits"],
+                       mask_shape=None if man.get("mask_shape") is None
+                       else tuple(man["mask_shape"]),
                        mult_bits=man["mult_bits"], output=man["output"],
                        meta=dict(man.get("meta") or {}))
         except (ValueError, TypeError) as exc:

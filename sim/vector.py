@@ -171,13 +171,21 @@ def i_exp(q, scale: float) -> tuple[np.ndarray, float]:
     return np.right_shift(q_l, np.minimum(z, EXP_MAX_SHIFT)), s_l
 
 
-def i_softmax(q, scale: float, out_bits: int = 8, axis: int = -1
+def i_softmax(q, scale: float, out_bits: int = 8, axis: int = -1, mask=None
               ) -> tuple[np.ndarray, float]:
     """Integer softmax along ``axis``: :func:`i_exp` of ``q - max(q)``, then
     ``(e * floor(2^31 / sum e) + R) >> (31 - out_bits)``, clamped to ``out_bits``
-    unsigned; ``scale_out = 2^-out_bits``."""
+    unsigned; ``scale_out = 2^-out_bits``. ``mask`` (0/1, broadcast to ``q``): positions
+    with 0 are left out (``e = 0``; the maximum is over the others)."""
     q = _as_int(q)
-    e, _ = i_exp(q - q.max(axis=axis, keepdims=True), scale)
+    if mask is not None:
+        keep = np.broadcast_to(np.asarray(mask) != 0, q.shape)
+        lo = int(q.min()) if q.size else 0
+        row_max = np.where(keep, q, lo).max(axis=axis, keepdims=True)
+        e, _ = i_exp(np.minimum(q - row_max, 0), scale)
+        e = np.where(keep, e, 0)
+    else:
+        e, _ = i_exp(q - q.max(axis=axis, keepdims=True), scale)
     total = np.maximum(e.sum(axis=axis, keepdims=True), 1)
     factor = (np.int64(1) << np.int64(31)) // total
     shift = 31 - int(out_bits)

@@ -60,6 +60,39 @@ def test_unsupported_op_names_op_module_path_and_supported_list():
     with pytest.raises(ValueError, match=r"cumsum.*<top level>.*supported: .*aten.linear"):
         capture(_Cumsum(), (torch.randn(2, 4),))
     bert = _bert(layers=1)
-    mask = torch.ones(2, 1, 9, 9, dtype=torch.bool)
-    with pytest.raises(ValueError, match="attention mask"):
+    mask = torch.zeros(2, 1, 9, 9)                 # an additive float mask
+    with pytest.raises(ValueError, match="float .additive. attention mask"):
         capture(bert.encoder, (torch.randn(2, 9, 32),), {"attention_mask": mask})
+
+
+def _padded_mask(batch, seq, seed):
+    """Boolean attention masks ``[B, 1, 1, S]`` of random lengths (padding at the end)."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, seq + 1, (batch,), generator=g)
+    return (torch.arange(seq)[None, :] < lengths[:, None])[:, None, None, :]
+
+
+def test_bert_encoder_with_attention_mask_is_exact_and_ignores_padding():
+    bert = _bert(layers=1, seed=3)
+    mask = _padded_mask(4, 9, 0)
+    gm = capture(bert.encoder, (torch.randn(4, 9, 32),), {"attention_mask": mask})
+    x = torch.randn(64, 9, 32)
+    m_cal = _padded_mask(64, 9, 1)
+    qm = quant.quantize(gm, [(x[:32], m_cal[:32]), (x[32:], m_cal[32:])],
+                        QuantConfig(w_bits=8, a_bits=8, per_channel=True))
+    net = quant.export(qm, x[:1], example_mask=m_cal[:1])
+    assert net.mask_shape == (1, 1, 9)
+    soft = [L for L in net.layers if L.kind == "softmax"]
+    assert soft and all(L.inputs[1] == -2 for L in soft)
+    xt, mt = torch.randn(16, 9, 32), _padded_mask(16, 9, 2)
+    want = executor.run(net, net.input_q.quantize(xt.numpy()), mask=mt.numpy())
+    assert int((quant.exact_outputs(qm, xt, net=net, mask=mt) != want).sum()) == 0
+    # padding does not reach the real tokens: changing it leaves them unchanged
+    xt2 = xt.clone()
+    pad = ~mt[:, 0, 0, :]
+    xt2[pad] = torch.randn(int(pad.sum()), 32) * 3
+    want2 = executor.run(net, net.input_q.quantize(xt2.numpy()), mask=mt.numpy())
+    keep = (~pad).numpy()
+    np.testing.assert_array_equal(want2[keep], want[keep])
+    with pytest.raises(ValueError, match="mask"):
+        executor.run(net, net.input_q.quantize(xt.numpy()))
