@@ -408,13 +408,29 @@ class QatHistory:
         return dataclasses.asdict(self) | {"epochs_run": self.epochs_run}
 
 
+def _labelled(batch, name: str):
+    """``(x, y)`` of a labelled batch, or ``ValueError`` naming ``name``."""
+    if not (isinstance(batch, tuple | list) and len(batch) == 2
+            and all(isinstance(t, torch.Tensor) for t in batch)):
+        kind = f"a tensor of shape {tuple(batch.shape)}" if isinstance(batch, torch.Tensor) \
+            else type(batch).__name__
+        raise ValueError(f"{name}: QAT needs labelled batches (inputs, labels); got {kind}")
+    x, y = batch
+    if y.dim() != 1 or y.dtype not in (torch.int64, torch.int32) or len(y) != len(x):
+        raise ValueError(f"{name}: labels must be a 1-D integer tensor with one label per "
+                         f"input; got dtype {y.dtype}, shape {tuple(y.shape)} for "
+                         f"{len(x)} inputs")
+    return x, y
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader) -> tuple[float, float]:
+def evaluate(model: nn.Module, loader, name: str = "val_loader") -> tuple[float, float]:
     """``(mean cross-entropy, top-1 accuracy %)`` of ``model`` over ``(x, y)`` batches."""
     was = model.training
     model.eval()
     loss = correct = count = 0.0
-    for x, y in loader:
+    for batch in loader:
+        x, y = _labelled(batch, name)
         out = model(x)
         loss += float(F.cross_entropy(out, y, reduction="sum"))
         correct += float((out.argmax(1) == y).sum())
@@ -479,7 +495,8 @@ def train_qat(qmodel: nn.Module, train_loader, val_loader, epochs: int = 10,
     for epoch in pbar:
         qmodel.train()
         total = n = 0.0
-        for x, y in train_loader:
+        for batch in train_loader:
+            x, y = _labelled(batch, "train_loader")
             loss = F.cross_entropy(qmodel(x), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()

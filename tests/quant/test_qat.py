@@ -174,6 +174,10 @@ def test_early_stopping_stops_and_restores_the_best_epoch(data):
         train_qat(qm, tr, va, epochs=0)
     with pytest.raises(ValueError, match="prepare_qat"):
         train_qat(model, tr, va, epochs=1)
+    with pytest.raises(ValueError, match="val_loader: QAT needs labelled batches"):
+        train_qat(qm, tr, [x_tr[:10]], epochs=1)              # images without labels
+    with pytest.raises(ValueError, match="train_loader: labels"):
+        train_qat(qm, [(x_tr[:10], y_tr[:10].float())], va, epochs=1)
 
 
 def test_qat_recovers_accuracy_over_ptq_beyond_the_seed_spread(data):
