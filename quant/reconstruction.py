@@ -63,6 +63,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from .graph import ValueRecorder, module_of
+from .lsq import LsqQuantizer
 from .modules import QuantLayer, quant_state
 from .quantizers import Quantizer
 
@@ -389,8 +390,6 @@ def reconstruct(gm: fx.GraphModule, batches: list, cfg, method: str, *,
     """BRECQ / QDrop / NWQ on a quantized graph module whose weight and activation ranges
     are set: learns each unit's weight rounding (fixed as integers on the layers) and
     activation step sizes / zero-points (set on the quantizers), in network order."""
-    from .qat import LsqQuantizer
-
     spec = METHODS[method]
     if not isinstance(gm, fx.GraphModule):
         raise ValueError(f"rounding={method!r} reconstructs blocks of the torch.fx graph; "
