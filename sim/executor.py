@@ -19,9 +19,10 @@ from .job import GemmJob
 from .network import IntLayer, IntNetwork
 from .reference import run_reference
 from .validate import fail
-from .vector import apply_lut, i_layernorm, i_softmax
+from .vector import VECTOR_OPS, VectorCost, apply_lut, i_layernorm, i_softmax, layer_vector_cost
 
-__all__ = ["RunResult", "im2col", "layer_gemms", "matmul_gemms", "run_layer", "run", "run_float"]
+__all__ = ["RunResult", "im2col", "layer_gemms", "matmul_gemms", "vector_costs", "run_layer",
+           "run", "run_float"]
 
 
 @dataclass
@@ -286,3 +287,24 @@ def run_float(net: IntNetwork, x) -> np.ndarray:
     """Quantize float input with ``net.input_q``, run, and dequantize the output."""
     y = run(net, net.input_q.quantize(x))
     return net.output_q.dequantize(y)
+
+
+def vector_costs(net: IntNetwork, x_int, *, mask=None) -> list[tuple[str, str, VectorCost]]:
+    """``(layer name, kind, VectorCost)`` of every vector-unit layer of ``net`` (tables,
+    adds, pooling, softmax, LayerNorm) on input ``x_int``, from the shapes of a traced run
+    and :data:`sim.vector.VECTOR_OPS`."""
+    res = run(net, x_int, trace=True, mask=mask)
+    x = np.asarray(x_int)
+    out = []
+    for layer, y in zip(net.layers, res.outputs):
+        if layer.kind not in VECTOR_OPS:
+            continue
+        ins = [x if j == -1 else (mask if j == -2 else res.outputs[j]) for j in layer.inputs]
+        shapes = [np.shape(a) for a in ins]
+        window = int(np.prod(layer.kernel))
+        if layer.kind == "global_avgpool":
+            window = int(np.prod(shapes[0][2:]))
+        params = 2 * layer.weight.size if layer.kind == "layernorm" else 0
+        out.append((layer.name, layer.kind,
+                    layer_vector_cost(layer.kind, shapes, y.shape, window, params)))
+    return out

@@ -12,6 +12,7 @@ Table ops
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from .network import QParams
 
 __all__ = ["LUT_FUNCS", "lut_func", "lut_table", "apply_lut", "i_poly", "i_erf", "i_gelu",
            "i_exp", "i_softmax", "i_sqrt", "i_layernorm", "ERF_ABC", "EXP_ABC",
-           "LN_FRAC_BITS", "LN_STD_BITS"]
+           "LN_FRAC_BITS", "LN_STD_BITS", "VECTOR_OPS", "VectorCost", "layer_vector_cost"]
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -236,3 +237,43 @@ def i_layernorm(q, axis: int = -1) -> tuple[np.ndarray, float]:
     var = ((n * sq - d * d) << (2 * LN_STD_BITS)) // (n * n)
     std = np.maximum(i_sqrt(var), 1)
     return ((n * c - d) << (LN_FRAC_BITS + LN_STD_BITS)) // (n * std), 2.0 ** -LN_FRAC_BITS
+
+
+# ---- cost of the vector-unit ops (for the analytic and energy models) ----------------------
+#: integer operations per element (add, multiply, shift, compare, table read) of each
+#: vector-unit kind, counted from the kernels above; ``per_row`` ops come once per row of
+#: the last axis (a division; LayerNorm's integer-Newton square root, <= 32 iterations of a
+#: division, an add and a shift)
+VECTOR_OPS = {"lut": {"per_element": 1},
+              "add": {"per_element": 7},            # 2 mul, 2 sub, add, R + shift, clamp
+              "relu": {"per_element": 1},
+              "maxpool2d": {"per_window": 1},
+              "avgpool2d": {"per_window": 1, "per_output": 4},
+              "global_avgpool": {"per_window": 1, "per_output": 4},
+              "softmax": {"per_element": 16, "per_row": 2},
+              "layernorm": {"per_element": 14, "per_row": 3 * 32 + 3}}
+
+
+@dataclass(frozen=True)
+class VectorCost:
+    """Operations and buffer traffic (elements read and written) of vector-unit layers."""
+
+    ops: int
+    reads: int
+    writes: int
+
+
+def layer_vector_cost(kind: str, in_shapes: list[tuple[int, ...]], out_shape: tuple[int, ...],
+                      window: int = 1, params: int = 0) -> VectorCost:
+    """:class:`VectorCost` of one vector-unit layer of ``kind`` (a key of
+    :data:`VECTOR_OPS`) with the given input / output shapes; ``window`` elements per
+    pooled output, ``params`` parameter elements read (LayerNorm's gamma and beta)."""
+    if kind not in VECTOR_OPS:
+        raise ValueError(f"kind must be one of {sorted(VECTOR_OPS)}, not {kind!r}")
+    c = VECTOR_OPS[kind]
+    n_in = sum(int(np.prod(s)) for s in in_shapes)
+    n_out = int(np.prod(out_shape))
+    rows = n_out // out_shape[-1] if out_shape else 1
+    ops = c.get("per_element", 0) * n_out + c.get("per_row", 0) * rows \
+        + c.get("per_window", 0) * window * n_out + c.get("per_output", 0) * n_out
+    return VectorCost(ops=int(ops), reads=n_in + int(params), writes=n_out)

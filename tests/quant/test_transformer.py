@@ -157,3 +157,28 @@ def test_attention_gemms_run_on_the_cycle_model():
                                   executor.run(net, xi))
     n_linear = sum(L.kind == "linear" for L in net.layers)
     assert len(calls) == n_linear + 2 * 2           # + QK^T and AV per batch item
+
+
+def test_vector_unit_costs_of_an_encoder_scale_with_tokens():
+    """Operation and traffic counts of the vector-unit layers (softmax, LayerNorm, GELU
+    table, adds): proportional to the batch, softmax per score element, LayerNorm reads
+    its gamma/beta."""
+    from qaccel.sim.vector import VECTOR_OPS
+
+    torch.manual_seed(0)
+    m = _randomize_ln(EncoderLayer())
+    x = torch.randn(32, 10, 16)
+    qm = quant.quantize(m, [x], QuantConfig())
+    net = quant.export(qm, x[:1])
+    xi = net.input_q.quantize(x[:4].numpy())
+    c4 = executor.vector_costs(net, xi)
+    c2 = executor.vector_costs(net, xi[:2])
+    assert sorted({k for _, k, _ in c4}) == ["add", "layernorm", "lut", "softmax"]
+    for (_, _, a), (_, _, b) in zip(c4, c2):
+        assert a.ops == 2 * b.ops and a.writes == 2 * b.writes
+    soft = next(c for _, k, c in c4 if k == "softmax")
+    assert soft.writes == 4 * 10 * 10
+    assert soft.ops == soft.writes * VECTOR_OPS["softmax"]["per_element"] + \
+        4 * 10 * VECTOR_OPS["softmax"]["per_row"]
+    ln = next(c for _, k, c in c4 if k == "layernorm")
+    assert ln.reads == 4 * 10 * 16 + 2 * 16
