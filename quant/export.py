@@ -104,6 +104,12 @@ def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | N
             raise ValueError(f"export: input of {node.format_node()} is not an integer tensor "
                              f"(produced by an unsupported or unquantized op: "
                              f"{a.format_node() if isinstance(a, fx.Node) else a!r})")
+        if where[a][0] == -2 and not (isinstance(module_of(gm, node), QuantSoftmax)
+                                      and arg_i == 1):
+            raise ValueError(f"export: the integer (non-float) model input is used by "
+                             f"{node.format_node()}; integer inputs are exported only as "
+                             "the attention mask of a softmax (token ids and embeddings "
+                             "are not supported yet)")
         return where[a]
 
     def add(layer: IntLayer, node) -> None:
@@ -115,8 +121,11 @@ def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | N
     masks = [n for n in placeholders if isinstance(vals.get(n), torch.Tensor)
              and not vals[n].is_floating_point()]
     if len(placeholders) - len(masks) != 1 or len(masks) > 1:
-        raise ValueError(f"export supports one float input and at most one attention mask, "
-                         f"got {len(placeholders)} inputs")
+        raise ValueError(f"export supports one float input and at most one attention mask "
+                         f"(boolean), got {len(placeholders) - len(masks)} float and "
+                         f"{len(masks)} integer input(s) "
+                         f"({', '.join(n.target for n in masks) or '-'}): token ids and "
+                         "embeddings are not supported yet")
     mask_shape = tuple(vals[masks[0]].shape[1:]) if masks else None
     for node in gm.graph.nodes:
         m = module_of(gm, node)

@@ -182,3 +182,21 @@ def test_vector_unit_costs_of_an_encoder_scale_with_tokens():
         4 * 10 * VECTOR_OPS["softmax"]["per_row"]
     ln = next(c for _, k, c in c4 if k == "layernorm")
     assert ln.reads == 4 * 10 * 16 + 2 * 16
+
+
+class _TokenIds(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, 8)
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, ids):
+        return self.fc(self.emb(ids))
+
+
+def test_token_id_input_is_a_clear_export_error():
+    m = _TokenIds().eval()
+    ids = torch.randint(0, 20, (16, 5))
+    qm = quant.quantize(m, [ids], QuantConfig())
+    with pytest.raises(ValueError, match="token ids and embeddings are not supported"):
+        quant.export(qm, ids[:1])
