@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from qaccel.sim.arith import quantize_multiplier
 from qaccel.sim.network import MASK_Q, IntLayer, IntNetwork, QParams
-from qaccel.sim.vector import LN_FRAC_BITS, lut_table
+from qaccel.sim.vector import LN_FRAC_BITS, LUT_MAX_BITS, i_gelu, lut_table
 from torch import fx, nn
 
 from .graph import (
@@ -189,6 +189,16 @@ def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | N
                                  "by a quantized op")
             i, q = src_of(node)
             out_q = qparams_of(m.output_quantizer)
+            if m.func == "gelu" and q.bits > LUT_MAX_BITS:         # I-BERT integer GELU
+                _, s_g = i_gelu(np.zeros(1, dtype=np.int64), q.scale)
+                mm, ss = _multiplier(s_g / out_q.scale, mult_bits)
+                add(IntLayer(name=str(node.target), kind="gelu", inputs=(i,), in_q=(q,),
+                             out_q=out_q, m=mm, s=ss), node)
+                continue
+            if q.bits > LUT_MAX_BITS:
+                raise ValueError(f"export: {m.func} ({node.target}) of a {q.bits}-bit input: "
+                                 f"tables hold <= {LUT_MAX_BITS}-bit inputs (GELU uses the "
+                                 "integer i-GELU above that)")
             table = lut_table(m.func, q, out_q, **m.params)
             func = m.func + "".join(f"({v})" for v in m.params.values())
             add(IntLayer(name=str(node.target), kind="lut", inputs=(i,), in_q=(q,),

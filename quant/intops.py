@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from qaccel.sim.arith import output_bounds
 from qaccel.sim.network import IntLayer, QParams
-from qaccel.sim.vector import i_layernorm, i_softmax
+from qaccel.sim.vector import i_gelu, i_layernorm, i_softmax
 
 __all__ = ["IntOp", "to_int", "from_int", "wrap", "rescale", "run_int_layer"]
 
@@ -115,6 +115,10 @@ def run_int_layer(layer: IntLayer, xs: list[torch.Tensor], acc_bits: int) -> tor
         b = (xs[1] - layer.in_q[1].zero_point).to(torch.float64)
         acc = wrap(_exact_int(torch.matmul(a, b)), acc_bits)
         return rescale(acc, layer.m, layer.s, zy, lo, hi)
+    if kind == "gelu":
+        q = layer.in_q[0]
+        g, _ = i_gelu((xs[0] - q.zero_point).numpy(), q.scale)
+        return rescale(torch.from_numpy(g), layer.m, layer.s, zy, lo, hi)
     if kind == "layernorm":      # the vector unit's kernel, defined once in sim.vector
         n, _ = i_layernorm((xs[0] - layer.in_q[0].zero_point).numpy())
         acc = torch.from_numpy(n) * torch.tensor(layer.weight) + torch.tensor(layer.bias)

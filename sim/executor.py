@@ -19,7 +19,15 @@ from .job import GemmJob
 from .network import IntLayer, IntNetwork
 from .reference import run_reference
 from .validate import fail
-from .vector import VECTOR_OPS, VectorCost, apply_lut, i_layernorm, i_softmax, layer_vector_cost
+from .vector import (
+    VECTOR_OPS,
+    VectorCost,
+    apply_lut,
+    i_gelu,
+    i_layernorm,
+    i_softmax,
+    layer_vector_cost,
+)
 
 __all__ = ["RunResult", "im2col", "layer_gemms", "matmul_gemms", "vector_costs", "run_layer",
            "run", "run_float"]
@@ -203,6 +211,9 @@ def run_layer(net: IntNetwork, layer: IntLayer, inputs: list[np.ndarray], *,
         acc = wrap(exact, net.acc_bits)
         return requantize(acc, layer.m[0], layer.s[0], zy, lo, hi), \
             int(np.count_nonzero(acc != exact))
+    if kind == "gelu":
+        g, _ = i_gelu(x - layer.in_q[0].zero_point, layer.in_q[0].scale)
+        return requantize(g, layer.m[0], layer.s[0], zy, lo, hi), 0
     if kind == "layernorm":
         n, _ = i_layernorm(x - layer.in_q[0].zero_point)
         return requantize(n * layer.weight + layer.bias, layer.m[0], layer.s[0], zy, lo,

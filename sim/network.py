@@ -27,6 +27,8 @@ outputs of earlier layers (``inputs``; ``-1`` is the network input) and produces
 - ``matmul``: activation x activation, ``acc = (x0 - z0) @ (x1 - z1)`` over the last axis of
   ``x0`` and the second-to-last of ``x1`` (batched), wraps to ``acc_bits``, requantized with
   one ``(M, S)`` (a constant factor such as ``1 / sqrt(d)`` folded into it).
+- ``gelu`` (vector unit): ``q = i_gelu(x - z_x, s_x)`` (I-BERT integer erf polynomial),
+  requantized with one ``(M, S)`` for ``scale(i_gelu) / s_y`` (inputs too wide for a table).
 - ``transpose``: swaps the last two axes; ``reshape``: to ``(batch, *shape)``;
   ``permute``: axes in the order ``perm`` (``perm[0] = 0``, the batch stays first); all
   exact, output params = input (attention heads).
@@ -64,9 +66,10 @@ FORMAT_VERSION = 2
 READ_VERSIONS = (1, 2)
 KINDS = ("linear", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool", "add", "relu",
          "flatten", "lut", "layernorm", "softmax", "matmul", "transpose", "reshape",
-         "permute")
+         "permute", "gelu")
 _GEMM_KINDS = ("linear", "conv2d")
-_REQUANT_KINDS = ("linear", "conv2d", "avgpool2d", "global_avgpool", "add", "matmul")
+_REQUANT_KINDS = ("linear", "conv2d", "avgpool2d", "global_avgpool", "add", "matmul",
+                  "gelu")
 #: the quantization of an attention-mask input (input index ``-2``): codes 0 (masked) / 1
 _SAME_Q_KINDS = ("maxpool2d", "relu", "flatten", "transpose", "reshape", "permute")
 _ARRAYS = ("weight", "bias", "m", "s", "table")

@@ -18,7 +18,8 @@ import numpy as np
 
 from .network import QParams
 
-__all__ = ["LUT_FUNCS", "lut_func", "lut_table", "apply_lut", "i_poly", "i_erf", "i_gelu",
+__all__ = ["LUT_FUNCS", "LUT_MAX_BITS", "lut_func", "lut_table", "apply_lut", "i_poly", "i_erf",
+           "i_gelu",
            "i_exp", "i_softmax", "i_sqrt", "i_layernorm", "ERF_ABC", "EXP_ABC",
            "LN_FRAC_BITS", "LN_STD_BITS", "VECTOR_OPS", "VectorCost", "layer_vector_cost"]
 
@@ -55,6 +56,8 @@ def _tanh(x, p):
     return np.tanh(x)
 
 
+#: widest input (bits) exported as a table; wider GELU inputs use :func:`i_gelu`
+LUT_MAX_BITS = 10
 #: the elementwise functions a table op can hold (float64 reference definitions)
 LUT_FUNCS = {"silu": _silu, "hardswish": _hardswish, "leaky_relu": _leaky_relu,
              "relu6": _relu6, "gelu": _gelu, "sigmoid": _sigmoid, "tanh": _tanh}
@@ -251,6 +254,7 @@ VECTOR_OPS = {"lut": {"per_element": 1},
               "avgpool2d": {"per_window": 1, "per_output": 4},
               "global_avgpool": {"per_window": 1, "per_output": 4},
               "softmax": {"per_element": 16, "per_row": 2},
+              "gelu": {"per_element": 14},          # i-erf: abs, min, add, square, add, sign
               "layernorm": {"per_element": 14, "per_row": 3 * 32 + 3}}
 
 

@@ -200,3 +200,20 @@ def test_token_id_input_is_a_clear_export_error():
     qm = quant.quantize(m, [ids], QuantConfig())
     with pytest.raises(ValueError, match="token ids and embeddings are not supported"):
         quant.export(qm, ids[:1])
+
+
+def test_wide_gelu_uses_the_integer_i_gelu_and_is_exact():
+    """GELU of a 12-bit activation (too wide for a table) is the vector unit's I-BERT
+    i-GELU; exact mode == executor, and close to float GELU."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 3)).eval()
+    x = torch.randn(128, 6, 8)
+    qm = quant.quantize(m, [x], QuantConfig(w_bits=8, a_bits=12))
+    net = quant.export(qm, x[:1])
+    assert [L.kind for L in net.layers] == ["linear", "gelu", "linear"]
+    want = executor.run(net, net.input_q.quantize(x.numpy()), trace=True)
+    assert int((quant.exact_outputs(qm, x, net=net) != want.output).sum()) == 0
+    g = net.layers[1]
+    pre = g.in_q[0].dequantize(want.outputs[0])
+    ref = F.gelu(torch.from_numpy(pre)).numpy()
+    assert np.abs(g.out_q.dequantize(want.outputs[1]) - ref).max() < 0.02 + g.out_q.scale
