@@ -62,6 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from .calib_data import run_batch
 from .graph import ValueRecorder, module_of
 from .lsq import LsqQuantizer
 from .modules import QuantLayer, quant_state
@@ -373,7 +374,7 @@ def _fisher(gm, unit: Unit, out_node: fx.Node, batches: list, fp_logits: torch.T
     row = 0
     try:
         for b in batches:
-            out = gm(b)
+            out = run_batch(gm, b)
             ref = fp_logits[row:row + len(out)]
             row += len(out)
             loss = F.kl_div(F.log_softmax(out, 1), F.softmax(ref, 1), reduction="batchmean")
