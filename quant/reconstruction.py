@@ -60,6 +60,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from qaccel.sim.validate import check_bool, check_choice, check_int, check_number, fail
 from torch import fx, nn
 
 from .calib_data import run_batch
@@ -235,6 +236,25 @@ class ReconMethod:
     step_lr: float = 1e-3
     batch_size: int = 32
 
+    def __post_init__(self):
+        own = f"ReconMethod({self.name!r})"
+        check_choice(own, "unit", self.unit, ("block", "network"))
+        for f in ("fisher", "softmax", "act_reg"):
+            check_bool(own, f, getattr(self, f))
+        for f in ("drop_p", "mixup_p0"):
+            v = check_number(own, f, getattr(self, f))
+            if not 0 <= v <= 1:
+                raise fail(own, f, "in [0, 1]", v)
+        check_int(own, "block_layers", self.block_layers, 1, None)
+        check_int(own, "batch_size", self.batch_size, 1, None)
+        check_number(own, "lr", self.lr, positive=True)
+        for f in ("lam", "step_lr"):
+            if check_number(own, f, getattr(self, f)) < 0:
+                raise fail(own, f, ">= 0", getattr(self, f))
+        t0, t1 = (check_number(own, "tau", t, positive=True) for t in self.tau)
+        if t1 > t0:
+            raise fail(own, "tau", "(start, end) with end <= start", self.tau)
+
 
 METHODS = {
     "brecq": ReconMethod("BRECQ", "block", fisher=True),
@@ -387,11 +407,12 @@ def _fisher(gm, unit: Unit, out_node: fx.Node, batches: list, fp_logits: torch.T
 
 
 def reconstruct(gm: fx.GraphModule, batches: list, cfg, method: str, *,
-                progress: bool = False, bar=None) -> None:
+                progress: bool = False, bar=None, spec: ReconMethod | None = None) -> None:
     """BRECQ / QDrop / NWQ on a quantized graph module whose weight and activation ranges
     are set: learns each unit's weight rounding (fixed as integers on the layers) and
-    activation step sizes / zero-points (set on the quantizers), in network order."""
-    spec = METHODS[method]
+    activation step sizes / zero-points (set on the quantizers), in network order.
+    ``spec`` overrides ``METHODS[method]`` (e.g. ``dataclasses.replace`` of it)."""
+    spec = METHODS[method] if spec is None else spec
     if not isinstance(gm, fx.GraphModule):
         raise ValueError(f"rounding={method!r} reconstructs blocks of the torch.fx graph; "
                          "the model does not trace (use 'adaround' or 'bitsplit')")

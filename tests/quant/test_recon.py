@@ -113,3 +113,14 @@ def test_reconstruction_beats_nearest_beyond_the_seed_spread(digits_w2a4, method
     near, got = digits_w2a4["nearest"], digits_w2a4[method]
     spread = max(max(near) - min(near), max(got) - min(got))
     assert min(got) - max(near) > max(spread, 20.0), digits_w2a4
+
+
+@pytest.mark.parametrize("change, field", [
+    (dict(drop_p=1.5), "drop_p"), (dict(block_layers=0), "block_layers"),
+    (dict(tau=(0.01, 1.0)), "tau"), (dict(unit="layer"), "unit"), (dict(lr=0.0), "lr"),
+])
+def test_method_settings_are_validated(change, field):
+    import dataclasses
+
+    with pytest.raises(ValueError, match=field):
+        dataclasses.replace(R.METHODS["qdrop"], **change)
