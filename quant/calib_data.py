@@ -112,7 +112,8 @@ def check_model(model: nn.Module, batches: list, what: str = "calib_data") -> No
 def collect(model: nn.Module, module: nn.Module, batches: list, *, output: bool
             ) -> torch.Tensor:
     """The concatenated inputs (``output=False``, first positional input) or outputs of
-    ``module`` (a submodule of ``model``) over ``batches``."""
+    ``module`` (a submodule of ``model``) over ``batches``; batches of token tensors of
+    different lengths are concatenated as rows ``[-1, features]``."""
     got = []
 
     def hook(_m, inp, out):
@@ -125,4 +126,9 @@ def collect(model: nn.Module, module: nn.Module, batches: list, *, output: bool
                 run_batch(model, b)
     finally:
         h.remove()
+    if len({tuple(t.shape[1:]) for t in got}) > 1 and all(t.dim() >= 3 for t in got) \
+            and len({t.shape[-1] for t in got}) == 1:
+        # token batches padded to different lengths: rows of features (a linear layer acts
+        # on each row alone)
+        got = [t.reshape(-1, t.shape[-1]) for t in got]
     return torch.cat(got)

@@ -217,3 +217,19 @@ def test_wide_gelu_uses_the_integer_i_gelu_and_is_exact():
     pre = g.in_q[0].dequantize(want.outputs[0])
     ref = F.gelu(torch.from_numpy(pre)).numpy()
     assert np.abs(g.out_q.dequantize(want.outputs[1]) - ref).max() < 0.02 + g.out_q.scale
+
+
+def test_adaround_with_batches_of_different_sequence_lengths():
+    """Calibration batches padded per batch to different lengths (as a tokenizer does):
+    AdaRound collects token rows instead of failing in torch.cat; the result exports and
+    stays exact."""
+    torch.manual_seed(0)
+    m = _randomize_ln(EncoderLayer())
+    batches = [torch.randn(16, 7, 16), torch.randn(16, 10, 16)]
+    qm = quant.quantize(m, batches, QuantConfig(w_bits=4, a_bits=8, rounding="adaround",
+                                                iterations=30))
+    assert any(ql.w_int is not None for _, ql in quant.quant_layers(qm))
+    net = quant.export(qm, batches[0][:1])
+    xt = torch.randn(8, 7, 16)
+    want = executor.run(net, net.input_q.quantize(xt.numpy()))
+    assert int((quant.exact_outputs(qm, xt, net=net) != want).sum()) == 0
