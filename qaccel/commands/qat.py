@@ -63,8 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--fixed-offsets", action="store_true",
                    help="keep the PTQ zero-points (default: learned)")
     p.add_argument("--json", type=output_file, default=None, metavar="FILE.json",
-                   help="write the accuracies (FP32, PTQ, fake-quant, integer), the history "
-                        "and the settings (default: none)")
+                   help="write the accuracies (FP32, PTQ, fake-quant, integer), logit SQNR, "
+                        "history and settings (default: none)")
     p.add_argument("-o", "--output", required=True, type=_npz_file, metavar="NET.npz",
                    help="integer network file to write ('.npz' appended if missing; "
                         "required)")
@@ -128,6 +128,7 @@ def run_qat(args: argparse.Namespace) -> int:
             "accuracy": {"fp32": fp_acc, "ptq": ptq_acc, "fake_quant": fq_acc,
                          "integer": int_acc},
             "test_images": len(y_te),
+            "logit_sqnr_db": _logit_sqnr(model, qm, x_te),
             "integer_vs_fake_quant": {"lsb_off_fraction": float((diff > 0).mean()),
                                       "max_abs_diff": int(diff.max())},
             "training": {"epochs": args.epochs, "lr": args.lr, "patience": args.patience,
@@ -135,3 +136,16 @@ def run_qat(args: argparse.Namespace) -> int:
                          **hist.to_dict()},
             "config": cfg.to_dict(), "network": str(path)})
     return 0
+
+
+def _logit_sqnr(model, qm, x) -> float | None:
+    """SQNR (dB) of the fake-quant logits against the FP32 ones on ``x`` (None: exact)."""
+    import math
+
+    import torch
+
+    from qaccel.quant.paper_tables import sqnr_db
+
+    with torch.no_grad():
+        v = sqnr_db(model(x), qm(x))
+    return None if math.isinf(v) else v

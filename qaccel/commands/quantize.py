@@ -140,7 +140,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="integer network file to write ('.npz' appended if missing; "
                         "required)")
     p.add_argument("--json", type=output_file, default=None, metavar="FILE.json",
-                   help="write the accuracies (FP32, fake-quant, integer) and the settings "
+                   help="write the accuracies (FP32, fake-quant, integer), logit SQNR, settings "
                         "(default: none)")
     p.set_defaults(func=run_quantize)
     s = sub.add_parser(
@@ -233,10 +233,24 @@ def run_quantize(args: argparse.Namespace) -> int:
             "model": args.model, "method": cfg.rounding,
             "accuracy": {"fp32": fp_acc, "fake_quant": fq_acc, "integer": int_acc},
             "test_images": len(y_te),
+            "logit_sqnr_db": _logit_sqnr(model, qm, x_te),
             "integer_vs_fake_quant": {"lsb_off_fraction": float((diff > 0).mean()),
                                       "max_abs_diff": int(diff.max())},
             "config": cfg.to_dict(), "network": str(path)})
     return 0
+
+
+def _logit_sqnr(model, qm, x) -> float | None:
+    """SQNR (dB) of the fake-quant logits against the FP32 ones on ``x`` (None: exact)."""
+    import math
+
+    import torch
+
+    from qaccel.quant.paper_tables import sqnr_db
+
+    with torch.no_grad():
+        v = sqnr_db(model(x), qm(x))
+    return None if math.isinf(v) else v
 
 
 def run_sensitivity(args: argparse.Namespace) -> int:
