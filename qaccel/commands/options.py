@@ -53,23 +53,34 @@ def positive_float(value: str) -> float:
     return x
 
 
-def int_at_least(lo: int, what: str):
-    """An argparse ``type=`` for an integer >= ``lo``; ``what`` words the bound in errors."""
+def fraction(value: str) -> float:
+    """argparse ``type=`` for a number strictly between 0 and 1."""
+    x = positive_float(value)
+    if x >= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), not {value!r}")
+    return x
+
+
+def int_range(lo: int, hi: int | None = None, what: str | None = None):
+    """An argparse ``type=`` for an integer in ``[lo, hi]`` (``hi=None``: no upper bound);
+    ``what`` words the bound in errors (default ``in [lo, hi]`` / ``>= lo``)."""
+    what = what or (f"in [{lo}, {hi}]" if hi is not None else f">= {lo}")
+
     def parse(value: str) -> int:
         try:
             n = int(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-        if n < lo:
-            raise argparse.ArgumentTypeError(f"must be {what}, not {value!r}")
+        if n < lo or (hi is not None and n > hi):
+            raise argparse.ArgumentTypeError(f"must be {what}, not {n}")
         return n
-    parse.__name__ = f"int>={lo}"
+    parse.__name__ = f"integer {what}"
     return parse
 
 
-positive_int = int_at_least(1, "a positive integer")
+positive_int = int_range(1, what="a positive integer")
 """argparse ``type=`` for an integer >= 1."""
-nonnegative_int = int_at_least(0, "an integer >= 0")
+nonnegative_int = int_range(0, what="an integer >= 0")
 """argparse ``type=`` for an integer >= 0 (e.g. a random seed)."""
 
 

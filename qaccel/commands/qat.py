@@ -11,28 +11,9 @@ from __future__ import annotations
 import argparse
 import re
 
-from qaccel.commands.options import output_file
+from qaccel.commands.options import fraction, int_range, output_file, positive_float
 
-from .quantize import _int_range, _load, _npz_file, add_quant_options, quant_config
-
-
-def _positive_float(value: str) -> float:
-    import math
-
-    try:
-        v = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, not {value}")
-    return v
-
-
-def _fraction(value: str) -> float:
-    v = _positive_float(value)
-    if v >= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1), not {value}")
-    return v
+from .quantize import add_quant_options, load_digits_model, logit_sqnr, npz_file, quant_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,16 +26,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "integer network and checks it against the fake-quantized model.")
     add_quant_options(p)
     g = p.add_argument_group("training (quant.qat)")
-    g.add_argument("--epochs", type=_int_range(1, 100_000), default=10,
+    g.add_argument("--epochs", type=int_range(1, 100_000), default=10,
                    help="maximum epochs (default: %(default)s)")
-    g.add_argument("--lr", type=_positive_float, default=1e-3,
+    g.add_argument("--lr", type=positive_float, default=1e-3,
                    help="Adam peak learning rate, cosine-annealed (default: %(default)s)")
-    g.add_argument("--patience", type=_int_range(1, 100_000), default=3,
+    g.add_argument("--patience", type=int_range(1, 100_000), default=3,
                    help="early stopping: epochs without a lower held-out loss "
                         "(default: %(default)s)")
-    g.add_argument("--batch-size", type=_int_range(1, 100_000), default=64,
+    g.add_argument("--batch-size", type=int_range(1, 100_000), default=64,
                    help="training minibatch (default: %(default)s)")
-    g.add_argument("--val-fraction", type=_fraction, default=0.2,
+    g.add_argument("--val-fraction", type=fraction, default=0.2,
                    help="held-out part of the training split (default: %(default)s)")
     g.add_argument("--bn-folding", choices=BN_FOLDINGS, default="static",
                    help="BN folding during QAT, whitepaper sec. 4.2 (default: %(default)s)")
@@ -65,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", type=output_file, default=None, metavar="FILE.json",
                    help="write the accuracies (FP32, PTQ, fake-quant, integer), logit SQNR, "
                         "history and settings (default: none)")
-    p.add_argument("-o", "--output", required=True, type=_npz_file, metavar="NET.npz",
+    p.add_argument("-o", "--output", required=True, type=npz_file, metavar="NET.npz",
                    help="integer network file to write ('.npz' appended if missing; "
                         "required)")
     p.set_defaults(func=run_qat)
@@ -97,7 +78,7 @@ def run_qat(args: argparse.Namespace) -> int:
 
     cfg = _qat_config(args)
     qc = cfg.quant
-    model, calib, (x_te, y_te) = _load(args, qc)        # sets one torch thread
+    model, calib, (x_te, y_te) = load_digits_model(args, qc)        # sets one torch thread
     x_tr, y_tr, _, _ = digits.load_split()
     train, val = train_val_loaders(x_tr, y_tr, val_fraction=args.val_fraction,
                                    batch_size=args.batch_size, seed=qc.seed)
@@ -128,7 +109,7 @@ def run_qat(args: argparse.Namespace) -> int:
             "accuracy": {"fp32": fp_acc, "ptq": ptq_acc, "fake_quant": fq_acc,
                          "integer": int_acc},
             "test_images": len(y_te),
-            "logit_sqnr_db": _logit_sqnr(model, qm, x_te),
+            "logit_sqnr_db": logit_sqnr(model, qm, x_te),
             "integer_vs_fake_quant": {"lsb_off_fraction": float((diff > 0).mean()),
                                       "max_abs_diff": int(diff.max())},
             "training": {"epochs": args.epochs, "lr": args.lr, "patience": args.patience,
@@ -136,16 +117,3 @@ def run_qat(args: argparse.Namespace) -> int:
                          **hist.to_dict()},
             "config": cfg.to_dict(), "network": str(path)})
     return 0
-
-
-def _logit_sqnr(model, qm, x) -> float | None:
-    """SQNR (dB) of the fake-quant logits against the FP32 ones on ``x`` (None: exact)."""
-    import math
-
-    import torch
-
-    from qaccel.quant.paper_tables import sqnr_db
-
-    with torch.no_grad():
-        v = sqnr_db(model(x), qm(x))
-    return None if math.isinf(v) else v

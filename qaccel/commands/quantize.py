@@ -12,30 +12,16 @@ import argparse
 import pathlib
 import re
 
-from qaccel.commands.options import output_file
+from qaccel.commands.options import int_range, output_file
 
 _PROGRESS = {"auto": "auto", "on": True, "off": False}
-
-
-def _int_range(lo: int, hi: int):
-    """argparse ``type=``: an integer in ``[lo, hi]``."""
-    def parse(value: str) -> int:
-        try:
-            n = int(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{value!r} is not an integer") from None
-        if not lo <= n <= hi:
-            raise argparse.ArgumentTypeError(f"must be in [{lo}, {hi}], not {n}")
-        return n
-    parse.__name__ = f"integer in [{lo}, {hi}]"
-    return parse
 
 
 def _calib_count(value: str) -> int:
     """argparse ``type=`` for ``--calib``: 1 .. the number of training images."""
     from qaccel.quant import digits
 
-    return _int_range(1, len(digits.load_split()[0]))(value)
+    return int_range(1, len(digits.load_split()[0]))(value)
 
 
 def _layer_bits(value: str):
@@ -57,7 +43,7 @@ def _layer_bits(value: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _npz_file(value: str) -> pathlib.Path:
+def npz_file(value: str) -> pathlib.Path:
     """``output_file`` for the ``.npz`` the network is saved as: the path given, and the
     path with ``.npz`` appended if missing (as ``IntNetwork.save`` writes it)."""
     path = output_file(value)
@@ -83,9 +69,9 @@ def add_quant_options(p: argparse.ArgumentParser, model_help: str | None = None)
     else:
         p.add_argument("--model", default="digits_cnn", help=model_help)
     g = p.add_argument_group("quantization (quant.QuantConfig)")
-    g.add_argument("--w-bits", type=_int_range(*INT_RANGES["w_bits"]), default=8,
+    g.add_argument("--w-bits", type=int_range(*INT_RANGES["w_bits"]), default=8,
                    help="weight bits, in [2, 16] (default: %(default)s)")
-    g.add_argument("--a-bits", type=_int_range(*INT_RANGES["a_bits"]), default=8,
+    g.add_argument("--a-bits", type=int_range(*INT_RANGES["a_bits"]), default=8,
                    help="activation bits, in [2, 16] (default: %(default)s)")
     scal = g.add_mutually_exclusive_group()
     scal.add_argument("--per-channel", dest="per_channel", action="store_true", default=False,
@@ -102,14 +88,14 @@ def add_quant_options(p: argparse.ArgumentParser, model_help: str | None = None)
                    help="cross-layer equalization with high-bias absorption (default: off)")
     g.add_argument("--bias-correction", choices=BIAS_CORRECTIONS, default="none",
                    help="bias correction (default: %(default)s)")
-    g.add_argument("--iterations", type=_int_range(*INT_RANGES["iterations"]), default=2000,
+    g.add_argument("--iterations", type=int_range(*INT_RANGES["iterations"]), default=2000,
                    help="AdaRound / Bit-split iterations per layer, BRECQ / QDrop per block, "
                         "NWQ for the whole network (default: %(default)s)")
-    g.add_argument("--seed", type=_int_range(*INT_RANGES["seed"]), default=0,
+    g.add_argument("--seed", type=int_range(*INT_RANGES["seed"]), default=0,
                    help="seed of every random choice (default: %(default)s)")
-    g.add_argument("--mult-bits", type=_int_range(*INT_RANGES["mult_bits"]), default=16,
+    g.add_argument("--mult-bits", type=int_range(*INT_RANGES["mult_bits"]), default=16,
                    help="requantizer multiplier bits, in [1, 32] (default: %(default)s)")
-    g.add_argument("--acc-bits", type=_int_range(*INT_RANGES["acc_bits"]), default=32,
+    g.add_argument("--acc-bits", type=int_range(*INT_RANGES["acc_bits"]), default=32,
                    help="accumulator bits, in [4, 60], >= w + a bits, <= 62 - mult bits "
                         "(default: %(default)s)")
     g.add_argument("--layer-bits", type=_layer_bits, action="append", default=[],
@@ -119,7 +105,7 @@ def add_quant_options(p: argparse.ArgumentParser, model_help: str | None = None)
     g.add_argument("--first-last-8bit", action="store_true",
                    help="first and last layer (and the input) at 8 bits (default: off)")
     g.add_argument("--calib", type=_calib_count if model_help is None
-                   else _int_range(1, 10_000_000), default=256,
+                   else int_range(1, 10_000_000), default=256,
                    help="calibration images, 1 .. the training split's size "
                         "(default: %(default)s)" if model_help is None else
                         "calibration images (default: %(default)s)")
@@ -136,7 +122,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "integer network (.npz + JSON manifest) and checks it against the "
                     "fake-quantized model on the test split.")
     add_quant_options(p)
-    p.add_argument("-o", "--output", required=True, type=_npz_file, metavar="NET.npz",
+    p.add_argument("-o", "--output", required=True, type=npz_file, metavar="NET.npz",
                    help="integer network file to write ('.npz' appended if missing; "
                         "required)")
     p.add_argument("--json", type=output_file, default=None, metavar="FILE.json",
@@ -179,7 +165,7 @@ def _config(args):
         raise ValueError(text) from None
 
 
-def _load(args, cfg):
+def load_digits_model(args, cfg):
     """The model, calibration loader and test set; ``--layer-bits`` names checked."""
     import torch
 
@@ -208,7 +194,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     from qaccel import flow
 
     cfg = _config(args)                      # ValueError -> "qaccel: error: ..." (exit 2)
-    model, calib, (x_te, y_te) = _load(args, cfg)
+    model, calib, (x_te, y_te) = load_digits_model(args, cfg)
     qm, net = flow.quantize_model(model, calib, cfg)      # cached in the workspace
     print(qm.qaccel_quant.summary)
     path = net.save(args.output)
@@ -233,14 +219,14 @@ def run_quantize(args: argparse.Namespace) -> int:
             "model": args.model, "method": cfg.rounding,
             "accuracy": {"fp32": fp_acc, "fake_quant": fq_acc, "integer": int_acc},
             "test_images": len(y_te),
-            "logit_sqnr_db": _logit_sqnr(model, qm, x_te),
+            "logit_sqnr_db": logit_sqnr(model, qm, x_te),
             "integer_vs_fake_quant": {"lsb_off_fraction": float((diff > 0).mean()),
                                       "max_abs_diff": int(diff.max())},
             "config": cfg.to_dict(), "network": str(path)})
     return 0
 
 
-def _logit_sqnr(model, qm, x) -> float | None:
+def logit_sqnr(model, qm, x) -> float | None:
     """SQNR (dB) of the fake-quant logits against the FP32 ones on ``x`` (None: exact)."""
     import math
 
@@ -266,7 +252,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
             png = output_file(str(out.with_suffix(".png")))
         except argparse.ArgumentTypeError as exc:
             raise ValueError(f"--plot (default next to the report): {exc}") from None
-    model, calib, test_set = _load(args, cfg)
+    model, calib, test_set = load_digits_model(args, cfg)
     rep = sensitivity_report(model, calib, cfg, eval_data=[test_set[0]],
                              metric=lambda m: digits.evaluate(m, test_set),
                              metric_name="test accuracy (%)")

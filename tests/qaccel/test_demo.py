@@ -30,7 +30,7 @@ def test_demo_agrees_on_icarus(capsys, require_sim):
 
 
 def test_demo_rejects_bad_shape(cli_error):
-    assert "argument -T: must be a positive integer, not '0'" in cli_error(
+    assert "argument -T: must be a positive integer, not 0" in cli_error(
         ["demo", "--sim", "icarus", "-T", "0"])
 
 
