@@ -17,7 +17,7 @@ from qaccel.quant.qat import (
 )
 from qaccel.quant.quantizers import Quantizer
 from qaccel.sim import executor
-from test_export import _compare_per_layer, sliver
+from test_exact import _exact_vs_executor
 
 from qaccel import quant
 
@@ -102,18 +102,11 @@ def dataclasses_error():
     return dataclasses.FrozenInstanceError
 
 
-def _export_check(qm, x, cfg):
-    net = quant.export(qm, x[:1])
-    stats = _compare_per_layer(net, qm, x)
-    assert stats
-    for name, (dmax, frac) in stats.items():
-        assert dmax <= 1 and frac <= sliver(cfg), (name, dmax, frac)
-    y_int = executor.run(net, net.input_q.quantize(x.numpy()))
-    with torch.no_grad():
-        y_fq = qm(x)
-    want = np.rint(y_fq.numpy() / net.output_q.scale).astype(np.int64) + \
-        net.output_q.zero_point
-    assert (np.abs(y_int - want) > 0).mean() <= sliver(cfg)
+def _export_check(qm, x):
+    """Export; the exact mode of the QAT model equals the executor, 0 differing integers
+    at every layer and at the output."""
+    net, got, want = _exact_vs_executor(qm, x)
+    assert got.shape == want.shape and int((got != want).sum()) == 0
     return net
 
 
@@ -136,7 +129,21 @@ def test_bn_folding_variants_start_at_ptq_train_and_export_exactly(data, folding
     for n, v in before.items():             # the running statistics moved during training
         bn = qm.get_submodule(n).module.parametrizations.weight[0].bn
         assert not torch.equal(bn.running_var, v)
-    _export_check(qm, x, qc)
+    _export_check(qm, x)
+
+
+@pytest.mark.parametrize("folding", ["static", "running"])
+def test_digits_mobilenet_qat_export_is_exact(folding):
+    """Depthwise convolutions, fused ReLU6 and a global average pool: the trained W4A4 QAT
+    model's exact mode equals the executor on the whole test split."""
+    model, _, test = digits.get_model("digits_mobilenet")
+    x_tr, y_tr, _, _ = digits.load_split()
+    qc = QuantConfig(w_bits=4, a_bits=4, per_channel=True, progress=False)
+    qm = prepare_qat(model, [x_tr[:128]], QatConfig(quant=qc, bn_folding=folding))
+    tr, va = train_val_loaders(x_tr[:300], y_tr[:300], seed=0)
+    train_qat(qm, tr, va, epochs=1, lr=1e-3, patience=1, progress=False)
+    net = _export_check(qm, test[0])
+    assert any(L.kind == "conv2d" and L.groups > 1 for L in net.layers)
 
 
 def test_per_layer_bits_and_adaround_start(data):
@@ -194,9 +201,11 @@ def test_qat_recovers_accuracy_over_ptq_beyond_the_seed_spread(data):
         train_qat(qm, tr, va, epochs=2, lr=1e-3, patience=2, progress=False)
         qat.append(digits.evaluate(qm, test))
         if seed == 0:
-            net = _export_check(qm, test[0], qc)
+            net = _export_check(qm, test[0])
             y_int = executor.run(net, net.input_q.quantize(test[0].numpy()))
+            y_exact = quant.exact_outputs(qm, test[0], net=net)
+            assert np.array_equal(y_int, y_exact)          # the whole test split, exactly
             acc_int = 100 * float((y_int.argmax(1) == test[1].numpy()).mean())
-            assert abs(acc_int - qat[-1]) <= 100 / len(test[1])
+            assert abs(acc_int - qat[-1]) <= 100 / len(test[1])   # float32 mode: 1 image
     spread = max(max(ptq) - min(ptq), max(qat) - min(qat))
     assert min(qat) - max(ptq) > spread, (ptq, qat)

@@ -9,7 +9,7 @@ import torch
 from qaccel.quant import QuantConfig, digits
 from qaccel.quant import reconstruction as R
 from qmodels import resnetish, seq_cnn
-from test_export import _compare_per_layer, sliver
+from test_exact import _exact_vs_executor
 
 from qaccel import quant
 
@@ -70,11 +70,21 @@ def test_method_exports_exactly(method, model_fn):
         assert a.w_int is not None                      # integer weights fixed
         changed += int((a.weight_int() != b.weight_int()).sum())
     assert changed > 0
-    net = quant.export(qm, x[:1])
-    stats = _compare_per_layer(net, qm, torch.randn(64, 3, 8, 8))
-    assert stats
-    for name, (dmax, frac) in stats.items():
-        assert dmax <= 1 and frac <= sliver(cfg), (name, dmax, frac)
+    _, got, want = _exact_vs_executor(qm, torch.randn(64, 3, 8, 8))
+    assert int((got != want).sum()) == 0               # exact mode: to the last bit
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("model_name", ["digits_cnn", "digits_mobilenet"])
+def test_digits_method_exports_exactly(method, model_name):
+    """W2A4 per-channel with learned activation step sizes (LSQ): the exact mode equals the
+    executor on the whole test split, 0 differing integers at every layer."""
+    model, _, test = digits.get_model(model_name)
+    cfg = QuantConfig(w_bits=2, a_bits=4, per_channel=True, rounding=method, iterations=30,
+                      progress=False)
+    qm = quant.quantize(model, digits.calib_loader(128, seed=0), cfg)
+    _, got, want = _exact_vs_executor(qm, test[0])
+    assert got.shape == (len(test[0]), 10) and int((got != want).sum()) == 0
 
 
 def test_untraceable_model_is_refused():
