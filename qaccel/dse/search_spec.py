@@ -34,7 +34,7 @@ from __future__ import annotations
 import pathlib
 from dataclasses import dataclass, field
 
-import yaml
+from qaccel.yaml_spec import check_int, check_keys, read_yaml, spec_error
 
 __all__ = ["SearchSpec", "load_search", "parse_search", "SEARCH_OBJECTIVES", "MODELS",
            "HW_VARIABLES"]
@@ -48,17 +48,6 @@ _TOP = ("name", "model", "objectives", "trials", "seed", "population", "space", 
         "area_budget_cells", "seeds", "select", "eval_images")
 _SPACE = ("w_bits", "a_bits") + tuple(HW_VARIABLES)
 _SELECT_MIN = ("energy", "latency", "area")
-
-
-def _err(where: str, key: str, msg: str) -> ValueError:
-    return ValueError(f"{where}: {key}: {msg}")
-
-
-def _int(where, key, v, lo, hi=None) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-        rng = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise _err(where, key, f"must be an integer {rng}, not {v!r}")
-    return v
 
 
 @dataclass(frozen=True)
@@ -90,24 +79,15 @@ class SearchSpec:
 
 def load_search(path) -> SearchSpec:
     """Read and validate a search file."""
-    p = pathlib.Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read the search file ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc})") from None
-    return parse_search(data, str(path))
+    return parse_search(read_yaml(path, "search"), str(path))
 
 
 def _choices(where, key, v, lo, hi) -> tuple[int, ...]:
     if isinstance(v, int) and not isinstance(v, bool):
         v = [v]
     if not isinstance(v, list) or not v:
-        raise _err(where, key, f"must be a non-empty list of integers, not {v!r}")
-    out = tuple(sorted({_int(where, key, x, lo, hi) for x in v}))
+        raise spec_error(where, key, f"must be a non-empty list of integers, not {v!r}")
+    out = tuple(sorted({check_int(where, key, x, lo, hi) for x in v}))
     return out
 
 
@@ -116,36 +96,31 @@ def parse_search(data, where: str = "<search>") -> SearchSpec:
     from qaccel.quant.config import QuantConfig
     from qaccel.sim.config import ArrayConfig
 
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: the search file must be a YAML mapping, not "
-                         f"{type(data).__name__}")
-    for k in data:
-        if k not in _TOP:
-            raise _err(where, str(k), f"unknown key; known: {', '.join(_TOP)}")
+    check_keys(data, where, _TOP, "search")
     name = data.get("name", pathlib.Path(where).stem)
     if not isinstance(name, str) or not name:
-        raise _err(where, "name", f"must be a non-empty string, not {name!r}")
+        raise spec_error(where, "name", f"must be a non-empty string, not {name!r}")
     model = data.get("model")
     if model not in MODELS:
-        raise _err(where, "model", f"must be one of {', '.join(MODELS)}, not {model!r}")
+        raise spec_error(where, "model", f"must be one of {', '.join(MODELS)}, not {model!r}")
     objs = data.get("objectives", ["accuracy", "energy"])
     if not isinstance(objs, list) or not 2 <= len(objs) <= 3 or len(set(objs)) != len(objs):
-        raise _err(where, "objectives", f"must list two or three distinct of "
+        raise spec_error(where, "objectives", f"must list two or three distinct of "
                    f"{', '.join(SEARCH_OBJECTIVES)}, not {objs!r}")
     for o in objs:
         if o not in SEARCH_OBJECTIVES:
-            raise _err(where, "objectives", f"unknown objective {o!r}; known: "
+            raise spec_error(where, "objectives", f"unknown objective {o!r}; known: "
                        f"{', '.join(SEARCH_OBJECTIVES)}")
-    trials = _int(where, "trials", data.get("trials", 40), 1)
-    seed = _int(where, "seed", data.get("seed", 0), 0)
-    population = _int(where, "population", data.get("population", 12), 2)
+    trials = check_int(where, "trials", data.get("trials", 40), 1)
+    seed = check_int(where, "seed", data.get("seed", 0), 0)
+    population = check_int(where, "population", data.get("population", 12), 2)
 
     space = data.get("space", {}) or {}
     if not isinstance(space, dict):
-        raise _err(where, "space", f"must be a mapping, not {space!r}")
+        raise spec_error(where, "space", f"must be a mapping, not {space!r}")
     for k in space:
         if k not in _SPACE:
-            raise _err(where, f"space.{k}", f"unknown variable; known: {', '.join(_SPACE)}")
+            raise spec_error(where, f"space.{k}", f"unknown variable; known: {', '.join(_SPACE)}")
     w_bits = _choices(where, "space.w_bits", space.get("w_bits", [4, 6, 8]), 2, 16)
     a_bits = _choices(where, "space.a_bits", space.get("a_bits", [8]), 2, 16)
     hw = {}
@@ -156,23 +131,23 @@ def parse_search(data, where: str = "<search>") -> SearchSpec:
     budget = data.get("area_budget_cells")
     if budget is not None:
         if isinstance(budget, bool) or not isinstance(budget, int | float) or budget <= 0:
-            raise _err(where, "area_budget_cells", f"must be a number > 0, not {budget!r}")
+            raise spec_error(where, "area_budget_cells", f"must be a number > 0, not {budget!r}")
         for k in ("rows", "cols"):
             if k in space:
-                raise _err(where, f"space.{k}", "not with area_budget_cells: the array size "
+                raise spec_error(where, f"space.{k}", "not with area_budget_cells: the array size "
                            "follows from the budget and each trial's PE area")
 
     fixed = data.get("fixed", {}) or {}
     if not isinstance(fixed, dict):
-        raise _err(where, "fixed", f"must be a mapping, not {fixed!r}")
+        raise spec_error(where, "fixed", f"must be a mapping, not {fixed!r}")
     qfields = set(QuantConfig.__dataclass_fields__) - {"w_bits", "a_bits", "layer_bits"}
     afields = set(ArrayConfig.__dataclass_fields__) - {"w_bits", "a_bits"} - set(HW_VARIABLES)
     for k, v in fixed.items():
         if k not in qfields | afields:
-            raise _err(where, f"fixed.{k}", "unknown or searched field; known: "
+            raise spec_error(where, f"fixed.{k}", "unknown or searched field; known: "
                        + ", ".join(sorted(qfields | afields)))
         if isinstance(v, list | dict) or v is None:
-            raise _err(where, f"fixed.{k}", f"must be one value, not {v!r}")
+            raise spec_error(where, f"fixed.{k}", f"must be one value, not {v!r}")
     top_w, top_a = max(w_bits), max(a_bits)
     try:
         QuantConfig(**{k: v for k, v in fixed.items() if k in qfields}, w_bits=top_w,
@@ -180,41 +155,42 @@ def parse_search(data, where: str = "<search>") -> SearchSpec:
         ArrayConfig(**{k: v for k, v in fixed.items() if k in afields}, w_bits=top_w,
                     a_bits=top_a)
     except (ValueError, TypeError) as exc:
-        raise _err(where, "fixed", str(exc)) from None
+        raise spec_error(where, "fixed", str(exc)) from None
 
     seeds = data.get("seeds", {}) or {}
     if not isinstance(seeds, dict):
-        raise _err(where, "seeds", f"must be a mapping, not {seeds!r}")
+        raise spec_error(where, "seeds", f"must be a mapping, not {seeds!r}")
     for k in seeds:
         if k not in ("uniform", "sensitivity"):
-            raise _err(where, f"seeds.{k}", "unknown key; known: uniform, sensitivity")
+            raise spec_error(where, f"seeds.{k}", "unknown key; known: uniform, sensitivity")
     uni = seeds.get("uniform", [[top_w, top_a]])
     if not isinstance(uni, list):
-        raise _err(where, "seeds.uniform", f"must be a list of [w_bits, a_bits], not {uni!r}")
+        raise spec_error(where, "seeds.uniform", f"must be a list of [w_bits, a_bits], not {uni!r}")
     uniform = []
     for u in uni:
         if not (isinstance(u, list) and len(u) == 2 and u[0] in w_bits and u[1] in a_bits):
-            raise _err(where, "seeds.uniform", f"entry {u!r} must be [w_bits, a_bits] with "
+            raise spec_error(where, "seeds.uniform", f"entry {u!r} must be [w_bits, a_bits] with "
                        f"w_bits in {list(w_bits)} and a_bits in {list(a_bits)}")
         uniform.append((int(u[0]), int(u[1])))
-    sens = _int(where, "seeds.sensitivity", seeds.get("sensitivity", 0), 0, 64)
+    sens = check_int(where, "seeds.sensitivity", seeds.get("sensitivity", 0), 0, 64)
 
     select = data.get("select", {}) or {}
     if not isinstance(select, dict):
-        raise _err(where, "select", f"must be a mapping, not {select!r}")
+        raise spec_error(where, "select", f"must be a mapping, not {select!r}")
     for k in select:
         if k not in ("minimize", "max_accuracy_drop"):
-            raise _err(where, f"select.{k}", "unknown key; known: minimize, max_accuracy_drop")
+            raise spec_error(where, f"select.{k}",
+                             "unknown key; known: minimize, max_accuracy_drop")
     sel_min = select.get("minimize", "energy")
     if sel_min not in _SELECT_MIN:
-        raise _err(where, "select.minimize", f"must be one of {', '.join(_SELECT_MIN)}, "
+        raise spec_error(where, "select.minimize", f"must be one of {', '.join(_SELECT_MIN)}, "
                    f"not {sel_min!r}")
     drop = select.get("max_accuracy_drop", 0.5)
     if isinstance(drop, bool) or not isinstance(drop, int | float) or drop < 0:
-        raise _err(where, "select.max_accuracy_drop", f"must be a number >= 0, not {drop!r}")
+        raise spec_error(where, "select.max_accuracy_drop", f"must be a number >= 0, not {drop!r}")
     ev = data.get("eval_images")
     if ev is not None:
-        ev = _int(where, "eval_images", ev, 1)
+        ev = check_int(where, "eval_images", ev, 1)
     return SearchSpec(path=where, name=name, model=model, objectives=tuple(objs),
                       trials=trials, seed=seed, population=population, w_bits=w_bits,
                       a_bits=a_bits, hw=hw, fixed=dict(fixed),

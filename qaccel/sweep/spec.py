@@ -12,6 +12,8 @@
       w_bits: [4, 8]
       clock_mhz: [500]
       energy_table: [default, my45nm.json]    # paths relative to the sweep file
+      mapping: [fixed, search]                # fixed loop nest (default) or sim.mapper search
+      objective: [energy, latency]            # what search minimises (energy, edp, latency)
     random: 100                # optional: 100 distinct points drawn from the grid
     seed: 0                    # seed of the random draw
     metrics: [cost, area]      # cost (default), area (Yosys, cached), accuracy (data)
@@ -21,9 +23,12 @@
                                # (qaccel.dse.isoarea.array_for_budget); no rows/cols keys then
 
 Parameter names are the fields of :class:`qaccel.sim.ArrayConfig` and
-:class:`qaccel.quant.QuantConfig` (a name in both sets both), ``clock_mhz`` and
-``energy_table`` (:mod:`.fields`). Every point is validated by constructing its frozen
-configs; an unknown key or a bad value raises ValueError naming the file and the key.
+:class:`qaccel.quant.QuantConfig` (a name in both sets both), ``clock_mhz``,
+``energy_table``, ``mapping`` and ``objective`` (:mod:`.fields`). Under ``mapping: fixed`` the
+objective does not apply: such points store ``objective`` as null and hash as they did before
+these keys existed, so points differing only in ``objective`` are one point. Every point is
+validated by constructing its frozen configs; an unknown key or a bad value raises
+ValueError naming the file and the key.
 """
 
 from __future__ import annotations
@@ -35,11 +40,11 @@ import pathlib
 import random as _random
 from dataclasses import dataclass, field
 
-import yaml
-
 from qaccel.commands.perf import NETWORK_CHOICES, PERF_DEFAULTS
 from qaccel.sim.config import ArrayConfig
 from qaccel.sim.energy import EnergyTable, load_table
+from qaccel.sim.mapper import MAPPINGS, OBJECTIVES
+from qaccel.yaml_spec import check_keys, read_yaml, spec_error
 
 from .fields import (
     ARRAY_FIELDS,
@@ -63,6 +68,8 @@ DIGITS_MODELS = ("digits_cnn", "digits_mobilenet")
 ARRAY_BASE = dict(PERF_DEFAULTS)
 DEFAULT_CLOCK_MHZ = 500.0
 DEFAULT_TABLE = "default"
+DEFAULT_MAPPING = "fixed"
+DEFAULT_OBJECTIVE = "energy"
 #: a grid larger than this must be sampled with ``random: N``
 MAX_POINTS = 1_000_000
 
@@ -114,6 +121,11 @@ class DesignPoint:
     clock_mhz : float
     energy_table : str
         ``"default"`` or the table's path as written in the sweep file.
+    mapping : {"fixed", "search"}
+        Each layer's mapping in the cost model: the fixed nest or :mod:`qaccel.sim.mapper`'s
+        search.
+    objective : {"energy", "edp", "latency"}
+        What the search minimises (unused with ``mapping="fixed"``).
     """
 
     config_hash: str
@@ -122,6 +134,8 @@ class DesignPoint:
     quant: object | None
     clock_mhz: float
     energy_table: str
+    mapping: str = DEFAULT_MAPPING
+    objective: str = DEFAULT_OBJECTIVE
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,21 +158,7 @@ class SweepSpec:
 def load_spec(path) -> SweepSpec:
     """Read and validate a sweep file (``yaml.safe_load``)."""
     p = pathlib.Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"sweep file {str(p)!r} does not exist") from None
-    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as exc:
-        raise ValueError(f"{p}: cannot read the sweep file ({exc})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{p}: not valid YAML: {exc}") from None
-    return parse_spec(data, where=str(p), base_dir=p.parent)
-
-
-def _err(where: str, key: str, msg: str) -> ValueError:
-    return ValueError(f"{where}: {key}: {msg}")
+    return parse_spec(read_yaml(p, "sweep"), where=str(p), base_dir=p.parent)
 
 
 def _file_sha(path: pathlib.Path) -> str:
@@ -167,46 +167,46 @@ def _file_sha(path: pathlib.Path) -> str:
 
 def _parse_workload(data, where: str, base_dir: pathlib.Path) -> WorkloadSpec:
     if not isinstance(data, dict):
-        raise _err(where, "workload", f"must be a mapping with one of "
+        raise spec_error(where, "workload", f"must be a mapping with one of "
                    f"{', '.join(WORKLOAD_KINDS)}, not {data!r}")
     kinds = [k for k in WORKLOAD_KINDS if k in data]
     if len(kinds) != 1:
-        raise _err(where, "workload", f"needs exactly one of {', '.join(WORKLOAD_KINDS)}; "
+        raise spec_error(where, "workload", f"needs exactly one of {', '.join(WORKLOAD_KINDS)}; "
                    f"got {sorted(data)}")
     kind = kinds[0]
     allowed = (kind,) + WORKLOAD_OPTIONS[kind]
     unknown = [k for k in data if k not in allowed]
     if unknown:
-        raise _err(where, f"workload.{unknown[0]}", f"unknown key for a {kind} workload; "
+        raise spec_error(where, f"workload.{unknown[0]}", f"unknown key for a {kind} workload; "
                    f"known: {', '.join(allowed)}")
     value = data[kind]
     if not isinstance(value, str) or not value:
-        raise _err(where, f"workload.{kind}", f"must be a non-empty string, not {value!r}")
+        raise spec_error(where, f"workload.{kind}", f"must be a non-empty string, not {value!r}")
     opts = {k: data[k] for k in WORKLOAD_OPTIONS[kind] if k in data}
 
     def positive_int(k):
         v = opts[k]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise _err(where, f"workload.{k}", f"must be a positive integer, not {v!r}")
+            raise spec_error(where, f"workload.{k}", f"must be a positive integer, not {v!r}")
 
     if kind == "network":
         if value not in NETWORK_CHOICES:
-            raise _err(where, "workload.network", f"unknown network {value!r}; choose one of "
+            raise spec_error(where, "workload.network", f"unknown network {value!r}; choose one of "
                        f"{', '.join(NETWORK_CHOICES)}")
         opts.setdefault("batch", 1)
         positive_int("batch")
         if "seq_len" in opts:
             if value != "bert_base":
-                raise _err(where, "workload.seq_len", "applies to network bert_base only")
+                raise spec_error(where, "workload.seq_len", "applies to network bert_base only")
             positive_int("seq_len")
         if opts.setdefault("method", "auto") not in ("auto", "fx", "hooks"):
-            raise _err(where, "workload.method", f"must be auto, fx or hooks, not "
+            raise spec_error(where, "workload.method", f"must be auto, fx or hooks, not "
                        f"{opts['method']!r}")
         key = json.dumps({"network": value, **opts}, sort_keys=True)
         return WorkloadSpec(kind, value, opts, key)
     if kind == "model":
         if value not in DIGITS_MODELS:
-            raise _err(where, "workload.model", f"unknown model {value!r}; choose one of "
+            raise spec_error(where, "workload.model", f"unknown model {value!r}; choose one of "
                        f"{', '.join(DIGITS_MODELS)} (quant.digits, with their data)")
         opts.setdefault("calib", 256)
         positive_int("calib")
@@ -214,25 +214,25 @@ def _parse_workload(data, where: str, base_dir: pathlib.Path) -> WorkloadSpec:
         return WorkloadSpec(kind, value, opts, key)
     path = (base_dir / value).resolve()
     if not path.is_file():
-        raise _err(where, f"workload.{kind}", f"file {value!r} does not exist "
+        raise spec_error(where, f"workload.{kind}", f"file {value!r} does not exist "
                    f"(looked for {str(path)!r})")
     if kind == "topology":
         gemm = opts.get("gemm")
         if gemm is not None and not isinstance(gemm, bool):
-            raise _err(where, "workload.gemm", f"must be true or false, not {gemm!r}")
+            raise spec_error(where, "workload.gemm", f"must be true or false, not {gemm!r}")
         from qaccel.sim.topology import read_topology
 
         try:
             read_topology(path, gemm=gemm)
         except ValueError as exc:
-            raise _err(where, "workload.topology", str(exc)) from None
+            raise spec_error(where, "workload.topology", str(exc)) from None
     else:
         from qaccel.sim.network import IntNetwork
 
         try:
             IntNetwork.load(path)
         except (ValueError, OSError, KeyError) as exc:
-            raise _err(where, "workload.int_network", f"{value!r} is not a loadable integer "
+            raise spec_error(where, "workload.int_network", f"{value!r} is not a loadable integer "
                        f"network ({exc})") from None
     key = json.dumps({kind: _file_sha(path), **opts}, sort_keys=True)
     return WorkloadSpec(kind, str(path), opts, key)
@@ -242,28 +242,28 @@ def _values(where: str, key: str, v) -> list:
     """A grid entry: a list, a scalar, or an inclusive ``{start, stop, step}`` range."""
     if isinstance(v, list):
         if not v:
-            raise _err(where, key, "empty list of values")
+            raise spec_error(where, key, "empty list of values")
         for x in v:
             if isinstance(x, list | dict) or x is None:
-                raise _err(where, key, f"values must be scalars, not {x!r}")
+                raise spec_error(where, key, f"values must be scalars, not {x!r}")
         if len({json.dumps(x) for x in v}) != len(v):
-            raise _err(where, key, f"repeated values in {v!r}")
+            raise spec_error(where, key, f"repeated values in {v!r}")
         return list(v)
     if isinstance(v, dict):
         if set(v) - {"start", "stop", "step"} or not {"start", "stop"} <= set(v):
-            raise _err(where, key, f"a range is {{start, stop, step}} (integers, stop "
+            raise spec_error(where, key, f"a range is {{start, stop, step}} (integers, stop "
                        f"inclusive), not {v!r}")
         start, stop, step = v["start"], v["stop"], v.get("step", 1)
         for name, x in (("start", start), ("stop", stop), ("step", step)):
             if isinstance(x, bool) or not isinstance(x, int):
-                raise _err(where, f"{key}.{name}", f"must be an integer, not {x!r}")
+                raise spec_error(where, f"{key}.{name}", f"must be an integer, not {x!r}")
         if step < 1:
-            raise _err(where, f"{key}.step", f"must be >= 1, not {step}")
+            raise spec_error(where, f"{key}.step", f"must be >= 1, not {step}")
         if stop < start:
-            raise _err(where, key, f"empty range: stop {stop} < start {start}")
+            raise spec_error(where, key, f"empty range: stop {stop} < start {start}")
         return list(range(start, stop + 1, step))
     if v is None:
-        raise _err(where, key, "has no value")
+        raise spec_error(where, key, "has no value")
     return [v]
 
 
@@ -286,18 +286,23 @@ class _Builder:
         if name == "clock_mhz":
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) \
                     or v <= 0:
-                raise _err(self.where, key, f"must be a positive number (MHz), not {v!r}")
+                raise spec_error(self.where, key, f"must be a positive number (MHz), not {v!r}")
         elif name == "energy_table":
             self.table(key, v)
+        elif name in ("mapping", "objective"):
+            choices = MAPPINGS if name == "mapping" else OBJECTIVES
+            if v not in choices:
+                raise spec_error(self.where, key, f"must be one of {', '.join(choices)}, "
+                                 f"not {v!r}")
 
     def table(self, key: str, v) -> EnergyTable:
         if not isinstance(v, str) or not v:
-            raise _err(self.where, key, f"must be 'default' or a JSON file path, not {v!r}")
+            raise spec_error(self.where, key, f"must be 'default' or a JSON file path, not {v!r}")
         if v not in self.tables:
             try:
                 t = load_table(None if v == DEFAULT_TABLE else self.base_dir / v)
             except (ValueError, FileNotFoundError) as exc:
-                raise _err(self.where, key, str(exc)) from None
+                raise spec_error(self.where, key, str(exc)) from None
             body = {k: x for k, x in t.to_dict().items() if k != "path"}
             self.tables[v] = t
             self.table_digest[v] = hashlib.sha256(
@@ -325,11 +330,20 @@ class _Builder:
         clock = float(values.get("clock_mhz", DEFAULT_CLOCK_MHZ))
         table = values.get("energy_table", DEFAULT_TABLE)
         self.table("energy_table", table)
+        mapping = values.get("mapping", DEFAULT_MAPPING)
+        objective = values.get("objective", DEFAULT_OBJECTIVE)
+        for name, v in (("mapping", mapping), ("objective", objective)):
+            self.check_value(name, name, v)
         params["clock_mhz"] = clock
         params["energy_table"] = table
+        params["mapping"] = mapping
+        params["objective"] = objective if mapping == "search" else None
         ident = {**params, "energy_table": self.table_digest[table]}
+        if mapping == "fixed":      # the fixed nest: no objective, the hash of older sweeps
+            del ident["mapping"], ident["objective"]
         return DesignPoint(config_hash=point_hash(self.workload.key, ident), params=params,
-                           array=array, quant=quant, clock_mhz=clock, energy_table=table)
+                           array=array, quant=quant, clock_mhz=clock, energy_table=table,
+                           mapping=mapping, objective=objective)
 
 
 def point_hash(workload_key: str, params: dict) -> str:
@@ -348,32 +362,27 @@ def parse_spec(data, where: str = "<sweep>", base_dir=".") -> SweepSpec:
     Raises ValueError naming ``where`` and the offending key before anything runs.
     """
     base_dir = pathlib.Path(base_dir)
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: the sweep file must be a YAML mapping, not "
-                         f"{type(data).__name__}")
-    for k in data:
-        if k not in TOP_KEYS:
-            raise _err(where, str(k), f"unknown key; known: {', '.join(TOP_KEYS)}")
+    check_keys(data, where, TOP_KEYS, "sweep")
     if "workload" not in data:
-        raise _err(where, "workload", "missing (what every point runs)")
+        raise spec_error(where, "workload", "missing (what every point runs)")
     workload = _parse_workload(data["workload"], where, base_dir)
     name = data.get("name", pathlib.Path(where).stem)
     if not isinstance(name, str):
-        raise _err(where, "name", f"must be a string, not {name!r}")
+        raise spec_error(where, "name", f"must be a string, not {name!r}")
 
     # ---- metrics
     metrics = data.get("metrics", ["cost"] + (["accuracy"] if workload.has_data else []))
     if isinstance(metrics, str):
         metrics = [metrics]
     if not isinstance(metrics, list) or not metrics:
-        raise _err(where, "metrics", f"must be a list of {', '.join(METRIC_GROUPS)}, "
+        raise spec_error(where, "metrics", f"must be a list of {', '.join(METRIC_GROUPS)}, "
                    f"not {metrics!r}")
     for m in metrics:
         if m not in METRIC_GROUPS:
-            raise _err(where, "metrics", f"unknown metric group {m!r}; known: "
+            raise spec_error(where, "metrics", f"unknown metric group {m!r}; known: "
                        f"{', '.join(METRIC_GROUPS)}")
         if m == "accuracy" and not workload.has_data:
-            raise _err(where, "metrics", f"accuracy needs a workload with data "
+            raise spec_error(where, "metrics", f"accuracy needs a workload with data "
                        f"(workload: model: ...); {workload.label} is cost-only")
     metrics = tuple(g for g in METRIC_GROUPS if g in metrics)
 
@@ -382,41 +391,43 @@ def parse_spec(data, where: str = "<sweep>", base_dir=".") -> SweepSpec:
     grid = data.get("grid", {}) or {}
     for section, d in (("fixed", fixed), ("grid", grid)):
         if not isinstance(d, dict):
-            raise _err(where, section, f"must be a mapping of parameter -> value(s), not {d!r}")
+            raise spec_error(where, section,
+                             f"must be a mapping of parameter -> value(s), not {d!r}")
         for k in d:
             if k not in PARAM_TYPES:
-                raise _err(where, f"{section}.{k}", "unknown parameter; known: "
+                raise spec_error(where, f"{section}.{k}", "unknown parameter; known: "
                            + ", ".join(sorted(PARAM_TYPES)))
             if k in SHARED_FIELDS and workload.kind == "int_network":
-                raise _err(where, f"{section}.{k}", "set by each layer of the integer network "
-                           "(workload int_network); sweep the geometry, buffers, clock or "
-                           "energy table")
+                raise spec_error(where, f"{section}.{k}",
+                                 "set by each layer of the integer network (workload "
+                                 "int_network); sweep the geometry, buffers, clock or "
+                                 "energy table")
             if k in QUANT_ONLY_FIELDS and not workload.has_data:
-                raise _err(where, f"{section}.{k}", f"a QuantConfig field, but "
+                raise spec_error(where, f"{section}.{k}", f"a QuantConfig field, but "
                            f"{workload.label} has no data to quantize "
                            f"(use workload: model: ...)")
     both = sorted(set(fixed) & set(grid))
     if both:
-        raise _err(where, f"grid.{both[0]}", "also set in fixed")
+        raise spec_error(where, f"grid.{both[0]}", "also set in fixed")
     b = _Builder(where, base_dir, workload)
     budget = data.get("area_budget_cells")
     if budget is not None:
         if isinstance(budget, bool) or not isinstance(budget, int | float) or not budget > 0:
-            raise _err(where, "area_budget_cells", f"must be a number > 0, not {budget!r}")
+            raise spec_error(where, "area_budget_cells", f"must be a number > 0, not {budget!r}")
         for section, d in (("fixed", fixed), ("grid", grid)):
             for k in ("rows", "cols"):
                 if k in d:
-                    raise _err(where, f"{section}.{k}", "not with area_budget_cells: the "
+                    raise spec_error(where, f"{section}.{k}", "not with area_budget_cells: the "
                                "array size follows from the budget and the point's widths")
         b.area_budget = float(budget)
     for k, v in fixed.items():
         if isinstance(v, list | dict) or v is None:
-            raise _err(where, f"fixed.{k}", f"must be one value, not {v!r}")
+            raise spec_error(where, f"fixed.{k}", f"must be one value, not {v!r}")
         b.check_value(k, f"fixed.{k}", v)
     try:
         b.point(dict(fixed))
     except ValueError as exc:
-        raise _err(where, "fixed", str(exc)) from None
+        raise spec_error(where, "fixed", str(exc)) from None
     axes = {k: _values(where, f"grid.{k}", v) for k, v in grid.items()}
     for k, vals in axes.items():            # each value alone, so the error names its key
         for v in vals:
@@ -424,7 +435,7 @@ def parse_spec(data, where: str = "<sweep>", base_dir=".") -> SweepSpec:
             try:
                 b.point({**fixed, k: v})
             except (ValueError, TypeError) as exc:
-                raise _err(where, f"grid.{k}", f"value {v!r}: {exc}") from None
+                raise spec_error(where, f"grid.{k}", f"value {v!r}: {exc}") from None
 
     # ---- the points
     keys = list(axes)
@@ -433,22 +444,22 @@ def parse_spec(data, where: str = "<sweep>", base_dir=".") -> SweepSpec:
     n_random = data.get("random")
     seed = data.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise _err(where, "seed", f"must be an integer, not {seed!r}")
+        raise spec_error(where, "seed", f"must be an integer, not {seed!r}")
     if n_random is not None:
         if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 1:
-            raise _err(where, "random", f"must be a positive integer, not {n_random!r}")
+            raise spec_error(where, "random", f"must be a positive integer, not {n_random!r}")
         if n_random > total:
-            raise _err(where, "random", f"{n_random} samples but the grid has only {total} "
+            raise spec_error(where, "random", f"{n_random} samples but the grid has only {total} "
                        f"points; drop random to run the whole grid")
         idx = sorted(_random.Random(seed).sample(range(total), n_random))
     else:
         if total > MAX_POINTS:
-            raise _err(where, "grid", f"{total:,} points (more than {MAX_POINTS:,}); "
+            raise spec_error(where, "grid", f"{total:,} points (more than {MAX_POINTS:,}); "
                        f"sample it with random: N")
         idx = range(total)
     skip_invalid = data.get("skip_invalid", False)
     if not isinstance(skip_invalid, bool):
-        raise _err(where, "skip_invalid", f"must be true or false, not {skip_invalid!r}")
+        raise spec_error(where, "skip_invalid", f"must be true or false, not {skip_invalid!r}")
     points, seen, skipped = [], set(), 0
     for i in idx:                    # mixed-radix index: itertools.product's order
         values, rest = dict(fixed), i
@@ -461,13 +472,13 @@ def parse_spec(data, where: str = "<sweep>", base_dir=".") -> SweepSpec:
             if skip_invalid:
                 skipped += 1
                 continue
-            raise _err(where, "grid", f"point {_describe({k: values[k] for k in keys})}: "
+            raise spec_error(where, "grid", f"point {_describe({k: values[k] for k in keys})}: "
                        f"{exc} (skip_invalid: true drops such combinations)") from None
         if pt.config_hash not in seen:
             seen.add(pt.config_hash)
             points.append(pt)
     if not points:
-        raise _err(where, "grid", "no valid point")
+        raise spec_error(where, "grid", "no valid point")
     return SweepSpec(path=where, name=name, workload=workload, points=tuple(points),
                      metrics=metrics, swept=tuple(keys), tables=dict(b.tables),
                      skipped=skipped)

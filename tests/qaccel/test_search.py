@@ -32,7 +32,7 @@ SMALL = {"model": "digits_cnn", "objectives": ["accuracy", "energy"], "trials": 
     ({"objectives": ["accuracy"]}, "objectives: must list two or three"),
     ({"objectives": ["accuracy", "speed"]}, "objectives: unknown objective 'speed'"),
     ({"model": "resnet"}, "model: must be one of"),
-    ({"space": {"w_bits": [1, 8]}}, "space.w_bits: must be an integer [2, 16]"),
+    ({"space": {"w_bits": [1, 8]}}, "space.w_bits: must be an integer in [2, 16]"),
     ({"space": {"depth": [3]}}, "space.depth: unknown variable"),
     ({"area_budget_cells": 1e5, "space": {"rows": [8]}}, "space.rows: not with area_budget"),
     ({"area_budget_cells": -3}, "area_budget_cells: must be a number > 0"),
