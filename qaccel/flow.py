@@ -419,6 +419,7 @@ def network_energy_report(cfg: ArrayConfig, gemms, table, source: str = "",
                        "cycles": lp.cycles, "macs": lp.macs,
                        "utilization": lp.utilization, "total_pj": e.total_pj,
                        "dram_bits": lp.dram_bits, "compulsory_bits": lp.compulsory_bits,
+                       "buffer_bits": lp.traffic.total("buffer"),
                        "mapping": lp.mapping.to_dict(),
                        "categories_pj": e.by_category(), "terms_pj": e.terms})
     macs = total.macs
@@ -507,7 +508,8 @@ def engine_gemm_fn(net: IntNetwork, array_cfg: ArrayConfig, engine: str,
 
 
 def network_cost(net: IntNetwork, array_cfg: ArrayConfig, clock_mhz: float = 500.0,
-                 energy_table=None, engine: str = "analytic", *, area: bool = True) -> dict:
+                 energy_table=None, engine: str = "analytic", *, area: bool = True,
+                 mapping: str = "fixed", objective: str = "energy") -> dict:
     """Cost of one inference of ``net`` on ``array_cfg``'s array.
 
     Each layer is costed with its own bit-widths (:func:`layer_config`); the hardware
@@ -515,6 +517,8 @@ def network_cost(net: IntNetwork, array_cfg: ArrayConfig, clock_mhz: float = 500
     layer's GEMMs of one inference on the cycle model and asserts that outputs and cycles
     equal the executor's and the analytic count. ``energy_table``: an
     :class:`~qaccel.sim.energy.EnergyTable`, a path or ``None`` (default table).
+    ``mapping``/``objective``: as :func:`network_energy_report` (``"search"`` only with the
+    analytic engine: the cycle model and the RTL run the fixed nest).
 
     Returns a JSON-able dict: ``layers`` (per layer: shape, bits, cycles, utilization,
     energy by category), ``cycles``, ``macs``, ``utilization``, ``latency_s``,
@@ -526,12 +530,15 @@ def network_cost(net: IntNetwork, array_cfg: ArrayConfig, clock_mhz: float = 500
 
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if mapping != "fixed" and engine != "analytic":
+        raise ValueError(f"mapping {mapping!r} needs the analytic engine, not {engine!r} "
+                         "(the cycle model and the RTL run the fixed nest)")
     table = energy_table if isinstance(energy_table, EnergyTable) else load_table(energy_table)
     hw = hardware_config(array_cfg, net)
     gemm_idx = net.gemm_layers()
     cfgs = [layer_config(array_cfg, net, net.layers[i]) for i in gemm_idx]
     rep = network_energy_report(hw, network_workloads(net), table, "network",
-                                layer_cfgs=cfgs)
+                                layer_cfgs=cfgs, mapping=mapping, objective=objective)
     layers = []
     for i, row in zip(gemm_idx, rep["layers"]):
         L = net.layers[i]

@@ -430,11 +430,13 @@ def counts_from_perf(lp) -> LayerCounts:
                        outputs=int(lp.requant_ops), cycles=int(lp.cycles), bits=bits)
 
 
-def workloads_energy(cfg: ArrayConfig, workloads, table: EnergyTable | None = None):
+def workloads_energy(cfg: ArrayConfig, workloads, table: EnergyTable | None = None,
+                     mapper=None):
     """Analytic model + energy model for a list of ``GemmWorkload``:
-    ``(NetworkPerf, per-layer breakdowns, total breakdown)``."""
+    ``(NetworkPerf, per-layer breakdowns, total breakdown)``. ``mapper(cfg, w)``: each
+    layer's mapping (``None``: the fixed nest), as in :func:`.analytic.analyze_network`."""
     from .analytic import analyze_network
 
-    perf = analyze_network(cfg, workloads)
+    perf = analyze_network(cfg, workloads, mapper)
     per, total = network_energy(cfg, [counts_from_perf(lp) for lp in perf.layers], table)
     return perf, per, total

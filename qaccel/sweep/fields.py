@@ -2,8 +2,10 @@
 
 Parameters are the fields of :class:`qaccel.sim.ArrayConfig` and
 :class:`qaccel.quant.QuantConfig` (one flat namespace: a name in both, e.g. ``w_bits``, sets
-both, so the network is quantized to the array's widths), plus ``clock_mhz`` and
-``energy_table``. Metrics come in groups a sweep asks for with ``metrics: [...]``.
+both, so the network is quantized to the array's widths), plus ``clock_mhz``,
+``energy_table``, ``mapping`` (``fixed``: the fixed loop nest; ``search``: each layer's best
+mapping, :mod:`qaccel.sim.mapper`) and its ``objective`` (``energy``, ``edp``, ``latency``).
+Metrics come in groups a sweep asks for with ``metrics: [...]``.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ SHARED_FIELDS = tuple(k for k in ARRAY_FIELDS if k in QUANT_FIELDS)
 QUANT_ONLY_FIELDS = tuple(k for k in QUANT_FIELDS if k not in ARRAY_FIELDS)
 #: every parameter column: name -> SQL type
 PARAM_TYPES: dict[str, str] = {**ARRAY_FIELDS, **QUANT_FIELDS, "clock_mhz": "REAL",
-                               "energy_table": "TEXT"}
+                               "energy_table": "TEXT", "mapping": "TEXT", "objective": "TEXT"}
 
 #: metric groups (``metrics:`` in the sweep file) -> their columns
 METRIC_GROUPS: dict[str, tuple[str, ...]] = {

@@ -2,8 +2,9 @@
 
 - cost (``metrics: [cost]``): the analytic model and the energy model
   (:func:`qaccel.sim.energy.workloads_energy`: cycle-exact latency, traffic, energy with the
-  point's table); a quantized or exported integer network is costed layer by layer at its
-  own bit-widths (:func:`qaccel.flow.network_cost`);
+  point's table), each layer under the point's ``mapping`` (the fixed nest, or the
+  :mod:`qaccel.sim.mapper` search for its ``objective``); a quantized or exported integer
+  network is costed layer by layer at its own bit-widths (:func:`qaccel.flow.network_cost`);
 - area (``[area]``): Yosys cells of the datapath (:func:`qaccel.dse.isoarea.datapath_cells`:
   PE, requantizer and parameter FIFO, synthesized once per bit-width configuration, cached);
 - accuracy (``[accuracy]``, workloads with data): :func:`qaccel.flow.quantize_model` (cached
@@ -30,11 +31,22 @@ __all__ = ["cost_metrics", "net_cost_metrics", "area_metrics", "quantized", "eva
 PointResult = tuple[str, str, "str | None", float, dict]
 
 
-def cost_metrics(cfg: ArrayConfig, gemms, table, clock_mhz: float) -> dict:
-    """Cycles, latency, utilization, traffic and energy of ``gemms`` on ``cfg``."""
+def _mapper(mapping: str, objective: str, table):
+    """``None`` (the fixed nest) or a per-layer mapper for ``analyze_network``."""
+    from qaccel.sim.mapper import choose_mapping
+
+    if mapping == "fixed":
+        return None
+    return lambda cfg, w: choose_mapping(cfg, w, mapping, objective, table)
+
+
+def cost_metrics(cfg: ArrayConfig, gemms, table, clock_mhz: float, mapping: str = "fixed",
+                 objective: str = "energy") -> dict:
+    """Cycles, latency, utilization, traffic and energy of ``gemms`` on ``cfg``, each layer
+    mapped per ``mapping`` (``"fixed"`` or ``"search"`` for ``objective``)."""
     from qaccel.sim.energy import CATEGORIES, workloads_energy
 
-    perf, _, total = workloads_energy(cfg, gemms, table)
+    perf, _, total = workloads_energy(cfg, gemms, table, _mapper(mapping, objective, table))
     cats = total.by_category()
     traffic = perf.traffic
     out = {"cycles": int(perf.cycles), "latency_s": perf.cycles / (clock_mhz * 1e6),
@@ -79,20 +91,18 @@ def _int_network(path: str):
     return IntNetwork.load(path)
 
 
-def net_cost_metrics(net, cfg: ArrayConfig, table, clock_mhz: float) -> tuple[dict, ArrayConfig]:
-    """Cost of an integer network, every layer at its own bit-widths
-    (:func:`qaccel.flow.network_cost`), plus its traffic; and the array that runs it."""
+def net_cost_metrics(net, cfg: ArrayConfig, table, clock_mhz: float, mapping: str = "fixed",
+                     objective: str = "energy") -> tuple[dict, ArrayConfig]:
+    """Cost of an integer network, every layer at its own bit-widths and mapped per
+    ``mapping``/``objective`` (:func:`qaccel.flow.network_cost`), plus its traffic; and the
+    array that runs it."""
     from qaccel import flow
-    from qaccel.sim.analytic import analyze_layer
     from qaccel.sim.energy import CATEGORIES
 
-    cost = flow.network_cost(net, cfg, clock_mhz, table, "analytic", area=False)
-    gemms = flow.network_workloads(net)
-    dram = buf = 0
-    for i, g in zip(net.gemm_layers(), gemms):
-        tr = analyze_layer(flow.layer_config(cfg, net, net.layers[i]), g).traffic
-        dram += tr.total("dram")
-        buf += tr.total("buffer")
+    cost = flow.network_cost(net, cfg, clock_mhz, table, "analytic", area=False,
+                             mapping=mapping, objective=objective)
+    dram = sum(row["dram_bits"] for row in cost["layers"])
+    buf = sum(row["buffer_bits"] for row in cost["layers"])
     cats = cost["energy_categories_pj"]
     out = {"cycles": int(cost["cycles"]), "latency_s": float(cost["latency_s"]),
            "utilization": float(cost["utilization"]), "macs": int(cost["macs"]),
@@ -129,9 +139,11 @@ def evaluate_point(ctx: WorkloadContext, point: DesignPoint, groups, tables: dic
     elif ctx.kind == "int_network":
         net = _int_network(ctx.int_network)
     if net is not None:
-        cost, hw = net_cost_metrics(net, point.array, table, point.clock_mhz)
+        cost, hw = net_cost_metrics(net, point.array, table, point.clock_mhz, point.mapping,
+                                    point.objective)
     elif "cost" in groups:
-        cost = cost_metrics(point.array, ctx.gemms, table, point.clock_mhz)
+        cost = cost_metrics(point.array, ctx.gemms, table, point.clock_mhz, point.mapping,
+                            point.objective)
     if "cost" in groups:
         metrics.update(cost)
     if "area" in groups:

@@ -36,7 +36,9 @@ def test_grid_is_the_cartesian_product_and_hashes_are_unique():
     assert len({p.config_hash for p in s.points}) == 12
     p = s.points[0]
     assert p.array == ArrayConfig(**{**ARRAY_BASE, "rows": 8, "cols": 8})
-    assert set(p.params) == set(ARRAY_FIELDS) | {"clock_mhz", "energy_table"}
+    assert set(p.params) == set(ARRAY_FIELDS) | {"clock_mhz", "energy_table", "mapping",
+                                                 "objective"}
+    assert (p.mapping, p.params["mapping"], p.params["objective"]) == ("fixed", "fixed", None)
     assert s.swept == ("rows", "cols", "per_channel")
 
 
@@ -74,6 +76,11 @@ def test_random_samples_distinct_points_reproducibly():
     ({"workload": NET, "grid": {"clock_mhz": [500, -1]}}, "grid.clock_mhz: must be a positive"),
     ({"workload": NET, "grid": {"energy_table": ["missing.json"]}}, "grid.energy_table: "),
     ({"workload": NET, "grid": {"rounding": ["nearest"]}}, "grid.rounding: a QuantConfig field"),
+    ({"workload": NET, "grid": {"mapping": ["fixed", "serach"]}},
+     "grid.mapping: must be one of fixed, search, not 'serach'"),
+    ({"workload": NET, "fixed": {"mapping": "search", "objective": "power"}},
+     "fixed.objective: must be one of energy, edp, latency, not 'power'"),
+    ({"workload": NET, "fixed": {"mapping": ["search"]}}, "fixed.mapping: must be one value"),
     ({"workload": NET, "fixed": {"rows": 8}, "grid": {"rows": [8]}}, "grid.rows: also set"),
     ({"workload": NET, "fixed": {"acc_bits": 12}}, "fixed: ArrayConfig.acc_bits"),
     ({"workload": NET, "grid": {"w_bits": [8, 16], "a_bits": [8, 16], "acc_bits": [24]}},
@@ -131,7 +138,60 @@ def test_quant_fields_match_quantconfig():
               if str(f.type) in ("int", "bool", "str", "float")}
     assert set(QUANT_FIELDS) == scalar
     assert set(SHARED_FIELDS) == set(ARRAY_FIELDS) & scalar
-    assert set(PARAM_TYPES) == set(ARRAY_FIELDS) | scalar | {"clock_mhz", "energy_table"}
+    assert set(PARAM_TYPES) == set(ARRAY_FIELDS) | scalar | {"clock_mhz", "energy_table",
+                                                              "mapping", "objective"}
+
+
+def test_mapping_and_objective_are_parameters_hashed_only_when_searched():
+    base = spec(fixed={"rows": 8}).points[0]
+    s = spec(fixed={"rows": 8}, grid={"mapping": ["fixed", "search"],
+                                      "objective": ["energy", "edp", "latency"]})
+    # the fixed nest has no objective: its three combinations are one point, hashed as a
+    # point of a sweep that does not name mapping (stores from before these keys resume)
+    assert len(s.points) == 1 + 3
+    fixed = [p for p in s.points if p.mapping == "fixed"]
+    assert [p.config_hash for p in fixed] == [base.config_hash]
+    assert {p.params["objective"] for p in s.points if p.mapping == "search"} == {
+        "energy", "edp", "latency"}
+    assert len({p.config_hash for p in s.points}) == 4
+
+
+def test_swept_mapping_and_buffers_reach_the_cost_model():
+    """Cost-only points with ``mapping: search`` are the mapper's: the same numbers as
+    ``network_energy_report`` with that mapping; with small buffers the energy-optimal
+    mapping beats the fixed nest, and no searched point is worse than the fixed nest on
+    its own objective."""
+    from qaccel.sim.energy import load_table
+
+    from qaccel import flow, workspace
+    from qaccel.sweep.points import evaluate_batch
+    from qaccel.sweep.workload import prepare
+
+    s = spec(fixed={"rows": 16, "cols": 16},
+             grid={"weight_buffer_kib": [16, 512], "act_buffer_kib": [16, 512],
+                   "mapping": ["fixed", "search"], "objective": ["energy", "latency"]})
+    assert len(s.points) == 4 * 3
+    ctx = prepare(s.workload, workspace.current())
+    results = evaluate_batch(ctx, s.tables, s.points, s.metrics)
+    assert [r[1] for r in results] == ["ok"] * len(s.points), [r[2] for r in results]
+    res = {h: m for h, _, _, _, m in results}
+    got = {(p.array.weight_buffer_kib, p.array.act_buffer_kib, p.params["objective"]):
+           res[p.config_hash] for p in s.points}
+    for p in s.points:
+        rep = flow.network_energy_report(p.array, ctx.gemms, load_table(None),
+                                         mapping=p.mapping, objective=p.objective)["total"]
+        m = res[p.config_hash]
+        assert (m["cycles"], m["dram_bits"]) == (rep["cycles"], rep["dram_bits"])
+        assert m["energy_j"] == pytest.approx(rep["total_pj"] * 1e-12, rel=1e-12)
+    for wb in (16, 512):
+        for ab in (16, 512):
+            fixed = got[wb, ab, None]
+            assert got[wb, ab, "energy"]["energy_j"] <= fixed["energy_j"] * (1 + 1e-12)
+            assert got[wb, ab, "latency"]["cycles"] <= fixed["cycles"]
+    assert got[16, 16, "energy"]["energy_j"] < 0.95 * got[16, 16, None]["energy_j"]
+    assert got[16, 16, "energy"]["dram_bits"] < got[16, 16, None]["dram_bits"]
+    # the buffers change the fixed nest's costs too (energy of the buffer accesses)
+    assert got[512, 512, None]["energy_j"] != got[16, 16, None]["energy_j"]
 
 
 def test_cli_rejects_a_bad_sweep_before_anything_runs(tmp_path, cli_error):
