@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from qaccel.quant import QuantConfig, digits
+from qaccel.quant.paper_tables import Ctx, Settings, lowbit_cell
 from qaccel.quant.qat import (
     LsqQuantizer,
     QatConfig,
@@ -209,3 +210,12 @@ def test_qat_recovers_accuracy_over_ptq_beyond_the_seed_spread(data):
             assert abs(acc_int - qat[-1]) <= 100 / len(test[1])   # float32 mode: 1 image
     spread = max(max(ptq) - min(ptq), max(qat) - min(qat))
     assert min(qat) - max(ptq) > spread, (ptq, qat)
+
+
+def test_w4a4_qat_within_one_point_of_fp32():
+    """lowbit.md's cell (``paper_tables.lowbit_cell``: digits_cnn W4A4 per-channel, first
+    and last layer 8-bit, 3 calibration / split seeds, at most 8 epochs): every seed within
+    1 point of FP32 (measured: worst seed 99.07 %, mean 99.26 %; FP32 99.07 %)."""
+    ctx = Ctx(Settings())
+    cell = lowbit_cell(ctx, "digits_cnn", "qat", 4, 4)
+    assert min(cell.accs) >= ctx.model("digits_cnn")[3] - 1.0, cell.accs
