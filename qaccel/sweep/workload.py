@@ -7,12 +7,13 @@ source of the mapping code, so a sweep maps its network once, not once per point
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import pathlib
 from dataclasses import dataclass
 
-from qaccel.sim.workload import GemmWorkload
+from qaccel.sim.workload import ConvGeometry, GemmWorkload
 
 from .spec import WorkloadSpec
 
@@ -53,12 +54,25 @@ class WorkloadContext:
 
 
 def gemms_to_json(gemms) -> list[dict]:
-    """What the analytic model reads of each GEMM (no conv geometry)."""
-    return [{k: getattr(g, k) for k in _GEMM_KEYS} for g in gemms]
+    """Every field of each GEMM, the convolution geometry included (the analytic model
+    counts a strided or dilated convolution's input traffic from it)."""
+    rows = []
+    for g in gemms:
+        row = {k: getattr(g, k) for k in _GEMM_KEYS}
+        row["geometry"] = None if g.geometry is None else dataclasses.asdict(g.geometry)
+        rows.append(row)
+    return rows
 
 
 def gemms_from_json(rows) -> tuple[GemmWorkload, ...]:
-    return tuple(GemmWorkload(**{k: r[k] for k in _GEMM_KEYS}) for r in rows)
+    out = []
+    for r in rows:
+        geo = r["geometry"]
+        if geo is not None:
+            geo = ConvGeometry(**{k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in geo.items()})
+        out.append(GemmWorkload(**{k: r[k] for k in _GEMM_KEYS}, geometry=geo))
+    return tuple(out)
 
 
 def _mapping_fingerprint() -> str:
@@ -76,7 +90,8 @@ def _mapping_fingerprint() -> str:
 
 def network_gemms(name: str, ws, **kw) -> tuple[GemmWorkload, ...]:
     """GEMMs of a shipped network, cached in ``ws`` by content hash."""
-    key = hashlib.sha256(json.dumps({"network": name, **kw, "src": _mapping_fingerprint()},
+    key = hashlib.sha256(json.dumps({"network": name, **kw, "src": _mapping_fingerprint(),
+                                     "format": 2},
                                     sort_keys=True).encode()).hexdigest()[:24]
     path = ws.dir("sweep", "workloads") / f"{name}-{key}.json"
     if path.exists():

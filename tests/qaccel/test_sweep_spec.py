@@ -188,7 +188,10 @@ def test_swept_mapping_and_buffers_reach_the_cost_model():
             fixed = got[wb, ab, None]
             assert got[wb, ab, "energy"]["energy_j"] <= fixed["energy_j"] * (1 + 1e-12)
             assert got[wb, ab, "latency"]["cycles"] <= fixed["cycles"]
-    assert got[16, 16, "energy"]["energy_j"] < 0.95 * got[16, 16, None]["energy_j"]
+    # all weights of a layer fit the 512 KiB weight buffer but its input does not fit the
+    # 16 KiB activation buffer: the search keeps the weights resident and reads the input
+    # once, the fixed nest re-reads the input per n-tile (measured: -25.7 % energy)
+    assert got[512, 16, "energy"]["energy_j"] < 0.9 * got[512, 16, None]["energy_j"]
     assert got[16, 16, "energy"]["dram_bits"] < got[16, 16, None]["dram_bits"]
     # the buffers change the fixed nest's costs too (energy of the buffer accesses)
     assert got[512, 512, None]["energy_j"] != got[16, 16, None]["energy_j"]
@@ -215,3 +218,27 @@ def test_store_file_that_is_not_sqlite_is_an_error(tmp_path, cli_error):
     assert "not a usable SQLite database" in cli_error(["sweep", str(f), "--store", str(store)])
     with pytest.raises(sqlite3.DatabaseError):
         sqlite3.connect(store).execute("SELECT * FROM points")
+
+
+def test_cached_network_gemms_are_the_mapped_ones(tmp_path):
+    """The workspace's GEMM cache returns the same workloads as mapping the network, conv
+    geometry included (a cache that dropped it changed the analytic input traffic of
+    strided convolutions between a sweep's first and later runs)."""
+    from qaccel.sim.analytic import analyze_layer
+    from qaccel.sim.config import ArrayConfig
+
+    from qaccel.networks import network_workloads
+    from qaccel.sweep.workload import network_gemms
+    from qaccel.workspace import Workspace
+
+    ws = Workspace(tmp_path)
+    fresh = tuple(network_workloads("resnet18"))
+    first = network_gemms("resnet18", ws)
+    cached = network_gemms("resnet18", ws)
+    assert list((tmp_path / "sweep" / "workloads").glob("resnet18-*.json"))
+    assert sum(g.geometry is not None and g.geometry.stride != (1, 1) for g in fresh) >= 3
+    cfg = ArrayConfig(rows=16, cols=16, act_buffer_kib=16)
+    for a, b, c in zip(fresh, first, cached, strict=True):
+        assert a == b == c and a.geometry == b.geometry == c.geometry
+        assert a.input_elems == c.input_elems
+        assert analyze_layer(cfg, a).traffic == analyze_layer(cfg, c).traffic
