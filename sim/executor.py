@@ -127,6 +127,21 @@ def matmul_gemms(layer: IntLayer, a: np.ndarray, b: np.ndarray) -> list[GemmJob]
                  layer.relu) for x, w in zip(a2, b2)]
 
 
+def _run_gemms(jobs, net: IntNetwork, layer: IntLayer, lo: int, hi: int, gemm_fn):
+    """Each job's outputs (the reference's, or ``gemm_fn``'s, checked) and the number of
+    accumulator overflows over all jobs."""
+    ys, ovf = [], 0
+    for i, job in enumerate(jobs):
+        ref = run_reference(job, net.acc_bits, lo, hi)
+        y = ref.y
+        if gemm_fn is not None:
+            y = _checked_gemm_output(gemm_fn(job), job, lo, hi,
+                                     f"layer {layer.name!r} GEMM {i}")
+        ys.append(y)
+        ovf += ref.overflows
+    return ys, ovf
+
+
 def _checked_gemm_output(y, job: GemmJob, lo: int, hi: int, where: str) -> np.ndarray:
     """``gemm_fn``'s result for ``job``, refused unless it is ``[T, N]`` integers in the
     output range ``[lo, hi]`` (a float or a wider integer would otherwise be truncated)."""
@@ -162,15 +177,7 @@ def run_layer(net: IntNetwork, layer: IntLayer, inputs: list[np.ndarray], *,
     kind = layer.kind
     if kind in ("linear", "conv2d"):
         lo, hi = _bounds(layer)
-        ys, ovf = [], 0
-        for i, job in enumerate(layer_gemms(net, layer, x)):
-            ref = run_reference(job, net.acc_bits, lo, hi)
-            y = ref.y
-            if gemm_fn is not None:
-                y = _checked_gemm_output(gemm_fn(job), job, lo, hi,
-                                         f"layer {layer.name!r} GEMM {i}")
-            ys.append(y)
-            ovf += ref.overflows
+        ys, ovf = _run_gemms(layer_gemms(net, layer, x), net, layer, lo, hi, gemm_fn)
         y = np.concatenate(ys, axis=1)
         if kind == "linear":
             y = y.reshape(x.shape[:-1] + (y.shape[-1],))
@@ -223,15 +230,7 @@ def run_layer(net: IntNetwork, layer: IntLayer, inputs: list[np.ndarray], *,
         if a.shape[-1] != b.shape[-2] or a.shape[:-2] != b.shape[:-2]:
             raise ValueError(f"layer {layer.name!r}: matmul of shapes {a.shape} and "
                              f"{b.shape}")
-        ys, ovf = [], 0
-        for i, job in enumerate(matmul_gemms(layer, a, b)):
-            ref = run_reference(job, net.acc_bits, lo, hi)
-            y = ref.y
-            if gemm_fn is not None:
-                y = _checked_gemm_output(gemm_fn(job), job, lo, hi,
-                                         f"layer {layer.name!r} GEMM {i}")
-            ys.append(y)
-            ovf += ref.overflows
+        ys, ovf = _run_gemms(matmul_gemms(layer, a, b), net, layer, lo, hi, gemm_fn)
         return np.stack(ys).reshape(a.shape[:-1] + (b.shape[-1],)), ovf
     if kind == "add":
         a, b = xs

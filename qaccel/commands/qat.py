@@ -13,7 +13,14 @@ import re
 
 from qaccel.commands.options import fraction, int_range, output_file, positive_float
 
-from .quantize import add_quant_options, load_digits_model, logit_sqnr, npz_file, quant_config
+from .quantize import (
+    accuracies,
+    add_quant_options,
+    load_digits_model,
+    logit_sqnr,
+    npz_file,
+    quant_config,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -67,8 +74,6 @@ def _qat_config(args):
 
 
 def run_qat(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
 
     from qaccel import flow, quant
     from qaccel.quant import digits
@@ -88,12 +93,7 @@ def run_qat(args: argparse.Namespace) -> int:
                      progress=qc.progress)
     net = quant.export(qm, x_te[:1])
     path = net.save(args.output)
-    fp_acc = flow.float_accuracy(model, (x_te, y_te))
-    fq_acc = flow.float_accuracy(qm, (x_te, y_te))
-    int_acc, y_int = flow.integer_accuracy(net, (x_te, y_te))
-    with torch.no_grad():
-        want = np.rint(qm(x_te).numpy() / net.output_q.scale) + net.output_q.zero_point
-    diff = np.abs(y_int - want)
+    fp_acc, fq_acc, int_acc, diff = accuracies(model, qm, net, (x_te, y_te))
     print(f"{args.model} W{qc.w_bits}A{qc.a_bits} "
           f"{'per-channel' if qc.per_channel else 'per-tensor'} QAT bn_folding="
           f"{cfg.bn_folding}: {hist.epochs_run} epochs (best {hist.best_epoch}"

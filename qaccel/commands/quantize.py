@@ -187,9 +187,24 @@ def load_digits_model(args, cfg):
     return model, calib, test_set
 
 
-def run_quantize(args: argparse.Namespace) -> int:
+def accuracies(model, qm, net, test_set):
+    """``(fp32, fake_quant, integer)`` top-1 accuracy (%) on ``test_set`` and the absolute
+    difference, in output codes, between the integer network and the fake-quant logits."""
     import numpy as np
     import torch
+
+    from qaccel import flow
+
+    x, _ = test_set
+    fp_acc = flow.float_accuracy(model, test_set)
+    fq_acc = flow.float_accuracy(qm, test_set)
+    int_acc, y_int = flow.integer_accuracy(net, test_set)
+    with torch.no_grad():
+        want = np.rint(qm(x).numpy() / net.output_q.scale) + net.output_q.zero_point
+    return fp_acc, fq_acc, int_acc, np.abs(y_int - want)
+
+
+def run_quantize(args: argparse.Namespace) -> int:
 
     from qaccel import flow
 
@@ -198,12 +213,7 @@ def run_quantize(args: argparse.Namespace) -> int:
     qm, net = flow.quantize_model(model, calib, cfg)      # cached in the workspace
     print(qm.qaccel_quant.summary)
     path = net.save(args.output)
-    fp_acc = flow.float_accuracy(model, (x_te, y_te))
-    fq_acc = flow.float_accuracy(qm, (x_te, y_te))
-    int_acc, y_int = flow.integer_accuracy(net, (x_te, y_te))
-    with torch.no_grad():
-        want = np.rint(qm(x_te).numpy() / net.output_q.scale) + net.output_q.zero_point
-    diff = np.abs(y_int - want)
+    fp_acc, fq_acc, int_acc, diff = accuracies(model, qm, net, (x_te, y_te))
     print(f"{args.model} W{cfg.w_bits}A{cfg.a_bits} "
           f"{'per-channel' if cfg.per_channel else 'per-tensor'} rounding={cfg.rounding} "
           f"cle={cfg.cle} bias_correction={cfg.bias_correction}")
