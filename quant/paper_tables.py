@@ -134,6 +134,14 @@ class Cell:
     def fmt(self) -> str:
         return f"{self.acc:.2f} / {self.sqnr:.1f}"
 
+    def shown_by(self, text: str, acc_tol: float, sqnr_tol: float) -> bool:
+        """Whether a table cell ``text`` (``fmt()``'s form) shows this cell: equal within
+        the printed precision plus ``acc_tol`` points / ``sqnr_tol`` dB, the room another
+        CPU's float rounding needs (on the machine that wrote the table it is equal)."""
+        acc, sqnr = (float(v) for v in text.split("/"))
+        return (abs(acc - self.acc) <= 0.005 + acc_tol
+                and abs(sqnr - self.sqnr) <= 0.05 + sqnr_tol)
+
 
 @dataclass(frozen=True)
 class Ordering:

@@ -187,5 +187,7 @@ def test_committed_tables_show_these_numbers(ctx):
                       ("+ CLE + absorbing bias", CLE),
                       ("Per-channel quantization", dict(per_channel=True))):
         doc = _doc_row("table3", label)
-        assert doc[-1] == run(ctx, name, w_bits=4, a_bits=8, **kw).fmt(), (label, doc)
+        cell = run(ctx, name, w_bits=4, a_bits=8, **kw)
+        # no optimisation in these cells: one test image (0.19 points) of room across CPUs
+        assert cell.shown_by(doc[-1], acc_tol=0.19, sqnr_tol=0.1), (label, doc, cell.fmt())
     assert re.search(r"seeds=\(0, 1, 2\)", (DOCS / "table3.md").read_text())

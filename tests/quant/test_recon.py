@@ -156,7 +156,9 @@ def test_committed_lowbit_table_shows_these_numbers(digits_w2a4):
     # cells computed here are the committed ones (else rerun --only lowbit)
     for m, cell in digits_w2a4.items():
         label, fl = (m, "yes") if m in LOWBIT_LABELS else ("nearest", "no")
-        assert _lowbit_row("digits_cnn", LOWBIT_LABELS[label], fl)[0] == cell.fmt(), m
+        shown = _lowbit_row("digits_cnn", LOWBIT_LABELS[label], fl)[0]
+        # reconstruction / QAT optimise: room for another CPU's rounding to compound
+        assert cell.shown_by(shown, acc_tol=1.0, sqnr_tol=1.0), (m, shown, cell.fmt())
 
 
 @pytest.mark.parametrize("change, field", [
