@@ -408,6 +408,22 @@ def _set_module(gm: fx.GraphModule, target: str, module: nn.Module) -> None:
     setattr(gm.get_submodule(parent) if parent else gm, name, module)
 
 
+def _swap_for_module(gm: fx.GraphModule, node: fx.Node, name: str, module: nn.Module,
+                     args: tuple, end: fx.Node | None = None) -> fx.Node:
+    """Replace ``node`` by a call of the new submodule ``name`` (``module``) on ``args``;
+    ``end``, a node right after ``node`` that the module absorbs (e.g. a constant factor),
+    goes too. Returns the new node."""
+    end = node if end is None else end
+    gm.add_submodule(name, module)
+    with gm.graph.inserting_after(end):
+        new = gm.graph.call_module(name, args)
+    end.replace_all_uses_with(new)
+    if end is not node:
+        gm.graph.erase_node(end)
+    gm.graph.erase_node(node)
+    return new
+
+
 def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str]:
     """Replace conv/linear modules with :class:`QuantLayer` (fused act, output quantizer),
     adds with :class:`QuantAdd`, average pools with :class:`QuantAvgPool`, and put an
@@ -462,11 +478,9 @@ def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str
                     gm.graph.erase_node(user)
                 else:
                     act = "none"
-            gm.add_submodule(name, QuantAdd(cfg.a_bits, signed=cfg.a_signed, act=act))
-            with gm.graph.inserting_after(node):
-                new = gm.graph.call_module(name, tuple(node.args))
-            node.replace_all_uses_with(new)
-            gm.graph.erase_node(node)
+            new = _swap_for_module(gm, node, name,
+                                   QuantAdd(cfg.a_bits, signed=cfg.a_signed, act=act),
+                                   tuple(node.args))
             on_grid[new] = True
             continue
         if isinstance(m, nn.LayerNorm):
@@ -486,16 +500,11 @@ def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str
                     end, alpha = user, c
             mod = QuantSoftmax(cfg.a_bits) if soft else \
                 QuantMatmul(cfg.a_bits, signed=cfg.a_signed, alpha=alpha)
-            gm.add_submodule(name, mod)
-            with gm.graph.inserting_after(end):
-                args = tuple(node.args) if not soft or node.target is masked_softmax \
-                    else (node.args[0],)
-                new = gm.graph.call_module(name, args)
-            end.replace_all_uses_with(new)
+            args = tuple(node.args) if not soft or node.target is masked_softmax \
+                else (node.args[0],)
             if end is not node:
-                gm.graph.erase_node(end)
                 erased.add(end)
-            gm.graph.erase_node(node)
+            new = _swap_for_module(gm, node, name, mod, args, end=end)
             on_grid[new] = True
             continue
         table = table_act(gm, node)
@@ -505,22 +514,16 @@ def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str
             qa = QuantAct(table[0], cfg.a_bits, signed=cfg.a_signed, **table[1])
             if not on_grid.get(node.args[0], False):
                 qa.input_quantizer = act_quantizer(cfg.a_bits, cfg.a_signed)
-            gm.add_submodule(name, qa)
-            with gm.graph.inserting_after(node):
-                new = gm.graph.call_module(name, (node.args[0],))
-            node.replace_all_uses_with(new)
-            gm.graph.erase_node(node)
+            new = _swap_for_module(gm, node, name, qa, (node.args[0],))
             on_grid[new] = True
             continue
         spec = avgpool_spec(gm, node)
         if spec is not None:
             name = f"quant_avgpool_{counter}"
             counter += 1
-            gm.add_submodule(name, QuantAvgPool(cfg.a_bits, signed=cfg.a_signed, **spec))
-            with gm.graph.inserting_after(node):
-                new = gm.graph.call_module(name, (node.args[0],))
-            node.replace_all_uses_with(new)
-            gm.graph.erase_node(node)
+            new = _swap_for_module(gm, node, name,
+                                   QuantAvgPool(cfg.a_bits, signed=cfg.a_signed, **spec),
+                                   (node.args[0],))
             on_grid[new] = True
             continue
         if is_passthrough(gm, node) and node.args and isinstance(node.args[0], fx.Node):
