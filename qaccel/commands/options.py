@@ -111,6 +111,18 @@ def _make_dirs(directory: pathlib.Path) -> None:
             f"cannot create directory {str(directory)!r} ({exc.strerror or exc})") from None
 
 
+def _opened(path: pathlib.Path, value: str, mode: str, what: str) -> pathlib.Path:
+    """``path`` once it really opens in ``mode`` (not ``os.access``: root passes that on
+    read-only files and on /proc); else an argparse error saying it is not ``what``."""
+    try:
+        with open(path, mode):
+            pass
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not {what} ({exc.strerror or exc})") from None
+    return path
+
+
 def output_file(value: str) -> pathlib.Path:
     """argparse ``type=`` for a file the command will write.
 
@@ -128,13 +140,7 @@ def output_file(value: str) -> pathlib.Path:
     if path.exists():
         if not path.is_file():
             raise argparse.ArgumentTypeError(f"{value!r} is not a regular file")
-        try:
-            with open(path, "ab"):
-                pass
-        except OSError as exc:
-            raise argparse.ArgumentTypeError(
-                f"{value!r} is not writable ({exc.strerror or exc})") from None
-        return path
+        return _opened(path, value, "ab", "writable")
     _make_dirs(path.parent)
     why = _unwritable(path.parent)
     if why:
@@ -155,13 +161,7 @@ def input_file(value: str) -> pathlib.Path:
         raise argparse.ArgumentTypeError(f"{value!r} is a directory, not a file")
     if not path.is_file():
         raise argparse.ArgumentTypeError(f"{value!r} is not a regular file")
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as exc:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not readable ({exc.strerror or exc})") from None
-    return path
+    return _opened(path, value, "rb", "readable")
 
 
 def output_dir(value: str) -> pathlib.Path:
