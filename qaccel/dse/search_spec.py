@@ -106,11 +106,11 @@ def parse_search(data, where: str = "<search>") -> SearchSpec:
     objs = data.get("objectives", ["accuracy", "energy"])
     if not isinstance(objs, list) or not 2 <= len(objs) <= 3 or len(set(objs)) != len(objs):
         raise spec_error(where, "objectives", f"must list two or three distinct of "
-                   f"{', '.join(SEARCH_OBJECTIVES)}, not {objs!r}")
+                         f"{', '.join(SEARCH_OBJECTIVES)}, not {objs!r}")
     for o in objs:
         if o not in SEARCH_OBJECTIVES:
             raise spec_error(where, "objectives", f"unknown objective {o!r}; known: "
-                       f"{', '.join(SEARCH_OBJECTIVES)}")
+                             f"{', '.join(SEARCH_OBJECTIVES)}")
     trials = check_int(where, "trials", data.get("trials", 40), 1)
     seed = check_int(where, "seed", data.get("seed", 0), 0)
     population = check_int(where, "population", data.get("population", 12), 2)
@@ -135,7 +135,7 @@ def parse_search(data, where: str = "<search>") -> SearchSpec:
         for k in ("rows", "cols"):
             if k in space:
                 raise spec_error(where, f"space.{k}", "not with area_budget_cells: the array size "
-                           "follows from the budget and each trial's PE area")
+                                 "follows from the budget and each trial's PE area")
 
     fixed = data.get("fixed", {}) or {}
     if not isinstance(fixed, dict):
@@ -145,7 +145,7 @@ def parse_search(data, where: str = "<search>") -> SearchSpec:
     for k, v in fixed.items():
         if k not in qfields | afields:
             raise spec_error(where, f"fixed.{k}", "unknown or searched field; known: "
-                       + ", ".join(sorted(qfields | afields)))
+                             + ", ".join(sorted(qfields | afields)))
         if isinstance(v, list | dict) or v is None:
             raise spec_error(where, f"fixed.{k}", f"must be one value, not {v!r}")
     top_w, top_a = max(w_bits), max(a_bits)
@@ -170,7 +170,7 @@ def parse_search(data, where: str = "<search>") -> SearchSpec:
     for u in uni:
         if not (isinstance(u, list) and len(u) == 2 and u[0] in w_bits and u[1] in a_bits):
             raise spec_error(where, "seeds.uniform", f"entry {u!r} must be [w_bits, a_bits] with "
-                       f"w_bits in {list(w_bits)} and a_bits in {list(a_bits)}")
+                             f"w_bits in {list(w_bits)} and a_bits in {list(a_bits)}")
         uniform.append((int(u[0]), int(u[1])))
     sens = check_int(where, "seeds.sensitivity", seeds.get("sensitivity", 0), 0, 64)
 
@@ -184,7 +184,7 @@ def parse_search(data, where: str = "<search>") -> SearchSpec:
     sel_min = select.get("minimize", "energy")
     if sel_min not in _SELECT_MIN:
         raise spec_error(where, "select.minimize", f"must be one of {', '.join(_SELECT_MIN)}, "
-                   f"not {sel_min!r}")
+                         f"not {sel_min!r}")
     drop = select.get("max_accuracy_drop", 0.5)
     if isinstance(drop, bool) or not isinstance(drop, int | float) or drop < 0:
         raise spec_error(where, "select.max_accuracy_drop", f"must be a number >= 0, not {drop!r}")

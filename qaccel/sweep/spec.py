@@ -168,17 +168,17 @@ def _file_sha(path: pathlib.Path) -> str:
 def _parse_workload(data, where: str, base_dir: pathlib.Path) -> WorkloadSpec:
     if not isinstance(data, dict):
         raise spec_error(where, "workload", f"must be a mapping with one of "
-                   f"{', '.join(WORKLOAD_KINDS)}, not {data!r}")
+                         f"{', '.join(WORKLOAD_KINDS)}, not {data!r}")
     kinds = [k for k in WORKLOAD_KINDS if k in data]
     if len(kinds) != 1:
         raise spec_error(where, "workload", f"needs exactly one of {', '.join(WORKLOAD_KINDS)}; "
-                   f"got {sorted(data)}")
+                         f"got {sorted(data)}")
     kind = kinds[0]
     allowed = (kind,) + WORKLOAD_OPTIONS[kind]
     unknown = [k for k in data if k not in allowed]
     if unknown:
         raise spec_error(where, f"workload.{unknown[0]}", f"unknown key for a {kind} workload; "
-                   f"known: {', '.join(allowed)}")
+                         f"known: {', '.join(allowed)}")
     value = data[kind]
     if not isinstance(value, str) or not value:
         raise spec_error(where, f"workload.{kind}", f"must be a non-empty string, not {value!r}")
@@ -192,7 +192,7 @@ def _parse_workload(data, where: str, base_dir: pathlib.Path) -> WorkloadSpec:
     if kind == "network":
         if value not in NETWORK_CHOICES:
             raise spec_error(where, "workload.network", f"unknown network {value!r}; choose one of "
-                       f"{', '.join(NETWORK_CHOICES)}")
+                             f"{', '.join(NETWORK_CHOICES)}")
         opts.setdefault("batch", 1)
         positive_int("batch")
         if "seq_len" in opts:
@@ -201,13 +201,13 @@ def _parse_workload(data, where: str, base_dir: pathlib.Path) -> WorkloadSpec:
             positive_int("seq_len")
         if opts.setdefault("method", "auto") not in ("auto", "fx", "hooks"):
             raise spec_error(where, "workload.method", f"must be auto, fx or hooks, not "
-                       f"{opts['method']!r}")
+                             f"{opts['method']!r}")
         key = json.dumps({"network": value, **opts}, sort_keys=True)
         return WorkloadSpec(kind, value, opts, key)
     if kind == "model":
         if value not in DIGITS_MODELS:
             raise spec_error(where, "workload.model", f"unknown model {value!r}; choose one of "
-                       f"{', '.join(DIGITS_MODELS)} (quant.digits, with their data)")
+                             f"{', '.join(DIGITS_MODELS)} (quant.digits, with their data)")
         opts.setdefault("calib", 256)
         positive_int("calib")
         key = json.dumps({"model": value, **opts}, sort_keys=True)
@@ -215,7 +215,7 @@ def _parse_workload(data, where: str, base_dir: pathlib.Path) -> WorkloadSpec:
     path = (base_dir / value).resolve()
     if not path.is_file():
         raise spec_error(where, f"workload.{kind}", f"file {value!r} does not exist "
-                   f"(looked for {str(path)!r})")
+                         f"(looked for {str(path)!r})")
     if kind == "topology":
         gemm = opts.get("gemm")
         if gemm is not None and not isinstance(gemm, bool):
@@ -233,7 +233,7 @@ def _parse_workload(data, where: str, base_dir: pathlib.Path) -> WorkloadSpec:
             IntNetwork.load(path)
         except (ValueError, OSError, KeyError) as exc:
             raise spec_error(where, "workload.int_network", f"{value!r} is not a loadable integer "
-                       f"network ({exc})") from None
+                             f"network ({exc})") from None
     key = json.dumps({kind: _file_sha(path), **opts}, sort_keys=True)
     return WorkloadSpec(kind, str(path), opts, key)
 
@@ -252,7 +252,7 @@ def _values(where: str, key: str, v) -> list:
     if isinstance(v, dict):
         if set(v) - {"start", "stop", "step"} or not {"start", "stop"} <= set(v):
             raise spec_error(where, key, f"a range is {{start, stop, step}} (integers, stop "
-                       f"inclusive), not {v!r}")
+                             f"inclusive), not {v!r}")
         start, stop, step = v["start"], v["stop"], v.get("step", 1)
         for name, x in (("start", start), ("stop", stop), ("step", step)):
             if isinstance(x, bool) or not isinstance(x, int):
@@ -376,14 +376,14 @@ def parse_spec(data, where: str = "<sweep>", base_dir=".") -> SweepSpec:
         metrics = [metrics]
     if not isinstance(metrics, list) or not metrics:
         raise spec_error(where, "metrics", f"must be a list of {', '.join(METRIC_GROUPS)}, "
-                   f"not {metrics!r}")
+                         f"not {metrics!r}")
     for m in metrics:
         if m not in METRIC_GROUPS:
             raise spec_error(where, "metrics", f"unknown metric group {m!r}; known: "
-                       f"{', '.join(METRIC_GROUPS)}")
+                             f"{', '.join(METRIC_GROUPS)}")
         if m == "accuracy" and not workload.has_data:
             raise spec_error(where, "metrics", f"accuracy needs a workload with data "
-                       f"(workload: model: ...); {workload.label} is cost-only")
+                             f"(workload: model: ...); {workload.label} is cost-only")
     metrics = tuple(g for g in METRIC_GROUPS if g in metrics)
 
     # ---- parameters
@@ -396,7 +396,7 @@ def parse_spec(data, where: str = "<sweep>", base_dir=".") -> SweepSpec:
         for k in d:
             if k not in PARAM_TYPES:
                 raise spec_error(where, f"{section}.{k}", "unknown parameter; known: "
-                           + ", ".join(sorted(PARAM_TYPES)))
+                                 + ", ".join(sorted(PARAM_TYPES)))
             if k in SHARED_FIELDS and workload.kind == "int_network":
                 raise spec_error(where, f"{section}.{k}",
                                  "set by each layer of the integer network (workload "
@@ -404,8 +404,8 @@ def parse_spec(data, where: str = "<sweep>", base_dir=".") -> SweepSpec:
                                  "energy table")
             if k in QUANT_ONLY_FIELDS and not workload.has_data:
                 raise spec_error(where, f"{section}.{k}", f"a QuantConfig field, but "
-                           f"{workload.label} has no data to quantize "
-                           f"(use workload: model: ...)")
+                                 f"{workload.label} has no data to quantize "
+                                 f"(use workload: model: ...)")
     both = sorted(set(fixed) & set(grid))
     if both:
         raise spec_error(where, f"grid.{both[0]}", "also set in fixed")
@@ -418,7 +418,7 @@ def parse_spec(data, where: str = "<sweep>", base_dir=".") -> SweepSpec:
             for k in ("rows", "cols"):
                 if k in d:
                     raise spec_error(where, f"{section}.{k}", "not with area_budget_cells: the "
-                               "array size follows from the budget and the point's widths")
+                                     "array size follows from the budget and the point's widths")
         b.area_budget = float(budget)
     for k, v in fixed.items():
         if isinstance(v, list | dict) or v is None:
@@ -450,12 +450,12 @@ def parse_spec(data, where: str = "<sweep>", base_dir=".") -> SweepSpec:
             raise spec_error(where, "random", f"must be a positive integer, not {n_random!r}")
         if n_random > total:
             raise spec_error(where, "random", f"{n_random} samples but the grid has only {total} "
-                       f"points; drop random to run the whole grid")
+                             f"points; drop random to run the whole grid")
         idx = sorted(_random.Random(seed).sample(range(total), n_random))
     else:
         if total > MAX_POINTS:
             raise spec_error(where, "grid", f"{total:,} points (more than {MAX_POINTS:,}); "
-                       f"sample it with random: N")
+                             f"sample it with random: N")
         idx = range(total)
     skip_invalid = data.get("skip_invalid", False)
     if not isinstance(skip_invalid, bool):
@@ -473,7 +473,7 @@ def parse_spec(data, where: str = "<sweep>", base_dir=".") -> SweepSpec:
                 skipped += 1
                 continue
             raise spec_error(where, "grid", f"point {_describe({k: values[k] for k in keys})}: "
-                       f"{exc} (skip_invalid: true drops such combinations)") from None
+                             f"{exc} (skip_invalid: true drops such combinations)") from None
         if pt.config_hash not in seen:
             seen.add(pt.config_hash)
             points.append(pt)
