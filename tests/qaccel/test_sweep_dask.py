@@ -16,6 +16,7 @@ import time
 
 import pytest
 import yaml
+from procs import run_bounded
 
 from qaccel.cli import main
 from qaccel.sweep.fields import METRIC_GROUPS
@@ -89,17 +90,10 @@ def _sweep(tmp_path, topo, name="dask"):
 
 def _qaccel(args, tmp_path):
     env = {**os.environ, "QACCEL_HOME": str(tmp_path / "ws")}
-    proc = subprocess.Popen([sys.executable, "-m", "qaccel", "sweep", *map(str, args),
-                             "--no-progress"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=SWEEP_S)
-    finally:
-        if proc.returncode is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
-    return err
+    done = run_bounded([sys.executable, "-m", "qaccel", "sweep", *map(str, args),
+                        "--no-progress"], env, SWEEP_S)
+    assert done.returncode == 0, done.stderr
+    return done.stderr
 
 
 def _results(db):

@@ -11,6 +11,7 @@ import sys
 import time
 
 import yaml
+from procs import run_bounded
 
 from qaccel.cli import main
 from qaccel.sweep.spec import load_spec
@@ -52,16 +53,7 @@ def _cmd(sweep, db):
 
 
 def _run(cmd, env):
-    """Run to completion within DEADLINE_S; on timeout the whole process group is killed."""
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(timeout=DEADLINE_S)
-    finally:
-        if proc.returncode is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate(timeout=30)
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    return run_bounded(cmd, env, DEADLINE_S)
 
 
 def test_sigkill_then_resume(tmp_path, topo, capsys):
