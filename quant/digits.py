@@ -7,6 +7,8 @@ load_digits`` (1797 real 8x8 greyscale digits). This module provides
   (images scaled to [0, 1], shape ``(N, 1, 8, 8)``);
 - :func:`digits_cnn` -- a small CNN with Conv-BN-ReLU blocks, max-pooling and a linear head;
 - :func:`digits_mobilenet` -- a MobileNet-style depthwise-separable CNN with Conv-BN-ReLU6;
+- :func:`digits_vit` -- a small ViT-style encoder (:class:`RowViT`): the 8 image rows are
+  the tokens, pre-LN blocks with multi-head attention and a GELU FFN;
 - :func:`get_model` -- ``(model, calib_loader, test_set)`` with the **shipped** trained FP32
   model in eval mode, a calibration loader over a few hundred *training* images (yields
   image tensors, so ``quant.quantize(model, calib_loader, cfg)`` feeds them as
@@ -27,9 +29,11 @@ torch version and machine it was trained with, its test accuracy and its sha256.
 :func:`load_model` verifies the sha256 before loading. Nothing here trains implicitly:
 tests, ``make paper-tables``, the CLI and the notebook all use the shipped weights.
 
-Both models are plain ``nn.Sequential`` of standard modules, so torch.fx traces them
+The CNNs are plain ``nn.Sequential`` of standard modules, so torch.fx traces them
 (BN folding and CLE apply) and the exporter sees ordinary Conv2d / BatchNorm2d / ReLU /
-ReLU6 / MaxPool2d / AdaptiveAvgPool2d / Flatten / Linear layers.
+ReLU6 / MaxPool2d / AdaptiveAvgPool2d / Flatten / Linear layers. The ViT traces too; its
+LayerNorm, softmax, GELU, attention matmuls and residual adds become vector-unit and
+activation x activation layers of the integer network.
 
 ``python -m qaccel.quant.digits`` verifies and evaluates the shipped models.
 """
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import pathlib
 import platform
@@ -46,6 +51,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 #: the shipped weights and their manifest (package data; read-only)
@@ -88,7 +94,8 @@ class Recipe:
                              f"{self.weight_decay!r}")
 
 
-RECIPES = {"digits_cnn": Recipe(), "digits_mobilenet": Recipe(epochs=40)}
+RECIPES = {"digits_cnn": Recipe(), "digits_mobilenet": Recipe(epochs=40),
+           "digits_vit": Recipe(epochs=40)}
 
 
 def load_split(seed: int = SPLIT_SEED, test_fraction: float = TEST_FRACTION):
@@ -148,7 +155,43 @@ def digits_mobilenet() -> nn.Sequential:
     )
 
 
-ARCHS = {"digits_cnn": digits_cnn, "digits_mobilenet": digits_mobilenet}
+class RowViT(nn.Module):
+    """ViT-style encoder on 8x8 digits: the 8 image rows are the tokens -> Linear embedding
+    -> ``layers`` pre-LN encoder blocks (``heads``-head self-attention, GELU FFN of width
+    ``ff``, residual adds) -> LayerNorm -> flatten -> Linear classifier."""
+
+    def __init__(self, d: int = 32, heads: int = 4, ff: int = 64, layers: int = 2):
+        super().__init__()
+        self.h, self.dh = heads, d // heads
+        self.embed = nn.Linear(8, d)
+        self.blocks = nn.ModuleList(nn.ModuleDict(dict(
+            ln1=nn.LayerNorm(d), q=nn.Linear(d, d), k=nn.Linear(d, d), v=nn.Linear(d, d),
+            o=nn.Linear(d, d), ln2=nn.LayerNorm(d), f1=nn.Linear(d, ff),
+            f2=nn.Linear(ff, d))) for _ in range(layers))
+        self.ln = nn.LayerNorm(d)
+        self.head = nn.Linear(8 * d, 10)
+
+    def forward(self, x):
+        b = x.shape[0]
+        x = self.embed(x.reshape(b, 8, 8))
+        for blk in self.blocks:
+            h = blk["ln1"](x)
+            q, k, v = (blk[n](h).reshape(b, 8, self.h, self.dh).permute(0, 2, 1, 3)
+                       for n in "qkv")
+            att = F.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.dh), dim=-1)
+            x = x + blk["o"]((att @ v).transpose(1, 2).reshape(b, 8, -1))
+            x = x + blk["f2"](F.gelu(blk["f1"](blk["ln2"](x))))
+        return self.head(torch.flatten(self.ln(x), 1))
+
+
+def digits_vit() -> RowViT:
+    """:class:`RowViT` with width 32, 4 heads, FFN width 64, 2 blocks (about 26 k
+    parameters)."""
+    return RowViT()
+
+
+ARCHS = {"digits_cnn": digits_cnn, "digits_mobilenet": digits_mobilenet,
+         "digits_vit": digits_vit}
 
 
 def _check_name(name: str) -> None:

@@ -39,7 +39,8 @@ def test_training_is_deterministic():
         assert torch.equal(s1[k], s2[k]), k
 
 
-@pytest.mark.parametrize("name,floor", [("digits_cnn", 97.0), ("digits_mobilenet", 96.0)])
+@pytest.mark.parametrize("name,floor", [("digits_cnn", 97.0), ("digits_mobilenet", 96.0),
+                                        ("digits_vit", 96.0)])
 def test_shipped_models_match_their_manifest(name, floor):
     entry = digits.read_manifest()["models"][name]
     path = digits.MODELS_DIR / entry["file"]
@@ -116,6 +117,17 @@ def test_mobilenet_has_depthwise_layers():
     dw = [l for l in m.modules() if isinstance(l, torch.nn.Conv2d) and l.groups > 1]
     assert len(dw) == 3 and all(l.groups == l.in_channels == l.out_channels for l in dw)
     assert any(isinstance(l, torch.nn.ReLU6) for l in m.modules())
+
+
+def test_vit_takes_rows_as_tokens():
+    m = digits.digits_vit().eval()
+    x = torch.rand(3, 1, 8, 8)
+    assert m(x).shape == (3, 10)
+    seen = []
+    h = m.blocks[0]["q"].register_forward_hook(lambda _m, _i, o: seen.append(o.shape))
+    m(x)
+    h.remove()
+    assert seen == [torch.Size([3, 8, 32])]       # 8 tokens (image rows) of width 32
 
 
 def test_unknown_model_and_bad_recipe_raise():
