@@ -23,14 +23,16 @@ from .vector import (
     VECTOR_OPS,
     VectorCost,
     apply_lut,
+    broadcast_mask,
     i_gelu,
     i_layernorm,
+    i_mean,
     i_softmax,
     layer_vector_cost,
 )
 
 __all__ = ["RunResult", "im2col", "layer_gemms", "matmul_gemms", "vector_costs", "run_layer",
-           "run", "run_float"]
+           "run", "run_float", "network_inputs", "sample_inputs"]
 
 
 @dataclass
@@ -200,8 +202,23 @@ def run_layer(net: IntNetwork, layer: IntLayer, inputs: list[np.ndarray], *,
         return x.reshape((x.shape[0],) + layer.shape), 0
     if kind == "permute":
         return np.ascontiguousarray(np.transpose(x, layer.perm)), 0
+    if kind == "select":
+        return np.ascontiguousarray(np.take(x, layer.index, axis=layer.axis)), 0
+    if kind == "embedding":
+        if x.size and (x.min() < 0 or x.max() >= layer.table.shape[0]):
+            bad = int(x.min()) if x.min() < 0 else int(x.max())
+            raise ValueError(f"layer {layer.name!r}: token id {bad} is not in "
+                             f"[0, {layer.table.shape[0]})")
+        return layer.table[x], 0
+    if kind == "position_embedding":
+        n = x.shape[1]
+        if n > layer.table.shape[0]:
+            raise ValueError(f"layer {layer.name!r}: sequence length {n} exceeds the "
+                             f"{layer.table.shape[0]} positions of its table")
+        return np.ascontiguousarray(np.broadcast_to(
+            layer.table[:n], (x.shape[0],) + layer.table[:n].shape)), 0
     if kind == "softmax":
-        mask = xs[1] if len(xs) > 1 else None
+        mask = broadcast_mask(xs[1], x.shape) if len(xs) > 1 else None
         return i_softmax(x - layer.in_q[0].zero_point, layer.in_q[0].scale,
                          layer.out_q.bits, mask=mask)[0], 0
     lo, hi = _bounds(layer)
@@ -218,6 +235,10 @@ def run_layer(net: IntNetwork, layer: IntLayer, inputs: list[np.ndarray], *,
         acc = wrap(exact, net.acc_bits)
         return requantize(acc, layer.m[0], layer.s[0], zy, lo, hi), \
             int(np.count_nonzero(acc != exact))
+    if kind == "mean":
+        y = i_mean(x - layer.in_q[0].zero_point, layer.m[0], layer.s[0], layer.axis,
+                   mask=xs[1] if len(xs) > 1 else None)
+        return np.clip(y + zy, lo, hi), 0
     if kind == "gelu":
         g, _ = i_gelu(x - layer.in_q[0].zero_point, layer.in_q[0].scale)
         return requantize(g, layer.m[0], layer.s[0], zy, lo, hi), 0
@@ -245,47 +266,101 @@ def run_layer(net: IntNetwork, layer: IntLayer, inputs: list[np.ndarray], *,
     raise ValueError(f"layer {layer.name!r}: unknown kind {kind!r}")  # pragma: no cover
 
 
-def _check_mask(net: IntNetwork, mask, batch: int) -> np.ndarray | None:
-    if net.mask_shape is None:
-        if mask is not None:
+def network_inputs(net: IntNetwork, x_int, mask=None) -> list[np.ndarray]:
+    """The arrays of ``net.inputs``, in order, checked (``ValueError`` naming the input):
+    ``x_int`` is one array (the first input; ``mask`` the mask input, if any), a
+    tuple/list in input order or a dict keyed by input name. Activations must be integers
+    in their type's range, token ids integers >= 0, masks 0/1; shapes ``[B, *shape]``
+    with every ``-1`` (variable length) the same size."""
+    specs = net.inputs
+    if isinstance(x_int, dict):
+        unknown = set(x_int) - {v.name for v in specs}
+        if unknown:
+            raise fail("executor.run", "x_int", f"keys among {[v.name for v in specs]}",
+                       sorted(unknown))
+        arrays = [x_int.get(v.name) for v in specs]
+    elif isinstance(x_int, tuple | list):
+        arrays = list(x_int) + [None] * (len(specs) - len(x_int))
+        if len(x_int) > len(specs):
+            raise fail("executor.run", "x_int", f"at most {len(specs)} arrays", len(x_int))
+    else:
+        arrays = [x_int] + [None] * (len(specs) - 1)
+    if mask is not None:
+        k = next((i for i, v in enumerate(specs) if v.kind == "mask"), None)
+        if k is None:
             raise fail("executor.run", "mask", "None (the network has no mask input)", None,
                        shown="an array")
-        return None
-    if mask is None:
-        raise fail("executor.run", "mask", f"a 0/1 array of shape [B, "
-                   f"{', '.join(map(str, net.mask_shape))}]", None)
-    m = np.asarray(mask)
-    if m.shape != (batch,) + net.mask_shape:
-        raise fail("executor.run", "mask", f"of shape {(batch,) + net.mask_shape}", None,
-                   shown=f"shape {m.shape}")
-    if m.size and not np.isin(m, (0, 1)).all():
-        raise fail("executor.run", "mask", "0/1 (or bool) values", None)
-    return m.astype(np.int64)
+        arrays[k] = mask
+    out, batch, seq = [], None, None
+    for spec, a in zip(specs, arrays):
+        single = not isinstance(x_int, dict | tuple | list)
+        field_ = "x_int" if single and spec is specs[0] else \
+            "mask" if spec.kind == "mask" and (single or mask is not None) else \
+            f"x_int[{spec.name!r}]"
+        want = ", ".join(map(str, ("B", *("S" if d == -1 else d for d in spec.shape))))
+        if a is None:
+            raise fail("executor.run", field_, f"a {spec.kind} array of shape [{want}] "
+                       f"(input {spec.name!r})", None)
+        a = np.asarray(a)
+        if a.dtype == bool:
+            a = a.astype(np.int64)
+        if not np.issubdtype(a.dtype, np.integer):
+            raise fail("executor.run", field_, "an integer array", None,
+                       shown=f"dtype {a.dtype}")
+        ok = a.ndim == len(spec.shape) + 1 and all(
+            d == -1 or d == n for d, n in zip(spec.shape, a.shape[1:]))
+        for d, n in zip(spec.shape, a.shape[1:]):
+            if ok and d == -1:
+                ok = seq in (None, n)
+                seq = n
+        if not ok or batch not in (None, a.shape[0]):
+            same = " (the same B and S for every input)" if len(specs) > 1 else ""
+            raise fail("executor.run", field_, f"of shape [{want}]{same}", None,
+                       shown=f"shape {a.shape}")
+        batch = a.shape[0]
+        lo, hi = {"act": spec.q.range, "mask": (0, 1), "ids": (0, None)}[spec.kind]
+        if a.size and (a.min() < lo or hi is not None and a.max() > hi):
+            bad = int(a.min()) if a.min() < lo else int(a.max())
+            why = {"act": "the network's input type", "mask": "0/1 (or bool) values",
+                   "ids": "token ids"}[spec.kind]
+            raise fail("executor.run", field_, f"in [{lo}, {'inf' if hi is None else hi}]",
+                       bad, why)
+        out.append(a.astype(np.int64))
+    return out
+
+
+def sample_inputs(net: IntNetwork, batch: int = 1, seq: int = 8, seed: int = 0
+                  ) -> list[np.ndarray]:
+    """In-range random inputs of ``net`` (``seq`` for the variable length): activations
+    uniform over their codes, token ids below the smallest embedding table, masks of ones."""
+    rng = np.random.default_rng(seed)
+    vocab = min((L.table.shape[0] for L in net.layers if L.kind == "embedding"), default=1)
+    out = []
+    for spec in net.inputs:
+        shape = (batch, *(seq if d == -1 else d for d in spec.shape))
+        if spec.kind == "act":
+            lo, hi = spec.q.range
+            out.append(rng.integers(lo, hi + 1, size=shape))
+        elif spec.kind == "ids":
+            out.append(rng.integers(0, vocab, size=shape))
+        else:
+            out.append(np.ones(shape, dtype=np.int64))
+    return out
 
 
 def run(net: IntNetwork, x_int, *, trace: bool = False,
         gemm_fn: Callable[[GemmJob], np.ndarray] | None = None, mask=None):
-    """Run ``net`` on integer input ``x_int`` (``[B, *input_shape]``); returns the integer
+    """Run ``net`` on integer input ``x_int`` (``[B, *input_shape]``; a tuple/list or a
+    dict by name for several inputs, see :func:`network_inputs`); returns the integer
     output, or a :class:`RunResult` with every layer's output when ``trace``. ``gemm_fn``:
-    see :func:`run_layer`. ``mask``: the attention mask (``[B, *net.mask_shape]``, 0 =
-    masked) of a network that has one."""
-    x = np.asarray(x_int)
-    if not np.issubdtype(x.dtype, np.integer):
-        raise fail("executor.run", "x_int", "an integer array", None, shown=f"dtype {x.dtype}")
-    if tuple(x.shape[1:]) != net.input_shape:
-        want = ", ".join(map(str, ("B", *net.input_shape)))
-        raise fail("executor.run", "x_int", f"of shape [{want}]", None, shown=f"shape {x.shape}")
-    lo, hi = net.input_q.range
-    if x.size and (x.min() < lo or x.max() > hi):
-        bad = int(x.min()) if x.min() < lo else int(x.max())
-        raise fail("executor.run", "x_int", f"in [{lo}, {hi}]", bad, "the network's input type")
-    x = x.astype(np.int64)
-    mask = _check_mask(net, mask, x.shape[0])
+    see :func:`run_layer`. ``mask``: the attention mask (0 = masked) of a network that has
+    a mask input."""
+    ins = network_inputs(net, x_int, mask)
     outs: list[np.ndarray] = []
     ovfs: list[int] = []
     for layer in net.layers:
-        ins = [x if j == -1 else mask if j == -2 else outs[j] for j in layer.inputs]
-        y, o = run_layer(net, layer, ins, gemm_fn=gemm_fn)
+        y, o = run_layer(net, layer, [ins[-j - 1] if j < 0 else outs[j]
+                                      for j in layer.inputs], gemm_fn=gemm_fn)
         outs.append(y)
         ovfs.append(o)
     if trace:
@@ -304,16 +379,18 @@ def vector_costs(net: IntNetwork, x_int, *, mask=None) -> list[tuple[str, str, V
     adds, pooling, softmax, LayerNorm) on input ``x_int``, from the shapes of a traced run
     and :data:`sim.vector.VECTOR_OPS`."""
     res = run(net, x_int, trace=True, mask=mask)
-    x = np.asarray(x_int)
+    xs = network_inputs(net, x_int, mask)
     out = []
     for layer, y in zip(net.layers, res.outputs):
         if layer.kind not in VECTOR_OPS:
             continue
-        ins = [x if j == -1 else (mask if j == -2 else res.outputs[j]) for j in layer.inputs]
+        ins = [xs[-j - 1] if j < 0 else res.outputs[j] for j in layer.inputs]
         shapes = [np.shape(a) for a in ins]
         window = int(np.prod(layer.kernel))
         if layer.kind == "global_avgpool":
             window = int(np.prod(shapes[0][2:]))
+        if layer.kind == "mean":
+            window = int(shapes[0][layer.axis])
         params = 2 * layer.weight.size if layer.kind == "layernorm" else 0
         out.append((layer.name, layer.kind,
                     layer_vector_cost(layer.kind, shapes, y.shape, window, params)))

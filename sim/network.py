@@ -29,9 +29,28 @@ outputs of earlier layers (``inputs``; ``-1`` is the network input) and produces
   one ``(M, S)`` (a constant factor such as ``1 / sqrt(d)`` folded into it).
 - ``gelu`` (vector unit): ``q = i_gelu(x - z_x, s_x)`` (I-BERT integer erf polynomial),
   requantized with one ``(M, S)`` for ``scale(i_gelu) / s_y`` (inputs too wide for a table).
-- ``transpose``: swaps the last two axes; ``reshape``: to ``(batch, *shape)``;
-  ``permute``: axes in the order ``perm`` (``perm[0] = 0``, the batch stays first); all
-  exact, output params = input (attention heads).
+- ``transpose``: swaps the last two axes; ``reshape``: to ``(batch, *shape)`` (one entry
+  of ``shape`` may be ``-1``: the sequence length, taken from the input);
+  ``permute``: axes in the order ``perm`` (``perm[0] = 0``, the batch stays first);
+  ``select``: index ``index`` of axis ``axis`` (e.g. the CLS token); all exact, output
+  params = input (attention heads, poolers).
+- ``embedding`` (vector unit, a table read): ``y = table[ids]`` with ``table`` ``[V, D]``
+  already on the output grid ``out_q`` (the float rows quantized once at export); the input
+  is a token-id network input (:data:`IDS_Q` marks it; ids must be in ``[0, V)``).
+- ``position_embedding``: ``y[b, p] = table[p]`` for ``p < S``, with ``S`` the length of
+  axis 1 of the input (any tensor with a sequence axis); the ``[L, D]`` table is sliced
+  per length (position ids ``arange(S)``, and constant token-type ids, folded in).
+- ``mean`` (vector unit): mean over ``axis`` of ``x - z_x``; with a mask input (``[B, S]``
+  0/1, aligned with axes 0 and ``axis``) only the kept positions count:
+  ``acc = sum mask (x - z_x)``, ``n = max(sum mask, 1)``,
+  ``y = clamp(z_y + floor((acc M + n R) / (n 2^S)), lo, hi)`` -- the requantizer's
+  add-``R``-and-shift, divided by ``n`` (``n = 1`` is the requantizer), ``(M, S)`` for
+  ``s_x / s_y``.
+
+Network inputs (:class:`NetInput`) have a kind: ``act`` (quantized activations, ``q``),
+``ids`` (token ids, int64) or ``mask`` (0/1, :data:`MASK_Q`); ``-1 - k`` is input ``k``
+as a layer input. Their per-sample ``shape`` may hold ``-1`` (the variable sequence
+length, one size per run). A softmax's 2-D mask ``[B, S]`` applies to the last axis.
 
 Saved as one ``.npz`` (no pickle) holding the integer arrays and the JSON manifest
 (``manifest.json`` as UTF-8 bytes) with :data:`FORMAT_VERSION`. numpy only.
@@ -58,20 +77,24 @@ from .validate import (
     fail,
 )
 
-__all__ = ["FORMAT_VERSION", "READ_VERSIONS", "KINDS", "MASK_Q", "QParams", "IntLayer",
-           "IntNetwork"]
+__all__ = ["FORMAT_VERSION", "READ_VERSIONS", "KINDS", "INPUT_KINDS", "MASK_Q", "IDS_Q",
+           "QParams", "NetInput", "IntLayer", "IntNetwork"]
 
-FORMAT_VERSION = 2
-#: versions :meth:`IntNetwork.load` reads (2 added the ``lut`` kind, ``table`` and ``func``)
-READ_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+#: versions :meth:`IntNetwork.load` reads (2 added the ``lut`` kind, ``table`` and ``func``;
+#: 3 the ``inputs`` list (token ids, masks, variable lengths), ``embedding``,
+#: ``position_embedding``, ``mean``, ``select`` and the ``axis`` / ``index`` fields)
+READ_VERSIONS = (1, 2, 3)
 KINDS = ("linear", "conv2d", "maxpool2d", "avgpool2d", "global_avgpool", "add", "relu",
          "flatten", "lut", "layernorm", "softmax", "matmul", "transpose", "reshape",
-         "permute", "gelu")
+         "permute", "gelu", "embedding", "position_embedding", "mean", "select")
+INPUT_KINDS = ("act", "ids", "mask")
 _GEMM_KINDS = ("linear", "conv2d")
 _REQUANT_KINDS = ("linear", "conv2d", "avgpool2d", "global_avgpool", "add", "matmul",
-                  "gelu")
+                  "gelu", "mean")
 #: the quantization of an attention-mask input (input index ``-2``): codes 0 (masked) / 1
-_SAME_Q_KINDS = ("maxpool2d", "relu", "flatten", "transpose", "reshape", "permute")
+_SAME_Q_KINDS = ("maxpool2d", "relu", "flatten", "transpose", "reshape", "permute",
+                 "select")
 _ARRAYS = ("weight", "bias", "m", "s", "table")
 _MANIFEST_KEY = "manifest.json"
 #: what reading a damaged archive or member raises (zip structure, CRC, deflate stream,
@@ -149,8 +172,50 @@ class QParams:
         return cls(d["scale"], d["zero_point"], d["bits"], d["signed"])
 
 
-#: the quantization of an attention-mask input (layer input ``-2``): codes 0 (masked) / 1
+#: the quantization of an attention-mask input: codes 0 (masked) / 1
 MASK_Q = QParams(1.0, 0, 2, False)
+#: marks a token-id input (``in_q`` of an ``embedding``); the ids are checked against the
+#: table's rows, not against this range
+IDS_Q = QParams(1.0, 0, 16, False)
+
+
+@dataclass(frozen=True)
+class NetInput:
+    """One network input: ``name``, ``kind`` (:data:`INPUT_KINDS`), per-sample ``shape``
+    (``-1``: the variable sequence length) and quantization ``q`` (:data:`MASK_Q` for masks,
+    :data:`IDS_Q` for token ids)."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    q: QParams
+
+    def __post_init__(self):
+        owner = f"NetInput({self.name!r})"
+        check_choice(owner, "kind", self.kind, INPUT_KINDS)
+        try:
+            shape = tuple(self.shape)
+        except TypeError:
+            raise fail(owner, "shape", "a sequence of sizes >= 1 or -1", self.shape) from None
+        for d in shape:
+            if check_int(owner, "shape", d, -1) == 0:
+                raise fail(owner, "shape", "sizes >= 1 or -1 (variable)", d)
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "name", str(self.name))
+        want = {"mask": MASK_Q, "ids": IDS_Q}.get(self.kind)
+        if not isinstance(self.q, QParams) or want is not None and self.q != want:
+            raise fail(owner, "q", "a QParams" if want is None else str(want), self.q)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "shape": list(self.shape),
+                "q": self.q.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d) -> NetInput:
+        if not isinstance(d, dict) or {"name", "kind", "shape", "q"} - set(d):
+            raise ValueError(f"an input must be an object with name, kind, shape and q, "
+                             f"not {d!r}")
+        return cls(d["name"], d["kind"], tuple(d["shape"]), QParams.from_dict(d["q"]))
 
 
 def _int_array(owner: str, name: str, arr) -> np.ndarray:
@@ -192,14 +257,16 @@ class IntLayer:
     func: str = ""
     shape: tuple[int, ...] = ()
     perm: tuple[int, ...] = ()
+    axis: int = 1
+    index: int = 0
 
     def __post_init__(self):
         owner = f"IntLayer({self.name!r})"
         check_choice(owner, "kind", self.kind, KINDS)
         n_in = 2 if self.kind in ("add", "matmul") else 1
-        if self.kind == "softmax" and len(tuple(self.inputs)) == 2:
-            n_in = 2                                   # scores and the attention mask
-        inputs = tuple(check_int(owner, "inputs", i, -2) for i in self.inputs)
+        if self.kind in ("softmax", "mean") and len(tuple(self.inputs)) == 2:
+            n_in = 2                                   # values and the (attention) mask
+        inputs = tuple(check_int(owner, "inputs", i) for i in self.inputs)
         in_q = tuple(self.in_q)
         if len(inputs) != n_in:
             raise fail(owner, "inputs", f"{n_in} layer index(es) for kind {self.kind!r}",
@@ -224,8 +291,13 @@ class IntLayer:
             if v is not None:
                 object.__setattr__(self, name, _int_array(owner, name, v))
         object.__setattr__(self, "func", str(self.func))
-        object.__setattr__(self, "shape", tuple(check_int(owner, "shape", v, 1)
-                                                for v in self.shape))
+        shape = tuple(check_int(owner, "shape", v, -1) for v in self.shape)
+        if 0 in shape or shape.count(-1) > 1:
+            raise fail(owner, "shape", "sizes >= 1 and at most one -1 (the sequence length)",
+                       shape)
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "axis", check_int(owner, "axis", self.axis, 1))
+        object.__setattr__(self, "index", check_int(owner, "index", self.index, 0))
         perm = tuple(check_int(owner, "perm", v, 0) for v in self.perm)
         if self.kind == "permute" and (not perm or perm[0] != 0
                                        or sorted(perm) != list(range(len(perm)))):
@@ -251,6 +323,20 @@ class IntLayer:
                 raise fail(owner, "out_q", f"unsigned, zero-point 0, scale 2^-{q.bits}",
                            q, "softmax outputs")
             shapes, absent = {}, _ARRAYS
+        elif self.kind in ("embedding", "position_embedding"):
+            if self.table is None or self.table.ndim != 2 or not self.table.size:
+                raise fail(owner, "table", f"a non-empty [rows, D] table for kind "
+                           f"{self.kind!r}", None if self.table is None else self.table.shape)
+            if self.kind == "embedding" and in_q[0] != IDS_Q:
+                raise fail(owner, "in_q", f"(IDS_Q,) (token ids) for kind {self.kind!r}",
+                           in_q)
+            lo, hi = self.out_q.range
+            t = self.table
+            if t.min() < lo or t.max() > hi:
+                raise fail(owner, "table", f"in [{lo}, {hi}]", int(t.min() if t.min() < lo
+                                                                   else t.max()),
+                           "the output type")
+            shapes, absent = {}, ("weight", "bias", "m", "s")
         elif self.kind == "lut":
             shapes = {"table": (1 << in_q[0].bits,)}
             absent = ("weight", "bias", "m", "s")
@@ -315,7 +401,7 @@ class IntLayer:
              "kernel": list(self.kernel), "stride": list(self.stride),
              "padding": list(self.padding), "groups": int(self.groups),
              "keepdim": self.keepdim, "func": self.func, "shape": list(self.shape),
-             "perm": list(self.perm)}
+             "perm": list(self.perm), "axis": self.axis, "index": self.index}
         d["arrays"] = [n for n in _ARRAYS if getattr(self, n) is not None]
         return d
 
@@ -323,24 +409,45 @@ class IntLayer:
 @dataclass(frozen=True, eq=False)
 class IntNetwork:
     """An ordered integer network. ``output`` indexes the layer producing the output
-    (``-1`` in the manifest sense is not allowed here: default the last layer)."""
+    (``-1`` in the manifest sense is not allowed here: default the last layer).
+
+    ``inputs`` lists the network inputs (:class:`NetInput`; layer input ``-1 - k`` is
+    ``inputs[k]``). Without it, the network has one activation input (``input_q``,
+    ``input_shape``) and, with ``mask_shape``, a mask input (``-2``); with it,
+    ``input_q``, ``input_shape`` and ``mask_shape`` are derived (its first input, its first
+    mask) and must not be given."""
 
     layers: tuple[IntLayer, ...]
-    input_q: QParams
-    input_shape: tuple[int, ...]
+    input_q: QParams | None = None
+    input_shape: tuple[int, ...] | None = None
     acc_bits: int = 32
     mult_bits: int = 16
     output: int | None = None
     meta: dict = field(default_factory=dict)
     mask_shape: tuple[int, ...] | None = None
+    inputs: tuple[NetInput, ...] | None = None
 
-    def __post_init__(self):
-        object.__setattr__(self, "layers", tuple(self.layers))
+    def _set_inputs(self) -> None:
+        if self.inputs is not None:
+            ins = tuple(self.inputs)
+            if not ins or not all(isinstance(v, NetInput) for v in ins):
+                raise fail("IntNetwork", "inputs", "a non-empty sequence of NetInput", ins)
+            for name in ("input_q", "input_shape", "mask_shape"):
+                if getattr(self, name) is not None:
+                    raise fail("IntNetwork", name, "None when inputs are given (derived)",
+                               getattr(self, name))
+            if len({v.name for v in ins}) != len(ins):
+                raise fail("IntNetwork", "inputs", "inputs with distinct names",
+                           [v.name for v in ins])
+            masks = [v for v in ins if v.kind == "mask"]
+            object.__setattr__(self, "inputs", ins)
+            object.__setattr__(self, "input_q", ins[0].q)
+            object.__setattr__(self, "input_shape", ins[0].shape)
+            object.__setattr__(self, "mask_shape", masks[0].shape if masks else None)
+            return
         if self.mask_shape is not None:
             object.__setattr__(self, "mask_shape", tuple(
                 check_int("IntNetwork", "mask_shape", d, 1) for d in self.mask_shape))
-        if not self.layers:
-            raise fail("IntNetwork", "layers", "a non-empty sequence of IntLayer", ())
         try:
             shape = tuple(self.input_shape)
         except TypeError:
@@ -350,6 +457,16 @@ class IntNetwork:
                            tuple(check_int("IntNetwork", "input_shape", d, 1) for d in shape))
         if not isinstance(self.input_q, QParams):
             raise fail("IntNetwork", "input_q", "a QParams", self.input_q)
+        ins = (NetInput("x", "act", self.input_shape, self.input_q),)
+        if self.mask_shape is not None:
+            ins += (NetInput("mask", "mask", self.mask_shape, MASK_Q),)
+        object.__setattr__(self, "inputs", ins)
+
+    def __post_init__(self):
+        object.__setattr__(self, "layers", tuple(self.layers))
+        if not self.layers:
+            raise fail("IntNetwork", "layers", "a non-empty sequence of IntLayer", ())
+        self._set_inputs()
         check_int("IntNetwork", "mult_bits", self.mult_bits, 1, 32)
         check_int("IntNetwork", "acc_bits", self.acc_bits, 4, PRODUCT_LIMIT - self.mult_bits,
                   why=f"acc_bits + mult_bits <= {PRODUCT_LIMIT} with mult_bits = "
@@ -364,16 +481,21 @@ class IntNetwork:
             owner = f"IntNetwork.layers[{i}]"
             if not isinstance(layer, IntLayer):
                 raise fail("IntNetwork", f"layers[{i}]", "an IntLayer", layer)
+            n_in = len(self.inputs)
             for k, (j, src) in enumerate(zip(layer.inputs, layer.in_q)):
-                if j == -2 and (self.mask_shape is None or layer.kind != "softmax"
-                                or k != 1):
-                    raise fail(owner, "inputs", "-2 (the mask) only as a softmax's second "
-                               "input of a network with mask_shape", layer.inputs,
-                               repr(layer.name))
-                check_int(owner, "inputs", j, -2, i - 1,
-                          why=f"{layer.name!r}: -1 (the network input) or an earlier layer")
-                src_q = self.input_q if j == -1 else MASK_Q if j == -2 else \
-                    self.layers[j].out_q
+                check_int(owner, "inputs", j, -n_in, i - 1,
+                          why=f"{layer.name!r}: -1 - k (network input k of {n_in}) or an "
+                              "earlier layer")
+                kind = self.inputs[-j - 1].kind if j < 0 else "act"
+                if kind == "mask" and not (layer.kind in ("softmax", "mean") and k == 1
+                                           or layer.kind == "position_embedding"):
+                    raise fail(owner, "inputs", "a mask input only as the second input of "
+                               "a softmax or mean", layer.inputs, repr(layer.name))
+                if (kind == "ids") != (layer.kind == "embedding") and \
+                        layer.kind != "position_embedding":
+                    raise fail(owner, "inputs", "token ids as the input of an embedding, "
+                               "and only there", layer.inputs, repr(layer.name))
+                src_q = self.inputs[-j - 1].q if j < 0 else self.layers[j].out_q
                 if src_q != src:
                     raise fail(owner, f"in_q[{k}]", f"the quantization {src_q} of its input "
                                f"{j}", src, repr(layer.name))
@@ -396,8 +518,7 @@ class IntNetwork:
     # ---- manifest ------------------------------------------------------------------------
     def manifest(self) -> dict:
         return {"format": "qaccel-intnet", "format_version": FORMAT_VERSION,
-                "input_q": self.input_q.to_dict(), "input_shape": list(self.input_shape),
-                "mask_shape": None if self.mask_shape is None else list(self.mask_shape),
+                "inputs": [v.to_dict() for v in self.inputs],
                 "acc_bits": self.acc_bits, "mult_bits": self.mult_bits,
                 "output": self.output, "meta": self.meta,
                 "layers": [L.manifest() for L in self.layers]}
@@ -466,15 +587,25 @@ class IntNetwork:
         if man.get("format_version") not in READ_VERSIONS:
             raise err("format_version", f"unsupported version {man.get('format_version')!r}; "
                       f"this reader supports {READ_VERSIONS}")
-        for key in ("input_q", "input_shape", "acc_bits", "mult_bits", "output", "layers"):
+        legacy = man["format_version"] < 3        # one activation input (+ a mask)
+        for key in (("input_q", "input_shape") if legacy else ("inputs",)) + \
+                ("acc_bits", "mult_bits", "output", "layers"):
             if key not in man:
                 raise err(key, "missing")
         if not isinstance(man["layers"], list):
             raise err("layers", "must be a list")
+        input_q = inputs = None
         try:
-            input_q = QParams.from_dict(man["input_q"])
+            if legacy:
+                input_q = QParams.from_dict(man["input_q"])
+            elif not isinstance(man["inputs"], list):
+                raise err("inputs", "must be a list")
+            else:
+                inputs = tuple(NetInput.from_dict(v) for v in man["inputs"])
         except (ValueError, TypeError) as exc:
-            raise err("input_q", str(exc)) from None
+            if isinstance(exc, ValueError) and str(exc).startswith(source):
+                raise
+            raise err("input_q" if legacy else "inputs", str(exc)) from None
         layers = []
         required = ("name", "kind", "inputs", "in_q", "out_q", "relu", "w_bits",
                     "per_channel", "kernel", "stride", "padding", "groups", "keepdim",
@@ -508,13 +639,15 @@ class IntNetwork:
                     stride=tuple(d["stride"]), padding=tuple(d["padding"]),
                     groups=int(d["groups"]), keepdim=bool(d["keepdim"]),
                     func=str(d.get("func", "")), shape=tuple(d.get("shape", ())),
-                    perm=tuple(d.get("perm", ())), **kw))
+                    perm=tuple(d.get("perm", ())), axis=d.get("axis", 1),
+                    index=d.get("index", 0), **kw))
             except (ValueError, TypeError) as exc:
                 raise err(f, str(exc)) from None
         try:
-            return cls(layers=tuple(layers), input_q=input_q,
-                       input_shape=tuple(man["input_shape"]), acc_bits=man["acc_bits"],
-                       mask_shape=None if man.get("mask_shape") is None
+            return cls(layers=tuple(layers), input_q=input_q, inputs=inputs,
+                       input_shape=tuple(man["input_shape"]) if legacy else None,
+                       acc_bits=man["acc_bits"],
+                       mask_shape=None if not legacy or man.get("mask_shape") is None
                        else tuple(man["mask_shape"]),
                        mult_bits=man["mult_bits"], output=man["output"],
                        meta=dict(man.get("meta") or {}))

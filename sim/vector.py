@@ -21,7 +21,8 @@ from .network import QParams
 __all__ = ["LUT_FUNCS", "LUT_MAX_BITS", "lut_func", "lut_table", "apply_lut", "i_poly", "i_erf",
            "i_gelu",
            "i_exp", "i_softmax", "i_sqrt", "i_layernorm", "ERF_ABC", "EXP_ABC",
-           "LN_FRAC_BITS", "LN_STD_BITS", "VECTOR_OPS", "VectorCost", "layer_vector_cost"]
+           "LN_FRAC_BITS", "LN_STD_BITS", "VECTOR_OPS", "VectorCost", "layer_vector_cost",
+           "i_mean", "broadcast_mask"]
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -242,6 +243,36 @@ def i_layernorm(q, axis: int = -1) -> tuple[np.ndarray, float]:
     return ((n * c - d) << (LN_FRAC_BITS + LN_STD_BITS)) // (n * std), 2.0 ** -LN_FRAC_BITS
 
 
+def broadcast_mask(mask, shape: tuple[int, ...], axis: int = -1) -> np.ndarray:
+    """A ``[B, S]`` 0/1 mask as an array that broadcasts to ``shape``, aligned with axis 0
+    and ``axis`` (softmax: the last axis, the keys; token mean: the token axis); a mask of
+    another rank is broadcast as it is."""
+    m = np.asarray(mask)
+    nd = len(shape)
+    if m.ndim == 2 and nd > 2:
+        ax = axis % nd
+        m = m.reshape((m.shape[0],) + (1,) * (ax - 1) + (m.shape[1],) + (1,) * (nd - ax - 1))
+    return np.broadcast_to(m, shape)
+
+
+def i_mean(q, m: int, s: int, axis: int = 1, mask=None) -> np.ndarray:
+    """Integer mean over ``axis`` of ``q`` (codes minus the input zero-point), rescaled by
+    ``M / 2^S``: ``acc = sum mask q``, ``n = max(sum mask, 1)`` (all positions without a
+    mask), ``floor((acc M + n R) / (n 2^S))`` with ``R = 2^(S-1)`` -- the requantizer's
+    rounding, divided by ``n`` (before the output zero-point and clamp)."""
+    q = _as_int(q)
+    if mask is None:
+        acc = q.sum(axis=axis)
+        n = np.full(acc.shape, q.shape[axis], dtype=np.int64)
+    else:
+        keep = (broadcast_mask(mask, q.shape, axis) != 0).astype(np.int64)
+        acc = (q * keep).sum(axis=axis)
+        n = np.maximum(keep.sum(axis=axis), 1)
+    m, s = np.int64(m), np.int64(s)
+    r = (np.int64(1) << (s - 1)) if s > 0 else np.int64(0)
+    return (acc * m + n * r) // (n << s)
+
+
 # ---- cost of the vector-unit ops (for the analytic and energy models) ----------------------
 #: integer operations per element (add, multiply, shift, compare, table read) of each
 #: vector-unit kind, counted from the kernels above; ``per_row`` ops come once per row of
@@ -255,7 +286,13 @@ VECTOR_OPS = {"lut": {"per_element": 1},
               "global_avgpool": {"per_window": 1, "per_output": 4},
               "softmax": {"per_element": 16, "per_row": 2},
               "gelu": {"per_element": 14},          # i-erf: abs, min, add, square, add, sign
-              "layernorm": {"per_element": 14, "per_row": 3 * 32 + 3}}
+              "layernorm": {"per_element": 14, "per_row": 3 * 32 + 3},
+              "embedding": {"per_element": 1},     # a table read per output element
+              "position_embedding": {"per_element": 1},
+              "select": {"per_element": 1},        # a copy
+              # masked sum (multiply, add) per input element; per output: multiply, add
+              # n R, division, zero-point, clamp
+              "mean": {"per_window": 2, "per_output": 5}}
 
 
 @dataclass(frozen=True)
