@@ -85,6 +85,11 @@ class LsqQuantizer(Quantizer):
         raise ValueError("LsqQuantizer: set the bit-widths in QatConfig.quant before "
                          "prepare_qat")
 
+    def _learned_scale(self, g: float) -> torch.Tensor:
+        """The scale on the gradient path: ``step`` with LSQ's gradient scale ``g``
+        (a subclass may multiply it by a factor that is learned too, e.g. a BN scale)."""
+        return _grad_scale(self.step, g)
+
     def forward(self, x):
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             return x
@@ -103,7 +108,7 @@ class LsqQuantizer(Quantizer):
         else:
             numel = x[0].numel() if x.dim() > 1 else x.numel()
         g = lsq_grad_scale(numel, p)
-        s = _broadcast(_grad_scale(self.step, g), x, self.ch_axis)
+        s = _broadcast(self._learned_scale(g), x, self.ch_axis)
         zb = _broadcast(_grad_scale(z, g), x, self.ch_axis)
         y = s * (torch.clamp(_round_ste(x / s) + zb, n, p) - zb)
         return xq + (y - y.detach())

@@ -21,6 +21,16 @@
       applied: the weights are always folded with the running statistics, as inference
       does. The statistics start from the folded BN's (``mean = beta``, ``var = gamma^2``
       of the folded layer's output), so the prepared model equals the PTQ one.
+  ``"per_channel"``
+      BN kept as a separate per-channel scale, absorbed into the per-channel weight scale
+      (sec. 4.2 eq. 41, Table 7's "keep original BN (per-channel)"; needs
+      ``QuantConfig.per_channel``): BN parameters and running statistics as ``"running"``,
+      but the BN factor ``f = gamma / sqrt(var + eps)`` does not move the weight grid: the
+      weight quantizer's scale is ``s~ = s f`` with ``s`` the learned LSQ step, so the
+      quantized weights are ``s~ round(W f / s~) = f q(W; s)`` -- BN applied after the
+      quantized weights, as eq. 41 writes it. :func:`finalize` merges ``f`` into the
+      per-channel scale (``s~`` becomes the step) and the BN into the bias for good; the
+      exported integers are the trained ``round(W / s)``.
 
 - :func:`train_qat`: Adam with a cosine learning-rate schedule, a tqdm bar, early stopping
   on the held-out split's loss (``patience`` epochs), the best epoch's weights restored,
@@ -66,7 +76,7 @@ __all__ = ["BN_FOLDINGS", "QatConfig", "LsqQuantizer", "prepare_qat", "train_qat
            "finalize", "finalize_qat", "QatHistory", "lsq_grad_scale", "train_val_loaders",
            "evaluate"]
 
-BN_FOLDINGS = ("static", "running")
+BN_FOLDINGS = ("static", "running", "per_channel")
 
 
 @dataclass(frozen=True)
@@ -79,8 +89,9 @@ class QatConfig:
         The PTQ initialisation (bits, per-channel, per-layer bits, ranges, CLE,
         ``rounding="adaround"`` for an AdaRound start) and the export settings.
         ``rounding`` must be ``"nearest"`` or ``"adaround"``.
-    bn_folding : {"static", "running"}
+    bn_folding : {"static", "running", "per_channel"}
         BN modelling during training (whitepaper sec. 4.2; see the module docstring).
+        ``"per_channel"`` needs ``quant.per_channel=True``.
     learn_scales : bool
         LSQ step sizes for every weight and activation quantizer (else fixed PTQ scales).
     learn_offsets : bool
@@ -102,6 +113,10 @@ class QatConfig:
             raise fail("QatConfig", "quant.rounding", "'nearest' or 'adaround'",
                        self.quant.rounding, "the PTQ start of QAT")
         check_choice("QatConfig", "bn_folding", self.bn_folding, BN_FOLDINGS)
+        if self.bn_folding == "per_channel" and not self.quant.per_channel:
+            raise fail("QatConfig", "bn_folding", "'static' or 'running' with per-tensor "
+                       "weights", self.bn_folding, "the BN scale is absorbed into "
+                       "per-channel weight scales: use per-channel weights")
         for name in ("learn_scales", "learn_offsets"):
             object.__setattr__(self, name, check_bool("QatConfig", name, getattr(self, name)))
         m = check_number("QatConfig", "bn_momentum", self.bn_momentum, positive=True)
@@ -171,6 +186,38 @@ def _update_running_stats(ql: QuantLayer, args) -> None:
     bn.running_var.mul_(1 - bn.momentum).add_(bn.momentum * var)
 
 
+class _BnScaledLsq(LsqQuantizer):
+    """The per-channel weight quantizer of ``bn_folding="per_channel"``: scale
+    ``s~ = step * f`` with the BN factor ``f`` of the layer's :class:`_RunningBN` (learned:
+    ``f`` gets its gradient through the scale, ``step`` LSQ's scaled one)."""
+
+    def __init__(self, q: Quantizer, bn: _RunningBN, **kw):
+        super().__init__(q, **kw)
+        object.__setattr__(self, "_bn", bn)     # registered with the parametrization
+        with torch.no_grad():
+            self.step.div_(bn.factor())
+
+    def _factor(self) -> torch.Tensor:
+        return self._bn.factor()
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return (self.step * self._factor()).detach()
+
+    @scale.setter
+    def scale(self, value) -> None:
+        with torch.no_grad():
+            self.step.copy_(torch.as_tensor(value, dtype=torch.float32) / self._factor())
+
+    def set_qparams(self, scale, zero_point) -> None:
+        self.scale = scale
+        with torch.no_grad():
+            self.offset.copy_(torch.as_tensor(zero_point, dtype=torch.float32))
+
+    def _learned_scale(self, g: float) -> torch.Tensor:
+        return super()._learned_scale(g) * self._factor()
+
+
 def _fold_running(qmodel: nn.Module, momentum: float) -> list[str]:
     info = qmodel.qaccel_quant
     done = []
@@ -184,7 +231,7 @@ def _fold_running(qmodel: nn.Module, momentum: float) -> list[str]:
         bn = _RunningBN(st.beta, st.gamma.pow(2), 1e-5, momentum)
         parametrize.register_parametrization(mod, "weight", _FoldWeight(bn))
         parametrize.register_parametrization(mod, "bias", _FoldBias(bn))
-        ql.register_forward_pre_hook(_update_running_stats)
+        ql.qaccel_bn_hook = ql.register_forward_pre_hook(_update_running_stats)
         done.append(name)
     return done
 
@@ -236,13 +283,22 @@ def prepare_qat(model: nn.Module, calib_data, config: QatConfig | None = None) -
                 w_int = ql.w_int
                 ql.clear_integer_weight()
                 ql.module.weight.copy_(ql._scale_view(ql.weight_scale()) * w_int)
-    if cfg.bn_folding == "running":
-        info.note("QAT: BN folded with running statistics in %s",
-                  ", ".join(_fold_running(qmodel, cfg.bn_momentum)) or "no layer")
+    folded = []
+    if cfg.bn_folding in ("running", "per_channel"):
+        folded = _fold_running(qmodel, cfg.bn_momentum)
+        info.note("QAT: BN folded with running statistics%s in %s",
+                  " into the per-channel weight scales" if cfg.bn_folding == "per_channel"
+                  else "", ", ".join(folded) or "no layer")
+    tied = {f"{n}.weight_quantizer": qmodel.get_submodule(n).module.parametrizations.weight[0]
+            .bn for n in folded} if cfg.bn_folding == "per_channel" else {}
     for name, q in [(n, m) for n, m in qmodel.named_modules()
                     if type(m) is Quantizer and m.scale is not None]:
-        _set_submodule(qmodel, name, LsqQuantizer(q, learn_scale=cfg.learn_scales,
-                                                  learn_offset=cfg.learn_offsets))
+        kw = dict(learn_scale=cfg.learn_scales, learn_offset=cfg.learn_offsets)
+        if name in tied and not q.per_channel:
+            raise ValueError(f"QatConfig.bn_folding='per_channel': layer {name!r} has a "
+                             "per-tensor weight quantizer")
+        _set_submodule(qmodel, name, _BnScaledLsq(q, tied[name], **kw) if name in tied
+                       else LsqQuantizer(q, **kw))
     links = []
     for node in qmodel.graph.nodes:
         ql = qmodel.get_submodule(node.target) if node.op == "call_module" else None
@@ -271,6 +327,7 @@ def finalize(qmodel: nn.Module) -> nn.Module:
     scales re-snapped to ``M / 2^S`` and bias grids re-linked
     (:func:`quant.refresh_scales`). Training can continue afterwards."""
     _check_qat_model(qmodel)
+    _absorb_bn_scales(qmodel)
     for m in qmodel.modules():
         if isinstance(m, LsqQuantizer):
             m.step.clamp_(min=1e-8)
@@ -286,6 +343,25 @@ def finalize(qmodel: nn.Module) -> nn.Module:
 
 
 finalize_qat = finalize     # the name exported by ``qaccel.quant``
+
+
+@torch.no_grad()
+def _absorb_bn_scales(qmodel: nn.Module) -> None:
+    """``bn_folding="per_channel"``: merge each kept BN into its layer for good -- weight
+    ``W f`` and bias ``beta + (b - mean) f`` (the parametrizations' values), weight scale
+    ``|s~| = |step f|`` (a negative ``f`` flips the integers' sign, value unchanged) --
+    and stop the statistics updates; the layer is statically folded from then on."""
+    for _, ql in quant_layers(qmodel):
+        wq = ql.weight_quantizer
+        if not isinstance(wq, _BnScaledLsq):
+            continue
+        plain = LsqQuantizer(wq, learn_scale=wq.step.requires_grad, learn_offset=False)
+        plain.step.abs_()
+        ql.weight_quantizer = plain
+        for attr in ("weight", "bias"):
+            parametrize.remove_parametrizations(ql.module, attr, leave_parametrized=True)
+        ql.qaccel_bn_hook.remove()
+        del ql.qaccel_bn_hook
 
 
 # ---- training --------------------------------------------------------------------------

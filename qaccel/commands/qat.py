@@ -67,7 +67,7 @@ def _qat_config(args):
                          learn_scales=not args.fixed_scales,
                          learn_offsets=not args.fixed_offsets)
     except ValueError as exc:
-        text = re.sub(r"QuantConfig\.(\w+)|QatConfig\.quant\.(\w+)",
+        text = re.sub(r"QuantConfig\.(\w+)|QatConfig\.(?:quant\.)?(\w+)",
                       lambda m: f"--{(m.group(1) or m.group(2)).replace('_', '-')}",
                       str(exc), count=1)
         raise ValueError(text) from None

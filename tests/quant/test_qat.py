@@ -87,6 +87,8 @@ def test_config_is_validated():
         QatConfig(bn_folding="double")
     with pytest.raises(ValueError, match="quant.rounding"):
         QatConfig(quant=QuantConfig(rounding="bitsplit"))
+    with pytest.raises(ValueError, match="bn_folding.*per-channel weights"):
+        QatConfig(bn_folding="per_channel")                  # per-tensor weights
     with pytest.raises(ValueError, match="bn_momentum"):
         QatConfig(bn_momentum=1.5)
     with pytest.raises(ValueError, match="learn_scales"):
@@ -111,10 +113,10 @@ def _export_check(qm, x):
     return net
 
 
-@pytest.mark.parametrize("folding", ["static", "running"])
+@pytest.mark.parametrize("folding", ["static", "running", "per_channel"])
 def test_bn_folding_variants_start_at_ptq_train_and_export_exactly(data, folding):
     model, test, x_tr, y_tr = data
-    qc = QuantConfig(w_bits=4, a_bits=4, per_channel=folding == "static", progress=False)
+    qc = QuantConfig(w_bits=4, a_bits=4, per_channel=folding != "running", progress=False)
     calib = [x_tr[:128]]
     ptq = quant.quantize(model, calib, qc)
     qm = prepare_qat(model, calib, QatConfig(quant=qc, bn_folding=folding))
@@ -122,18 +124,44 @@ def test_bn_folding_variants_start_at_ptq_train_and_export_exactly(data, folding
     with torch.no_grad():
         torch.testing.assert_close(qm.eval()(x), ptq(x), rtol=0, atol=1e-4)
     folded = [n for n, ql in quant.quant_layers(qm) if hasattr(ql.module, "parametrizations")]
-    assert folded == (["0", "3", "7"] if folding == "running" else [])
-    before = {n: ql.module.parametrizations.weight[0].bn.running_var.clone()
-              for n, ql in quant.quant_layers(qm) if n in folded}
+    assert folded == ([] if folding == "static" else ["0", "3", "7"])
+    bns = {n: qm.get_submodule(n).module.parametrizations.weight[0].bn for n in folded}
+    before = {n: bn.running_var.clone() for n, bn in bns.items()}
     tr, va = train_val_loaders(x_tr[:400], y_tr[:400], seed=0)
     train_qat(qm, tr, va, epochs=1, lr=1e-3, patience=1, progress=False)
     for n, v in before.items():             # the running statistics moved during training
-        bn = qm.get_submodule(n).module.parametrizations.weight[0].bn
-        assert not torch.equal(bn.running_var, v)
+        assert not torch.equal(bns[n].running_var, v)
     _export_check(qm, x)
 
 
-@pytest.mark.parametrize("folding", ["static", "running"])
+def test_per_channel_folding_keeps_bn_out_of_the_weight_grid(data):
+    """Eq. 41: with ``bn_folding="per_channel"`` a change of the BN scale ``gamma`` leaves the
+    integer weights alone and scales the per-channel weight scale (with ``"running"`` the
+    same change moves the weights across the grid); finalize merges it into the scale and
+    the export is exact."""
+    model, test, x_tr, _ = data
+    qc = QuantConfig(w_bits=3, a_bits=4, per_channel=True, progress=False)
+    got = {}
+    for folding in ("running", "per_channel"):
+        qm = prepare_qat(model, [x_tr[:128]], QatConfig(quant=qc, bn_folding=folding))
+        ql = qm.get_submodule("3")
+        bn = ql.module.parametrizations.weight[0].bn
+        w0, s0 = ql.weight_int(), ql.weight_scale().clone()
+        ramp = torch.linspace(0.5, 1.7, len(bn.gamma))
+        with torch.no_grad():
+            bn.gamma.mul_(ramp)
+        got[folding] = int((ql.weight_int() != w0).sum())
+        if folding == "per_channel":
+            torch.testing.assert_close(ql.weight_scale(), s0 * ramp)
+            quant.qat.finalize(qm)
+            assert not hasattr(ql.module, "parametrizations")
+            assert type(ql.weight_quantizer) is LsqQuantizer
+            assert torch.equal(ql.weight_int(), w0)          # the trained integers exported
+            _export_check(qm, test[0][:200])
+    assert got["per_channel"] == 0 < got["running"], got
+
+
+@pytest.mark.parametrize("folding", ["static", "running", "per_channel"])
 def test_digits_mobilenet_qat_export_is_exact(folding):
     """Depthwise convolutions, fused ReLU6 and a global average pool: the trained W4A4 QAT
     model's exact mode equals the executor on the whole test split."""

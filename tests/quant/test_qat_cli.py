@@ -47,6 +47,7 @@ def test_qat_writes_network_and_json_report(tmp_path, capsys):
     (["--val-fraction", "1"], "--val-fraction"),
     (["--bn-folding", "double"], "--bn-folding"),
     (["--rounding", "bitsplit"], "--rounding"),
+    (["--bn-folding", "per_channel"], "--bn-folding must be"),     # needs --per-channel
 ])
 def test_bad_options_exit_2_before_work(argv, word, tmp_path, capsys, monkeypatch):
     def boom(*_a, **_k):
