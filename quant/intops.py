@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from qaccel.sim.arith import output_bounds
 from qaccel.sim.network import IntLayer, QParams
-from qaccel.sim.vector import i_gelu, i_layernorm, i_softmax
+from qaccel.sim.vector import i_gelu, i_layernorm, i_mean, i_softmax
 
 __all__ = ["IntOp", "to_int", "from_int", "wrap", "rescale", "run_int_layer"]
 
@@ -128,6 +128,11 @@ def run_int_layer(layer: IntLayer, xs: list[torch.Tensor], acc_bits: int) -> tor
         mask = xs[1].numpy() if len(xs) > 1 else None
         return torch.from_numpy(i_softmax((xs[0] - q.zero_point).numpy(), q.scale,
                                           layer.out_q.bits, mask=mask)[0])
+    if kind == "mean":           # token mean (sim.vector.i_mean), optionally masked
+        q = layer.in_q[0]
+        y = i_mean((xs[0] - q.zero_point).numpy(), int(layer.m[0]), int(layer.s[0]),
+                   layer.axis, mask=xs[1].numpy() if len(xs) > 1 else None)
+        return (torch.from_numpy(y) + zy).clamp(lo, hi)
     raise ValueError(f"exact mode: layer {layer.name!r} of kind {kind!r} has no integer "
                      "implementation in quant.intops")
 

@@ -209,7 +209,9 @@ TABLE_ACTS = {"silu": lambda x, p: F.silu(x),
               "hardswish": lambda x, p: F.hardswish(x),
               "leaky_relu": lambda x, p: F.leaky_relu(x, p.get("negative_slope", 0.01)),
               "relu6": lambda x, p: F.relu6(x),
-              "gelu": lambda x, p: F.gelu(x)}
+              "gelu": lambda x, p: F.gelu(x),
+              "tanh": lambda x, p: torch.tanh(x),
+              "sigmoid": lambda x, p: torch.sigmoid(x)}
 
 
 class QuantAct(nn.Module):

@@ -180,11 +180,12 @@ def i_softmax(q, scale: float, out_bits: int = 8, axis: int = -1, mask=None
               ) -> tuple[np.ndarray, float]:
     """Integer softmax along ``axis``: :func:`i_exp` of ``q - max(q)``, then
     ``(e * floor(2^31 / sum e) + R) >> (31 - out_bits)``, clamped to ``out_bits``
-    unsigned; ``scale_out = 2^-out_bits``. ``mask`` (0/1, broadcast to ``q``): positions
-    with 0 are left out (``e = 0``; the maximum is over the others)."""
+    unsigned; ``scale_out = 2^-out_bits``. ``mask`` (0/1, broadcast to ``q``; a ``[B, S]``
+    mask by :func:`broadcast_mask`, along ``axis``): positions with 0 are left out
+    (``e = 0``; the maximum is over the others)."""
     q = _as_int(q)
     if mask is not None:
-        keep = np.broadcast_to(np.asarray(mask) != 0, q.shape)
+        keep = broadcast_mask(np.asarray(mask) != 0, q.shape, axis)
         lo = int(q.min()) if q.size else 0
         row_max = np.where(keep, q, lo).max(axis=axis, keepdims=True)
         e, _ = i_exp(np.minimum(q - row_max, 0), scale)
