@@ -63,7 +63,7 @@ from .schedule import PIPELINE_TAIL, gemm_cycles, params_fifo_depth, tiling
 from .streams import JobBeats, job_beats, out_beats_to_matrix
 
 __all__ = ["CycleResult", "StreamTrace", "MappedResult", "simulate", "simulate_beats",
-           "run_mapping"]
+           "simulate_chain", "new_bank", "run_mapping"]
 
 # lane fields carried through the skew registers and the PE grid
 _A, _SWAP, _VALID, _KN = range(4)
@@ -86,8 +86,10 @@ class CycleResult:
     """What one job did on the machine."""
 
     y: np.ndarray              # [T, N] requantized outputs
-    out_beats: np.ndarray      # [NT * T, cols] the ``out`` stream, in order
-    cycles: int                # cycle of the last out beat (cmd handshake = cycle 0)
+    out_beats: np.ndarray      # [NT * T, cols] the ``out`` stream, in order ([0, cols]
+                               # without emit; then ``y`` is all zeros)
+    cycles: int                # cycle of the last out beat (cmd handshake = cycle 0); without
+                               # emit, the cycle it would have been sent in
     busy: np.ndarray           # [cycles + 1] busy PEs in each cycle
     utilization: float         # useful MACs / (rows * cols * cycles)
     overflow_events: int       # adder results (PE and accumulator) that wrapped
@@ -99,11 +101,26 @@ class CycleResult:
         return int(self.busy.sum())
 
 
-def simulate(cfg: ArrayConfig, job: GemmJob, *, trace: bool = False) -> CycleResult:
-    """Run ``job`` on the cycle-level model of the ``cfg`` machine."""
+def new_bank(cfg: ArrayConfig) -> np.ndarray:
+    """A fresh accumulator bank (``[acc_depth, cols]`` int64, all 0, as after reset)."""
+    return np.zeros((cfg.acc_depth, cfg.cols), dtype=np.int64)
+
+
+def simulate(cfg: ArrayConfig, job: GemmJob, *, trace: bool = False,
+             bank: np.ndarray | None = None) -> CycleResult:
+    """Run ``job`` on the cycle-level model of the ``cfg`` machine. ``bank``
+    (:func:`new_bank`) is the accumulator bank the job finds and leaves (updated in
+    place): pass the same array to the jobs of a K-split chain."""
     # re-validate: the job may have been built for another configuration
     job = job.for_config(cfg)
-    return simulate_beats(cfg, job_beats(cfg, job), trace=trace)
+    return simulate_beats(cfg, job_beats(cfg, job), trace=trace, bank=bank)
+
+
+def simulate_chain(cfg: ArrayConfig, jobs, *, trace: bool = False) -> list[CycleResult]:
+    """Run ``jobs`` back to back on one machine (one accumulator bank, fresh at the start),
+    e.g. a K-split chain from :func:`sim.job.split_k`; one result per job."""
+    bank = new_bank(cfg)
+    return [simulate(cfg, j, trace=trace, bank=bank) for j in jobs]
 
 
 def _port(values, bits: int, signed: bool) -> np.ndarray:
@@ -114,7 +131,8 @@ def _port(values, bits: int, signed: bool) -> np.ndarray:
 
 def _check_beats(cfg: ArrayConfig, beats: JobBeats):
     cmd = beats.cmd
-    for key in ("T", "K", "N", "z_y", "relu") + (() if cfg.per_channel else ("m", "s")):
+    for key in ("T", "K", "N", "z_y", "relu", "accumulate", "emit") + (
+            () if cfg.per_channel else ("m", "s")):
         if key not in cmd:
             raise ValueError(f"cmd beat lacks field {key!r}")
     T, K, N = (int(cmd[k]) for k in ("T", "K", "N"))
@@ -123,6 +141,9 @@ def _check_beats(cfg: ArrayConfig, beats: JobBeats):
             raise ValueError(f"cmd.{name} must be in [1, {cfg.max_dim}], not {v}")
     til = tiling(cfg, T, K, N)
     R, C = cfg.rows, cfg.cols
+    if (cmd["accumulate"] or not cmd["emit"]) and til.NT * T > cfg.acc_depth:
+        raise ValueError(f"a chained job (accumulate or not emit) needs ceil(N / cols) * T = "
+                         f"{til.NT * T} <= acc_depth = {cfg.acc_depth} accumulator entries")
     shapes = {"weight": (beats.weight, (til.passes * R, C)),
               "act": (beats.act, (til.NT * til.KT * T, R)),
               "bias": (beats.bias, (til.NT, C))}
@@ -150,9 +171,11 @@ def _static_no_wrap(cfg: ArrayConfig, K: int, bias: np.ndarray) -> bool:
             and lo <= b_lo + K * p_lo and b_hi + K * p_hi <= hi)
 
 
-def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False) -> CycleResult:
+def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False,
+                   bank: np.ndarray | None = None) -> CycleResult:
     """Run the job given as stream beats (as the RTL sees it). Don't-care lanes (act lanes
-    past K, weight rows/lanes past K/N, params lanes past N) may hold anything."""
+    past K, weight rows/lanes past K/N, params lanes past N) may hold anything. ``bank``:
+    see :func:`simulate` (``None``: a fresh one)."""
     T, K, N, til = _check_beats(cfg, beats)
     R, C, D = cfg.rows, cfg.cols, cfg.acc_depth
     span = max(R, C)
@@ -162,6 +185,12 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False) ->
     a_min, a_max = cfg.a_range
     z_y = np.int64(_port(beats.cmd["z_y"], cfg.a_bits, cfg.a_signed))
     lo, hi = (z_y if beats.cmd["relu"] else np.int64(a_min)), np.int64(a_max)
+    acc_in, emit = bool(beats.cmd["accumulate"]), bool(beats.cmd["emit"])
+    chained = acc_in or not emit
+    if bank is None:
+        bank = new_bank(cfg)
+    if bank.shape != (D, C):
+        raise ValueError(f"bank must have shape {(D, C)}, got {bank.shape}")
 
     # ports are as wide as the payload fields: wider values are truncated, as in the RTL
     act = _port(beats.act, cfg.a_bits, cfg.a_signed)
@@ -176,7 +205,7 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False) ->
 
     # Datapath "kinds": kind 0 is the acc_bits register value; when some adder may wrap,
     # kind 1 carries the exact (unwrapped) value alongside, for acc_bits_needed.
-    may_wrap = not _static_no_wrap(cfg, K, bias_b)
+    may_wrap = acc_in or not _static_no_wrap(cfg, K, bias_b)
     nk = 2 if may_wrap else 1
     xk = nk - 1
 
@@ -206,13 +235,13 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False) ->
     dsk_slot = [(k - (C - 1 - col)) % C for k in range(C)]
     n_tags = R + C
     tags: list = [None] * n_tags
-    acc = np.zeros((nk, D, C), dtype=np.int64)
+    acc = np.repeat(wrap(bank, acc_bits)[None], nk, axis=0)   # exact kind: as stored
     fifo: deque = deque()
     fifo_depth = params_fifo_depth(cfg)
     fifo_peak = 0
     rq_in = rq_prod = out_reg = None
 
-    n_out = til.NT * T
+    n_out = til.NT * T                  # output vectors (beats only with emit)
     out_beats = np.zeros((n_out, C), dtype=np.int64)
     out_cyc = np.zeros(n_out, dtype=np.int64)
     act_cyc = np.zeros(act.shape[0], dtype=np.int64)
@@ -249,7 +278,9 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False) ->
                 skew[1:, kslot] = tok_tail[p][0 if u == 0 else 1]
                 act_cyc[a_ptr] = cyc
                 a_ptr += 1
-                tag_new = (kt == 0, kt == KT1, u, n_rem[p], tt == TT1 and kt == KT1 and u == L - 1)
+                addr = nt * T + u if chained else u          # accumulator entry
+                tag_new = (kt == 0, kt == KT1, addr, n_rem[p],
+                           tt == TT1 and kt == KT1 and u == L - 1)
             else:
                 skew[:, kslot] = 0
             if u < R:
@@ -304,7 +335,7 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False) ->
         if tag is not None:
             first_k, last_k, t_idx, nr, group_end = tag
             vec = dsk[:, dsk_slot[dslot], col]               # [kind, C] aligned psums
-            total = (fifo[0][0] if first_k else acc[:, t_idx]) + vec   # exact adder results
+            total = (fifo[0][0] if first_k and not acc_in else acc[:, t_idx]) + vec
             if may_wrap:
                 wrapped = ((total[0] + half) & mask) - half
                 overflow += int(count_nonzero(wrapped[:nr] != total[0, :nr]))
@@ -312,10 +343,10 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False) ->
             ex = total[xk, :nr]
             maximum(ac_hi[:nr], ex, out=ac_hi[:nr])
             minimum(ac_lo[:nr], ex, out=ac_lo[:nr])
-            if last_k:
+            if last_k:                      # without emit the requantizer runs unseen
                 _b, m_g, s_g, r_g = fifo[0]
                 rq_next = (total[0], m_g, s_g, r_g, nr)
-            else:
+            if not last_k or not emit:
                 acc[:, t_idx] = total
             pop = group_end
 
@@ -364,7 +395,12 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False) ->
             raise RuntimeError(f"cycle model did not finish within {limit} cycles")
 
     busy_arr = np.asarray(busy, dtype=np.int64)
-    y = out_beats_to_matrix(cfg, out_beats, T, N)
+    bank[:] = acc[0]
+    if not emit:
+        out_beats, out_cyc = out_beats[:0], out_cyc[:0]
+        y = np.zeros((T, N), dtype=np.int64)
+    else:
+        y = out_beats_to_matrix(cfg, out_beats, T, N)
     st = None
     if trace:
         st = StreamTrace(act=act_cyc, weight=w_cyc, params=prm_cyc, out=out_cyc,

@@ -13,7 +13,7 @@ from .arith import int_range, output_bounds, wrap
 from .config import ArrayConfig
 from .validate import check_bool, check_int, fail
 
-__all__ = ["GemmJob", "random_job"]
+__all__ = ["GemmJob", "random_job", "split_k", "merge_k"]
 
 
 def _as_int_array(name: str, value, ndim: int) -> np.ndarray:
@@ -50,6 +50,12 @@ class GemmJob:
     (already holding the zero-point term), requantizer ``m``/``s`` (``[N]`` per channel,
     scalars per tensor), output zero-point ``z_y`` and fused ``relu``.
 
+    K-split chains: ``accumulate`` starts every sum from the accumulator bank (what the
+    previous job of the chain left there) instead of ``bias``; ``emit = False`` keeps the
+    final sums in the bank and sends no output. A *chained* job (either flag) must fit the
+    bank whole, ``ceil(N / cols) * T <= acc_depth``: output ``(t, n)`` of n-tile ``nt`` lives
+    in entry ``nt * T + t``. :func:`split_k` cuts a job into such a chain.
+
     Build it with :meth:`create`, which validates every field against the configuration.
     """
 
@@ -60,6 +66,13 @@ class GemmJob:
     s: np.ndarray
     z_y: int
     relu: bool
+    accumulate: bool = False
+    emit: bool = True
+
+    @property
+    def chained(self) -> bool:
+        """Keeps or resumes partial sums in the accumulator bank (K-split chain)."""
+        return self.accumulate or not self.emit
 
     @property
     def T(self) -> int:
@@ -75,7 +88,7 @@ class GemmJob:
 
     @classmethod
     def create(cls, cfg: ArrayConfig, x, w, bias, m, s, z_y: int = 0,
-               relu: bool = False) -> GemmJob:
+               relu: bool = False, accumulate: bool = False, emit: bool = True) -> GemmJob:
         """Validate and freeze a job; raises ``ValueError`` naming the field and range."""
         x = _as_int_array("x", x, 2)
         w = _as_int_array("w", w, 2)
@@ -106,9 +119,19 @@ class GemmJob:
         z_y = check_int("GemmJob", "z_y", z_y, *int_range(cfg.a_bits, cfg.a_signed),
                         why="output type")
         relu = check_bool("GemmJob", "relu", relu)
+        accumulate = check_bool("GemmJob", "accumulate", accumulate)
+        emit = check_bool("GemmJob", "emit", emit)
+        if accumulate or not emit:
+            entries = -(-N // cfg.cols) * T
+            if entries > cfg.acc_depth:
+                raise fail("GemmJob", "T", f"at most acc_depth / ceil(N / cols) = "
+                           f"{cfg.acc_depth // -(-N // cfg.cols)}", T,
+                           f"a chained job (accumulate or not emit) keeps all "
+                           f"ceil(N / cols) * T = {entries} sums in the {cfg.acc_depth}-entry "
+                           f"accumulator bank")
         for arr in (x, w, bias, m_arr, s_arr):
             arr.setflags(write=False)
-        return cls(x, w, bias, m_arr, s_arr, z_y, relu)
+        return cls(x, w, bias, m_arr, s_arr, z_y, relu, accumulate, emit)
 
     def for_config(self, cfg: ArrayConfig) -> GemmJob:
         """This job validated for the ``cfg`` machine (e.g. one of an integer network's
@@ -127,7 +150,7 @@ class GemmJob:
                                "a per-tensor machine: ArrayConfig.per_channel=False")
             m, s = m.reshape(-1)[:1], s.reshape(-1)[:1]
         return GemmJob.create(cfg, self.x, self.w, self.bias, m, s, z_y=self.z_y,
-                              relu=self.relu)
+                              relu=self.relu, accumulate=self.accumulate, emit=self.emit)
 
     def bounds(self, cfg: ArrayConfig) -> tuple[int, int]:
         """The requantizer clamp ``(lo, hi)`` for this job."""
@@ -138,6 +161,42 @@ class GemmJob:
 
     def s_per_channel(self) -> np.ndarray:
         return np.broadcast_to(self.s, (self.N,))
+
+
+def split_k(cfg: ArrayConfig, job: GemmJob, k_tile: int) -> list[GemmJob]:
+    """``job`` as a K-split chain: one job per ``k_tile`` rows of ``w`` (the last may be
+    shorter), the first starting from ``bias``, the others accumulating, only the last
+    emitting. Run back to back on one machine they give ``job``'s outputs exactly (wrapping
+    sums are modular). ``k_tile >= K`` returns ``[job]``; ``job`` must be unchained and
+    fit the bank (``ceil(N / cols) * T <= acc_depth``) when it is split."""
+    k_tile = check_int("split_k", "k_tile", k_tile, 1)
+    if job.chained:
+        raise fail("split_k", "job", "an unchained job (accumulate=False, emit=True)", None,
+                   shown="a chained job")
+    if k_tile >= job.K:
+        return [job]
+    starts = range(0, job.K, k_tile)
+    return [GemmJob.create(cfg, job.x[:, k0:k0 + k_tile], job.w[k0:k0 + k_tile], job.bias,
+                           job.m, job.s, z_y=job.z_y, relu=job.relu, accumulate=k0 > 0,
+                           emit=k0 + k_tile >= job.K) for k0 in starts]
+
+
+def merge_k(cfg: ArrayConfig, chain) -> GemmJob:
+    """The single job a K-split chain computes (inverse of :func:`split_k`): ``x`` and
+    ``w`` concatenated along K, ``bias`` of the first job, ``m, s, z_y, relu`` of the
+    last. ``ValueError`` if ``chain`` does not start from bias and end emitting, with only
+    accumulating jobs between."""
+    chain = list(chain)
+    if not chain:
+        raise fail("merge_k", "chain", "at least one job", 0)
+    flags = [(j.accumulate, j.emit) for j in chain]
+    want = [(i > 0, i == len(chain) - 1) for i in range(len(chain))]
+    if flags != want:
+        raise fail("merge_k", "chain", f"(accumulate, emit) flags {want}", flags)
+    last = chain[-1]
+    return GemmJob.create(cfg, np.concatenate([j.x for j in chain], axis=1),
+                          np.concatenate([j.w for j in chain], axis=0), chain[0].bias,
+                          last.m, last.s, z_y=last.z_y, relu=last.relu)
 
 
 def random_job(cfg: ArrayConfig, T: int, K: int, N: int, rng: np.random.Generator,

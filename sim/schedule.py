@@ -19,6 +19,12 @@ Timing (all streams always valid / ready; cycle 0 is the ``cmd`` handshake):
   ``p`` is that T-tile's last K pass;
 * the job's cycle count is the cycle of the last output beat.
 
+K-split chains (``GemmJob.accumulate`` / ``emit``): the timing is the same. A job without
+``emit`` sends no output beats; it ends in the cycle its last output beat would have been
+sent (so ``gemm_cycles`` holds for every job). A chained job keeps all its sums in the
+bank (``NT * T <= acc_depth``, hence ``TT = 1``): output ``(nt, t)`` uses entry
+``nt * T + t``; an unchained job reuses entries ``0 .. L-1`` for every T-tile.
+
 ``max(L, rows, cols)``: one weight row loads per cycle (``rows``), a shadow row frees only
 after the previous pass's first activation crossed all ``cols`` PEs of it, and the pass
 itself takes ``L`` cycles. With ``acc_depth >= max(rows, cols)`` the array never idles
@@ -113,9 +119,11 @@ def pass_starts(cfg: ArrayConfig, til: Tiling) -> np.ndarray:
     return starts
 
 
-def beat_cycles(cfg: ArrayConfig, T: int, K: int, N: int) -> dict[str, np.ndarray]:
+def beat_cycles(cfg: ArrayConfig, T: int, K: int, N: int, emit: bool = True
+                ) -> dict[str, np.ndarray]:
     """Handshake cycle of every beat of every stream (no stalls), per the module docstring:
-    ``{"cmd", "act", "weight", "params", "out"}`` -> int64 arrays in stream order."""
+    ``{"cmd", "act", "weight", "params", "out"}`` -> int64 arrays in stream order (``out``
+    empty for a job without ``emit``)."""
     til = tiling(cfg, T, K, N)
     starts = pass_starts(cfg, til)
     lens = til.pass_lengths()
@@ -127,6 +135,8 @@ def beat_cycles(cfg: ArrayConfig, T: int, K: int, N: int) -> dict[str, np.ndarra
     params = starts[(coords[:, 1] == 0) & (coords[:, 2] == 0)]
     last_k = coords[:, 2] == til.KT - 1
     out = act[np.repeat(last_k, lens)] + cfg.rows + cfg.cols + PIPELINE_TAIL
+    if not emit:
+        out = out[:0]
     return {"cmd": np.zeros(1, dtype=np.int64), "act": act, "weight": weight,
             "params": params, "out": out}
 

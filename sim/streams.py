@@ -3,16 +3,18 @@
 Streams (all ``amaranth.lib.stream`` style valid/ready; lanes are little-endian packed,
 lane 0 in the least significant bits):
 
-``cmd``     one beat per job: ``T, K, N, z_y, relu`` (+ ``m, s`` in per-tensor builds).
+``cmd``     one beat per job: ``T, K, N, z_y, relu, accumulate, emit`` (+ ``m, s`` in
+            per-tensor builds).
 ``weight``  ``cols`` lanes of ``w_bits`` (signed): for nt, for tt, for kt, for r in rows:
             ``W[kt*rows + r, nt*cols : nt*cols + cols]``. Lanes/rows past K or N are
             don't-care (the RTL masks them); :func:`job_beats` sends zeros.
 ``act``     ``rows`` lanes of ``a_bits``: for nt, for tt, for kt, for t in the T-tile:
             ``X[tt*D + t, kt*rows : kt*rows + rows]``. Lanes past K are don't-care.
 ``params``  one beat per n-tile: ``bias`` (``cols`` x ``acc_bits`` signed) and, per-channel,
-            ``m`` (``cols`` x ``mult_bits``) and ``s`` (``cols`` x 6). Lanes past N: don't-care.
+            ``m`` (``cols`` x ``mult_bits``) and ``s`` (``cols`` x 6). Lanes past N: don't-care;
+            ``bias`` is don't-care in an ``accumulate`` job, ``m, s`` in one without ``emit``.
 ``out``     ``cols`` lanes of ``a_bits``: for nt, for t in 0..T-1:
-            ``Y[t, nt*cols : nt*cols + cols]``; lanes past N are 0.
+            ``Y[t, nt*cols : nt*cols + cols]``; lanes past N are 0. No beats without ``emit``.
 """
 
 from __future__ import annotations
@@ -31,13 +33,13 @@ __all__ = ["JobBeats", "job_beats", "out_beats_to_matrix", "pack_lanes", "unpack
 
 @dataclass(frozen=True)
 class JobBeats:
-    cmd: dict                 # T, K, N, z_y, relu (+ m, s per-tensor)
+    cmd: dict                 # T, K, N, z_y, relu, accumulate, emit (+ m, s per-tensor)
     weight: np.ndarray        # [n_weight_beats, cols]
     act: np.ndarray           # [n_act_beats, rows]
     bias: np.ndarray          # [NT, cols]
     m: np.ndarray | None      # [NT, cols] per-channel, else None
     s: np.ndarray | None      # [NT, cols] per-channel, else None
-    out: np.ndarray           # [NT * T, cols] expected outputs (given the reference y)
+    out: np.ndarray           # [NT * T, cols] expected outputs ([0, cols] without emit)
 
 
 def _pad(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -66,15 +68,16 @@ def job_beats(cfg: ArrayConfig, job: GemmJob, y: np.ndarray | None = None) -> Jo
     act_one = np.concatenate(act_rows, axis=0)
     act = np.tile(act_one, (til.NT, 1))
     bias = _pad(job.bias[None, :], (1, Np)).reshape(til.NT, C)
-    cmd = {"T": job.T, "K": job.K, "N": job.N, "z_y": job.z_y, "relu": job.relu}
+    cmd = {"T": job.T, "K": job.K, "N": job.N, "z_y": job.z_y, "relu": job.relu,
+           "accumulate": job.accumulate, "emit": job.emit}
     if cfg.per_channel:
         m = _pad(job.m[None, :], (1, Np)).reshape(til.NT, C)
         s = _pad(job.s[None, :], (1, Np)).reshape(til.NT, C)
     else:
         m = s = None
         cmd["m"], cmd["s"] = int(job.m), int(job.s)
-    out = np.zeros((til.NT * job.T, C), dtype=np.int64)
-    if y is not None:
+    out = np.zeros((til.NT * job.T if job.emit else 0, C), dtype=np.int64)
+    if y is not None and job.emit:
         yp = _pad(np.asarray(y, dtype=np.int64), (job.T, Np))
         out = yp.reshape(job.T, til.NT, C).transpose(1, 0, 2).reshape(-1, C)
     return JobBeats(cmd=cmd, weight=weight.reshape(-1, C).copy(), act=act, bias=bias, m=m, s=s,
@@ -116,7 +119,8 @@ def unpack_lanes(word: int, lanes: int, bits: int, signed: bool) -> np.ndarray:
 def cmd_fields(cfg: ArrayConfig) -> list[tuple[str, int, bool]]:
     """``cmd`` payload fields ``(name, bits, signed)``, least significant first."""
     fields = [("T", cfg.dim_bits, False), ("K", cfg.dim_bits, False), ("N", cfg.dim_bits, False),
-              ("z_y", cfg.a_bits, cfg.a_signed), ("relu", 1, False)]
+              ("z_y", cfg.a_bits, cfg.a_signed), ("relu", 1, False), ("accumulate", 1, False),
+              ("emit", 1, False)]
     if not cfg.per_channel:
         fields += [("m", cfg.mult_bits, False), ("s", 6, False)]
     return fields

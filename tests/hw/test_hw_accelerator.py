@@ -98,7 +98,8 @@ def test_back_to_back_jobs_and_zero_dim_cmd():
     dut = Accelerator(cfg)
     queues = {"cmd": [], "weight": [], "act": [], "params": []}
     expect = []
-    zero_cmd = pack_cmd(cfg, dict(T=0, K=3, N=3, z_y=0, relu=False))
+    zero_cmd = pack_cmd(cfg, dict(T=0, K=3, N=3, z_y=0, relu=False, accumulate=False,
+                                  emit=True))
     for i, job in enumerate(jobs):
         beats = job_beats(cfg, job, reference_gemm(cfg, job).y)
         queues["cmd"].append(pack_cmd(cfg, beats.cmd))

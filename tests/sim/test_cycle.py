@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from qaccel.sim.arith import bits_for_range
 from qaccel.sim.config import ArrayConfig
-from qaccel.sim.cycle import simulate, simulate_beats
-from qaccel.sim.job import GemmJob, random_job
+from qaccel.sim.cycle import new_bank, simulate, simulate_beats, simulate_chain
+from qaccel.sim.job import GemmJob, random_job, split_k
 from qaccel.sim.reference import reference_gemm
 from qaccel.sim.schedule import beat_cycles, gemm_cycles, params_fifo_depth, pass_starts, tiling
 from qaccel.sim.streams import job_beats
@@ -271,3 +271,67 @@ def test_beats_with_wrong_shapes_are_rejected():
     with pytest.raises(ValueError, match=r"cmd\.K must be in \[1, 65535\]"):
         simulate_beats(cfg, dataclasses.replace(beats, cmd={**beats.cmd, "K": 0}))
 
+
+
+@st.composite
+def split_cases(draw):
+    """A job that fits the bank whole (ceil(N / cols) * T <= acc_depth), cut along K."""
+    cfg = draw(configs())
+    N = draw(st.integers(1, 20))
+    nt = -(-N // cfg.cols)
+    assume(nt <= cfg.acc_depth)
+    T = draw(st.integers(1, cfg.acc_depth // nt))
+    K = draw(st.integers(2, 30))
+    assume(gemm_cycles(cfg, T, K, N) <= MAX_CYCLES)
+    job = random_job(cfg, T, K, N, np.random.default_rng(draw(st.integers(0, 2**32 - 1))),
+                     extreme=draw(st.booleans()))
+    return cfg, job, draw(st.integers(1, K - 1))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.filter_too_much,
+                                                                  HealthCheck.too_slow])
+@given(split_cases())
+def test_k_split_chain_matches_reference_and_schedule(case):
+    """A K-split chain on one machine (partial sums kept in the bank between jobs): the last
+    job's outputs == the numpy reference of the whole job, every beat and cycle count on the
+    schedule's closed forms, no output beats before the last job."""
+    cfg, job, k_tile = case
+    chain = split_k(cfg, job, k_tile)
+    assert len(chain) == -(-job.K // k_tile)
+    results = simulate_chain(cfg, chain, trace=True)
+    assert np.array_equal(results[-1].y, reference_gemm(cfg, job).y)
+    for sub, res in zip(chain, results):
+        assert res.cycles == gemm_cycles(cfg, sub.T, sub.K, sub.N)
+        want = beat_cycles(cfg, sub.T, sub.K, sub.N, emit=sub.emit)
+        for name in ("act", "weight", "params", "out"):
+            assert np.array_equal(getattr(res.trace, name), want[name]), name
+        assert res.useful_macs == sub.T * sub.K * sub.N
+        assert res.out_beats.shape[0] == (res.trace.out.size if sub.emit else 0)
+
+
+def test_accumulate_ignores_bias_and_no_emit_keeps_the_bank():
+    """``accumulate`` starts from the bank (bias beats are don't-care); without ``emit``
+    the final sums land in entry ``nt * T + t`` and nothing is sent."""
+    cfg = ArrayConfig(rows=2, cols=2, acc_depth=6, acc_bits=20, per_channel=True)
+    rng = np.random.default_rng(5)
+    job = random_job(cfg, 3, 3, 4, rng)
+    bank = new_bank(cfg)
+    first, last = split_k(cfg, job, 2)
+    r0 = simulate(cfg, first, bank=bank)
+    sums = first.x @ first.w + first.bias                 # [T, N], no wrap at 20 bits
+    for nt in range(2):
+        assert np.array_equal(bank[nt * 3:nt * 3 + 3], sums[:, nt * 2:nt * 2 + 2])
+    assert r0.out_beats.shape == (0, 2) and not r0.y.any()
+    beats = job_beats(cfg, last)
+    beats = dataclasses.replace(beats, bias=rng.integers(-999, 999, size=beats.bias.shape))
+    r1 = simulate_beats(cfg, beats, bank=bank)
+    assert np.array_equal(r1.y, reference_gemm(cfg, job).y)
+
+
+def test_chained_beats_that_overflow_the_bank_are_rejected():
+    cfg = ArrayConfig(rows=2, cols=2, acc_depth=4)
+    beats = job_beats(cfg, random_job(cfg, 3, 2, 3, np.random.default_rng(0)))
+    beats = dataclasses.replace(beats, cmd=dict(beats.cmd, emit=False))
+    with pytest.raises(ValueError, match=r"chained job .* needs ceil\(N / cols\) \* T = 6 "
+                                         r"<= acc_depth = 4"):
+        simulate_beats(cfg, beats)

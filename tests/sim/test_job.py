@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from qaccel.sim.config import ArrayConfig
-from qaccel.sim.job import GemmJob, random_job
+from qaccel.sim.job import GemmJob, merge_k, random_job, split_k
 
 PT = ArrayConfig(rows=4, cols=4, w_bits=4, a_bits=8, acc_bits=20, mult_bits=12)
 PC = PT.replace(per_channel=True)
@@ -162,3 +162,34 @@ def test_random_job_is_reproducible_and_relu_forced():
     assert a.relu and b.relu
     for f in ("x", "w", "bias", "m", "s"):
         np.testing.assert_array_equal(getattr(a, f), getattr(b, f))
+
+
+def test_chained_job_must_fit_the_bank():
+    """A chained job keeps ceil(N / cols) * T sums in the acc_depth-entry bank."""
+    cfg = PT.replace(acc_depth=5)
+    x, w = np.zeros((3, 5), int), np.zeros((5, 6), int)
+    args = {"x": x, "w": w, "bias": np.zeros(6, int), "m": 1, "s": 0}
+    GemmJob.create(cfg, **args)                      # unchained: T-tiles reuse entries
+    with pytest.raises(ValueError, match=r"GemmJob\.T must be at most acc_depth / "
+                       r"ceil\(N / cols\) = 2 .*6 <= .*not 3|GemmJob\.T must be at most"):
+        GemmJob.create(cfg, **args, emit=False)
+    with pytest.raises(ValueError, match=r"GemmJob\.accumulate must be a bool, not 1"):
+        GemmJob.create(cfg, **args, accumulate=1)
+    job = GemmJob.create(cfg, x[:2], w, args["bias"], 1, 0, accumulate=True)
+    assert job.chained and job.for_config(cfg).accumulate
+
+
+def test_split_k_and_merge_k_round_trip():
+    cfg = PC.replace(acc_depth=16)
+    job = random_job(cfg, 4, 11, 6, np.random.default_rng(3))
+    chain = split_k(cfg, job, 4)
+    assert [(j.K, j.accumulate, j.emit) for j in chain] == [(4, False, False), (4, True, False),
+                                                             (3, True, True)]
+    back = merge_k(cfg, chain)
+    for f in ("x", "w", "bias", "m", "s"):
+        assert np.array_equal(getattr(back, f), getattr(job, f))
+    assert split_k(cfg, job, 11) == [job]
+    with pytest.raises(ValueError, match=r"merge_k\.chain must be \(accumulate, emit\) flags"):
+        merge_k(cfg, chain[1:])
+    with pytest.raises(ValueError, match=r"split_k\.job must be an unchained job"):
+        split_k(cfg, chain[0], 2)

@@ -61,6 +61,11 @@ def test_beat_cycles_match_recurrence(rows, cols, depth, T, K, N):
         np.testing.assert_array_equal(got[stream], cycles, err_msg=stream)
     til = tiling(cfg, T, K, N)
     assert len(got["out"]) == til.NT * T and len(got["params"]) == til.NT
+    # a job without emit: the same beats in, no beats out
+    quiet = beat_cycles(cfg, T, K, N, emit=False)
+    assert quiet["out"].size == 0
+    for stream in ("cmd", "act", "weight", "params"):
+        np.testing.assert_array_equal(quiet[stream], got[stream], err_msg=stream)
 
 
 @given(st.integers(2, 12), st.integers(2, 12), st.integers(1, 20), dims, dims, dims)

@@ -126,12 +126,13 @@ def test_cmd_layout(per_channel, a_signed):
     cfg = ArrayConfig(rows=3, cols=5, a_bits=6, a_signed=a_signed, mult_bits=11,
                       per_channel=per_channel, dim_bits=10)
     names = [f[0] for f in cmd_fields(cfg)]
-    assert names == ["T", "K", "N", "z_y", "relu"] + ([] if per_channel else ["m", "s"])
+    assert names == ["T", "K", "N", "z_y", "relu", "accumulate", "emit"] + (
+        [] if per_channel else ["m", "s"])
     widths = {f[0]: f[1] for f in cmd_fields(cfg)}
     assert widths["T"] == widths["K"] == widths["N"] == 10 and widths["z_y"] == 6
     assert widths.get("m", 11) == 11 and widths.get("s", 6) == 6
     cmd = {"T": 1023, "K": 5, "N": 700, "z_y": -32 if a_signed else 63, "relu": True,
-           "m": 2047, "s": 63}
+           "accumulate": True, "emit": False, "m": 2047, "s": 63}
     word = pack_cmd(cfg, cmd)
     got = field_values(word, cmd_fields(cfg))
     assert got == {k: cmd[k] for k in names}
