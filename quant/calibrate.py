@@ -1,5 +1,6 @@
-"""Range setting of a quantized model (whitepaper sec. 3.1): weight ranges (min-max / MSE)
-and activation ranges from calibration data (min-max, MSE, cross-entropy for the logits,
+"""Range setting of a quantized model (whitepaper sec. 3.1): weight ranges (min-max, MSE,
+output-aware MSE on calibration inputs) and activation ranges from calibration data
+(min-max, MSE, cross-entropy for the logits,
 BN-based, Bit-split's least-squares scale)."""
 
 from __future__ import annotations
@@ -11,17 +12,75 @@ from .calib_data import run_batch
 from .config import QuantConfig
 from .modules import QuantLayer, act_quantizers, quant_layers
 from .quantizers import Observer, Quantizer
-from .ranges import bn_range, cross_entropy_range, minmax_range, mse_range
+from .ranges import bn_range, cross_entropy_range, minmax_range, mse_range, output_mse_range
 
-__all__ = ["set_weight_ranges", "calibrate_activations"]
+__all__ = ["set_weight_ranges", "layer_grams", "calibrate_activations"]
+
+
+#: input rows (im2col patches) per layer kept for the ``output_mse`` Gram matrices
+GRAM_ROWS = 20000
 
 
 @torch.no_grad()
-def set_weight_ranges(model: nn.Module, method: str) -> None:
-    """Weight quantizer ranges of every :class:`QuantLayer`: ``"mse"`` or ``"minmax"``."""
-    for _, ql in quant_layers(model):
+def layer_grams(model: nn.Module, batches: list, *, max_rows: int = GRAM_ROWS, seed: int = 0
+                ) -> dict[str, torch.Tensor]:
+    """``G = X^T X`` (float64) of every :class:`QuantLayer`'s input rows over ``batches``, in
+    one pass of ``model`` as it is (run it with quantization off for FP inputs): ``[K, K]``
+    (``[C, k*k, k*k]`` for depthwise convs), at most ``max_rows`` random rows (im2col
+    patches for convs) per layer. Layers ``quant.bitsplit.layer_patches`` cannot unfold
+    (Conv1d/3d, grouped non-depthwise convs) and layers that saw no data are left out."""
+    from .bitsplit import layer_patches
+
+    grams: dict[str, torch.Tensor] = {}
+    per_batch = max(1, -(-max_rows // max(len(batches), 1)))
+    hooks, calls = [], [0]
+
+    def hook(name, ql, _m, inp):
+        try:
+            X, _ = layer_patches(ql.module, inp[0], max_rows=per_batch, seed=seed + calls[0])
+        except (TypeError, ValueError):
+            return
+        calls[0] += 1
+        X = X.detach().to(torch.float64)
+        g = X.transpose(-1, -2) @ X
+        grams[name] = grams[name] + g if name in grams else g
+
+    for name, ql in quant_layers(model):
+        hooks.append(ql.register_forward_pre_hook(
+            lambda m, inp, name=name, ql=ql: hook(name, ql, m, inp)))
+    try:
+        for b in batches:
+            run_batch(model, b)
+    finally:
+        for h in hooks:
+            h.remove()
+    return grams
+
+
+@torch.no_grad()
+def set_weight_ranges(model: nn.Module, method: str, batches: list | None = None,
+                      info=None, *, seed: int = 0) -> None:
+    """Weight quantizer ranges of every :class:`QuantLayer`: ``"mse"`` (eq. 16),
+    ``"minmax"`` or ``"output_mse"`` (:func:`quant.ranges.output_mse_range`: the layer's
+    output error on the inputs it sees when ``model`` runs ``batches``; needs ``batches``,
+    and falls back to ``"mse"`` -- noted in ``info`` -- for a layer whose inputs cannot be
+    unfolded into rows)."""
+    grams = {}
+    if method == "output_mse":
+        if not batches:
+            raise ValueError("weight_range 'output_mse' needs calibration batches")
+        grams = layer_grams(model, batches, seed=seed)
+    for name, ql in quant_layers(model):
         q, w = ql.weight_quantizer, ql.module.weight.detach()
-        lo, hi = mse_range(w, q) if method == "mse" else minmax_range(w, q)
+        if method == "output_mse" and name in grams:
+            lo, hi = output_mse_range(w, q, grams[name])
+        elif method in ("mse", "output_mse"):
+            if method == "output_mse" and info is not None:
+                info.note("weight_range output_mse: %s has no input rows (unsupported layer "
+                          "or no data); MSE range instead", name)
+            lo, hi = mse_range(w, q)
+        else:
+            lo, hi = minmax_range(w, q)
         q.set_range(lo, hi)
 
 

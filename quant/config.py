@@ -20,7 +20,7 @@ from .progress import check_progress
 __all__ = ["QuantConfig", "LayerOverride", "WEIGHT_RANGES", "ACT_RANGES", "ROUNDINGS",
            "BIAS_CORRECTIONS", "BITS_RANGE", "INT_RANGES"]
 
-WEIGHT_RANGES = ("minmax", "mse")
+WEIGHT_RANGES = ("minmax", "mse", "output_mse")
 ACT_RANGES = ("minmax", "mse", "cross_entropy", "bn", "bitsplit")
 ROUNDINGS = ("nearest", "adaround", "bitsplit", "brecq", "qdrop", "nwq")
 BIAS_CORRECTIONS = ("none", "empirical", "analytic")
@@ -86,8 +86,10 @@ class QuantConfig:
         Weight and activation bit-widths, in [2, 16] (SPEC).
     per_channel : bool
         Per-output-channel weight scales (and per-channel ``(M, S)`` on export).
-    weight_range : {"minmax", "mse"}
-        Weight range setting (sec. 3.1, eq. 14-16).
+    weight_range : {"minmax", "mse", "output_mse"}
+        Weight range setting (sec. 3.1, eq. 14-16). ``output_mse`` minimises the layer's
+        output error on the calibration inputs (FP network) instead of the weights' own
+        error (:func:`quant.ranges.output_mse_range`); it clips less at 4 bits.
     act_range : {"minmax", "mse", "cross_entropy", "bn", "bitsplit"}
         Activation range setting. ``cross_entropy`` is "MSE + Xent" of Table 2: MSE for
         every activation quantizer and cross-entropy (eq. 17) for the network's logits.

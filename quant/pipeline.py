@@ -134,7 +134,7 @@ def quantize(model: nn.Module, calib_data, config: QuantConfig | None = None
     apply_layer_bits(qmodel, cfg, info.layers)
     qmodel.eval()
     with quant_state(qmodel, weights=False, acts=False):
-        set_weight_ranges(qmodel, cfg.weight_range)
+        set_weight_ranges(qmodel, cfg.weight_range, batches, info, seed=cfg.seed)
     acts_done = False
     if cfg.rounding != "nearest":
         acts_done = apply_rounding(qmodel, batches, cfg, info)

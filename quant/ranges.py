@@ -1,5 +1,6 @@
 """Range setting (whitepaper sec. 3.1): min-max (eq. 14-15), MSE (eq. 16),
-cross-entropy for logits (eq. 17) and BN-based (eq. 18-19).
+cross-entropy for logits (eq. 17) and BN-based (eq. 18-19); for weights also the
+output-aware MSE of the layer's output on calibration inputs (:func:`output_mse_range`).
 
 Every function returns the real range ``(q_min, q_max)`` (tensors; per channel when the
 quantizer is per channel) to hand to :meth:`quant.quantizers.Quantizer.set_range`.
@@ -16,7 +17,8 @@ import torch.nn.functional as F
 
 from .quantizers import Quantizer, fake_quantize, qparams_from_range
 
-__all__ = ["minmax_range", "mse_range", "cross_entropy_range", "bn_range", "quant_error"]
+__all__ = ["minmax_range", "mse_range", "output_mse_range", "cross_entropy_range", "bn_range",
+           "quant_error"]
 
 _GOLDEN = 0.6180339887498949
 
@@ -86,6 +88,42 @@ def mse_range(x: torch.Tensor, q: Quantizer, *, n_grid: int = 100, n_golden: int
     lo0, hi0 = v.min(1).values, v.max(1).values
     lo, hi = _search(lambda lo, hi: quant_error(v, lo, hi, q), lo0, hi0, n_grid, n_golden,
                      alpha_min)
+    if not q.per_channel:
+        lo, hi = lo[0], hi[0]
+    return lo, hi
+
+
+def output_mse_range(w: torch.Tensor, q: Quantizer, gram: torch.Tensor, *, n_grid: int = 100,
+                     n_golden: int = 12, alpha_min: float = 1e-3
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight range minimising the layer's output error on calibration inputs,
+    ``sum_x ||(W^(q_min, q_max) - W) x||^2 = sum_c dW_c G dW_c^T``, over shrunk min-max
+    ranges (per channel if ``q`` is, else one range for the tensor: the error summed over
+    the output channels).
+
+    ``w`` is ``[C_out, ...]`` (``ch_axis`` 0); ``gram`` is ``G = X^T X`` of the layer's
+    input rows ``X`` (im2col patches for a conv), ``[K, K]`` with ``K = w[0].numel()``,
+    or ``[C_out, K, K]``, one per output channel (depthwise convs). Unlike eq. 16, a large
+    weight that meets large inputs counts more than a small one, so the range clips less
+    where clipping would hurt the output.
+    """
+    c_out = w.shape[0]
+    v = _per_channel_view(w, q)
+    k = w[0].numel()
+    gram = gram.detach().to(torch.float64)
+    if tuple(gram.shape) not in ((k, k), (c_out, k, k)):
+        raise ValueError(f"gram must be [{k}, {k}] or [{c_out}, {k}, {k}] for weights of "
+                         f"shape {tuple(w.shape)}; got {tuple(gram.shape)}")
+
+    def loss(lo, hi):
+        d = (_fq_rows(v, lo, hi, q) - v).reshape(c_out, k).to(torch.float64)
+        if gram.dim() == 2:
+            err = ((d @ gram) * d).sum(1)
+        else:
+            err = torch.einsum("ck,ckl,cl->c", d, gram, d)
+        return err if q.per_channel else err.sum().reshape(1)
+
+    lo, hi = _search(loss, v.min(1).values, v.max(1).values, n_grid, n_golden, alpha_min)
     if not q.per_channel:
         lo, hi = lo[0], hi[0]
     return lo, hi
