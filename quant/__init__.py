@@ -7,7 +7,7 @@ blocks (quantizers, range setting, BN folding, CLE, bias correction, sensitivity
 
 from .calib_data import run_batch
 from .capture import capture
-from .config import LayerOverride, QuantConfig
+from .config import LayerOverride, QuantConfig, QuantizerOverride
 from .export import exact_mode, exact_outputs, export, integer_outputs
 from .modules import QuantAct, QuantAdd, QuantAvgPool, QuantLayer, quant_layers, quant_state
 from .pipeline import quantize
@@ -17,7 +17,8 @@ from .scales import refresh_scales
 from .sensitivity import SensitivityReport, sensitivity_report
 from .summary import FallbackWarning, QuantInfo, QuantSummary, summarize
 
-__all__ = ["QuantConfig", "LayerOverride", "quantize", "capture", "refresh_scales", "export",
+__all__ = ["QuantConfig", "LayerOverride", "QuantizerOverride", "quantize", "capture",
+           "refresh_scales", "export",
            "integer_outputs", "exact_mode", "exact_outputs", "QuantInfo", "QuantSummary",
            "summarize", "FallbackWarning",
            "run_batch",

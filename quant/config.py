@@ -17,7 +17,8 @@ from qaccel.sim.validate import (
 
 from .progress import check_progress
 
-__all__ = ["QuantConfig", "LayerOverride", "WEIGHT_RANGES", "ACT_RANGES", "ROUNDINGS",
+__all__ = ["QuantConfig", "LayerOverride", "QuantizerOverride", "WEIGHT_RANGES",
+           "ACT_RANGES", "ROUNDINGS",
            "BIAS_CORRECTIONS", "BITS_RANGE", "INT_RANGES"]
 
 WEIGHT_RANGES = ("minmax", "mse", "output_mse")
@@ -65,6 +66,61 @@ class LayerOverride:
                 object.__setattr__(self, field_name, check_int(
                     f"LayerOverride({self.name!r})", field_name, v, *BITS_RANGE,
                     why=f"or None for QuantConfig.{field_name}"))
+
+
+@dataclass(frozen=True)
+class QuantizerOverride:
+    """Bit-width and granularity of one quantizer, overriding the config and ``layer_bits``.
+
+    Parameters
+    ----------
+    name : str
+        The quantizer's path in the quantized model, as :func:`quant.modules.act_quantizers`
+        and the sensitivity report name it: ``"<layer>.weight_quantizer"`` (or
+        ``"<layer>.weight"``), ``"<layer>.output_quantizer"``, ``"<layer>.input_quantizer"``,
+        ``"input_quantizer_0"``; a module path alone (``"blocks.0.ln1"``,
+        ``"quant_add_12"``) means its output quantizer. Linear inputs/weights/outputs, the
+        operands of activation x activation matmuls (the outputs that feed them), residual
+        adds and LayerNorm / softmax / GELU / SiLU outputs are all addressable.
+    bits : int or None
+        Its bit-width, in [2, 16] (e.g. 16 for the whitepaper's "a few activations in 16
+        bit", sec. 3.6-3.7); ``None`` keeps the layer's / config's.
+    per_channel : bool or None
+        Per-output-channel scales; only the weights of ``nn.Linear`` / ``nn.Conv*`` layers
+        can be per channel (the integer network gives every activation tensor, and
+        LayerNorm's gamma, one scale). ``None`` keeps ``QuantConfig.per_channel``.
+    """
+
+    name: str
+    bits: int | None = None
+    per_channel: bool | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise fail("QuantizerOverride", "name", "a non-empty quantizer path", self.name)
+        own = f"QuantizerOverride({self.name!r})"
+        if self.bits is not None:
+            object.__setattr__(self, "bits", check_int(own, "bits", self.bits, *BITS_RANGE,
+                                                       why="or None"))
+        if self.per_channel is not None:
+            object.__setattr__(self, "per_channel", check_bool(own, "per_channel",
+                                                               self.per_channel))
+        if self.bits is None and self.per_channel is None:
+            raise fail(own, "bits", "set (or per_channel)", None, "the override changes nothing")
+
+    @property
+    def is_weight(self) -> bool:
+        """Names a weight quantizer (by its ``weight_quantizer`` / ``.weight`` suffix)."""
+        return self.name.endswith((".weight_quantizer", ".weight"))
+
+
+def _quantizer_override(item) -> QuantizerOverride:
+    if isinstance(item, QuantizerOverride):
+        return item
+    if isinstance(item, tuple | list) and len(item) in (2, 3):
+        return QuantizerOverride(*item)
+    raise fail("QuantConfig", "quantizer_bits", "QuantizerOverride or (name, bits[, "
+               "per_channel]) entries", item)
 
 
 def _layer_override(item) -> LayerOverride:
@@ -146,6 +202,12 @@ class QuantConfig:
     first_last_8bit : bool
         Keep the first and last layer (network order) at 8-bit weights and activations,
         and the network input at 8 bits; ``layer_bits`` entries take precedence.
+    quantizer_bits : tuple of QuantizerOverride
+        Per-quantizer bit-widths / per-channel choices (``QuantizerOverride`` or ``(name,
+        bits[, per_channel])`` tuples), the most specific setting: they win over
+        ``layer_bits`` and ``first_last_8bit``. Unknown names, and per-channel activation
+        quantizers, raise ``ValueError`` in :func:`quant.quantize`.
+        :func:`quant.sensitivity.a16_exceptions` picks the most sensitive activations.
     """
 
     w_bits: int = 8
@@ -171,6 +233,7 @@ class QuantConfig:
     progress: str | bool = "auto"
     layer_bits: tuple[LayerOverride, ...] = ()
     first_last_8bit: bool = False
+    quantizer_bits: tuple[QuantizerOverride, ...] = ()
 
     def __post_init__(self):
         for name, allowed in _CHOICES.items():
@@ -192,6 +255,16 @@ class QuantConfig:
         if dup:
             raise ValueError(f"QuantConfig.layer_bits names a layer more than once: "
                              f"{', '.join(map(repr, dup))}")
+        if not isinstance(self.quantizer_bits, tuple | list):
+            raise fail("QuantConfig", "quantizer_bits", "a tuple of QuantizerOverride",
+                       self.quantizer_bits)
+        qover = tuple(_quantizer_override(o) for o in self.quantizer_bits)
+        object.__setattr__(self, "quantizer_bits", qover)
+        names = [o.name for o in qover]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"QuantConfig.quantizer_bits names a quantizer more than once: "
+                             f"{', '.join(map(repr, dup))}")
         w_max, a_max = max(self.all_bits("w_bits")), max(self.all_bits("a_bits"))
         check_acc_bits("QuantConfig", w_max, a_max, self.acc_bits, self.mult_bits,
                        product="w_bits + a_bits" if (w_max, a_max) == (self.w_bits, self.a_bits)
@@ -205,6 +278,8 @@ class QuantConfig:
         """Every ``kind`` (``"w_bits"`` / ``"a_bits"``) bit-width a layer may get."""
         bits = {getattr(self, kind)} | {getattr(o, kind) for o in self.layer_bits
                                         if getattr(o, kind) is not None}
+        bits |= {o.bits for o in self.quantizer_bits
+                 if o.bits is not None and o.is_weight == (kind == "w_bits")}
         return bits | ({8} if self.first_last_8bit else set())
 
     def replace(self, **changes) -> QuantConfig:
