@@ -272,6 +272,9 @@ def prepare_qat(model: nn.Module, calib_data, config: QatConfig | None = None) -
     cfg = config if config is not None else QatConfig()
     if not isinstance(cfg, QatConfig):
         raise TypeError(f"config must be a QatConfig, not {type(cfg).__name__}")
+    if calib_data is None:
+        raise ValueError("calib_data: prepare_qat needs calibration batches (the PTQ start "
+                         "sets the ranges from them), got None")
     qmodel = quantize(model, calib_data, cfg.quant)
     info = qmodel.qaccel_quant
     if info.mode != "graph":
@@ -455,6 +458,11 @@ def train_qat(qmodel: nn.Module, train_loader, val_loader, epochs: int = 10,
         The model is left finalized (:func:`finalize`) and in eval mode.
     """
     _check_qat_model(qmodel)
+    for name, loader in (("train_loader", train_loader), ("val_loader", val_loader)):
+        if loader is None:
+            raise ValueError(f"{name}: train_qat needs labelled (inputs, labels) batches"
+                             + (" of a held-out split (early stopping watches its loss)"
+                                if name == "val_loader" else "") + ", got None")
     epochs = _check_positive_int("epochs", epochs)
     patience = _check_positive_int("patience", patience)
     lr = check_number("train_qat", "lr", lr, positive=True)

@@ -247,3 +247,26 @@ def test_w4a4_qat_within_one_point_of_fp32():
     ctx = Ctx(Settings())
     cell = lowbit_cell(ctx, "digits_cnn", "qat", 4, 4)
     assert min(cell.accs) >= ctx.model("digits_cnn")[3] - 1.0, cell.accs
+
+
+def test_missing_inputs_and_bad_bits_are_refused_naming_the_field(data):
+    """Issue 9's bad input: a missing required input (calibration data, labels, the
+    held-out split), bit-widths outside [2, 16], a model with no quantizable layer."""
+    model, _, x_tr, y_tr = data
+    calib = [x_tr[:64]]
+    with pytest.raises(ValueError, match="calib_data"):
+        prepare_qat(model, None, QatConfig())
+    with pytest.raises(ValueError, match="calib_data is empty"):
+        prepare_qat(model, [], QatConfig())
+    for field, kw in (("w_bits", dict(w_bits=1)), ("a_bits", dict(a_bits=17)),
+                      ("w_bits", dict(layer_bits=(("3", 20, 8),)))):
+        with pytest.raises(ValueError, match=field):
+            QatConfig(quant=QuantConfig(**kw))
+    with pytest.raises(ValueError, match="no nn.Linear / nn.Conv"):
+        prepare_qat(torch.nn.Sequential(torch.nn.ReLU(), torch.nn.Flatten()), calib)
+    qm = prepare_qat(model, calib, QatConfig(quant=QuantConfig(progress=False)))
+    tr, va = train_val_loaders(x_tr[:64], y_tr[:64], seed=0)
+    for args, field in (((None, va), "train_loader"), ((tr, None), "val_loader"),
+                        (([x_tr[:8]], va), "train_loader: QAT needs labelled batches")):
+        with pytest.raises(ValueError, match=field):
+            train_qat(qm, *args, epochs=1, progress=False)

@@ -161,6 +161,21 @@ def test_committed_lowbit_table_shows_these_numbers(digits_w2a4):
         assert cell.shown_by(shown, acc_tol=1.0, sqnr_tol=1.0), (m, shown, cell.fmt())
 
 
+@pytest.mark.parametrize("method", ["adaround", *METHODS])
+def test_bad_input_is_refused_naming_the_field(method):
+    """No calibration data, bit-widths outside [2, 16], no quantizable layer: ValueError
+    naming what is wrong, before any reconstruction runs."""
+    x = torch.randn(16, 3, 8, 8)
+    cfg = QuantConfig(w_bits=2, a_bits=4, rounding=method, iterations=2, progress=False)
+    with pytest.raises(ValueError, match="calib_data is empty"):
+        quant.quantize(seq_cnn(), [], cfg)
+    for field in ("w_bits", "a_bits"):
+        with pytest.raises(ValueError, match=f"QuantConfig.{field} must be in \\[2, 16\\]"):
+            cfg.replace(**{field: 17})
+    with pytest.raises(ValueError, match="no nn.Linear / nn.Conv"):
+        quant.quantize(torch.nn.Sequential(torch.nn.ReLU()), [x], cfg)
+
+
 @pytest.mark.parametrize("change, field", [
     (dict(drop_p=1.5), "drop_p"), (dict(block_layers=0), "block_layers"),
     (dict(tau=(0.01, 1.0)), "tau"), (dict(unit="layer"), "unit"), (dict(lr=0.0), "lr"),
