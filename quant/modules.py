@@ -210,8 +210,7 @@ TABLE_ACTS = {"silu": lambda x, p: F.silu(x),
               "leaky_relu": lambda x, p: F.leaky_relu(x, p.get("negative_slope", 0.01)),
               "relu6": lambda x, p: F.relu6(x),
               "gelu": lambda x, p: F.gelu(x),
-              "tanh": lambda x, p: torch.tanh(x),
-              "sigmoid": lambda x, p: torch.sigmoid(x)}
+              "tanh": lambda x, p: torch.tanh(x)}
 
 
 class QuantAct(nn.Module):
