@@ -11,10 +11,18 @@ Starting from a model quantized at the target bit-widths, every quantizer is swi
 Plus the global "weights vs activations" rows of Figure 9: all weight quantizers only,
 all activation quantizers only, and everything. :meth:`SensitivityReport.to_markdown`
 gives a table and :meth:`SensitivityReport.plot` a bar chart (PNG).
+
+The activation rows cover every activation quantizer of the quantized model: inputs and
+outputs of Linear / conv layers, the outputs feeding activation x activation matmuls,
+residual adds, LayerNorm / GELU / SiLU outputs and the (fixed-grid) softmax outputs.
+:func:`a16_exceptions` turns the report into the whitepaper's "a few activations in 16
+bit" (sec. 3.6-3.7, Table 6 †): the ``k`` activation quantizers that hurt the output most
+get 16 bits (``QuantConfig.quantizer_bits``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import pathlib
 from collections.abc import Callable
@@ -25,12 +33,13 @@ from torch import nn
 
 from .calib_data import as_batches, run_batch
 from .config import QuantConfig
-from .modules import act_quantizers, quant_layers
+from .modules import QuantMatmul, quant_layers
 from .pipeline import quantize
 from .progress import bar
 from .quantizers import Quantizer
 
-__all__ = ["SensitivityRow", "SensitivityReport", "sensitivity_report", "sqnr_db"]
+__all__ = ["SensitivityRow", "SensitivityReport", "sensitivity_report", "sqnr_db",
+           "a16_exceptions"]
 
 
 def sqnr_db(signal: float, noise: float) -> float:
@@ -62,9 +71,11 @@ class SensitivityReport:
     def layer_rows(self) -> list[SensitivityRow]:
         return [r for r in self.rows if r.kind in ("weight", "activation")]
 
-    def worst(self, n: int = 3) -> list[SensitivityRow]:
-        """The ``n`` quantizers that hurt the output most (lowest output SQNR)."""
-        return sorted(self.layer_rows(), key=lambda r: r.output_sqnr)[:n]
+    def worst(self, n: int = 3, kind: str | None = None) -> list[SensitivityRow]:
+        """The ``n`` quantizers (of ``kind``, ``"weight"`` / ``"activation"``, if given)
+        that hurt the output most (lowest output SQNR)."""
+        rows = [r for r in self.layer_rows() if kind is None or r.kind == kind]
+        return sorted(rows, key=lambda r: r.output_sqnr)[:n]
 
     def to_markdown(self) -> str:
         has_metric = any(r.metric is not None for r in self.rows)
@@ -152,16 +163,23 @@ class _TensorNoise:
             self.noise += float((out.detach().float() - x.detach().float()).pow(2).sum())
 
 
+def _act_quantizers(qm: nn.Module) -> list[tuple[str, Quantizer]]:
+    """Every activation quantizer, the fixed softmax output grids included."""
+    return [(n, m) for n, m in qm.named_modules()
+            if isinstance(m, Quantizer) and m.role in ("act", "fixed")]
+
+
 def sensitivity_report(model: nn.Module, calib_data, config: QuantConfig | None = None, *,
                        eval_data=None, metric: Callable[[nn.Module], float] | None = None,
                        metric_name: str = "metric", qmodel: nn.Module | None = None,
-                       progress=None) -> SensitivityReport:
+                       progress=None, weights: bool = True) -> SensitivityReport:
     """Figure 9's per-layer analysis for ``model`` at ``config``.
 
     ``eval_data`` (default: the calibration batches) is used for the SQNRs; ``metric``
     (optional) is called on the model in every state. Pass ``qmodel`` to analyse an
     already quantized model. ``progress`` (``"auto"``, ``True``, ``False``; default the
-    config's) shows a bar over the quantizers.
+    config's) shows a bar over the quantizers. ``weights=False`` leaves out the rows of
+    single weight quantizers.
     """
     cfg = config if config is not None else QuantConfig()
     progress = cfg.progress if progress is None else progress
@@ -172,7 +190,7 @@ def sensitivity_report(model: nn.Module, calib_data, config: QuantConfig | None 
         cfg = qmodel.qaccel_quant.config
     layers = quant_layers(qm)
     weight_qs = [(f"{n}.weight", ql.weight_quantizer, ql) for n, ql in layers]
-    act_qs = [(n, q, None) for n, q in act_quantizers(qm)]
+    act_qs = [(n, q, None) for n, q in _act_quantizers(qm)]
     every: list[Quantizer] = [q for _, q, _ in weight_qs + act_qs]
     saved = {id(q): q.enabled for q in every}
 
@@ -196,8 +214,8 @@ def sensitivity_report(model: nn.Module, calib_data, config: QuantConfig | None 
                 h.remove()
         act_qs.sort(key=lambda t: order.get(id(t[1]), len(order)))   # execution order
         report.fp_metric = metric(qm) if metric else None
-        for name, q, owner in bar(weight_qs + act_qs, progress, desc="sensitivity",
-                                  unit="quantizer"):
+        for name, q, owner in bar((weight_qs if weights else []) + act_qs, progress,
+                                  desc="sensitivity", unit="quantizer"):
             set_only([q])
             if owner is not None:
                 w = owner.module.weight.detach()
@@ -228,3 +246,78 @@ def sensitivity_report(model: nn.Module, calib_data, config: QuantConfig | None 
             q.enabled = saved[id(q)]
     return report
 
+
+
+def _matmul_partners(qm: nn.Module) -> list[tuple[Quantizer, Quantizer]]:
+    """The quantizer pairs whose grids the two operands of each activation x activation
+    matmul are on."""
+    from torch import fx
+
+    from .scales import source_quantizer
+
+    if not isinstance(qm, fx.GraphModule):
+        return []
+    pairs = []
+    for node in qm.graph.nodes:
+        if node.op == "call_module" and isinstance(qm.get_submodule(node.target), QuantMatmul):
+            qa, qb = (source_quantizer(qm, a) for a in node.args[:2])
+            if qa is not None and qb is not None:
+                pairs.append((qa, qb))
+    return pairs
+
+
+def _bits(q: Quantizer, wide: set[int]) -> int:
+    return 16 if id(q) in wide else q.bits
+
+
+def a16_exceptions(model: nn.Module, calib_data, config: QuantConfig | None = None, k: int = 1,
+                   *, report: SensitivityReport | None = None, qmodel: nn.Module | None = None,
+                   progress=None) -> tuple[QuantConfig, SensitivityReport]:
+    """The whitepaper's 16-bit activation exceptions, guided by sensitivity (sec. 3.6-3.7,
+    Table 6 †): ``config`` with the ``k`` activation quantizers of lowest network-output
+    SQNR (on ``calib_data``, each switched on alone) added to ``quantizer_bits`` at 16 bits.
+
+    A quantizer already at 16 bits is skipped, and so is one whose 16 bits would make a
+    matmul's two operands overflow ``config.acc_bits`` (the next one is taken instead).
+    ``report`` (a :func:`sensitivity_report` at ``config``) or ``qmodel`` (``model``
+    quantized at ``config``) avoid recomputing them.
+
+    Returns
+    -------
+    (QuantConfig, SensitivityReport)
+        The config to quantize with, and the report the choice came from.
+
+    Raises
+    ------
+    ValueError
+        ``k`` not an integer >= 0 (naming ``k``).
+    """
+    from qaccel.sim.validate import check_int
+
+    cfg = config if config is not None else QuantConfig()
+    k = check_int("a16_exceptions", "k", k, 0, None)
+    calib = as_batches(calib_data)
+    qm = qmodel if qmodel is not None else quantize(model, calib, cfg)
+    if report is None:
+        report = sensitivity_report(model, calib, cfg, qmodel=qm, progress=progress,
+                                    weights=False)
+    by_name = dict(_act_quantizers(qm))
+    partners = _matmul_partners(qm)
+    wide: set[int] = {id(q) for q in by_name.values() if q.bits >= 16}
+    chosen: list[str] = []
+    for row in report.worst(len(report.rows), kind="activation"):
+        if len(chosen) == k:
+            break
+        q = by_name.get(row.name)
+        if q is None or id(q) in wide:
+            continue
+        if any(16 + _bits(b if q is a else a, wide) + 1 - a.signed - b.signed > cfg.acc_bits
+               for a, b in partners if q is a or q is b):
+            continue                       # the matmul's product would overflow
+        chosen.append(row.name)
+        wide.add(id(q))
+    taken = {o.name for o in cfg.quantizer_bits}
+    extra = tuple((n, 16) for n in chosen if n not in taken)
+    rest = tuple(o if o.name not in chosen else dataclasses.replace(o, bits=16)
+                 for o in cfg.quantizer_bits)
+    return cfg.replace(quantizer_bits=rest + extra), report

@@ -23,6 +23,9 @@ from .modules import (
     QuantAdd,
     QuantAvgPool,
     QuantLayer,
+    QuantLayerNorm,
+    QuantMatmul,
+    QuantSoftmax,
     act_quantizers,
     quant_layers,
 )
@@ -170,6 +173,10 @@ def _node_kind(gm: fx.GraphModule, node: fx.Node) -> str:
     return t if isinstance(t, str) else getattr(t, "__name__", str(t))
 
 
+_VECTOR_KINDS = {QuantLayerNorm: "layernorm", QuantMatmul: "matmul (act x act)",
+                 QuantSoftmax: "softmax"}
+
+
 def _graph_ops(gm: fx.GraphModule, batch) -> list[OpSummary]:
     rec = ValueRecorder(gm)
     with torch.no_grad():
@@ -192,9 +199,11 @@ def _graph_ops(gm: fx.GraphModule, batch) -> list[OpSummary]:
                 ops.append(OpSummary(str(node.target), f"input {src.name}", "quantized",
                                      m.bits))
             continue
-        if isinstance(m, QuantAdd | QuantAvgPool | QuantAct):
+        if isinstance(m, QuantAdd | QuantAvgPool | QuantAct | QuantLayerNorm | QuantMatmul
+                      | QuantSoftmax):
             kind = "add" if isinstance(m, QuantAdd) else f"table ({m.func})" \
-                if isinstance(m, QuantAct) else f"avgpool ({m.kind})"
+                if isinstance(m, QuantAct) else f"avgpool ({m.kind})" \
+                if isinstance(m, QuantAvgPool) else _VECTOR_KINDS[type(m)]
             ops.append(OpSummary(str(node.target), kind, "quantized",
                                  m.output_quantizer.bits))
             continue

@@ -43,6 +43,17 @@ def _layer_bits(value: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _a16(value: str):
+    """argparse ``type=`` for ``--a16``: ``auto:K`` (``K`` >= 0) -> ``K``, or quantizer
+    names separated by commas -> a tuple of names."""
+    if value.startswith("auto:"):
+        return int_range(0, 10_000)(value[5:])
+    names = tuple(n.strip() for n in value.split(","))
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected auto:K or NAME[,NAME...], not {value!r}")
+    return names
+
+
 def npz_file(value: str) -> pathlib.Path:
     """``output_file`` for the ``.npz`` the network is saved as: the path given, and the
     path with ``.npz`` appended if missing (as ``IntNetwork.save`` writes it)."""
@@ -122,6 +133,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "integer network (.npz + JSON manifest) and checks it against the "
                     "fake-quantized model on the test split.")
     add_quant_options(p)
+    p.add_argument("--a16", type=_a16, default=(), metavar="auto:K|NAME,...",
+                   help="activation quantizers kept at 16 bits (whitepaper sec. 3.6-3.7): "
+                        "auto:K picks the K most sensitive ones (sensitivity report on the "
+                        "calibration data), or quantizer names as the sensitivity report "
+                        "prints them (default: none)")
     p.add_argument("-o", "--output", required=True, type=npz_file, metavar="NET.npz",
                    help="integer network file to write ('.npz' appended if missing; "
                         "required)")
@@ -210,6 +226,7 @@ def run_quantize(args: argparse.Namespace) -> int:
 
     cfg = _config(args)                      # ValueError -> "qaccel: error: ..." (exit 2)
     model, calib, (x_te, y_te) = load_digits_model(args, cfg)
+    cfg = _with_a16(args.a16, model, calib, cfg)
     qm, net = flow.quantize_model(model, calib, cfg)      # cached in the workspace
     print(qm.qaccel_quant.summary)
     path = net.save(args.output)
@@ -234,6 +251,34 @@ def run_quantize(args: argparse.Namespace) -> int:
                                       "max_abs_diff": int(diff.max())},
             "config": cfg.to_dict(), "network": str(path)})
     return 0
+
+
+def _with_a16(a16, model, calib, cfg):
+    """``cfg`` with the ``--a16`` exceptions: ``K`` -> ``quant.sensitivity.a16_exceptions``;
+    names -> 16-bit ``quantizer_bits`` entries (unknown names: ``ValueError`` naming
+    ``--a16``)."""
+    from qaccel.quant.layer_bits import resolve_quantizer
+    from qaccel.quant.sensitivity import a16_exceptions
+
+    if isinstance(a16, int):
+        cfg, _ = a16_exceptions(model, calib, cfg, a16)
+        print("16-bit activations (auto): " + (", ".join(
+            o.name for o in cfg.quantizer_bits if o.bits == 16) or "none"))
+        return cfg
+    if not a16:
+        return cfg
+    from qaccel import quant
+
+    probe = quant.quantize(model, calib, cfg.replace(rounding="nearest", progress=False))
+    for name in a16:
+        try:
+            resolve_quantizer(probe, name, "--a16")
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+    try:
+        return cfg.replace(quantizer_bits=cfg.quantizer_bits + tuple((n, 16) for n in a16))
+    except ValueError as exc:
+        raise ValueError(f"--a16: {exc}") from None
 
 
 def logit_sqnr(model, qm, x) -> float | None:

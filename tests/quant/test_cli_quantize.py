@@ -61,6 +61,32 @@ def test_quantize_with_per_layer_bits(tmp_path, capsys):
         [("0", 8, 8), ("3", 4, 4), ("7", 8, 8)]
 
 
+def test_quantize_with_16bit_activation_exceptions(tmp_path, capsys):
+    out = tmp_path / "net.npz"
+    rc = main(["quantize", "--model", "digits_vit", "--calib", "64", "--a16", "auto:2",
+               "-o", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    picked = re.search(r"16-bit activations \(auto\): (.*)", text).group(1).split(", ")
+    net = IntNetwork.load(out)
+    assert len(picked) == 2 and [(o["name"], o["bits"]) for o in net.meta["quant_config"][
+        "quantizer_bits"]] == [(p, 16) for p in picked]
+    rc = main(["quantize", "--model", "digits_vit", "--calib", "64", "--a16",
+               "quant_add_4,blocks.0.ln2", "-o", str(out)])
+    assert rc == 0
+    bits = {L.name: L.out_q.bits for L in IntNetwork.load(out).layers}
+    assert (bits["quant_add_4"], bits["blocks.0.ln2"], bits["quant_add_6"]) == (16, 16, 8)
+    capsys.readouterr()
+    for bad, msg in ((["--a16", "blocks.9"], "--a16: unknown quantizer 'blocks.9'; the "
+                                             "model's quantizers are 'embed.weight_quantizer'"),
+                     (["--a16", "auto:x"], "argument --a16: 'x' is not an integer"),
+                     (["--a16", "a,,b"], "argument --a16: expected auto:K or NAME")):
+        assert _status(["quantize", "--model", "digits_vit", "--calib", "64", *bad,
+                        "-o", str(tmp_path / "y.npz")]) == 2
+        assert msg in capsys.readouterr().err
+    assert not (tmp_path / "y.npz").exists()
+
+
 BAD = [
     (["--w-bits", "1"], "argument --w-bits: must be in [2, 16], not 1"),
     (["--calib", "1000000000"], "argument --calib: must be in [1, 1258], not 1000000000"),
