@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from qaccel.sim.arith import quantize_multiplier
-from qaccel.sim.network import MASK_Q, IntLayer, IntNetwork, QParams
-from qaccel.sim.vector import LN_FRAC_BITS, LUT_MAX_BITS, i_gelu, lut_table
+from qaccel.sim.network import IDS_Q, MASK_Q, IntLayer, IntNetwork, NetInput, QParams
+from qaccel.sim.vector import LN_FRAC_BITS, LUT_MAX_BITS, broadcast_mask, i_gelu, lut_table
 from torch import fx, nn
 
 from .graph import (
@@ -41,12 +41,13 @@ from .modules import (
     QuantSoftmax,
 )
 from .quantizers import Quantizer
+from .tokens import QuantEmbedding, QuantTokenMean
 
 __all__ = ["export", "qparams_of", "integer_outputs", "exact_mode", "exact_outputs"]
 
 
 _EXACT_MODULES = (QuantLayer, QuantAdd, QuantAvgPool, QuantAct, QuantLayerNorm, QuantSoftmax,
-                  QuantMatmul)
+                  QuantMatmul, QuantTokenMean)
 
 
 def qparams_of(q: Quantizer) -> QParams:
@@ -70,13 +71,38 @@ def _multiplier(real: float, mult_bits: int) -> tuple[np.ndarray, np.ndarray]:
     return m.reshape(-1), s.reshape(-1)
 
 
-def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | None = None,
+def _as_args(gm: fx.GraphModule, example, example_mask=None) -> list:
+    """The model's positional inputs from a tensor (+ ``example_mask``), a tuple/list or a
+    dict keyed by input name (the graph's placeholders)."""
+    names = [n.target for n in gm.graph.nodes if n.op == "placeholder"]
+    if isinstance(example, dict):
+        unknown = set(example) - set(names)
+        if unknown:
+            raise ValueError(f"example input names {sorted(unknown)} are not inputs of the "
+                             f"model ({names})")
+        args = [example.get(n) for n in names]
+        while args and args[-1] is None:
+            args.pop()
+        return args
+    if isinstance(example, tuple | list):
+        return list(example)
+    if not isinstance(example, torch.Tensor):
+        raise ValueError("example_input must be a tensor batch, a tuple of them or a dict by "
+                         "input name")
+    return [example] + ([] if example_mask is None else [example_mask])
+
+
+def export(qmodel: nn.Module, example_input, *, mult_bits: int | None = None,
            acc_bits: int | None = None, example_mask: torch.Tensor | None = None
            ) -> IntNetwork:
     """Export ``qmodel`` (returned by :func:`quant.quantize` on a traceable model) to an
-    :class:`sim.network.IntNetwork`. ``example_input`` (a batch tensor) fixes the shapes.
-    ``mult_bits``/``acc_bits`` default to the quantization config's. ``example_mask``: a
-    boolean attention mask, the model's second input (the network's mask input)."""
+    :class:`sim.network.IntNetwork`. ``example_input`` (a batch tensor, a tuple of the
+    model's inputs, or a dict by input name, e.g. ``input_ids`` and ``attention_mask``)
+    fixes the shapes; the sequence axis stays variable when the model was captured with a
+    dynamic one (:func:`quant.capture`). Float inputs become ``act`` inputs, integer inputs
+    read by an embedding ``ids`` inputs, other integer inputs ``mask`` inputs.
+    ``mult_bits``/``acc_bits`` default to the quantization config's. ``example_mask``: an
+    attention mask, the model's second input."""
     info = getattr(qmodel, "qaccel_quant", None)
     if info is None:
         raise ValueError("export needs a model returned by quant.quantize")
@@ -86,17 +112,16 @@ def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | N
     cfg = info.config
     mult_bits = cfg.mult_bits if mult_bits is None else mult_bits
     acc_bits = cfg.acc_bits if acc_bits is None else acc_bits
-    if not isinstance(example_input, torch.Tensor):
-        raise ValueError("example_input must be a tensor batch")
     gm = qmodel
+    args = _as_args(gm, example_input, example_mask)
     rec = ValueRecorder(gm)
     with torch.no_grad():
-        rec.run(example_input, *(() if example_mask is None else (example_mask,)))
+        rec.run(*args)
     vals = rec.values
     where: dict[fx.Node, tuple[int, QParams]] = {}
     layers: list[IntLayer] = []
-    input_q = None
     output = None
+    data: set[fx.Node] = set()          # integer data: token ids, masks, sizes, buffers
 
     def src_of(node, arg_i=0) -> tuple[int, QParams]:
         a = node.args[arg_i]
@@ -104,12 +129,6 @@ def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | N
             raise ValueError(f"export: input of {node.format_node()} is not an integer tensor "
                              f"(produced by an unsupported or unquantized op: "
                              f"{a.format_node() if isinstance(a, fx.Node) else a!r})")
-        if where[a][0] == -2 and not (isinstance(module_of(gm, node), QuantSoftmax)
-                                      and arg_i == 1):
-            raise ValueError(f"export: the integer (non-float) model input is used by "
-                             f"{node.format_node()}; integer inputs are exported only as "
-                             "the attention mask of a softmax (token ids and embeddings "
-                             "are not supported yet)")
         return where[a]
 
     def add(layer: IntLayer, node) -> None:
@@ -117,16 +136,46 @@ def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | N
         where[node] = (len(layers) - 1, layer.out_q)
 
     # tensor inputs; specialised optional arguments (default None) are not inputs
-    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder" and not n.args]
-    masks = [n for n in placeholders if isinstance(vals.get(n), torch.Tensor)
-             and not vals[n].is_floating_point()]
-    if len(placeholders) - len(masks) != 1 or len(masks) > 1:
-        raise ValueError(f"export supports one float input and at most one attention mask "
-                         f"(boolean), got {len(placeholders) - len(masks)} float and "
-                         f"{len(masks)} integer input(s) "
-                         f"({', '.join(n.target for n in masks) or '-'}): token ids and "
-                         "embeddings are not supported yet")
-    mask_shape = tuple(vals[masks[0]].shape[1:]) if masks else None
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder" and not n.args
+                    and isinstance(vals.get(n), torch.Tensor)]
+    inputs: list[NetInput] = []
+    for k, ph in enumerate(placeholders):
+        v = vals[ph]
+        shape = ph.meta.get("qaccel_shape", tuple(v.shape[1:]))
+        if v.is_floating_point():
+            q_users = [u for u in ph.users if isinstance(module_of(gm, u), Quantizer)]
+            if len(q_users) != 1 or len(ph.users) != 1:
+                raise ValueError(f"export: float input {ph.target!r} is not quantized "
+                                 "(quantize_input=False?)")
+            q = qparams_of(module_of(gm, q_users[0]))
+            where[q_users[0]] = (-1 - k, q)
+            inputs.append(NetInput(ph.target, "act", shape, q))
+        else:
+            ids = any(isinstance(module_of(gm, u), QuantEmbedding) for u in ph.users)
+            inputs.append(NetInput(ph.target, "ids" if ids else "mask", shape,
+                                   IDS_Q if ids else MASK_Q))
+            where[ph] = (-1 - k, inputs[-1].q)
+            data.add(ph)
+    dynamic = any(-1 in v.shape for v in inputs)
+
+    def mask_input(node, arg_i: int, axis: int) -> tuple[int, QParams]:
+        """The mask input that argument ``arg_i`` of ``node`` is, broadcast along ``axis``
+        (checked on the example's values)."""
+        a = node.args[arg_i]
+        srcs = [p for p in placeholders if p in _ancestors(a) and inputs[
+            placeholders.index(p)].kind == "mask"]
+        if len(srcs) != 1:
+            raise ValueError(f"export: the mask of {node.format_node()} is not computed from "
+                             f"one mask input (found {[p.target for p in srcs]})")
+        k = placeholders.index(srcs[0])
+        got = vals[a].detach().numpy() != 0
+        want = broadcast_mask(vals[srcs[0]].numpy() != 0, got.shape, axis)
+        if not np.array_equal(got, want):
+            raise ValueError(f"export: the mask of {node.format_node()} is not the mask input "
+                             f"{srcs[0].target!r} broadcast along axis {axis} (a mask "
+                             "computed from it in another way is not supported)")
+        return -1 - k, MASK_Q
+
     for node in gm.graph.nodes:
         m = module_of(gm, node)
         if node.op == "placeholder":
@@ -142,11 +191,29 @@ def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | N
                 continue                               # quantizer on a specialised None
             if node.args[0] not in placeholders:
                 raise ValueError(f"export: stand-alone quantizer {node.target} not at the input")
-            if node.args[0] in masks:
-                where[node] = where[node.args[0]] = (-2, MASK_Q)
-                continue
-            input_q = qparams_of(m)
-            where[node] = (-1, input_q)
+            if node.args[0] in data:                   # (a no-op on an integer input)
+                where[node] = where[node.args[0]]
+                data.add(node)
+            continue
+        if not isinstance(m, _EXACT_MODULES + (QuantEmbedding,)) and node.op != "output" \
+                and all(a in data for a in _node_args(node)):
+            data.add(node)                             # ids / mask / size computations
+            continue
+        if isinstance(m, QuantEmbedding):
+            add(_embedding_layer(gm, node, m, placeholders, inputs, vals), node)
+            continue
+        if isinstance(m, QuantTokenMean):
+            i, q = src_of(node)
+            nd = vals[node.args[0]].dim()
+            axis = m.dim % nd
+            if axis == 0:
+                raise ValueError(f"export: {node.target}: a mean over the batch axis")
+            srcs = [(i, q)] + ([mask_input(node, 1, axis)] if len(node.args) > 1 else [])
+            out_q = qparams_of(m.output_quantizer)
+            mm, ss = _multiplier(q.scale / out_q.scale, mult_bits)
+            add(IntLayer(name=str(node.target), kind="mean",
+                         inputs=tuple(j for j, _ in srcs), in_q=tuple(p for _, p in srcs),
+                         out_q=out_q, m=mm, s=ss, axis=axis), node)
             continue
         if isinstance(m, QuantLayer):
             add(_gemm_layer(node, m, src_of(node), vals, mult_bits), node)
@@ -169,7 +236,7 @@ def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | N
             add(_layernorm_layer(str(node.target), m, i, q, mult_bits), node)
             continue
         if isinstance(m, QuantSoftmax):
-            srcs = [src_of(node, k) for k in range(len(node.args))]
+            srcs = [src_of(node)] + ([mask_input(node, 1, -1)] if len(node.args) > 1 else [])
             add(IntLayer(name=str(node.target), kind="softmax",
                          inputs=tuple(i for i, _ in srcs), in_q=tuple(q for _, q in srcs),
                          out_q=qparams_of(m.output_quantizer)), node)
@@ -252,10 +319,21 @@ def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | N
             add(IntLayer(name=str(node.name), kind="permute", inputs=(i,), in_q=(q,),
                          out_q=q, perm=perm), node)
             continue
+        if node.op == "call_function" and node.target is torch.select:
+            i, q = src_of(node)
+            nd = vals[node.args[0]].dim()
+            axis, index = node.args[1] % nd, node.args[2]
+            if axis == 0 or index < 0:
+                raise ValueError(f"export: {node.format_node()}: select of the batch axis or "
+                                 "from the end")
+            add(IntLayer(name=str(node.name), kind="select", inputs=(i,), in_q=(q,), out_q=q,
+                         axis=axis, index=index), node)
+            continue
         if is_passthrough(gm, node):
             i, q = src_of(node)
             x = vals[node.args[0]]
-            if tuple(val.shape) == tuple(x.shape):
+            if tuple(val.shape) == tuple(x.shape) and not (dynamic and node.target in (
+                    "view", "reshape", torch.reshape)):
                 where[node] = (i, q)                   # dropout / identity / no-op view
             elif val.dim() == 2 and val.shape[0] == x.shape[0] and x.is_contiguous():
                 add(IntLayer(name=str(node.name), kind="flatten", inputs=(i,), in_q=(q,),
@@ -263,20 +341,128 @@ def export(qmodel: nn.Module, example_input: torch.Tensor, *, mult_bits: int | N
             elif val.dim() >= 1 and val.shape[0] == x.shape[0] and \
                     (node.target in ("view", "reshape") or node.target is torch.reshape):
                 add(IntLayer(name=str(node.name), kind="reshape", inputs=(i,), in_q=(q,),
-                             out_q=q, shape=tuple(val.shape[1:])), node)
+                             out_q=q, shape=_reshape_shape(node, val, dynamic)), node)
             else:
                 raise ValueError(f"export: reshape {node.format_node()} is not a flatten")
             continue
         raise ValueError(f"export: unsupported op {node.format_node()}")
-    if input_q is None:
-        raise ValueError("export: the model input is not quantized (quantize_input=False)")
     if output is None:
         raise ValueError("export: no output found")
-    return IntNetwork(layers=tuple(layers), input_q=input_q,
-                      input_shape=tuple(example_input.shape[1:]), acc_bits=acc_bits,
-                      mask_shape=mask_shape,
+    return IntNetwork(layers=tuple(layers), inputs=tuple(inputs), acc_bits=acc_bits,
                       mult_bits=mult_bits, output=output,
                       meta={"quant_config": cfg.to_dict(), "notes": list(info.notes)})
+
+
+def _node_args(node: fx.Node) -> list[fx.Node]:
+    out: list[fx.Node] = []
+    fx.node.map_arg((node.args, node.kwargs), lambda n: out.append(n))
+    return out
+
+
+def _ancestors(node: fx.Node) -> set[fx.Node]:
+    seen, todo = set(), [node]
+    while todo:
+        n = todo.pop()
+        if n not in seen:
+            seen.add(n)
+            todo.extend(_node_args(n))
+    return seen
+
+
+def _reshape_shape(node: fx.Node, val: torch.Tensor, dynamic: bool) -> tuple[int, ...]:
+    """The per-sample shape of a reshape; in a network with a variable sequence length,
+    the axis given by a size of the input (a graph node) is ``-1``."""
+    shape = list(val.shape[1:])
+    if dynamic:
+        dims = node.args[1:]
+        if len(dims) == 1 and isinstance(dims[0], tuple | list):
+            dims = tuple(dims[0])
+        for j, d in enumerate(dims[1:]):
+            if isinstance(d, fx.Node):
+                shape[j] = -1
+        if shape.count(-1) > 1:
+            raise ValueError(f"export: reshape {node.format_node()} has more than one "
+                             "variable axis")
+    return tuple(int(d) for d in shape)
+
+
+def _run_nodes(gm: fx.GraphModule, target: fx.Node, env: dict) -> torch.Tensor:
+    """Evaluate ``target`` from the values in ``env`` (its placeholders) through its
+    ancestors (buffers, sizes, ATen calls)."""
+    order = [n for n in gm.graph.nodes if n in _ancestors(target)]
+    for n in order:
+        if n in env:
+            continue
+        a = fx.node.map_arg(n.args, lambda x: env[x])
+        kw = fx.node.map_arg(n.kwargs, lambda x: env[x])
+        if n.op == "get_attr":
+            obj = gm
+            for part in n.target.split("."):
+                obj = getattr(obj, part)
+            env[n] = obj
+        elif n.op == "call_function":
+            env[n] = n.target(*a, **kw)
+        elif n.op == "call_method":
+            env[n] = getattr(a[0], n.target)(*a[1:], **kw)
+        elif n.op == "call_module":
+            env[n] = gm.get_submodule(n.target)(*a, **kw)
+        else:
+            raise ValueError(f"export: cannot evaluate {n.format_node()}")
+    return env[target]
+
+
+def _embedding_layer(gm, node, m: QuantEmbedding, placeholders, inputs, vals) -> IntLayer:
+    """``embedding`` (ids from an input) or ``position_embedding`` (ids computed from the
+    sequence length only, e.g. ``arange`` position ids or default token types): the
+    table on the output grid, per position ``p`` in the second case."""
+    name = str(node.target)
+    out_q = qparams_of(m.output_quantizer)
+    with torch.no_grad():
+        codes = m.output_quantizer.to_int(m.module.weight).numpy()
+    ids = node.args[0]
+    if ids in placeholders:
+        k = placeholders.index(ids)
+        return IntLayer(name=name, kind="embedding", inputs=(-1 - k,), in_q=(IDS_Q,),
+                        out_q=out_q, table=codes)
+    anc = _ancestors(ids)
+    if any(inputs[placeholders.index(p)].kind == "act" for p in placeholders if p in anc):
+        raise ValueError(f"export: the ids of {name} depend on a float input")
+    got = vals[ids]
+    seq = got.shape[-1]
+    if got.dim() != 2 or not bool((got == got[:1]).all()):
+        raise ValueError(f"export: the ids of {name} are not token ids from an input nor the "
+                         "same for every sequence of the batch (positions)")
+    srcs = [p for p in placeholders if p in anc]
+    ref = placeholders.index(srcs[0]) if srcs else 0
+    # the ids at the longest length (the shortest integer buffer they are sliced from, e.g.
+    # BERT's position_ids, else the table's rows): the inputs the sizes come from, stretched
+    lengths = [int(t.shape[-1]) for t in (_run_nodes(gm, b, {}) for b in anc
+                                          if b.op == "get_attr")
+               if isinstance(t, torch.Tensor) and t.dim() >= 1 and not t.is_floating_point()]
+    longest = max(min(lengths, default=m.module.num_embeddings), seq)
+
+    def at(n: int) -> torch.Tensor:
+        env = {}
+        for p in srcs:
+            v = vals[p]
+            shape = [1] + [n if d == seq else d for d in v.shape[1:]]
+            env[p] = torch.zeros(shape, dtype=v.dtype)
+        return _run_nodes(gm, ids, env)
+
+    try:
+        full = at(longest).reshape(-1)
+    except Exception as exc:  # noqa: BLE001
+        raise ValueError(f"export: cannot compute the position ids of {name} for "
+                         f"{longest} tokens ({type(exc).__name__}: {exc})") from None
+    if full.numel() != longest or not torch.equal(full[:seq], got[0]) or \
+            seq > 1 and not torch.equal(at(seq - 1).reshape(-1), full[:seq - 1]):
+        raise ValueError(f"export: the ids of {name} are not a prefix of one sequence of "
+                         "positions (ids computed in another way from the length)")
+    if int(full.min()) < 0 or int(full.max()) >= codes.shape[0]:
+        raise ValueError(f"export: position ids of {name} out of its {codes.shape[0]} rows")
+    q = inputs[ref].q
+    return IntLayer(name=name, kind="position_embedding", inputs=(-1 - ref,), in_q=(q,),
+                    out_q=out_q, table=codes[full.numpy()])
 
 
 def _layernorm_layer(name: str, m: QuantLayerNorm, i: int, q: QParams, mult_bits: int
@@ -388,15 +574,15 @@ def exact_mode(qmodel: nn.Module, example_input: torch.Tensor | None = None, *,
 
 
 @torch.no_grad()
-def exact_outputs(qmodel: nn.Module, x: torch.Tensor, *, net: IntNetwork | None = None,
+def exact_outputs(qmodel: nn.Module, x, *, net: IntNetwork | None = None,
                   mask: torch.Tensor | None = None) -> np.ndarray:
-    """Integer output codes of ``qmodel`` on ``x`` (and the attention ``mask`` if the model
-    takes one) in :func:`exact_mode` (``net`` exported from ``x[:1]`` unless given): equal
-    to ``executor.run(net, net.input_q.quantize(x), mask=mask)``."""
-    extra = () if mask is None else (mask,)
-    with exact_mode(qmodel, x[:1], net=net,
-                    example_mask=None if mask is None else mask[:1]) as net:
-        y = qmodel(x, *extra)
+    """Integer output codes of ``qmodel`` on ``x`` (a tensor, and the attention ``mask`` if
+    the model takes one; or a tuple / dict of the model's inputs, e.g. token ids and mask)
+    in :func:`exact_mode` (``net`` exported from the first sample unless given): equal to
+    ``executor.run(net, ...)`` on the same (quantized) inputs."""
+    args = _as_args(qmodel, x, mask)
+    with exact_mode(qmodel, [a[:1] for a in args], net=net) as net:
+        y = qmodel(*args)
     return to_int(y, net.output_q).numpy()
 
 

@@ -35,6 +35,7 @@ from .modules import (
     masked_softmax,
 )
 from .quantizers import Quantizer
+from .tokens import QuantEmbedding, QuantTokenMean, masked_mean
 
 __all__ = ["LayerStats", "trace", "fold_batchnorm", "fuse_activations", "insert_quantizers",
            "is_quantizable", "producer_chain", "LINEAR_TYPES", "ValueRecorder"]
@@ -177,9 +178,9 @@ def act_kind(gm: fx.GraphModule, node: fx.Node) -> str | None:
 
 
 _TABLE_MODULES = {nn.SiLU: "silu", nn.Hardswish: "hardswish", nn.LeakyReLU: "leaky_relu",
-                  nn.ReLU6: "relu6", nn.GELU: "gelu"}
+                  nn.ReLU6: "relu6", nn.GELU: "gelu", nn.Tanh: "tanh"}
 _TABLE_FUNCTIONS = {F.silu: "silu", F.hardswish: "hardswish", F.leaky_relu: "leaky_relu",
-                    F.relu6: "relu6", F.gelu: "gelu"}
+                    F.relu6: "relu6", F.gelu: "gelu", torch.tanh: "tanh", F.tanh: "tanh"}
 
 
 def table_act(gm: fx.GraphModule, node: fx.Node) -> tuple[str, dict] | None:
@@ -315,6 +316,39 @@ def avgpool_spec(gm: fx.GraphModule, node: fx.Node) -> dict | None:
     return None
 
 
+def token_mean_spec(node: fx.Node) -> dict | None:
+    """``{"dim": d}`` of a mean over one non-batch axis (``x.mean(d)``, ``torch.mean(x, d)``,
+    :func:`quant.tokens.masked_mean`), else ``None``; spatial means are pools
+    (:func:`avgpool_spec`)."""
+    if node.op == "call_function" and node.target is masked_mean:
+        names = ("x", "mask", "dim")
+        a = dict(zip(names, node.args)) | dict(node.kwargs)
+        return {"dim": int(a.get("dim", 1))} if set(a) <= set(names) else None
+    if node.op == "call_method" and node.target == "mean" or \
+            node.op == "call_function" and node.target is torch.mean:
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+        if isinstance(dim, tuple | list) and len(dim) == 1:
+            dim = dim[0]
+        if isinstance(dim, int) and dim != 0 and len(node.args) <= 2 and \
+                set(node.kwargs) <= {"dim"} | ({"keepdim"} if not node.kwargs.get("keepdim")
+                                               else set()):
+            return {"dim": dim}
+    return None
+
+
+def is_int_input(node: fx.Node) -> bool:
+    """A placeholder holding integers (token ids, a mask): its dtype as captured
+    (``quant.capture``), or, without one, read only by ``nn.Embedding`` s."""
+    if node.op != "placeholder":
+        return False
+    dtype = node.meta.get("qaccel_dtype")
+    if dtype is not None:
+        return not dtype.is_floating_point
+    gm = node.graph.owning_module
+    return bool(node.users) and all(isinstance(module_of(gm, u), nn.Embedding)
+                                    for u in node.users)
+
+
 PASSTHROUGH_MODULES = (nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Identity)
 
 
@@ -324,7 +358,8 @@ def is_passthrough(gm: fx.GraphModule, node: fx.Node) -> bool:
     if isinstance(m, PASSTHROUGH_MODULES):
         return True
     if node.op == "call_function" and node.target in (torch.flatten, F.max_pool2d,
-                                                      F.dropout, torch.reshape):
+                                                      F.dropout, torch.reshape,
+                                                      torch.select):
         return True
     if node.op == "call_method" and node.target in ("flatten", "view", "reshape",
                                                     "contiguous"):
@@ -438,7 +473,7 @@ def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str
         if node in erased:
             continue
         if node.op == "placeholder":
-            if not cfg.quantize_input:
+            if not cfg.quantize_input or is_int_input(node):
                 on_grid[node] = False
                 continue
             name = f"input_quantizer_{counter}"
@@ -481,6 +516,20 @@ def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str
             new = _swap_for_module(gm, node, name,
                                    QuantAdd(cfg.a_bits, signed=cfg.a_signed, act=act),
                                    tuple(node.args))
+            on_grid[new] = True
+            continue
+        if isinstance(m, nn.Embedding):
+            _set_module(gm, node.target, QuantEmbedding(m, cfg.a_bits, signed=cfg.a_signed))
+            on_grid[node] = True
+            continue
+        tmean = token_mean_spec(node)
+        if tmean is not None:
+            name = f"quant_mean_{counter}"
+            counter += 1
+            args = (node.args[0],) if node.target is not masked_mean else \
+                tuple(a for a in node.args[:2] if a is not None)
+            new = _swap_for_module(gm, node, name, QuantTokenMean(cfg.a_bits, signed=cfg.a_signed,
+                                                                  **tmean), args)
             on_grid[new] = True
             continue
         if isinstance(m, nn.LayerNorm):

@@ -194,12 +194,24 @@ class _TokenIds(nn.Module):
         return self.fc(self.emb(ids))
 
 
-def test_token_id_input_is_a_clear_export_error():
+def test_token_id_input_exports_an_integer_embedding_table():
+    """A torch.fx-traced model on token ids: no input quantizer on the ids, the embedding
+    is a table on its output grid (the quantized float rows), exact; ids out of the table
+    are a ValueError."""
     m = _TokenIds().eval()
     ids = torch.randint(0, 20, (16, 5))
     qm = quant.quantize(m, [ids], QuantConfig())
-    with pytest.raises(ValueError, match="token ids and embeddings are not supported"):
-        quant.export(qm, ids[:1])
+    net = quant.export(qm, ids[:1])
+    assert [(v.kind, v.shape) for v in net.inputs] == [("ids", (5,))]
+    emb = net.layers[0]
+    assert [L.kind for L in net.layers] == ["embedding", "linear"] and emb.table.shape == (20, 8)
+    np.testing.assert_allclose(emb.out_q.dequantize(emb.table),          # float32 noise
+                               qm.emb.output_quantizer(m.emb.weight).detach().numpy(),
+                               atol=1e-6)
+    want = executor.run(net, ids.numpy())
+    assert int((quant.exact_outputs(qm, ids, net=net) != want).sum()) == 0
+    with pytest.raises(ValueError, match="token id 20 is not in"):
+        executor.run(net, np.full((1, 5), 20))
 
 
 def test_wide_gelu_uses_the_integer_i_gelu_and_is_exact():

@@ -1,6 +1,9 @@
 """A BERT-style encoder built with transformers' BertModel (small BertConfig, random
 weights, nothing downloaded): quant.capture (torch.export) -> quantize -> export ->
-executor, exact mode == executor, close to FP32."""
+executor, exact mode == executor, close to FP32. The full BertModel too: token ids,
+embeddings as integer tables, position ids per sequence length, attention masks (boolean
+for SDPA, BERT's additive float mask for eager attention), the pooler's tanh table, and
+masked mean pooling."""
 
 import numpy as np
 import pytest
@@ -9,15 +12,17 @@ import transformers  # dev extra (tests only)
 from qaccel.quant import QuantConfig
 from qaccel.quant.capture import capture
 from qaccel.sim import executor
+from qaccel.sim.network import IntNetwork
 from torch import nn
 
 from qaccel import quant
 
 
-def _bert(layers=2, hidden=32, seed=0):
+def _bert(layers=2, hidden=32, seed=0, attn="sdpa"):
     cfg = transformers.BertConfig(hidden_size=hidden, num_hidden_layers=layers,
                                   num_attention_heads=4, intermediate_size=2 * hidden,
-                                  vocab_size=100, max_position_embeddings=64)
+                                  vocab_size=100, max_position_embeddings=64,
+                                  attn_implementation=attn)
     torch.manual_seed(seed)
     return transformers.BertModel(cfg).eval()
 
@@ -59,10 +64,21 @@ class _Cumsum(nn.Module):
 def test_unsupported_op_names_op_module_path_and_supported_list():
     with pytest.raises(ValueError, match=r"cumsum.*<top level>.*supported: .*aten.linear"):
         capture(_Cumsum(), (torch.randn(2, 4),))
+
+
+def test_additive_float_mask_is_a_masked_softmax_and_a_bias_is_refused():
+    """The encoder given BERT's extended mask ((1 - mask) * min, float) computes what the
+    model computes; an additive bias that is not a mask is refused when it is met."""
     bert = _bert(layers=1)
-    mask = torch.zeros(2, 1, 9, 9)                 # an additive float mask
-    with pytest.raises(ValueError, match="float .additive. attention mask"):
-        capture(bert.encoder, (torch.randn(2, 9, 32),), {"attention_mask": mask})
+    keep = _padded_mask(4, 9, 0)
+    add = (1.0 - keep.float()) * torch.finfo(torch.float32).min
+    gm = capture(bert.encoder, (torch.randn(4, 9, 32),), {"attention_mask": add})
+    h = torch.randn(4, 9, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(gm(h, add),
+                                   bert.encoder(h, attention_mask=add).last_hidden_state)
+    with pytest.raises(ValueError, match="additive attention mask holds -0.5"):
+        gm(h, torch.full((4, 1, 9, 9), -0.5))
 
 
 def _padded_mask(batch, seq, seed):
@@ -81,7 +97,7 @@ def test_bert_encoder_with_attention_mask_is_exact_and_ignores_padding():
     qm = quant.quantize(gm, [(x[:32], m_cal[:32]), (x[32:], m_cal[32:])],
                         QuantConfig(w_bits=8, a_bits=8, per_channel=True))
     net = quant.export(qm, x[:1], example_mask=m_cal[:1])
-    assert net.mask_shape == (1, 1, 9)
+    assert net.mask_shape == (1, 1, -1)              # the sequence axis stays variable
     soft = [L for L in net.layers if L.kind == "softmax"]
     assert soft and all(L.inputs[1] == -2 for L in soft)
     xt, mt = torch.randn(16, 9, 32), _padded_mask(16, 9, 2)
@@ -96,3 +112,94 @@ def test_bert_encoder_with_attention_mask_is_exact_and_ignores_padding():
     np.testing.assert_array_equal(want2[keep], want[keep])
     with pytest.raises(ValueError, match="mask"):
         executor.run(net, net.input_q.quantize(xt.numpy()))
+
+
+def _tokens(batch, seq, seed, vocab=100):
+    """Token ids and a 0/1 attention mask padded at the end to random lengths."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, vocab, (batch, seq), generator=g)
+    lengths = torch.randint(2, seq + 1, (batch,), generator=g)
+    return ids, (torch.arange(seq)[None, :] < lengths[:, None]).long()
+
+
+def _cos(a, b):
+    return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_full_bert_model_with_pooler_is_exact_at_any_length(attn, tmp_path):
+    """input_ids + attention_mask -> pooler_output: word / position / token-type embeddings
+    as integer tables, position ids sliced per length, the mask as the model computes it
+    (boolean for SDPA, additive float for eager), CLS select, tanh table. Exact mode ==
+    executor (0 differing) on a padded batch of the export length and of another length."""
+    bert = _bert(layers=1, seed=1, attn=attn)
+    gm = capture(bert, (), dict(zip(("input_ids", "attention_mask"), _tokens(4, 9, 0))),
+                 output=1)
+    cal = [_tokens(32, 9, 1), _tokens(32, 12, 2)]
+    qm = quant.quantize(gm, cal, QuantConfig(w_bits=8, a_bits=8, per_channel=True))
+    net = quant.export(qm, cal[0])
+    kinds = [L.kind for L in net.layers]
+    assert [(v.name, v.kind, v.shape) for v in net.inputs] == [
+        ("input_ids", "ids", (-1,)), ("attention_mask", "mask", (-1,))]
+    assert kinds[:2] == ["embedding", "position_embedding"] and \
+        kinds.count("position_embedding") == 2                # positions, token types 0
+    assert kinds[-3:] == ["select", "linear", "lut"] and net.layers[-1].func == "tanh"
+    back = IntNetwork.load(net.save(tmp_path / "bert.npz"))
+    for seq, seed in ((9, 3), (13, 4)):
+        ids, mask = _tokens(8, seq, seed)
+        want = executor.run(net, (ids.numpy(), mask.numpy()))
+        np.testing.assert_array_equal(
+            executor.run(back, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}),
+            want)
+        got = quant.exact_outputs(qm, (ids, mask), net=net)
+        assert want.shape == (8, 32) and int((got != want).sum()) == 0
+        with torch.no_grad():
+            ref = bert(input_ids=ids, attention_mask=mask).pooler_output.numpy()
+        assert _cos(net.output_q.dequantize(want), ref).min() > 0.99       # measured 0.999
+    with pytest.raises(ValueError, match="token id 100 is not in"):
+        executor.run(net, (np.full((1, 5), 100), np.ones((1, 5), dtype=np.int64)))
+    with pytest.raises(ValueError, match="sequence length 65 exceeds the 64 positions"):
+        executor.run(net, (np.zeros((1, 65), dtype=np.int64), np.ones((1, 65), np.int64)))
+
+
+class _MeanPooled(nn.Module):
+    """Sentence-transformers' mean pooling over the tokens the mask keeps."""
+
+    def __init__(self, bert):
+        super().__init__()
+        self.bert = bert
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        h = self.bert(input_ids=input_ids, attention_mask=attention_mask,
+                      token_type_ids=token_type_ids).last_hidden_state
+        m = attention_mask.unsqueeze(-1).expand(h.size()).float()
+        return torch.sum(h * m, 1) / torch.clamp(m.sum(1), min=1e-9)
+
+
+def test_masked_mean_pooling_with_three_inputs_is_exact_and_ignores_padding():
+    """input_ids, attention_mask and token_type_ids (two id inputs, one mask) -> masked
+    mean over the tokens, an integer ``mean`` layer with the mask; padding changes
+    nothing."""
+    model = _MeanPooled(_bert(layers=1, seed=2)).eval()
+
+    def batch(n, seq, seed):
+        ids, mask = _tokens(n, seq, seed)
+        return ids, mask, (torch.arange(seq)[None, :] >= seq // 2).long().expand(n, seq)
+
+    gm = capture(model, batch(4, 10, 0))
+    qm = quant.quantize(gm, [batch(32, 10, 1), batch(32, 7, 2)],
+                        QuantConfig(w_bits=8, a_bits=8, per_channel=True))
+    net = quant.export(qm, batch(1, 10, 1))
+    assert [v.kind for v in net.inputs] == ["ids", "mask", "ids"]
+    mean = net.layers[-1]
+    assert mean.kind == "mean" and mean.axis == 1 and mean.inputs[1] == -2
+    assert [L.kind for L in net.layers].count("embedding") == 2
+    ids, mask, tt = batch(8, 11, 3)
+    want = executor.run(net, (ids.numpy(), mask.numpy(), tt.numpy()))
+    assert int((quant.exact_outputs(qm, (ids, mask, tt), net=net) != want).sum()) == 0
+    with torch.no_grad():
+        ref = model(ids, mask, tt).numpy()
+    assert _cos(net.output_q.dequantize(want), ref).min() > 0.99
+    ids2 = torch.where(mask.bool(), ids, (ids + 7) % 100)        # other padding tokens
+    np.testing.assert_array_equal(
+        executor.run(net, (ids2.numpy(), mask.numpy(), tt.numpy())), want)
