@@ -385,18 +385,21 @@ def network_workloads(net: IntNetwork) -> list:
 def network_energy_report(cfg: ArrayConfig, gemms, table, source: str = "",
                           rows: dict | None = None,
                           layer_cfgs: Sequence[ArrayConfig] | None = None,
-                          mapping: str = "fixed", objective: str = "energy") -> dict:
+                          mapping: str = "fixed", objective: str = "energy",
+                          vectors: Sequence = ()) -> dict:
     """Analytic model + energy model of ``gemms`` on ``cfg``: a JSON-able report (per layer
     and total). ``layer_cfgs`` (one per workload) gives each layer its own bit-widths
     (a quantized network's real ones); ``rows`` maps layer names to topology rows for
     error messages; ``mapping`` ``"fixed"`` (the fixed nest) or ``"search"`` (each layer
-    mapped by :mod:`sim.mapper` for ``objective``)."""
-    from qaccel.sim.analytic import analyze_layer
+    mapped by :mod:`sim.mapper` for ``objective``). ``vectors``: the vector-unit layers
+    (``VectorWorkload``), reported under ``vector_unit`` and included in the totals."""
+    from qaccel.sim.analytic import analyze_layer, analyze_vector
     from qaccel.sim.energy import (
         EnergyBreakdown,
         counts_from_perf,
         extrapolated_buffers,
         layer_energy,
+        vector_energy,
     )
     from qaccel.sim.mapper import choose_mapping
 
@@ -422,9 +425,15 @@ def network_energy_report(cfg: ArrayConfig, gemms, table, source: str = "",
                        "buffer_bits": lp.traffic.total("buffer"),
                        "mapping": lp.mapping.to_dict(),
                        "categories_pj": e.by_category(), "terms_pj": e.terms})
+    vector_rows = []
+    for v in vectors:
+        vp = analyze_vector(cfg, v)
+        e = vector_energy(cfg, vp, table)
+        total = total + e
+        vector_rows.append({**vp.to_dict(), "total_pj": e.total_pj, "terms_pj": e.terms})
     macs = total.macs
     return {"source": source, "config": cfg.to_dict(), "tag": cfg.tag(),
-            "table": table.to_dict(), "layers": layers,
+            "table": table.to_dict(), "layers": layers, "vector_unit": vector_rows,
             "extrapolated_buffers": extrapolated_buffers(cfg, table),
             "mapping": mapping, "objective": objective,
             "total": {"cycles": total.cycles, "macs": macs, "total_pj": total.total_pj,

@@ -19,11 +19,12 @@ __all__ = ["figure_path", "plot_energy_sweep", "plot_layer_cycles", "plot_layer_
 
 CATEGORY_COLORS = {"mac": "#1f77b4", "pe_regs": "#aec7e8", "accumulator": "#ff7f0e",
                    "requant": "#d62728", "buffers": "#2ca02c", "params": "#9467bd",
-                   "dram": "#7f7f7f"}
+                   "dram": "#7f7f7f", "vector": "#e377c2"}
 CATEGORY_LABELS = {"mac": "MAC (mult + add)", "pe_regs": "PE registers",
                    "accumulator": "accumulators", "requant": "requantizer",
                    "buffers": "on-chip buffers", "params": "bias + (M, S) params",
-                   "dram": "DRAM (W, A, out)"}
+                   "dram": "DRAM (W, A, out)",
+                   "vector": "vector unit (softmax, LayerNorm, ...)"}
 
 
 def figure_path(path: str | pathlib.Path) -> pathlib.Path:

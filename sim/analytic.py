@@ -49,6 +49,26 @@ Reuse policy (what spills to DRAM, given ``ArrayConfig.*_buffer_kib``); passes r
 * **outputs** are written to DRAM once; **params** are read once per job.
 * Layers exchange activations through DRAM (no inter-layer fusion).
 
+Vector unit
+-----------
+The non-GEMM ops of an integer network (:class:`sim.workload.VectorWorkload`: LayerNorm,
+softmax, GELU/SiLU tables, residual adds, pooling) run on a vector unit of
+``L = ArrayConfig.vector_unit_lanes`` lanes (default one per array column), one integer
+operation per lane and cycle. A layer of ``ops`` operations (:data:`sim.vector.VECTOR_OPS`,
+the executor's :func:`~sim.executor.vector_costs`) takes ``ceil(ops / L)`` cycles,
+**serialized** with the array: each op needs whole rows of its producer's output (a score
+row for softmax, a hidden row for LayerNorm) and its consumer waits for it, and layers run
+one after another here, so there is no independent array work to hide it behind (an
+overlapped unit would save at most these cycles). Traffic: each input element is read from
+the activation buffer and each output element written to the output buffer at its
+bit-width, LayerNorm's gamma / beta (``params``) read from the weight buffer at
+``acc_bits``. Vector layers add **no DRAM traffic** for activations: the tensors they
+read and write are the neighbouring GEMM layers' outputs and inputs, which the GEMM layers
+already move through DRAM once; the vector unit works on them on chip. The exception are
+embedding tables (:data:`TABLE_KINDS`), network parameters too large for a buffer: each
+looked-up row is fetched from DRAM (params, ``out_bits`` per element) into the weight
+buffer.
+
 A buffer smaller than one tile — weights ``min(K,R)*min(N,C)*w_bits``, activations
 ``min(T,D)*min(K,R)*a_bits``, outputs ``min(T,D)*min(N,C)*a_bits`` — is an error naming
 the layer and the ``ArrayConfig`` field.
@@ -56,6 +76,7 @@ the layer and the ``ArrayConfig`` field.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -74,11 +95,12 @@ from .mapping import (
 )
 from .schedule import gemm_cycles, tiling
 from .traffic import BUFFER_OF, LEVELS, OPERANDS, Access, Traffic
-from .workload import GemmWorkload, NetworkTotals
+from .workload import GemmWorkload, NetworkTotals, VectorWorkload
 
 __all__ = ["LEVELS", "OPERANDS", "BUFFER_OF", "Access", "Traffic", "LayerPerf", "NetworkPerf",
            "analyze_layer", "analyze_network", "param_lane_bits", "check_buffers", "check_dims",
-           "JobCounts", "job_counts"]
+           "JobCounts", "job_counts", "VectorPerf", "analyze_vector",
+           "TABLE_KINDS"]
 
 def _kib_bits(kib: int) -> int:
     return kib * 1024 * 8
@@ -172,8 +194,11 @@ class JobCounts:
 
 
 @lru_cache(maxsize=65536)
-def job_counts(cfg: ArrayConfig, t: int, K: int, n: int) -> JobCounts:
-    """:class:`JobCounts` of one ``t x K x n`` job on ``cfg`` (closed form, cached)."""
+def job_counts(cfg: ArrayConfig, t: int, K: int, n: int, accumulate: bool = False,
+               emit: bool = True) -> JobCounts:
+    """:class:`JobCounts` of one ``t x K x n`` job on ``cfg`` (closed form, cached); a job of
+    a K-split chain reads its first partial sums from the bank (``accumulate``, no bias)
+    or leaves its final sums there (not ``emit``: no requantization, no outputs)."""
     R, C = cfg.rows, cfg.cols
     til = tiling(cfg, t, K, n)
     NT, KT, P = til.NT, til.KT, til.passes
@@ -188,18 +213,20 @@ def job_counts(cfg: ArrayConfig, t: int, K: int, n: int) -> JobCounts:
     tr.add("pe", "psums", reads=slots * cb, writes=slots * cb)
     # accumulator bank and the parameter registers feeding accumulate / requantize
     partial = NT * t * (KT - 1) * C * cb
-    tr.add("acc", "psums", reads=partial, writes=partial)
     vec = NT * t                                         # finished output vectors
-    params_acc = vec * C * cb + (vec * C * ms_bits if cfg.per_channel else vec * ms_bits)
+    tr.add("acc", "psums", reads=partial + accumulate * vec * C * cb,
+           writes=partial + (not emit) * vec * C * cb)
+    params_acc = (not accumulate) * vec * C * cb + emit * (
+        vec * C * ms_bits if cfg.per_channel else vec * ms_bits)
     tr.add("acc", "params", reads=params_acc, writes=NT * C * pl)
     # on-chip buffers: what the streams carry, and the output writes
     tr.add("buffer", "weights", reads=P * R * C * wb)
     tr.add("buffer", "activations", reads=NT * KT * t * R * ab)
     tr.add("buffer", "params", reads=NT * C * pl + (0 if cfg.per_channel else ms_bits))
-    tr.add("buffer", "outputs", writes=NT * t * C * ab)
+    tr.add("buffer", "outputs", writes=emit * NT * t * C * ab)
     tr.bits.setflags(write=False)
     return JobCounts(cycles=gemm_cycles(cfg, t, K, n), passes=P, slots=slots,
-                     acc_adds=NT * KT * t * C, requant_ops=NT * t * C, bits=tr.bits)
+                     acc_adds=NT * KT * t * C, requant_ops=emit * NT * t * C, bits=tr.bits)
 
 
 def analyze_layer(cfg: ArrayConfig, w: GemmWorkload, mapping: Mapping | None = None
@@ -221,8 +248,8 @@ def analyze_layer(cfg: ArrayConfig, w: GemmWorkload, mapping: Mapping | None = N
     p = plan(w, m)
     bits = np.zeros_like(Traffic().bits)
     cyc = passes = slots = adds = rq = 0
-    for (t, n), count in p.shapes:
-        jc = job_counts(cfg, t, w.K, n)
+    for (t, k, n, acc_in, emit), count in p.shapes:
+        jc = job_counts(cfg, t, k, n, acc_in, emit)
         bits += count * jc.bits
         cyc += count * jc.cycles
         passes += count * jc.passes
@@ -250,20 +277,93 @@ def analyze_layer(cfg: ArrayConfig, w: GemmWorkload, mapping: Mapping | None = N
 
 
 @dataclass(frozen=True)
+class VectorPerf:
+    """One vector-unit layer on the accelerator (see *Vector unit* above)."""
+
+    name: str
+    kind: str
+    ops: int                 # integer operations (sim.vector.VECTOR_OPS)
+    reads: int               # elements read (inputs and params)
+    writes: int              # elements written
+    lanes: int
+    cycles: int              # ceil(ops / lanes)
+    counts: dict             # VECTOR_OPS term -> occurrences (VectorWorkload.counts)
+    in_bits: tuple[int, ...]
+    out_bits: int
+    traffic: Traffic
+
+    @property
+    def macs(self) -> int:
+        return 0
+
+    @property
+    def buffer_bits(self) -> int:
+        return self.traffic.total("buffer")
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "ops": self.ops, "reads": self.reads,
+                "writes": self.writes, "lanes": self.lanes, "cycles": self.cycles,
+                "in_bits": list(self.in_bits), "out_bits": self.out_bits,
+                "buffer_bits": self.buffer_bits, "traffic_bits": self.traffic.to_dict()}
+
+
+#: vector-unit kinds that read a parameter table from DRAM (one element per output element)
+TABLE_KINDS = ("embedding", "position_embedding")
+
+
+def analyze_vector(cfg: ArrayConfig, v: VectorWorkload) -> VectorPerf:
+    """Cycles, operations and buffer traffic (bits) of one vector-unit layer on ``cfg``:
+    ``ceil(ops / vector_unit_lanes)`` cycles; inputs read at their widths (``v.in_bits``,
+    default ``a_bits``), outputs written at ``v.out_bits`` (default ``a_bits``), params at
+    ``acc_bits``; no DRAM, except the rows an embedding fetches (:data:`TABLE_KINDS`)."""
+    c = v.cost
+    lanes = cfg.vector_unit_lanes
+    in_bits = v.in_bits or (cfg.a_bits,) * len(v.in_shapes)
+    out_bits = v.out_bits or cfg.a_bits
+    tr = Traffic()
+    tr.add("buffer", "activations",
+           reads=sum(math.prod(s) * b for s, b in zip(v.in_shapes, in_bits)))
+    tr.add("buffer", "params", reads=v.params * cfg.acc_bits)
+    tr.add("buffer", "outputs", writes=c.writes * out_bits)
+    if v.kind in TABLE_KINDS:
+        fetched = c.writes * out_bits
+        tr.add("dram", "params", reads=fetched)
+        tr.add("buffer", "params", reads=fetched, writes=fetched)
+    tr.bits.setflags(write=False)
+    return VectorPerf(name=v.name, kind=v.kind, ops=c.ops, reads=c.reads, writes=c.writes,
+                      lanes=lanes, cycles=-(-c.ops // lanes), counts=v.counts(),
+                      in_bits=tuple(in_bits), out_bits=out_bits, traffic=tr)
+
+
+@dataclass(frozen=True)
 class NetworkPerf(NetworkTotals):
-    """Per-layer results and totals of a network (layers run one after another)."""
+    """Per-layer results and totals of a network (layers run one after another); the
+    vector-unit layers (``vectors``) run between them, serialized with the array."""
 
     cfg: ArrayConfig
     layers: tuple[LayerPerf, ...]
+    vectors: tuple[VectorPerf, ...] = ()
 
     @property
     def pe_count(self) -> int:
         return self.cfg.rows * self.cfg.cols
 
     @property
+    def array_cycles(self) -> int:
+        return sum(lp.cycles for lp in self.layers)
+
+    @property
+    def vector_cycles(self) -> int:
+        return sum(vp.cycles for vp in self.vectors)
+
+    @property
+    def cycles(self) -> int:
+        return self.array_cycles + self.vector_cycles
+
+    @property
     def traffic(self) -> Traffic:
         total = Traffic()
-        for lp in self.layers:
+        for lp in (*self.layers, *self.vectors):
             total = total + lp.traffic
         return total
 
@@ -282,20 +382,27 @@ class NetworkPerf(NetworkTotals):
                 "pe_slots": sum(lp.pe_slots for lp in self.layers),
                 "acc_adds": sum(lp.acc_adds for lp in self.layers),
                 "requant_ops": sum(lp.requant_ops for lp in self.layers),
+                "array_cycles": self.array_cycles, "vector_cycles": self.vector_cycles,
+                "vector_ops": sum(vp.ops for vp in self.vectors),
+                "vector_buffer_bits": sum(vp.buffer_bits for vp in self.vectors),
+                "vector_lanes": self.cfg.vector_unit_lanes,
                 "traffic_bits": self.traffic.to_dict()}
 
     def to_dict(self) -> dict:
         return {"config": self.cfg.to_dict(), "model": "analytic",
-                "layers": [lp.to_dict() for lp in self.layers], "totals": self.totals()}
+                "layers": [lp.to_dict() for lp in self.layers],
+                "vector_unit": [vp.to_dict() for vp in self.vectors], "totals": self.totals()}
 
 
 def analyze_network(cfg: ArrayConfig, gemms: Iterable[GemmWorkload] | Sequence[GemmWorkload],
-                    mapper: Callable[[ArrayConfig, GemmWorkload], Mapping] | None = None
-                    ) -> NetworkPerf:
+                    mapper: Callable[[ArrayConfig, GemmWorkload], Mapping] | None = None,
+                    vectors: Iterable[VectorWorkload] = ()) -> NetworkPerf:
     """:func:`analyze_layer` on every workload, in order, each under ``mapper(cfg, w)``
-    (``None``: the fixed nest; e.g. :func:`sim.mapper.search_mapping`)."""
+    (``None``: the fixed nest; e.g. :func:`sim.mapper.search_mapping`), and
+    :func:`analyze_vector` on every vector-unit workload."""
     layers = tuple(analyze_layer(cfg, g, None if mapper is None else mapper(cfg, g))
                    for g in gemms)
     if not layers:
         raise ValueError("analyze_network: no layers")
-    return NetworkPerf(cfg=cfg, layers=layers)
+    return NetworkPerf(cfg=cfg, layers=layers,
+                       vectors=tuple(analyze_vector(cfg, v) for v in vectors))

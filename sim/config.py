@@ -28,7 +28,10 @@ _RANGES = {
     "weight_buffer_kib": (1, 1 << 20),
     "act_buffer_kib": (1, 1 << 20),
     "out_buffer_kib": (1, 1 << 20),
+    "vector_lanes": (0, 4096),
 }
+#: what a field's value means beyond its range (appended to the ValueError)
+_WHY = {"vector_lanes": "0 = one lane per array column"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,12 @@ class ArrayConfig:
         Width of the job-dimension counters in the RTL: ``T, K, N < 2**dim_bits``.
     weight_buffer_kib, act_buffer_kib, out_buffer_kib : int
         On-chip buffer capacities used by the analytic traffic/energy model.
+    vector_lanes : int
+        Lanes of the vector unit that runs the non-GEMM ops of integer networks
+        (LayerNorm, softmax, GELU/SiLU tables, residual adds, pooling): integer
+        operations per cycle. 0 (default) = ``cols``, one lane per array column (the
+        width of the requantizer's output). In [0, 4096]. Not part of the RTL (the
+        analytic and energy models only; :meth:`rtl_key` ignores it).
     """
 
     rows: int = 4
@@ -76,6 +85,7 @@ class ArrayConfig:
     weight_buffer_kib: int = 64
     act_buffer_kib: int = 64
     out_buffer_kib: int = 64
+    vector_lanes: int = 0
 
     def __post_init__(self):
         # numpy scalars (e.g. from sweeps over np.arange) become plain Python values
@@ -86,7 +96,7 @@ class ArrayConfig:
         for name in _BOOL_FIELDS:
             check_bool("ArrayConfig", name, getattr(self, name))
         for name, (lo, hi) in _RANGES.items():
-            check_int("ArrayConfig", name, getattr(self, name), lo, hi)
+            check_int("ArrayConfig", name, getattr(self, name), lo, hi, _WHY.get(name, ""))
         check_acc_bits("ArrayConfig", self.w_bits, self.a_bits, self.acc_bits, self.mult_bits)
 
     # ---- integer ranges -------------------------------------------------------------
@@ -113,6 +123,11 @@ class ArrayConfig:
         return 0, (1 << self.mult_bits) - 1
 
     @property
+    def vector_unit_lanes(self) -> int:
+        """Lanes of the vector unit: ``vector_lanes``, or ``cols`` when it is 0."""
+        return self.vector_lanes or self.cols
+
+    @property
     def max_dim(self) -> int:
         """Largest T, K or N one job may have."""
         return (1 << self.dim_bits) - 1
@@ -134,8 +149,10 @@ class ArrayConfig:
         return cls(**data)
 
     def rtl_key(self) -> str:
-        """Short stable hash of the fields that change the generated RTL (build caching)."""
-        rtl = {k: v for k, v in self.to_dict().items() if not k.endswith("_kib")}
+        """Short stable hash of the fields that change the generated RTL (build caching):
+        not the buffer sizes nor the vector unit, which only the models see."""
+        rtl = {k: v for k, v in self.to_dict().items()
+               if not k.endswith("_kib") and not k.startswith("vector_")}
         return hashlib.sha256(json.dumps(rtl, sort_keys=True).encode()).hexdigest()[:12]
 
     def tag(self) -> str:

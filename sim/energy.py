@@ -26,6 +26,11 @@ bits each) with every output tile's params beat — DRAM fetch, weight-buffer wr
 parameter FIFO / per-lane requantizer registers, and a per-lane ``(M, S)`` read for every
 requantized vector — instead of one ``(M, S)`` per job latched with ``cmd``.
 :func:`per_channel_terms` names the terms.
+
+The vector unit (:func:`vector_energy`, category ``vector``) prices each layer's integer
+operations by class (:data:`VECTOR_OP_MIX`: multiplies, adds / compares, shifts, divisions,
+table reads, at the lane width ``acc_bits``) plus a result register per operation and its
+buffer reads and writes (:func:`sim.analytic.analyze_vector`).
 """
 
 from __future__ import annotations
@@ -44,7 +49,8 @@ __all__ = ["EnergyTable", "EnergyTableError", "LayerCounts", "EnergyBreakdown", 
            "default_table", "layer_energy", "network_energy", "per_channel_terms", "CATEGORIES",
            "category_of", "S_BITS", "DEFAULT_TABLE_PATH", "TABLE_FORMAT", "TABLE_VERSION",
            "requant_op_pj", "acc_bank_bit_pj", "buffer_bytes", "table_from_dict",
-           "counts_from_perf", "workloads_energy", "extrapolated_buffers"]
+           "counts_from_perf", "workloads_energy", "extrapolated_buffers", "VECTOR_OP_MIX",
+           "vector_op_pj", "vector_energy"]
 
 DEFAULT_TABLE_PATH = pathlib.Path(__file__).with_name("data") / "energy_horowitz45.json"
 #: the table file's ``format`` and the one ``version`` this reader supports (both optional
@@ -56,7 +62,8 @@ TABLE_VERSION = 1
 S_BITS = 6
 
 #: plotting / reporting categories, in stacking order
-CATEGORIES = ("mac", "pe_regs", "accumulator", "requant", "buffers", "params", "dram")
+CATEGORIES = ("mac", "pe_regs", "accumulator", "requant", "buffers", "params", "dram",
+              "vector")
 
 
 class EnergyTableError(ValueError):
@@ -316,7 +323,7 @@ class EnergyBreakdown:
 def category_of(term: str) -> str:
     head = term.split(".", 1)[0]
     return {"mac": "mac", "pe": "pe_regs", "acc": "accumulator", "requant": "requant",
-            "buffer": "buffers", "params": "params", "dram": "dram"}[head]
+            "buffer": "buffers", "params": "params", "dram": "dram", "vector": "vector"}[head]
 
 
 def buffer_bytes(cfg: ArrayConfig, operand: str) -> int:
@@ -349,6 +356,91 @@ def requant_op_pj(cfg: ArrayConfig, table: EnergyTable) -> dict[str, float]:
         # the two pipeline registers (acc_bits + product) and the output register
         "requant.regs": (2 * cfg.acc_bits + cfg.mult_bits + cfg.a_bits) * table.register_bit,
     }
+
+
+# ---- the vector unit ----------------------------------------------------------------------
+
+#: per :data:`sim.vector.VECTOR_OPS` term of each kind, its operations by class (they sum
+#: to the VECTOR_OPS count; read from the integer kernels of :mod:`sim.vector`):
+#: ``mult`` a lane multiply, ``add`` an add / subtract / compare / min / max / abs / clamp,
+#: ``shift`` a barrel shift, ``div`` an integer division (softmax's ``2^31 // sum``,
+#: LayerNorm's ``// (N std)`` and the integer-Newton square root), ``lut`` a table read,
+#: ``copy`` a move (an embedding row element fetched to the lane, a selected token; only
+#: its result register, ``vector.regs``).
+VECTOR_OP_MIX = {
+    "lut": {"per_element": {"lut": 1}},
+    # (a - z_a) M_a + (b - z_b) M_b, + R, >> S, + z_y and clamp
+    "add": {"per_element": {"mult": 2, "add": 4, "shift": 1}},
+    "relu": {"per_element": {"add": 1}},
+    "maxpool2d": {"per_window": {"add": 1}},
+    # window sum, then the requantizer's multiply, + R, >> S, clamp
+    "avgpool2d": {"per_window": {"add": 1}, "per_output": {"mult": 1, "add": 2, "shift": 1}},
+    "global_avgpool": {"per_window": {"add": 1},
+                       "per_output": {"mult": 1, "add": 2, "shift": 1}},
+    # row max, - max, grid shift, z = -q // ln2 (a multiply by the constant's reciprocal),
+    # p = q + z ln2, the exp polynomial (add, square, add), >> z, row sum, e * factor, + R,
+    # >> shift, clamp; per row the division 2^31 // sum and its guard
+    "softmax": {"per_element": {"mult": 4, "add": 9, "shift": 3},
+                "per_row": {"div": 1, "add": 1}},
+    # grid shift, |q|, min, the erf polynomial (add, square, add), sign, + 1, x * (..),
+    # requantize (multiply, + R, >> S, clamp)
+    "gelu": {"per_element": {"mult": 4, "add": 8, "shift": 2}},
+    # row sum, - mean, c^2, sum, N c - d, << , // (N std), * gamma, + beta, requantize;
+    # per row 32 integer-Newton steps (division, add, shift) and 3 more adds
+    "layernorm": {"per_element": {"mult": 4, "add": 7, "shift": 2, "div": 1},
+                  "per_row": {"div": 32, "add": 35, "shift": 32}},
+    "embedding": {"per_element": {"copy": 1}},
+    "position_embedding": {"per_element": {"copy": 1}},
+    "select": {"per_element": {"copy": 1}},
+    # masked sum (multiply by the 0/1 mask, add) per input; per output: multiply, + n R,
+    # division by the token count, + z_y, clamp
+    "mean": {"per_window": {"mult": 1, "add": 1},
+             "per_output": {"mult": 1, "add": 3, "div": 1}},
+}
+
+
+def vector_op_pj(cfg: ArrayConfig, table: EnergyTable, in_bits: int = 8,
+                 out_bits: int = 8) -> dict[str, float]:
+    """Energy (pJ) of one vector-unit operation of each class on ``cfg``'s lanes, which
+    are ``acc_bits`` wide like the accumulators: ``mult`` a ``mult_bits x acc_bits``
+    multiply (the requantizer's), ``add`` an ``acc_bits`` add, ``shift`` an
+    ``S_BITS``-stage barrel shifter, ``div`` ``acc_bits`` subtract steps (restoring
+    division), ``lut`` an ``out_bits`` read of a ``2^in_bits``-entry table (SRAM law,
+    never below a register), ``copy`` nothing beyond ``regs``, the ``acc_bits`` result
+    register every operation writes."""
+    b = cfg.acc_bits
+    lut_bytes = (1 << in_bits) * out_bits / 8.0
+    return {"mult": table.mult_pj(b, cfg.mult_bits), "add": table.add_pj(b),
+            "shift": S_BITS * b * table.mux2_bit_pj(), "div": b * table.add_pj(b),
+            "lut": out_bits * max(table.register_bit, table.sram_bit_pj(lut_bytes)),
+            "copy": 0.0,
+            "regs": b * table.register_bit}
+
+
+def vector_energy(cfg: ArrayConfig, vp, table: EnergyTable | None = None) -> EnergyBreakdown:
+    """Energy terms (pJ) of one vector-unit layer (a ``sim.analytic.VectorPerf``):
+    ``vector.<class>`` for its operations by :data:`VECTOR_OP_MIX`, ``vector.regs`` (one
+    result register per operation), ``vector.buffer`` and ``vector.dram`` (its buffer
+    and DRAM reads and writes, priced as the array's). ``ValueError`` for a kind without
+    an operation mix."""
+    t = table if table is not None else default_table()
+    if vp.kind not in VECTOR_OP_MIX:
+        raise ValueError(f"vector-unit layer {vp.name!r}: no operation mix for kind "
+                         f"{vp.kind!r} in sim.energy.VECTOR_OP_MIX (known: "
+                         f"{sorted(VECTOR_OP_MIX)})")
+    pj = vector_op_pj(cfg, t, vp.in_bits[0], vp.out_bits)
+    n = dict.fromkeys(("mult", "add", "shift", "div", "lut", "copy"), 0)
+    for term, mix in VECTOR_OP_MIX[vp.kind].items():
+        for cls, k in mix.items():
+            n[cls] += k * vp.counts[term]
+    terms = {f"vector.{cls}": count * pj[cls] for cls, count in n.items() if cls != "copy"}
+    terms["vector.regs"] = vp.ops * pj["regs"]
+    for level in ("buffer", "dram"):
+        terms[f"vector.{level}"] = sum(
+            vp.traffic.reads(level, op) * _level_bit_pj(cfg, t, level, op, False)
+            + vp.traffic.writes(level, op) * _level_bit_pj(cfg, t, level, op, True)
+            for op in OPERANDS)
+    return EnergyBreakdown(name=vp.name, terms=terms, cycles=vp.cycles, macs=0)
 
 
 def extrapolated_buffers(cfg: ArrayConfig, table: EnergyTable) -> list[str]:
@@ -431,12 +523,16 @@ def counts_from_perf(lp) -> LayerCounts:
 
 
 def workloads_energy(cfg: ArrayConfig, workloads, table: EnergyTable | None = None,
-                     mapper=None):
-    """Analytic model + energy model for a list of ``GemmWorkload``:
-    ``(NetworkPerf, per-layer breakdowns, total breakdown)``. ``mapper(cfg, w)``: each
-    layer's mapping (``None``: the fixed nest), as in :func:`.analytic.analyze_network`."""
+                     mapper=None, vectors=()):
+    """Analytic model + energy model for a list of ``GemmWorkload`` (and of vector-unit
+    ``VectorWorkload`` s): ``(NetworkPerf, per-layer breakdowns, total breakdown)``, the
+    vector layers' breakdowns after the GEMM layers'. ``mapper(cfg, w)``: each layer's
+    mapping (``None``: the fixed nest), as in :func:`.analytic.analyze_network`."""
     from .analytic import analyze_network
 
-    perf = analyze_network(cfg, workloads, mapper)
+    perf = analyze_network(cfg, workloads, mapper, vectors)
     per, total = network_energy(cfg, [counts_from_perf(lp) for lp in perf.layers], table)
+    for vp in perf.vectors:
+        per.append(vector_energy(cfg, vp, table))
+        total = total + per[-1]
     return perf, per, total

@@ -28,10 +28,11 @@ from .vector import (
     i_layernorm,
     i_mean,
     i_softmax,
-    layer_vector_cost,
 )
+from .workload import VectorWorkload
 
-__all__ = ["RunResult", "im2col", "layer_gemms", "matmul_gemms", "vector_costs", "run_layer",
+__all__ = ["RunResult", "im2col", "layer_gemms", "matmul_gemms", "vector_costs",
+           "vector_workloads", "run_layer",
            "run", "run_float", "network_inputs", "sample_inputs"]
 
 
@@ -374,10 +375,10 @@ def run_float(net: IntNetwork, x) -> np.ndarray:
     return net.output_q.dequantize(y)
 
 
-def vector_costs(net: IntNetwork, x_int, *, mask=None) -> list[tuple[str, str, VectorCost]]:
-    """``(layer name, kind, VectorCost)`` of every vector-unit layer of ``net`` (tables,
-    adds, pooling, softmax, LayerNorm) on input ``x_int``, from the shapes of a traced run
-    and :data:`sim.vector.VECTOR_OPS`."""
+def vector_workloads(net: IntNetwork, x_int, *, mask=None) -> list[VectorWorkload]:
+    """The :class:`~sim.workload.VectorWorkload` of every vector-unit layer of ``net``
+    (tables, adds, pooling, softmax, LayerNorm, ...; kinds in :data:`sim.vector.VECTOR_OPS`)
+    on input ``x_int``: shapes of a traced run, each tensor's width (a mask: 1 bit)."""
     res = run(net, x_int, trace=True, mask=mask)
     xs = network_inputs(net, x_int, mask)
     out = []
@@ -392,6 +393,14 @@ def vector_costs(net: IntNetwork, x_int, *, mask=None) -> list[tuple[str, str, V
         if layer.kind == "mean":
             window = int(shapes[0][layer.axis])
         params = 2 * layer.weight.size if layer.kind == "layernorm" else 0
-        out.append((layer.name, layer.kind,
-                    layer_vector_cost(layer.kind, shapes, y.shape, window, params)))
+        bits = tuple(1 if j < 0 and net.inputs[-j - 1].kind == "mask" else q.bits
+                     for j, q in zip(layer.inputs, layer.in_q))
+        out.append(VectorWorkload(layer.name, layer.kind, tuple(shapes), y.shape, window,
+                                  params, in_bits=bits, out_bits=layer.out_q.bits))
     return out
+
+
+def vector_costs(net: IntNetwork, x_int, *, mask=None) -> list[tuple[str, str, VectorCost]]:
+    """``(layer name, kind, VectorCost)`` of every vector-unit layer of ``net`` on input
+    ``x_int`` (:func:`vector_workloads`, counted by :func:`sim.vector.layer_vector_cost`)."""
+    return [(v.name, v.kind, v.cost) for v in vector_workloads(net, x_int, mask=mask)]

@@ -6,17 +6,25 @@ run back to back. Convolutions are lowered by im2col (``T`` = output pixels time
 convolution is ``repeat = groups`` per-group jobs; attention matmuls are ``repeat =
 batch * heads`` jobs. The optional :class:`ConvGeometry` keeps the source layer's shape so
 traffic models can count the input feature map (not its im2col expansion) in DRAM.
+
+A :class:`VectorWorkload` is one non-GEMM op of an integer network (LayerNorm, softmax,
+GELU/SiLU table, residual add, pooling) on the vector unit: its kind (a key of
+:data:`sim.vector.VECTOR_OPS`), input and output shapes and bit-widths.
+:func:`sim.executor.vector_workloads` reads them off a traced run of an integer network;
+``qaccel.networks.bert`` describes BERT-base's.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .validate import check_choice, check_int, fail
+from .vector import VECTOR_OPS, VectorCost, layer_vector_cost
 
 __all__ = ["ConvGeometry", "GemmWorkload", "NetworkTotals", "OP_KINDS", "conv_out_size",
-           "conv_workload", "linear_workload", "matmul_workload"]
+           "conv_workload", "linear_workload", "matmul_workload", "VectorWorkload"]
 
 #: op kinds a workload may carry (informational; the accelerator runs every one as GEMMs)
 OP_KINDS = ("gemm", "conv2d", "depthwise", "linear", "matmul")
@@ -202,6 +210,84 @@ def matmul_workload(name: str, T: int, K: int, N: int, repeat: int = 1) -> GemmW
     """An activation x activation matmul (e.g. attention's ``Q K^T`` and ``P V``), ``repeat``
     times (batch x heads). The right operand plays the weight role on the array."""
     return GemmWorkload(name=name, T=T, K=K, N=N, repeat=repeat, op="matmul")
+
+
+def _shape(owner: str, name: str, value) -> tuple[int, ...]:
+    if not isinstance(value, tuple | list) or not value:
+        raise fail(owner, name, "a non-empty tuple of positive ints", value)
+    return tuple(check_int(owner, name, v, 1) for v in value)
+
+
+@dataclass(frozen=True)
+class VectorWorkload:
+    """One vector-unit op: ``kind`` (a key of :data:`sim.vector.VECTOR_OPS`) on inputs of
+    ``in_shapes`` giving ``out_shape`` (batch included); ``window`` input elements per
+    pooled output, ``params`` parameter elements read (LayerNorm's gamma and beta).
+
+    ``in_bits`` (one per input) and ``out_bits`` are the tensors' widths; empty / 0: the
+    array's ``a_bits`` (a network described by shapes only, e.g. BERT-base). Its counts
+    are :func:`sim.vector.layer_vector_cost`'s, which the executor's
+    :func:`~sim.executor.vector_costs` reports for a run.
+    """
+
+    name: str
+    kind: str
+    in_shapes: tuple[tuple[int, ...], ...]
+    out_shape: tuple[int, ...]
+    window: int = 1
+    params: int = 0
+    in_bits: tuple[int, ...] = ()
+    out_bits: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise fail("VectorWorkload", "name", "a non-empty string", self.name)
+        owner = f"VectorWorkload({self.name!r})"
+        check_choice(owner, "kind", self.kind, tuple(VECTOR_OPS))
+        if not isinstance(self.in_shapes, tuple | list) or not self.in_shapes:
+            raise fail(owner, "in_shapes", "a non-empty tuple of shapes", self.in_shapes)
+        object.__setattr__(self, "in_shapes",
+                           tuple(_shape(owner, "in_shapes", s) for s in self.in_shapes))
+        object.__setattr__(self, "out_shape", _shape(owner, "out_shape", self.out_shape))
+        object.__setattr__(self, "window", check_int(owner, "window", self.window, 1))
+        object.__setattr__(self, "params", check_int(owner, "params", self.params, 0))
+        bits = tuple(check_int(owner, "in_bits", b, 1, 64) for b in self.in_bits)
+        if bits and len(bits) != len(self.in_shapes):
+            raise fail(owner, "in_bits", f"one width per input ({len(self.in_shapes)}) or "
+                       "empty", self.in_bits)
+        object.__setattr__(self, "in_bits", bits)
+        object.__setattr__(self, "out_bits", check_int(owner, "out_bits", self.out_bits, 0, 64))
+
+    @property
+    def cost(self) -> VectorCost:
+        """Operations and elements read / written (:func:`sim.vector.layer_vector_cost`)."""
+        return layer_vector_cost(self.kind, list(self.in_shapes), self.out_shape,
+                                 self.window, self.params)
+
+    @property
+    def elements(self) -> int:
+        """Output elements."""
+        return math.prod(self.out_shape)
+
+    @property
+    def rows(self) -> int:
+        """Rows of the last axis (softmax / LayerNorm normalise each row)."""
+        return self.elements // self.out_shape[-1]
+
+    def counts(self) -> dict[str, int]:
+        """How often each :data:`~sim.vector.VECTOR_OPS` term occurs: ``per_element`` and
+        ``per_output`` per output element, ``per_row`` per row, ``per_window`` per input
+        element of every pooling window."""
+        n = self.elements
+        return {"per_element": n, "per_output": n, "per_row": self.rows,
+                "per_window": self.window * n}
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind,
+                "in_shapes": [list(s) for s in self.in_shapes],
+                "out_shape": list(self.out_shape), "window": self.window,
+                "params": self.params, "in_bits": list(self.in_bits),
+                "out_bits": self.out_bits}
 
 
 class NetworkTotals:

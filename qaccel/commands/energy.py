@@ -9,6 +9,9 @@ analytic model (:mod:`sim.analytic`) and the energies from :mod:`sim.energy` (de
 table: Horowitz, ISSCC 2014, 45 nm). ``--plot`` sweeps bit-widths (``--sweep``, default
 W8A8, W8A4, W4A8, W4A4, W2A8) x per-tensor / per-channel on the same array and draws the
 stacked energy breakdown, the latency and (with ``--area``) the synthesized area.
+The vector unit's layers (``--int-network`` files, ``bert_base``: softmax, LayerNorm, GELU,
+residual adds, pooling) are listed after the array's, with their operations, cycles and
+energy (category ``vector``, :func:`sim.energy.vector_energy`), and counted in the totals.
 """
 
 from __future__ import annotations
@@ -23,7 +26,15 @@ from qaccel.sim.config import ArrayConfig
 from qaccel.sim.energy import CATEGORIES, load_table
 
 from .options import input_file, output_file, positive_float
-from .perf import add_perf_options, layer_configs, mapping_mode, perf_config, perf_workloads
+from .perf import (
+    add_perf_options,
+    csv_fields,
+    layer_configs,
+    mapping_mode,
+    perf_config,
+    perf_vector_workloads,
+    perf_workloads,
+)
 from .reports import write_csv, write_json
 
 DEFAULT_SWEEP = ("W8A8", "W8A4", "W4A8", "W4A4", "W2A8")
@@ -81,14 +92,17 @@ def _plot_file(value: str) -> pathlib.Path:
 
 
 def sweep(cfg: ArrayConfig, gemms, table, bitwidths, *, area: bool = False,
-          source: str = "", mapping: str = "fixed", objective: str = "energy") -> list[dict]:
+          source: str = "", mapping: str = "fixed", objective: str = "energy",
+          vectors=None) -> list[dict]:
     """Energy (and optionally area) for every ``(w_bits, a_bits)`` x per-tensor/per-channel
     on ``cfg``'s array, each layer mapped per ``mapping`` / ``objective``
-    (:func:`qaccel.flow.network_energy_report`). One row per point."""
+    (:func:`qaccel.flow.network_energy_report`). ``vectors(config)``: the vector-unit
+    layers at that point (``None``: none). One row per point."""
     out = []
     for w, a, pc, c in sweep_configs(cfg, bitwidths):
         rep = network_energy_report(c, gemms, table, source, mapping=mapping,
-                                    objective=objective)
+                                    objective=objective,
+                                    vectors=() if vectors is None else vectors(c))
         row = {"label": f"W{w}A{a}", "w_bits": w, "a_bits": a,
                "scaling": "per-channel" if pc else "per-tensor", "tag": c.tag(),
                "cycles": rep["total"]["cycles"], "macs": rep["total"]["macs"],
@@ -96,7 +110,8 @@ def sweep(cfg: ArrayConfig, gemms, table, bitwidths, *, area: bool = False,
                "categories_pj": rep["total"]["categories_pj"],
                "params_pj": sum(v for k, v in rep["total"]["terms_pj"].items()
                                 if k.startswith("params.")),
-               "params_dram_pj": rep["total"]["terms_pj"]["params.dram"]}
+               "params_dram_pj": rep["total"]["terms_pj"]["params.dram"],
+               "vector_pj": rep["total"]["categories_pj"]["vector"]}
         if area:
             from qaccel.synth import area_report
 
@@ -118,7 +133,7 @@ def render(rep: dict, clock_mhz: float) -> str:
            f"{cfg['act_buffer_kib']}/{cfg['out_buffer_kib']} KiB; energy table "
            f"{rep['table']['name']} ({rep['table']['path']})"]
     short = {"mac": "mac", "pe_regs": "pe_reg", "accumulator": "accum", "requant": "requant",
-             "buffers": "buffers", "params": "params", "dram": "dram"}
+             "buffers": "buffers", "params": "params", "dram": "dram", "vector": "vector"}
     hdr = (f"{'layer':<22} {'cycles':>11} {'MACs':>13} {'energy':>11} {'pJ/MAC':>7} "
            + " ".join(f"{short[c] + '%':>8}" for c in CATEGORIES))
     out += [hdr, "-" * len(hdr)]
@@ -128,6 +143,7 @@ def render(rep: dict, clock_mhz: float) -> str:
                    f"{_fmt_pj(L['total_pj']):>11} {L['total_pj'] / max(L['macs'], 1):>7.2f} "
                    + " ".join(f"{100 * L['categories_pj'][c] / tot:>8.1f}" for c in CATEGORIES))
     out.append("-" * len(hdr))
+    out += render_vector(rep)
     t = rep["total"]
     ms = t["cycles"] / (clock_mhz * 1e3)
     out.append(f"total: {len(rep['layers'])} layers, {t['cycles']:,} cycles "
@@ -153,6 +169,34 @@ def render(rep: dict, clock_mhz: float) -> str:
     return "\n".join(out)
 
 
+def render_vector(rep: dict) -> list[str]:
+    """The vector unit's rows (operations, cycles, energy by class) and its share of the
+    total; empty without vector layers."""
+    rows = rep.get("vector_unit") or []
+    if not rows:
+        return []
+    t = rep["total"]
+    classes = ("mult", "add", "shift", "div", "lut", "regs", "buffer", "dram")
+    hdr = (f"{'vector-unit layer':<22} {'kind':<10} {'ops':>12} {'cycles':>10} "
+           f"{'energy':>11} {'pJ/op':>6} " + " ".join(f"{c + '%':>7}" for c in classes))
+    out = ["", f"vector unit: {rows[0]['lanes']} lanes, serialized with the array "
+               "(docs/energy.md#vector-unit)", hdr, "-" * len(hdr)]
+    for r in rows:
+        tot = r["total_pj"] or 1.0
+        out.append(f"{r['name'][:22]:<22} {r['kind']:<10} {r['ops']:>12,} {r['cycles']:>10,} "
+                   f"{_fmt_pj(r['total_pj']):>11} {r['total_pj'] / max(r['ops'], 1):>6.2f} "
+                   + " ".join(f"{100 * r['terms_pj'][f'vector.{c}'] / tot:>7.1f}"
+                              for c in classes))
+    out.append("-" * len(hdr))
+    e = t["categories_pj"]["vector"]
+    cyc = sum(r["cycles"] for r in rows)
+    out.append(f"vector unit total: {len(rows)} layers, {sum(r['ops'] for r in rows):,} ops, "
+               f"{cyc:,} cycles ({100 * cyc / t['cycles']:.1f} % of all), energy "
+               f"{_fmt_pj(e)} = {100 * e / t['total_pj']:.2f} % of the total; without it "
+               f"{_fmt_pj(t['total_pj'] - e)}")
+    return out
+
+
 def render_area(summary: dict) -> str:
     keys = [k for k in summary if not k.endswith("_source")]
     return "area (yosys generic synthesis): " + ", ".join(
@@ -162,13 +206,13 @@ def render_area(summary: dict) -> str:
 
 def render_sweep(rows: list[dict]) -> str:
     hdr = (f"{'config':<8} {'scaling':<12} {'cycles':>12} {'energy':>11} {'pJ/MAC':>7} "
-           f"{'params':>10} {'datapath tr.':>13}")
+           f"{'params':>10} {'vector':>10} {'datapath tr.':>13}")
     out = [hdr, "-" * len(hdr)]
     for r in rows:
         area = r.get("area", {}).get("datapath_transistors")
         out.append(f"{r['label']:<8} {r['scaling']:<12} {r['cycles']:>12,} "
                    f"{_fmt_pj(r['total_pj']):>11} {r['total_pj'] / r['macs']:>7.3f} "
-                   f"{_fmt_pj(r['params_pj']):>10} "
+                   f"{_fmt_pj(r['params_pj']):>10} {_fmt_pj(r['vector_pj']):>10} "
                    f"{'-' if area is None else f'{area:,.0f}':>13}")
     return "\n".join(out)
 
@@ -184,7 +228,8 @@ def run(args: argparse.Namespace) -> int:
     mode = mapping_mode(args)
     rep = network_energy_report(cfg, gemms, table, source, rows,
                                 layer_cfgs=layer_configs(args, cfg), mapping=mode,
-                                objective=args.objective)
+                                objective=args.objective,
+                                vectors=perf_vector_workloads(args, cfg))
     print(render(rep, args.clock_mhz))
     if args.area:
         from qaccel.synth import area_report
@@ -193,7 +238,8 @@ def run(args: argparse.Namespace) -> int:
         print(render_area(rep["area"]["summary"]))
     if args.plot or args.sweep is not None:
         rows_sw = sweep(cfg, gemms, table, bitwidths, area=args.area, source=source,
-                        mapping=mode, objective=args.objective)
+                        mapping=mode, objective=args.objective,
+                        vectors=lambda c: perf_vector_workloads(args, c))
         rep["sweep"] = rows_sw
         print()
         print(render_sweep(rows_sw))
@@ -213,11 +259,19 @@ def run(args: argparse.Namespace) -> int:
                   + [f"{c}_pj" for c in CATEGORIES] + [f"{t}_pj" for t in terms])
         rows = []
         for L in rep["layers"]:
-            row = {k: L[k] for k in fields[:9]}
+            row = {"unit": "array", **{k: L[k] for k in fields[:9]}}
             row.update({f"{c}_pj": L["categories_pj"][c] for c in CATEGORIES})
             row.update({f"{t}_pj": L["terms_pj"].get(t, 0.0) for t in terms})
             rows.append(row)
-        write_csv(args.csv, rows, fields)
+        vterms = sorted({k for V in rep["vector_unit"] for k in V["terms_pj"]})
+        for V in rep["vector_unit"]:
+            row = {"unit": "vector", "name": V["name"], "op": V["kind"],
+                   "cycles": V["cycles"], "macs": 0, "total_pj": V["total_pj"], "ops": V["ops"],
+                   "reads": V["reads"], "writes": V["writes"], "buffer_bits": V["buffer_bits"]}
+            row.update({f"{c}_pj": V["total_pj"] if c == "vector" else 0.0 for c in CATEGORIES})
+            row.update({f"{t}_pj": V["terms_pj"][t] for t in vterms})
+            rows.append(row)
+        write_csv(args.csv, rows, ["unit"] + [f for f in csv_fields(rows) if f != "unit"])
     return 0
 
 

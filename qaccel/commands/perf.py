@@ -7,6 +7,9 @@
 Without ``--scalesim-compat`` the analytic model of our weight-stationary RTL
 (:mod:`sim.analytic`, cycle-exact with the cycle model) runs; with it, SCALE-Sim 3.0.0's
 conventions (:mod:`sim.scalesim_compat`) and its ws / os / is dataflows.
+The non-GEMM ops of ``--int-network`` files and of ``--network bert_base`` (softmax,
+LayerNorm, GELU, residual adds, pooling) run on the vector unit (``--vector-lanes``), listed
+after the array's layers and counted in the totals (:func:`sim.analytic.analyze_vector`).
 The option helpers here (:func:`add_perf_options`, :func:`perf_config`,
 :func:`perf_workloads`) are reused by commands that take the same inputs.
 """
@@ -15,10 +18,10 @@ from __future__ import annotations
 
 import argparse
 
-from qaccel.sim.analytic import LEVELS, OPERANDS, NetworkPerf, analyze_layer
+from qaccel.sim.analytic import LEVELS, OPERANDS, NetworkPerf, analyze_layer, analyze_vector
 from qaccel.sim.mapper import MAPPINGS, OBJECTIVES, choose_mapping
 from qaccel.sim.scalesim_compat import DATAFLOWS, CompatNetwork, compat_network
-from qaccel.sim.workload import GemmWorkload
+from qaccel.sim.workload import GemmWorkload, VectorWorkload
 
 from .options import (
     add_array_options,
@@ -61,6 +64,11 @@ def add_perf_options(p: argparse.ArgumentParser) -> None:
                        ("out", "outputs")):
         buf.add_argument(f"--{name}-buffer-kib", type=int, default=64, metavar="KIB",
                          help=f"{what} buffer size in KiB")
+    vec = p.add_argument_group("vector unit (softmax, LayerNorm, GELU, adds, pooling)")
+    vec.add_argument("--vector-lanes", type=int, default=0, metavar="N",
+                     help="integer operations per cycle of the vector unit that runs the "
+                          "non-GEMM ops of --int-network files and bert_base (default: 0 = "
+                          "one lane per array column)")
     mp = p.add_argument_group("mapping (tiling, loop order, residency per layer)")
     mp.add_argument("--mapping", choices=MAPPINGS, default=None,
                     help="search: the best mapping per layer (sim.mapper); fixed: the one "
@@ -80,7 +88,8 @@ def perf_config(args: argparse.Namespace):
     cfg = config_from_args(args).replace(weight_buffer_kib=args.weight_buffer_kib,
                                          act_buffer_kib=args.act_buffer_kib,
                                          out_buffer_kib=args.out_buffer_kib,
-                                         dim_bits=args.dim_bits)
+                                         dim_bits=args.dim_bits,
+                                         vector_lanes=args.vector_lanes)
     net = int_network(args)
     if net is not None:
         from qaccel.flow import hardware_config
@@ -144,6 +153,24 @@ def perf_workloads(args: argparse.Namespace) -> tuple[str, list[GemmWorkload], d
     return args.network, network_workloads(args.network, method=args.method, **kw), {}
 
 
+def perf_vector_workloads(args: argparse.Namespace, cfg) -> list[VectorWorkload]:
+    """The vector-unit layers of the workload: an ``--int-network`` file's (its own shapes
+    and widths on one sample input, :func:`sim.executor.vector_workloads`), ``bert_base``'s
+    (:func:`qaccel.networks.bert.bert_vector_workloads` at ``cfg.a_bits``); none for the
+    other shipped networks (their pooling and residual adds are not described) and for
+    topology files (GEMMs only)."""
+    net = int_network(args)
+    if net is not None:
+        from qaccel.sim.executor import sample_inputs, vector_workloads
+
+        return vector_workloads(net, sample_inputs(net))
+    if args.topology is None and args.network == "bert_base":
+        from qaccel.networks.bert import bert_vector_workloads
+
+        return bert_vector_workloads(args.batch, args.seq_len or 128, a_bits=cfg.a_bits)
+    return []
+
+
 def mapping_mode(args: argparse.Namespace) -> str:
     """``--mapping`` resolved: ``search`` unless given (``fixed`` in compat mode, whose
     SCALE-Sim folds are a fixed nest; ``--mapping search`` with it is an error)."""
@@ -173,7 +200,8 @@ def analyze(args: argparse.Namespace) -> tuple[str, NetworkPerf | CompatNetwork]
             layers.append(analyze_layer(c, g, choose_mapping(c, g, mode, args.objective)))
         except ValueError as exc:
             raise ValueError(f"{_where(source, rows, g.name)}: {exc}") from None
-    return source, NetworkPerf(cfg=cfg, layers=tuple(layers))
+    vectors = tuple(analyze_vector(cfg, v) for v in perf_vector_workloads(args, cfg))
+    return source, NetworkPerf(cfg=cfg, layers=tuple(layers), vectors=vectors)
 
 
 def _fmt_bits(bits: int) -> str:
@@ -184,15 +212,23 @@ def _fmt_bits(bits: int) -> str:
 
 
 def table_rows(result: NetworkPerf | CompatNetwork) -> list[dict]:
-    """Flat per-layer rows (the CSV)."""
+    """Flat per-layer rows (the CSV): the array's layers (``unit`` ``array``), then the
+    vector unit's (``unit`` ``vector``, ``op`` its kind)."""
     rows = []
     if isinstance(result, CompatNetwork):
         for lp in result.layers:
             rows.append(lp.to_dict())
         return rows
-    for lp in result.layers:
-        row = {k: v for k, v in lp.to_dict().items() if k != "traffic_bits"}
-        row["mapping"] = lp.mapping.label()
+    units = [("array", lp) for lp in result.layers] + [("vector", vp)
+                                                         for vp in result.vectors]
+    for unit, lp in units:
+        row = {"unit": unit}
+        row.update({k: v for k, v in lp.to_dict().items() if k != "traffic_bits"})
+        if unit == "array":
+            row["mapping"] = lp.mapping.label()
+        else:
+            row["op"] = row.pop("kind")
+            row["in_bits"] = "/".join(map(str, row["in_bits"]))
         for lv in LEVELS:
             for op in OPERANDS:
                 acc = lp.traffic[lv, op]
@@ -200,6 +236,34 @@ def table_rows(result: NetworkPerf | CompatNetwork) -> list[dict]:
                 row[f"{lv}_{op}_writes_bits"] = acc.writes
         rows.append(row)
     return rows
+
+
+def csv_fields(rows: list[dict]) -> list[str]:
+    """Every key of ``rows``, in first-seen order (array and vector rows differ)."""
+    return list(dict.fromkeys(k for r in rows for k in r))
+
+
+def render_vector(result: NetworkPerf) -> list[str]:
+    """The vector unit's table and totals (empty without vector layers)."""
+    if not result.vectors:
+        return []
+    lanes = result.cfg.vector_unit_lanes
+    hdr = (f"{'vector-unit layer':<22} {'kind':<15} {'ops':>13} {'reads':>11} "
+           f"{'writes':>11} {'bits':>7} {'buffer':>12} {'cycles':>11}")
+    out = ["", f"vector unit: {lanes} lanes, one integer op per lane and cycle, serialized "
+               "with the array; no DRAM traffic but embedding rows", hdr, "-" * len(hdr)]
+    for vp in result.vectors:
+        bits = "/".join(map(str, vp.in_bits)) + f">{vp.out_bits}"
+        out.append(f"{vp.name[:22]:<22} {vp.kind:<15} {vp.ops:>13,} {vp.reads:>11,} "
+                   f"{vp.writes:>11,} {bits:>7} {_fmt_bits(vp.buffer_bits):>12} "
+                   f"{vp.cycles:>11,}")
+    out.append("-" * len(hdr))
+    vc = result.vector_cycles
+    out.append(f"vector unit total: {len(result.vectors)} layers, "
+               f"{sum(vp.ops for vp in result.vectors):,} ops, {vc:,} cycles "
+               f"({100 * vc / result.cycles:.1f} % of {result.cycles:,}), buffer traffic "
+               f"{_fmt_bits(sum(vp.buffer_bits for vp in result.vectors))}")
+    return out
 
 
 def render(source: str, result: NetworkPerf | CompatNetwork, bits: list | None = None,
@@ -238,8 +302,11 @@ def render(source: str, result: NetworkPerf | CompatNetwork, bits: list | None =
                    f"{lp.dram_bits / lp.compulsory_bits:>6.2f} {spill or '-':>5}"
                    + (f"  {lp.mapping.label():<36}" if searched else ""))
     out.append("-" * len(hdr))
+    out += render_vector(result)
     tr = result.traffic
-    out.append(f"total: {len(result.layers)} layers, {result.cycles:,} cycles, "
+    vec = (f" (array {result.array_cycles:,} + vector unit {result.vector_cycles:,})"
+           if result.vectors else "")
+    out.append(f"total: {len(result.layers)} layers, {result.cycles:,} cycles{vec}, "
                f"{result.macs:,} MACs, utilization {100 * result.utilization:.2f} %")
     out.append("DRAM: " + ", ".join(f"{op} {_fmt_bits(tr[('dram', op)].total)}"
                                     for op in OPERANDS if tr["dram", op].total)
@@ -272,7 +339,8 @@ def run(args: argparse.Namespace) -> int:
                                "mapping": mode, "objective": args.objective,
                                **result.to_dict(), **({"bits": bits} if bits else {})})
     if args.csv:
-        write_csv(args.csv, table_rows(result))
+        rows = table_rows(result)
+        write_csv(args.csv, rows, csv_fields(rows))
     return 0
 
 

@@ -2,7 +2,9 @@
 
 The attention's two matmuls are explicit ``torch.matmul`` calls (``Q K^T`` and ``P V``),
 or one ``F.scaled_dot_product_attention`` with ``use_sdpa=True``; the mapper turns either
-into per-head GEMMs.
+into per-head GEMMs. :func:`bert_vector_workloads` describes the layer's non-GEMM ops
+on the vector unit (softmax per head, the two residual adds and LayerNorms, GELU), which
+the GEMM mapper does not see.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["BertLayer", "bert_base_layer"]
+__all__ = ["BertLayer", "bert_base_layer", "bert_vector_workloads"]
 
 
 class BertLayer(nn.Module):
@@ -51,3 +53,25 @@ class BertLayer(nn.Module):
 
 def bert_base_layer(use_sdpa: bool = False) -> BertLayer:
     return BertLayer(use_sdpa=use_sdpa)
+
+
+def bert_vector_workloads(batch: int = 1, seq_len: int = 128, *, hidden: int = 768,
+                          heads: int = 12, ffn: int = 3072, a_bits: int = 8) -> list:
+    """The vector-unit ops of one :class:`BertLayer` on ``batch x seq_len`` tokens, as the
+    integer export runs them (:class:`qaccel.sim.workload.VectorWorkload`, widths left to
+    the array's ``a_bits``): softmax over each head's ``seq x seq`` scores (the
+    ``1/sqrt(d)`` is folded into ``QK^T``'s requantizer), the attention residual add,
+    LayerNorm, GELU (a table up to :data:`qaccel.sim.vector.LUT_MAX_BITS` input bits,
+    I-BERT's integer GELU above), the FFN residual add and LayerNorm."""
+    from qaccel.sim.vector import LUT_MAX_BITS
+    from qaccel.sim.workload import VectorWorkload
+
+    tok, scores, ff = (batch, seq_len, hidden), (batch, heads, seq_len, seq_len), \
+        (batch, seq_len, ffn)
+    gelu = "lut" if a_bits <= LUT_MAX_BITS else "gelu"
+    return [VectorWorkload("softmax", "softmax", (scores,), scores),
+            VectorWorkload("attn_residual", "add", (tok, tok), tok),
+            VectorWorkload("ln1", "layernorm", (tok,), tok, params=2 * hidden),
+            VectorWorkload("gelu", gelu, (ff,), ff),
+            VectorWorkload("ffn_residual", "add", (tok, tok), tok),
+            VectorWorkload("ln2", "layernorm", (tok,), tok, params=2 * hidden)]

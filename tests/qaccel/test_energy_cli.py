@@ -115,3 +115,33 @@ def test_area_joins_energy(topo, tmp_path, capsys):
     assert pc["area"]["datapath_transistors"] > pt["area"]["datapath_transistors"]
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert "area (yosys" in out
+
+
+def test_bert_energy_includes_the_vector_unit(tmp_path, capsys):
+    """bert_base: softmax, LayerNorm, GELU and residual adds priced on the vector unit,
+    listed, in the totals and the CSV; more lanes change cycles, not energy."""
+    js, cs, png = tmp_path / "b.json", tmp_path / "b.csv", tmp_path / "b.png"
+    argv = ["energy", "--network", "bert_base", "--seq-len", "16", "--mapping", "fixed"]
+    assert main([*argv, "--json", str(js), "--csv", str(cs), "--sweep", "W8A8,W4A4",
+                 "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    doc = json.loads(js.read_text())
+    vec = {r["name"]: r for r in doc["vector_unit"]}
+    assert set(vec) == {"softmax", "attn_residual", "ln1", "gelu", "ffn_residual", "ln2"}
+    t = doc["total"]
+    e_vec = t["categories_pj"]["vector"]
+    assert e_vec == pytest.approx(sum(r["total_pj"] for r in vec.values())) and e_vec > 0
+    assert t["total_pj"] == pytest.approx(sum(L["total_pj"] for L in doc["layers"]) + e_vec)
+    assert t["cycles"] == sum(L["cycles"] for L in doc["layers"]) + sum(
+        r["cycles"] for r in vec.values())
+    assert vec["ln1"]["terms_pj"]["vector.div"] > 0 and vec["gelu"]["terms_pj"]["vector.lut"] > 0
+    assert "vector unit total: 6 layers" in out and "ln1" in out
+    rows = list(csv.DictReader(open(cs)))
+    assert [r["unit"] for r in rows].count("vector") == 6
+    assert sum(float(r["vector_pj"]) for r in rows) == pytest.approx(e_vec)
+    assert all(r["vector_pj"] > 0 for r in doc["sweep"])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    wide = tmp_path / "w.json"
+    assert main([*argv, "--vector-lanes", "128", "--json", str(wide)]) == 0
+    w = json.loads(wide.read_text())["total"]
+    assert w["categories_pj"]["vector"] == pytest.approx(e_vec) and w["cycles"] < t["cycles"]

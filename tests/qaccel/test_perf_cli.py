@@ -56,11 +56,127 @@ def test_gemm_topology(tmp_path, capsys):
 
 
 def test_network_bert(capsys, tmp_path):
-    cs = tmp_path / "b.csv"
-    assert main(["perf", "--network", "bert_base", "--seq-len", "64", "--csv", str(cs)]) == 0
+    cs, js = tmp_path / "b.csv", tmp_path / "b.json"
+    assert main(["perf", "--network", "bert_base", "--seq-len", "64", "--csv", str(cs),
+                 "--json", str(js)]) == 0
     rows = list(csv.DictReader(open(cs)))
-    assert len(rows) == 8 and rows[3]["op"] == "matmul" and rows[3]["T"] == "64"
-    assert "utilization" in capsys.readouterr().out
+    assert len(rows) == 8 + 6 and rows[3]["op"] == "matmul" and rows[3]["T"] == "64"
+    assert [r["unit"] for r in rows] == ["array"] * 8 + ["vector"] * 6
+    vec = {r["name"]: r for r in rows[8:]}
+    assert [vec[n]["op"] for n in ("softmax", "ln1", "gelu", "attn_residual")] == [
+        "softmax", "layernorm", "lut", "add"]
+    assert int(vec["softmax"]["writes"]) == 12 * 64 * 64           # heads x seq x seq
+    assert int(vec["gelu"]["writes"]) == 64 * 3072
+    out = capsys.readouterr().out
+    assert "utilization" in out and "vector unit total: 6 layers" in out
+    doc = json.loads(js.read_text())
+    t = doc["totals"]
+    assert t["vector_cycles"] == sum(int(r["cycles"]) for r in rows[8:]) > 0
+    assert t["cycles"] == t["array_cycles"] + t["vector_cycles"]
+    assert t["vector_lanes"] == 32                                  # = cols by default
+
+
+def test_bert_vector_ops_scale_with_batch_and_tokens():
+    """BERT-base's vector-unit layers: adds, LayerNorm and GELU per token, softmax per
+    score (seq x seq per head); every count proportional to the batch."""
+    from qaccel.sim.analytic import analyze_vector
+
+    from qaccel.networks.bert import bert_vector_workloads
+
+    cfg = ArrayConfig(rows=32, cols=32)
+
+    def perf(batch, seq):
+        return {v.name: analyze_vector(cfg, v) for v in bert_vector_workloads(batch, seq)}
+
+    base, twice, longer = perf(1, 32), perf(2, 32), perf(1, 64)
+    for name, vp in base.items():
+        assert twice[name].ops == 2 * vp.ops and twice[name].writes == 2 * vp.writes
+        if name != "softmax":
+            assert longer[name].ops == 2 * vp.ops, name
+    assert longer["softmax"].writes == 4 * base["softmax"].writes
+    assert 3.9 * base["softmax"].ops < longer["softmax"].ops < 4 * base["softmax"].ops
+    assert base["ln1"].traffic["buffer", "params"].reads == 2 * 768 * cfg.acc_bits
+    # I-BERT's integer GELU above the table limit
+    kinds = {v.name: v.kind for v in bert_vector_workloads(1, 8, a_bits=12)}
+    assert kinds["gelu"] == "gelu"
+
+
+@pytest.fixture(scope="module")
+def encoder_npz(tmp_path_factory):
+    """A small exported encoder layer (softmax, LayerNorm, GELU table, residual adds)."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+    from qaccel.quant import QuantConfig
+    from torch import nn
+
+    from qaccel import quant
+
+    class Encoder(nn.Module):
+        def __init__(self, d=16, ff=32):
+            super().__init__()
+            self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+            self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+            self.ff1, self.ff2, self.act = nn.Linear(d, ff), nn.Linear(ff, d), nn.GELU()
+
+        def forward(self, x):
+            att = F.softmax(self.q(x) @ self.k(x).transpose(-2, -1) / math.sqrt(16), dim=-1)
+            h = self.ln1(x + self.o(att @ self.v(x)))
+            return self.ln2(h + self.ff2(self.act(self.ff1(h))))
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 6, 16)
+    net = quant.export(quant.quantize(Encoder().eval(), [x], QuantConfig()), x[:1])
+    return net.save(tmp_path_factory.mktemp("enc") / "enc.npz")
+
+
+def test_int_network_vector_rows_equal_the_executors_counts(encoder_npz, tmp_path, capsys):
+    """perf --int-network: the vector unit's rows are the executor's vector_costs on one
+    sample (ops, elements read / written), cycles ops / lanes, traffic elements x bits."""
+    from qaccel.sim import executor
+    from qaccel.sim.network import IntNetwork
+
+    net = IntNetwork.load(encoder_npz)
+    want = executor.vector_costs(net, executor.sample_inputs(net))
+    assert {k for _, k, _ in want} >= {"softmax", "layernorm", "lut", "add"}
+    js, cs = tmp_path / "p.json", tmp_path / "p.csv"
+    assert main(["perf", "--int-network", str(encoder_npz), "--rows", "8", "--cols", "8",
+                 "--vector-lanes", "6", "--json", str(js), "--csv", str(cs)]) == 0
+    out = capsys.readouterr().out
+    rows = json.loads(js.read_text())["vector_unit"]
+    assert [(r["name"], r["kind"]) for r in rows] == [(n, k) for n, k, _ in want]
+    by = {L.name: L for L in net.layers}
+    for r, (name, _, c) in zip(rows, want):
+        assert (r["ops"], r["reads"], r["writes"]) == (c.ops, c.reads, c.writes)
+        assert r["lanes"] == 6 and r["cycles"] == -(-c.ops // 6)
+        assert r["traffic_bits"]["buffer"]["outputs"]["writes"] == c.writes * by[
+            name].out_q.bits
+        assert r["traffic_bits"]["dram"]["activations"]["reads"] == 0
+        assert name in out
+    assert "vector unit total" in out
+    csv_rows = [r for r in csv.DictReader(open(cs)) if r["unit"] == "vector"]
+    assert [int(r["ops"]) for r in csv_rows] == [c.ops for _, _, c in want]
+
+
+def test_int_network_energy_has_the_vector_rows(encoder_npz, tmp_path, capsys):
+    js = tmp_path / "e.json"
+    assert main(["energy", "--int-network", str(encoder_npz), "--rows", "8", "--cols", "8",
+                 "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    doc = json.loads(js.read_text())
+    vec = doc["vector_unit"]
+    assert vec and all(r["total_pj"] > 0 for r in vec)
+    assert doc["total"]["categories_pj"]["vector"] == pytest.approx(
+        sum(r["total_pj"] for r in vec))
+    assert "vector unit total" in out and "% of the total" in out
+
+
+@pytest.mark.parametrize("value", ["-1", "5000"])
+def test_bad_vector_lanes_exit_2_naming_the_field(cli_error, value):
+    err = cli_error(["perf", "--network", "bert_base", "--seq-len", "8",
+                     "--vector-lanes", value])
+    assert "vector_lanes" in err and value in err
 
 
 def test_dataflow_requires_compat(cli_error, topo, capsys):

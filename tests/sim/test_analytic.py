@@ -189,3 +189,106 @@ def test_network_totals_and_serialisation():
     assert isinstance(net.traffic, Traffic)
     with pytest.raises(ValueError, match="no layers"):
         analyze_network(cfg, [])
+
+
+# ---- vector unit ----------------------------------------------------------------------
+
+def _encoder_vectors(batch: int, seq: int, hidden: int = 16, heads: int = 2):
+    """The vector-unit layers of a small encoder layer, by shape (as a network describes
+    them): softmax per head, residual add, LayerNorm, GELU table."""
+    from qaccel.sim.workload import VectorWorkload
+
+    tok, sc = (batch, seq, hidden), (batch, heads, seq, seq)
+    return [VectorWorkload("sm", "softmax", (sc,), sc),
+            VectorWorkload("res", "add", (tok, tok), tok),
+            VectorWorkload("ln", "layernorm", (tok,), tok, params=2 * hidden),
+            VectorWorkload("act", "lut", ((batch, seq, 4 * hidden),), (batch, seq, 4 * hidden))]
+
+
+def test_vector_cycles_are_ops_over_lanes_and_traffic_is_elements_times_bits():
+    from qaccel.sim.analytic import analyze_vector
+    from qaccel.sim.workload import VectorWorkload
+
+    v = VectorWorkload("ln", "layernorm", ((3, 5, 16),), (3, 5, 16), params=32,
+                       in_bits=(12,), out_bits=6)
+    for cfg, lanes in ((ArrayConfig(rows=4, cols=8), 8),
+                       (ArrayConfig(rows=4, cols=8, vector_lanes=5), 5)):
+        vp = analyze_vector(cfg, v)
+        assert vp.lanes == lanes and vp.ops == v.cost.ops
+        assert vp.cycles == -(-vp.ops // lanes) and (vp.cycles - 1) * lanes < vp.ops
+        assert vp.traffic["buffer", "activations"].reads == 3 * 5 * 16 * 12
+        assert vp.traffic["buffer", "params"].reads == 32 * cfg.acc_bits
+        assert vp.traffic["buffer", "outputs"].writes == 3 * 5 * 16 * 6
+        assert vp.traffic.total("dram") == 0 and vp.traffic.total("pe") == 0
+    # without widths of its own a workload takes the array's a_bits
+    cfg = ArrayConfig(a_bits=5)
+    vp = analyze_vector(cfg, VectorWorkload("a", "add", ((2, 7), (2, 7)), (2, 7)))
+    assert vp.traffic["buffer", "activations"].reads == 2 * 14 * 5
+    assert vp.traffic["buffer", "outputs"].writes == 14 * 5
+
+
+def test_vector_costs_scale_with_batch_and_tokens():
+    from qaccel.sim.analytic import analyze_vector
+    from qaccel.sim.vector import VECTOR_OPS
+
+    cfg = ArrayConfig(rows=8, cols=8)
+    ops = {(b, s): [analyze_vector(cfg, v) for v in _encoder_vectors(b, s)]
+           for b, s in ((1, 6), (3, 6), (1, 12))}
+    for one, three in zip(ops[1, 6], ops[3, 6]):               # batch: every count x3
+        assert three.ops == 3 * one.ops and three.writes == 3 * one.writes
+        assert three.cycles >= 3 * one.cycles - 2
+    for one, two in zip(ops[1, 6][1:], ops[1, 12][1:]):       # per-token ops: x2
+        params = one.traffic["buffer", "params"].reads             # LayerNorm's gamma, beta
+        assert params == (2 * 16 * cfg.acc_bits if one.kind == "layernorm" else 0)
+        assert two.ops == 2 * one.ops and two.buffer_bits - params == 2 * (
+            one.buffer_bits - params)
+    # softmax: seq x seq scores per head, a per-row division: ops(2s) = 4 ops(s) - 2 b s
+    sm1, sm2 = ops[1, 6][0], ops[1, 12][0]
+    per_row = VECTOR_OPS["softmax"]["per_row"] * 2 * 6         # heads x rows at seq 6
+    assert sm2.ops == 4 * sm1.ops - 2 * per_row
+    assert sm2.writes == 4 * sm1.writes
+
+
+def test_network_cycles_include_the_serialized_vector_unit():
+    cfg = ArrayConfig(rows=8, cols=8, acc_depth=32)
+    gemms = [GemmWorkload("q", 6, 16, 16), GemmWorkload("ff", 6, 16, 64)]
+    plain = analyze_network(cfg, gemms)
+    both = analyze_network(cfg, gemms, vectors=_encoder_vectors(1, 6))
+    assert plain.vectors == () and plain.vector_cycles == 0
+    assert both.array_cycles == plain.cycles
+    assert both.cycles == plain.cycles + sum(v.cycles for v in both.vectors) > plain.cycles
+    assert both.utilization < plain.utilization
+    assert both.traffic.total("dram") == plain.traffic.total("dram")
+    assert both.traffic.total("buffer") == plain.traffic.total("buffer") + sum(
+        v.buffer_bits for v in both.vectors)
+    doc = both.to_dict()
+    assert [r["kind"] for r in doc["vector_unit"]] == ["softmax", "add", "layernorm", "lut"]
+    assert doc["totals"]["vector_cycles"] == both.vector_cycles
+    # more lanes, fewer vector cycles; the array's cycles do not change
+    wide = analyze_network(cfg.replace(vector_lanes=64), gemms, vectors=_encoder_vectors(1, 6))
+    assert wide.array_cycles == plain.cycles and wide.vector_cycles < both.vector_cycles
+
+
+@pytest.mark.parametrize("value", [-1, 4097, 2.5, True])
+def test_bad_vector_lanes_is_a_value_error_naming_the_field(value):
+    with pytest.raises(ValueError, match="ArrayConfig.vector_lanes"):
+        ArrayConfig(vector_lanes=value)
+
+
+def test_vector_lanes_default_to_columns_and_do_not_change_the_rtl():
+    cfg = ArrayConfig(rows=4, cols=12)
+    assert cfg.vector_unit_lanes == 12 and cfg.replace(cols=6).vector_unit_lanes == 6
+    assert cfg.replace(vector_lanes=3).vector_unit_lanes == 3
+    assert cfg.replace(vector_lanes=3).rtl_key() == cfg.rtl_key()
+    assert ArrayConfig.from_dict(cfg.replace(vector_lanes=3).to_dict()).vector_lanes == 3
+
+
+@pytest.mark.parametrize("field, value", [("in_shapes", ()), ("out_shape", (0, 3)),
+                                          ("kind", "conv2d"), ("in_bits", (8, 8))])
+def test_bad_vector_workload_names_the_field(field, value):
+    from qaccel.sim.workload import VectorWorkload
+
+    kw = {"name": "v", "kind": "lut", "in_shapes": ((2, 3),), "out_shape": (2, 3)}
+    kw[field] = value
+    with pytest.raises(ValueError, match=f"VectorWorkload\\('v'\\).{field}"):
+        VectorWorkload(**kw)

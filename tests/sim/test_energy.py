@@ -286,4 +286,82 @@ def test_network_total_is_sum_of_layers_and_categories():
     cats = total.by_category()
     assert tuple(cats) == CATEGORIES
     assert sum(cats.values()) == pytest.approx(total.total_pj)
-    assert all(v > 0 for v in cats.values())
+    assert all(v > 0 for c, v in cats.items() if c != "vector")
+    assert cats["vector"] == 0.0                      # GEMM layers only
+
+
+# ---- vector unit ----------------------------------------------------------------------
+
+def test_vector_op_mix_covers_every_vector_op_and_sums_to_its_count():
+    from qaccel.sim.energy import VECTOR_OP_MIX
+    from qaccel.sim.vector import VECTOR_OPS
+
+    assert set(VECTOR_OP_MIX) == set(VECTOR_OPS)
+    for kind, terms in VECTOR_OPS.items():
+        assert set(VECTOR_OP_MIX[kind]) == set(terms), kind
+        for term, n in terms.items():
+            assert sum(VECTOR_OP_MIX[kind][term].values()) == n, (kind, term)
+
+
+def _vector_perf(cfg, kind, shape, **kw):
+    from qaccel.sim.analytic import analyze_vector
+    from qaccel.sim.workload import VectorWorkload
+
+    n_in = 2 if kind == "add" else 1
+    return analyze_vector(cfg, VectorWorkload("v", kind, (shape,) * n_in, shape, **kw))
+
+
+def test_vector_energy_prices_each_operation_class_and_scales_with_elements():
+    from qaccel.sim.energy import vector_energy, vector_op_pj
+
+    cfg = ArrayConfig(rows=8, cols=8)
+    t = default_table()
+    pj = vector_op_pj(cfg, t)
+    e = vector_energy(cfg, _vector_perf(cfg, "add", (4, 10, 16)), t)
+    n = 4 * 10 * 16
+    assert e.terms["vector.mult"] == pytest.approx(2 * n * t.mult_pj(cfg.acc_bits,
+                                                                     cfg.mult_bits))
+    assert e.terms["vector.shift"] == pytest.approx(n * pj["shift"])
+    assert e.terms["vector.regs"] == pytest.approx(7 * n * cfg.acc_bits * t.register_bit)
+    assert e.terms["vector.buffer"] == pytest.approx(
+        2 * n * 8 * t.sram_bit_pj(64 * 1024) + n * 8 * t.sram_bit_pj(64 * 1024, write=True))
+    assert set(e.by_category()) == set(CATEGORIES)
+    assert e.by_category()["vector"] == pytest.approx(e.total_pj) and e.macs == 0
+    for kind in ("softmax", "layernorm", "lut", "gelu", "relu"):
+        small = vector_energy(cfg, _vector_perf(cfg, kind, (2, 6, 16)), t)
+        big = vector_energy(cfg, _vector_perf(cfg, kind, (6, 6, 16)), t)
+        assert big.total_pj == pytest.approx(3 * small.total_pj), kind
+    # a wider accumulator makes every arithmetic class dearer; LayerNorm divides
+    ln = vector_energy(cfg, _vector_perf(cfg, "layernorm", (2, 6, 16)), t)
+    wide = vector_energy(cfg.replace(acc_bits=40),
+                         _vector_perf(cfg.replace(acc_bits=40), "layernorm", (2, 6, 16)), t)
+    for cls in ("mult", "add", "shift", "div"):
+        assert 0 < ln.terms[f"vector.{cls}"] < wide.terms[f"vector.{cls}"], cls
+
+
+def test_vector_energy_of_a_kind_without_a_mix_names_it():
+    import dataclasses
+
+    from qaccel.sim.energy import vector_energy
+
+    cfg = ArrayConfig()
+    vp = dataclasses.replace(_vector_perf(cfg, "lut", (2, 3)), kind="frobnicate")
+    with pytest.raises(ValueError, match="'frobnicate'.*VECTOR_OP_MIX"):
+        vector_energy(cfg, vp)
+
+
+def test_workloads_energy_adds_the_vector_layers():
+    from qaccel.sim.energy import vector_energy, workloads_energy
+    from qaccel.sim.workload import GemmWorkload, VectorWorkload
+
+    cfg = ArrayConfig(rows=8, cols=8, acc_depth=16)
+    gemms = [GemmWorkload("a", 12, 16, 16), GemmWorkload("b", 12, 16, 8)]
+    vecs = [VectorWorkload("sm", "softmax", ((2, 12, 12),), (2, 12, 12))]
+    perf0, per0, tot0 = workloads_energy(cfg, gemms)
+    perf, per, tot = workloads_energy(cfg, gemms, vectors=vecs)
+    assert [p.name for p in per] == ["a", "b", "sm"]
+    ve = vector_energy(cfg, perf.vectors[0])
+    assert tot.total_pj == pytest.approx(tot0.total_pj + ve.total_pj)
+    assert tot.by_category()["vector"] == pytest.approx(ve.total_pj)
+    assert ve.total_pj > 0
+    assert tot.cycles == perf.cycles == perf0.cycles + perf.vectors[0].cycles
