@@ -1,5 +1,8 @@
 """sim.executor: integer layers against direct (loop) implementations of the SPEC."""
 
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
 from qaccel.sim import executor
@@ -7,7 +10,7 @@ from qaccel.sim.arith import quantize_multiplier
 from qaccel.sim.config import ArrayConfig
 from qaccel.sim.network import IntLayer, IntNetwork, QParams
 from qaccel.sim.reference import reference_gemm
-from test_network import small_net
+from test_network import _token_net, small_net
 
 
 def _requant(acc, m, s, zy, lo, hi):
@@ -224,3 +227,56 @@ def reference_gemm_for(net, job):
     from qaccel.sim.reference import run_reference
 
     return run_reference(job, net.acc_bits, 0, 255).y
+
+
+def test_i_mean_is_the_requantizer_rounding_divided_by_the_count():
+    """``floor((acc M + n R) / (n 2^S))``: for n = 1 the requantizer; exact .5 ties round
+    up (as add-R-and-shift does); masked positions do not count."""
+    from qaccel.sim.arith import requantize
+    from qaccel.sim.vector import i_mean
+    rng = np.random.default_rng(0)
+    q = rng.integers(-128, 128, size=(6, 5, 3))
+    m, s = 23000, 15
+    np.testing.assert_array_equal(i_mean(q[:, :1], m, s),
+                                  requantize(q[:, 0], m, s, 0, -(1 << 30), 1 << 30))
+    mask = rng.integers(0, 2, size=(6, 5))
+    mask[:, 0] = 1
+    want = np.empty((6, 3), dtype=np.int64)
+    for b in range(6):
+        n = int(mask[b].sum())
+        acc = (q[b] * mask[b][:, None]).sum(0)
+        exact = [Fraction(int(a) * m, n * 2 ** s) for a in acc]
+        want[b] = [math.floor(v + Fraction(1, 2)) for v in exact]        # ties up
+    np.testing.assert_array_equal(i_mean(q, m, s, axis=1, mask=mask), want)
+    ties = i_mean(np.array([[1, 2]]), 2, 1, axis=1)                    # M / 2^S = 1: 3 / 2
+    assert ties.tolist() == [2]
+    assert i_mean(np.array([[-1, -2]]), 2, 1, axis=1).tolist() == [-1]      # -1.5 -> -1
+
+
+def test_token_network_lookups_lengths_and_inputs():
+    net = _token_net()
+    word, pos = net.layers[0], net.layers[1]
+    rng = np.random.default_rng(2)
+    for seq in (3, 9):
+        ids = rng.integers(0, 30, size=(4, seq))
+        mask = (np.arange(seq)[None] < rng.integers(1, seq + 1, size=(4, 1))).astype(int)
+        res = executor.run(net, (ids, mask), trace=True)
+        np.testing.assert_array_equal(res.outputs[0], word.table[ids])
+        np.testing.assert_array_equal(res.outputs[1], np.broadcast_to(pos.table[:seq],
+                                                                      (4, seq, 4)))
+        np.testing.assert_array_equal(
+            executor.run(net, {"input_ids": ids, "attention_mask": mask}), res.output)
+        ids2 = np.where(mask == 1, ids, 0)                          # padding does not count
+        np.testing.assert_array_equal(executor.run(net, (ids2, mask)), res.output)
+    costs = executor.vector_costs(net, (ids, mask))
+    assert [k for _, k, _ in costs] == ["embedding", "position_embedding", "add", "mean"]
+    with pytest.raises(ValueError, match=r"x_int\['attention_mask'\] must be a mask array"):
+        executor.run(net, (ids,))
+    with pytest.raises(ValueError, match="the same B and S for every input"):
+        executor.run(net, (ids, mask[:, :-1]))
+    with pytest.raises(ValueError, match="must be in \\[0, 1\\]"):
+        executor.run(net, (ids, mask * 2))
+    with pytest.raises(ValueError, match="sequence length 17 exceeds the 16 positions"):
+        executor.run(net, (np.zeros((1, 17), int), np.ones((1, 17), int)))
+    x = executor.sample_inputs(net, batch=2, seq=5)
+    assert executor.run(net, x).shape == (2, 4)

@@ -234,3 +234,65 @@ def test_sim_network_and_executor_need_only_numpy():
             "if m in sys.modules]; "
             "sys.exit(1 if bad else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def _token_net():
+    """Token ids + mask -> word + position tables -> add -> masked mean (format 3)."""
+    from qaccel.sim.network import IDS_Q, MASK_Q, NetInput
+    rng = np.random.default_rng(1)
+    qe, qp, qa = _q(0.1, 120), _q(0.05, 128), _q(0.12, 118)
+    word = IntLayer("word", "embedding", (-1,), (IDS_Q,), qe,
+                    table=rng.integers(0, 256, size=(30, 4)))
+    pos = IntLayer("pos", "position_embedding", (-2,), (MASK_Q,), qp,
+                   table=rng.integers(0, 256, size=(16, 4)))
+    add = IntLayer("add", "add", (0, 1), (qe, qp), qa, m=np.array([27307, 13653]),
+                   s=np.array([15]))
+    mean = IntLayer("mean", "mean", (2, -2), (qa, MASK_Q), qa, m=np.array([1 << 14]),
+                    s=np.array([14]), axis=1)
+    inputs = (NetInput("input_ids", "ids", (-1,), IDS_Q),
+              NetInput("attention_mask", "mask", (-1,), MASK_Q))
+    return IntNetwork((word, pos, add, mean), inputs=inputs)
+
+
+def test_token_network_round_trip_and_format_versions(tmp_path):
+    """Format 3 keeps the inputs (kinds, variable length) and the new kinds; a format-2
+    file (one activation input, optional mask) still loads as such."""
+    net = _token_net()
+    back = IntNetwork.load(net.save(tmp_path / "tok"))
+    assert back.inputs == net.inputs and back.mask_shape == (-1,)
+    for a, b in zip(net.layers, back.layers):
+        assert (a.kind, a.inputs, a.axis) == (b.kind, b.inputs, b.axis)
+        assert (a.table is None and b.table is None) or np.array_equal(a.table, b.table)
+    old = small_net()
+    path = old.save(tmp_path / "v2")
+    man = old.manifest()
+    man["format_version"] = 2
+    del man["inputs"]
+    man.update(input_q=old.input_q.to_dict(), input_shape=list(old.input_shape),
+               mask_shape=None)
+    _rewrite(path, tmp_path / "v2b.npz", lambda m: (m.clear(), m.update(man)))
+    v2 = IntNetwork.load(tmp_path / "v2b.npz")
+    assert [v.kind for v in v2.inputs] == ["act"] and v2.input_shape == (2, 6, 6)
+    with pytest.raises(ValueError, match="format_version.*unsupported version 4"):
+        _rewrite(path, tmp_path / "v4.npz", lambda m: m.update(format_version=4))
+        IntNetwork.load(tmp_path / "v4.npz")
+
+
+def test_token_network_validation_messages():
+    from qaccel.sim.network import IDS_Q, MASK_Q, NetInput
+    net = _token_net()
+    with pytest.raises(ValueError, match="NetInput\\('x'\\).kind must be one of"):
+        NetInput("x", "tokens", (-1,), IDS_Q)
+    with pytest.raises(ValueError, match="NetInput\\('m'\\).q must be"):
+        NetInput("m", "mask", (-1,), IDS_Q)
+    with pytest.raises(ValueError, match="token ids as the input of an embedding"):
+        IntNetwork((IntLayer("r", "relu", (-1,), (IDS_Q,), IDS_Q),), inputs=net.inputs)
+    with pytest.raises(ValueError, match="a mask input only as the second input"):
+        IntNetwork(net.layers[:2] + (IntLayer("r", "relu", (-2,), (MASK_Q,), MASK_Q),),
+                   inputs=net.inputs)
+    with pytest.raises(ValueError, match="input_q must be None when inputs are given"):
+        IntNetwork(net.layers, _q(), inputs=net.inputs)
+    with pytest.raises(ValueError, match="table must be in \\[0, 255\\]"):
+        IntLayer("e", "embedding", (-1,), (IDS_Q,), _q(), table=np.full((3, 2), 300))
+    with pytest.raises(ValueError, match="at most one -1"):
+        IntLayer("r", "reshape", (0,), (_q(),), _q(), shape=(-1, -1))
