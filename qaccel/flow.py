@@ -437,7 +437,9 @@ def network_energy_report(cfg: ArrayConfig, gemms, table, source: str = "",
             "extrapolated_buffers": extrapolated_buffers(cfg, table),
             "mapping": mapping, "objective": objective,
             "total": {"cycles": total.cycles, "macs": macs, "total_pj": total.total_pj,
-                      "dram_bits": sum(L["dram_bits"] for L in layers),
+                      "dram_bits": sum(L["dram_bits"] for L in layers) + sum(
+                          sum(a["reads"] + a["writes"] for a in r["traffic_bits"]["dram"].values())
+                          for r in vector_rows),
                       "compulsory_bits": sum(L["compulsory_bits"] for L in layers),
                       "pj_per_mac": total.total_pj / macs if macs else 0.0,
                       "categories_pj": total.by_category(), "terms_pj": total.terms}}

@@ -145,3 +145,17 @@ def test_bert_energy_includes_the_vector_unit(tmp_path, capsys):
     assert main([*argv, "--vector-lanes", "128", "--json", str(wide)]) == 0
     w = json.loads(wide.read_text())["total"]
     assert w["categories_pj"]["vector"] == pytest.approx(e_vec) and w["cycles"] < t["cycles"]
+
+
+def test_report_totals_count_the_vector_units_dram():
+    from qaccel.sim.energy import default_table
+    from qaccel.sim.workload import GemmWorkload, VectorWorkload
+
+    from qaccel.flow import network_energy_report
+
+    cfg, g = ArrayConfig(rows=8, cols=8), [GemmWorkload("a", 8, 16, 16)]
+    emb = VectorWorkload("emb", "embedding", ((1, 8),), (1, 8, 16))
+    plain = network_energy_report(cfg, g, default_table())["total"]
+    rep = network_energy_report(cfg, g, default_table(), vectors=[emb])
+    assert rep["total"]["dram_bits"] == plain["dram_bits"] + 8 * 16 * cfg.a_bits
+    assert rep["vector_unit"][0]["terms_pj"]["vector.dram"] > 0

@@ -10,7 +10,7 @@ from qaccel.sim import ArrayConfig, random_job
 from qaccel.sim.analytic import analyze_layer, analyze_network, param_lane_bits
 from qaccel.sim.schedule import beat_cycles, tiling
 from qaccel.sim.streams import job_beats
-from qaccel.sim.traffic import LEVELS, OPERANDS, Traffic
+from qaccel.sim.traffic import LEVELS, OPERANDS, Access, Traffic
 from qaccel.sim.workload import GemmWorkload, conv_workload
 
 
@@ -292,3 +292,18 @@ def test_bad_vector_workload_names_the_field(field, value):
     kw[field] = value
     with pytest.raises(ValueError, match=f"VectorWorkload\\('v'\\).{field}"):
         VectorWorkload(**kw)
+
+
+def test_embedding_rows_are_fetched_from_dram():
+    """An embedding table is a network parameter too large for a buffer: every looked-up
+    element crosses DRAM once (params), the other vector kinds never touch DRAM."""
+    from qaccel.sim.analytic import TABLE_KINDS, analyze_vector
+    from qaccel.sim.workload import VectorWorkload
+
+    cfg = ArrayConfig(rows=4, cols=4)
+    for kind in TABLE_KINDS:
+        vp = analyze_vector(cfg, VectorWorkload("e", kind, ((2, 9),), (2, 9, 32),
+                                                in_bits=(16,), out_bits=6))
+        assert vp.traffic["dram", "params"].reads == 2 * 9 * 32 * 6
+        assert vp.traffic["buffer", "params"] == Access(2 * 9 * 32 * 6, 2 * 9 * 32 * 6)
+        assert vp.traffic["buffer", "activations"].reads == 2 * 9 * 16
