@@ -113,21 +113,26 @@ def collect(model: nn.Module, module: nn.Module, batches: list, *, output: bool
             ) -> torch.Tensor:
     """The concatenated inputs (``output=False``, first positional input) or outputs of
     ``module`` (a submodule of ``model``) over ``batches``; batches of token tensors of
-    different lengths are concatenated as rows ``[-1, features]``."""
+    different lengths are concatenated as rows ``[-1, features]``, and the padding
+    positions of batches with an attention mask are left out (``quant.padding``)."""
+    from .padding import padding_mask, valid_values
+
     got = []
+    mask = [None]
 
     def hook(_m, inp, out):
-        got.append((out if output else inp[0]).detach())
+        got.append(valid_values((out if output else inp[0]).detach(), mask[0]))
 
     h = module.register_forward_hook(hook)
     try:
         with torch.no_grad():
             for b in batches:
+                mask[0] = padding_mask(b)
                 run_batch(model, b)
     finally:
         h.remove()
-    if len({tuple(t.shape[1:]) for t in got}) > 1 and all(t.dim() >= 3 for t in got) \
-            and len({t.shape[-1] for t in got}) == 1:
+    if len({tuple(t.shape[1:]) for t in got}) > 1 and all(t.dim() >= 2 for t in got) \
+            and any(t.dim() >= 3 for t in got) and len({t.shape[-1] for t in got}) == 1:
         # token batches padded to different lengths: rows of features (a linear layer acts
         # on each row alone)
         got = [t.reshape(-1, t.shape[-1]) for t in got]

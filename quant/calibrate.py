@@ -11,6 +11,7 @@ from torch import nn
 from .calib_data import run_batch
 from .config import QuantConfig
 from .modules import QuantLayer, act_quantizers, quant_layers
+from .padding import padding_mask, valid_values
 from .quantizers import Observer, Quantizer
 from .ranges import bn_range, cross_entropy_range, minmax_range, mse_range, output_mse_range
 
@@ -127,10 +128,25 @@ def _bitsplit_range(name: str, q: Quantizer, ob: Observer, info
     return torch.tensor(0.0), torch.tensor(alpha * float((1 << q.bits) - 1))
 
 
+class _Unpadded:
+    """An observer that sees only the real tokens of the current batch
+    (``quant.padding``)."""
+
+    def __init__(self, observer: Observer, current: dict):
+        self.observer = observer
+        self.current = current
+
+    def __call__(self, x: torch.Tensor) -> None:
+        x = valid_values(x, self.current["mask"])
+        if x.numel():
+            self.observer(x)
+
+
 @torch.no_grad()
 def calibrate_activations(model: nn.Module, batches: list, cfg: QuantConfig, info) -> None:
     """Observe every activation quantizer on ``batches`` and set its range by
-    ``cfg.act_range``; decisions (min-max where a method does not apply, quantizers that
+    ``cfg.act_range`` (padding positions of batches with an attention mask left out,
+    :mod:`quant.padding`); decisions (min-max where a method does not apply, quantizers that
     saw no data) are noted in ``info`` (:class:`quant.summary.QuantInfo`)."""
     quantizers = act_quantizers(model)
     owners = _output_quantizer_owner(model)
@@ -138,15 +154,18 @@ def calibrate_activations(model: nn.Module, batches: list, cfg: QuantConfig, inf
     if cfg.act_range == "cross_entropy" and logits_q is None:
         info.note("act_range cross_entropy: the model output is not an activation "
                   "quantizer's output; MSE for every quantizer")
+    obs: dict[int, Observer] = {}
+    current: dict[str, torch.Tensor | None] = {"mask": None}
     for i, (_, q) in enumerate(quantizers):
         q.enabled = False
-        q.observer = Observer(cap=cfg.calib_samples, keep_rows=q is logits_q,
+        obs[id(q)] = Observer(cap=cfg.calib_samples, keep_rows=q is logits_q,
                               seed=cfg.seed + i)
+        q.observer = _Unpadded(obs[id(q)], current)
     try:
         for b in batches:
+            current["mask"] = padding_mask(b)        # padding stays out of the ranges
             run_batch(model, b)
     finally:
-        obs = {id(q): q.observer for _, q in quantizers}
         for _, q in quantizers:
             q.observer = None
     layer_name = {id(ql): n for n, ql in quant_layers(model)}

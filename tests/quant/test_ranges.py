@@ -3,6 +3,10 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from qaccel.quant import QuantConfig, quantize
+from qaccel.quant.calib_data import collect
+from qaccel.quant.modules import act_quantizers, masked_softmax
+from qaccel.quant.padding import padding_mask
 from qaccel.quant.quantizers import Quantizer
 from qaccel.quant.ranges import bn_range, cross_entropy_range, minmax_range, mse_range, quant_error
 
@@ -148,3 +152,90 @@ def test_output_mse_needs_batches_and_falls_back_for_conv1d():
     assert "output_mse: 0 has no input rows" in notes and "3 has" not in notes
     with pytest.raises(ValueError, match="output_mse' needs calibration batches"):
         set_weight_ranges(qm, "output_mse", [])
+
+
+# ---- padding positions stay out of the ranges (quant.padding) -----------------------------
+
+torch.fx.wrap("masked_softmax")
+
+
+class _MaskedEncoder(torch.nn.Module):
+    """One pre-LN encoder block on float tokens ``[B, S, 8]`` with a boolean key mask."""
+
+    def __init__(self, d=16):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.embed, self.q, self.k, self.v, self.o = (torch.nn.Linear(n, d) for n in
+                                                      (8, d, d, d, d))
+        self.ln = torch.nn.LayerNorm(d)
+        self.f1, self.f2 = torch.nn.Linear(d, 32), torch.nn.Linear(32, d)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+    def forward(self, x, mask):
+        b, s = x.shape[0], x.shape[1]
+        x = self.embed(x)
+        h = self.ln(x)
+        q, k, v = (m(h).reshape(b, s, 2, 8).permute(0, 2, 1, 3) for m in (self.q, self.k,
+                                                                          self.v))
+        att = masked_softmax(q @ k.transpose(-2, -1) * 0.35, mask)
+        x = x + self.o((att @ v).transpose(1, 2).reshape(b, s, -1))
+        return x + self.f2(torch.nn.functional.gelu(self.f1(x)))
+
+
+def _sequences():
+    g = torch.Generator().manual_seed(1)
+    lengths = [3, 7, 5, 2, 7, 4]
+    return [torch.randn(n, 8, generator=g) for n in lengths]
+
+
+def _padded(seqs, fill=40.0):
+    s = max(len(t) for t in seqs)
+    x = torch.full((len(seqs), s, 8), fill)
+    mask = torch.zeros(len(seqs), 1, 1, s, dtype=torch.bool)
+    for i, t in enumerate(seqs):
+        x[i, :len(t)] = t
+        mask[i, ..., :len(t)] = True
+    return x, mask
+
+
+def _act_ranges(qm):
+    """Scale and zero-point of every activation quantizer that saw float data."""
+    return {n: (q.scale, q.zero_point) for n, q in act_quantizers(qm) if q.scale is not None}
+
+
+@pytest.mark.parametrize("act_range, rtol", [("minmax", 1e-5), ("mse", 1e-3)])
+def test_padding_is_kept_out_of_activation_ranges(act_range, rtol):
+    """Ranges from padded batches (garbage in the padding, an attention mask) equal the
+    ranges from the unpadded sequences fed one by one."""
+    seqs = _sequences()
+    model = _MaskedEncoder().eval()
+    cfg = QuantConfig(act_range=act_range)
+    padded = [_padded(seqs[:3]), _padded(seqs[3:])]
+    alone = [(t[None], torch.ones(1, 1, 1, len(t), dtype=torch.bool)) for t in seqs]
+    got = _act_ranges(quantize(model, padded, cfg))
+    want = _act_ranges(quantize(model, alone, cfg))
+    assert got.keys() == want.keys() and len(got) >= 10
+    for n in got:
+        torch.testing.assert_close(got[n][0], want[n][0], rtol=rtol, atol=0, msg=n)
+        assert abs(float(got[n][1] - want[n][1])) <= (0 if act_range == "minmax" else 1), n
+    assert float(got["input_quantizer_0"][0]) * 255 < 10     # the 40.0 fill is not seen
+    # the same padded batches without their mask would widen the input range
+    unmasked = _act_ranges(quantize(model, [(x, torch.ones_like(m)) for x, m in padded], cfg))
+    assert float(unmasked["input_quantizer_0"][0]) * 255 >= 40
+
+
+def test_padding_is_kept_out_of_adaround_rows():
+    seqs = _sequences()
+    qm = quantize(_MaskedEncoder().eval(), [_padded(seqs)], QuantConfig())
+    layer = qm.get_submodule("f1")
+    alone = [(t[None], torch.ones(1, 1, 1, len(t), dtype=torch.bool)) for t in seqs]
+    for output in (False, True):
+        rows = collect(qm, layer, [_padded(seqs[:3]), _padded(seqs[3:])], output=output)
+        assert rows.shape[0] == sum(len(t) for t in seqs)
+        torch.testing.assert_close(rows, collect(qm, layer, alone, output=output))
+    assert padding_mask((seqs[0][None], torch.ones(1, 3).long())) is None     # pads nothing
+    assert padding_mask({"input_ids": torch.ones(2, 3).long(),
+                         "attention_mask": torch.tensor([[1, 1, 0], [1, 0, 0]])}).tolist() \
+        == [[True, True, False], [True, False, False]]
