@@ -30,7 +30,9 @@ class Accelerator(wiring.Component):
     ``needed & everything-else-OK`` (it may depend on the other streams' ``valid``);
     ``out.valid`` is a register and never depends on ``out.ready``. ``cmd`` is accepted only
     when idle (``busy`` low); a ``cmd`` with ``T``, ``K`` or ``N`` equal to 0 is consumed and
-    ignored (no output).
+    ignored (no output). K-split chains: ``accumulate`` starts the sums from the bank
+    instead of ``bias``; without ``emit`` the final sums stay in the bank, no ``out`` beat is
+    sent and ``busy`` falls in the cycle the last one would have been sent.
 
     Parameters
     ----------
@@ -41,7 +43,8 @@ class Accelerator(wiring.Component):
     Attributes
     ----------
     cmd : In(stream.Signature(cmd_layout(cfg)))
-        One beat per job: ``T, K, N, z_y, relu`` (+ ``m, s`` in per-tensor builds).
+        One beat per job: ``T, K, N, z_y, relu, accumulate, emit`` (+ ``m, s`` in per-tensor
+        builds).
     weight : In(stream.Signature(ArrayLayout(signed(w_bits), cols)))
         One PE row of weights per beat.
     act : In(stream.Signature(ArrayLayout(a_shape, rows)))
@@ -51,7 +54,8 @@ class Accelerator(wiring.Component):
     out : Out(stream.Signature(ArrayLayout(a_shape, cols)))
         One requantized output vector per beat.
     busy : Out(1)
-        A job is in progress (from the ``cmd`` handshake to its last ``out`` handshake).
+        A job is in progress (from the ``cmd`` handshake to its last ``out`` handshake, or
+        the cycle that beat would have taken without ``emit``).
     """
 
     def __init__(self, cfg: ArrayConfig):
@@ -87,6 +91,8 @@ class Accelerator(wiring.Component):
         # ---- job registers (from cmd) ---------------------------------------------------
         z_y = Signal(act_shape(cfg))
         relu = Signal()
+        acc_in = Signal()                  # accumulate: start from the bank, not bias
+        emit = Signal()                    # send outputs (else keep the sums in the bank)
         job_m = Signal(unsigned(cfg.mult_bits))
         job_s = Signal(unsigned(6))
         cmd = self.cmd.payload
@@ -94,12 +100,14 @@ class Accelerator(wiring.Component):
         cmd_fire = self.cmd.valid & self.cmd.ready
         dims_ok = (cmd.T != 0) & (cmd.K != 0) & (cmd.N != 0)
         with m.If(cmd_fire & dims_ok):
-            m.d.sync += [self.busy.eq(1), z_y.eq(cmd.z_y), relu.eq(cmd.relu)]
+            m.d.sync += [self.busy.eq(1), z_y.eq(cmd.z_y), relu.eq(cmd.relu),
+                         acc_in.eq(cmd.accumulate), emit.eq(cmd.emit)]
             if not cfg.per_channel:
                 m.d.sync += [job_m.eq(cmd.m), job_s.eq(cmd.s)]
         m.d.comb += [
             seq.start.eq(cmd_fire & dims_ok),
             seq.T.eq(cmd.T), seq.K.eq(cmd.K), seq.N.eq(cmd.N),
+            seq.chain.eq(cmd.accumulate | ~cmd.emit),
         ]
 
         # ---- global enable --------------------------------------------------------------
@@ -139,7 +147,8 @@ class Accelerator(wiring.Component):
         # ---- accumulate (α) ---------------------------------------------------------------
         m.d.comb += [
             acc.rd_addr.eq(tags[R + C - 2].t_idx),
-            acc.valid.eq(here.valid), acc.first.eq(here.first_k), acc.last.eq(here.last_k),
+            acc.valid.eq(here.valid), acc.first.eq(here.first_k & ~acc_in),
+            acc.last.eq(here.last_k), acc.keep.eq(~emit),
             acc.addr.eq(here.t_idx),
             acc.psum.eq(arr.psum_out),
             acc.bias.eq(fifo.r_data.bias),
@@ -159,13 +168,17 @@ class Accelerator(wiring.Component):
 
         # ---- output register (α+3) ----------------------------------------------------------
         out_last = Signal()
+        ghost_last = Signal()            # without emit: where the last beat would be
         out_fire = self.out.valid & self.out.ready
         with m.If(en):
-            m.d.sync += [self.out.valid.eq(rq.o_valid), self.out.payload.eq(rq.o_y),
-                         out_last.eq(rq.o_last)]
-        with m.Elif(out_fire):
-            # accepted while the rest of the machine is frozen: drop it, keep the pipeline
-            m.d.sync += self.out.valid.eq(0)
-        with m.If(out_fire & out_last):
+            m.d.sync += [self.out.valid.eq(rq.o_valid & emit), self.out.payload.eq(rq.o_y),
+                         out_last.eq(rq.o_last),
+                         ghost_last.eq(rq.o_valid & rq.o_last & ~emit)]
+        with m.Else():
+            m.d.sync += ghost_last.eq(0)
+            with m.If(out_fire):
+                # accepted while the rest of the machine is frozen: drop it, keep the pipeline
+                m.d.sync += self.out.valid.eq(0)
+        with m.If((out_fire & out_last) | ghost_last):
             m.d.sync += self.busy.eq(0)
         return m

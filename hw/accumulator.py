@@ -19,10 +19,12 @@ class AccumulatorBank(wiring.Component):
 
         base = first ? bias : acc[addr]
         sum  = wrap(base + psum)            # per lane, acc_bits two's complement
-        if not last: acc[addr] <= sum       # written at the end of the cycle
-        else:        sum_valid = 1          # sum goes to the requantizer
+        if not last or keep: acc[addr] <= sum   # written at the end of the cycle
+        if last: sum_valid = 1              # sum goes to the requantizer
 
-    The bank is never cleared: the first K pass of a T-tile starts from ``bias``. The memory
+    The bank is never cleared: the first K pass of a T-tile starts from ``bias`` (``first``
+    is low in a K-split job that resumes the sums a previous job left; ``keep`` stores the
+    final sums of one that does not emit). The memory
     has a synchronous read port, so the address of the vector arriving in the *next* enabled
     cycle is given one cycle ahead on ``rd_addr``. A sum written in one cycle may be read back
     two or more cycles later (the pass schedule guarantees at least ``max(rows, cols)``).
@@ -48,7 +50,9 @@ class AccumulatorBank(wiring.Component):
     first : In(1)
         First K pass: start from ``bias`` instead of the stored entry.
     last : In(1)
-        Last K pass: send ``sum`` to the requantizer instead of storing it.
+        Last K pass: send ``sum`` to the requantizer (and store it only if ``keep``).
+    keep : In(1)
+        Store the final sums too (a job without ``emit``; constant during a job).
     addr : In(range(depth))
         Entry of the vector on the inputs (the previous cycle's ``rd_addr``).
     psum : In(ArrayLayout(signed(acc_bits), cols))
@@ -73,6 +77,7 @@ class AccumulatorBank(wiring.Component):
             "valid": In(1),
             "first": In(1),
             "last": In(1),
+            "keep": In(1),
             "addr": In(range(depth)),
             "psum": In(lanes),
             "bias": In(lanes),
@@ -90,7 +95,7 @@ class AccumulatorBank(wiring.Component):
             rd.en.eq(self.en),
             wr.addr.eq(self.addr),
             wr.data.eq(self.sum),
-            wr.en.eq(self.en & self.valid & ~self.last),
+            wr.en.eq(self.en & self.valid & (~self.last | self.keep)),
             self.sum_valid.eq(self.valid & self.last),
         ]
         for c in range(self.cols):

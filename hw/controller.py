@@ -17,7 +17,8 @@ def token_layout(rows: int, cols: int, depth: int) -> data.StructLayout:
     ``valid`` (a real activation beat), ``swap`` (first beat of a pass), ``first_k`` /
     ``last_k`` (first / last K pass of the T-tile), ``group_end`` (last vector of the n-group:
     pop the parameter FIFO), ``job_last`` (last vector of the job), ``t_idx`` (accumulator
-    entry), ``n_rem`` (real output lanes of the n-tile).
+    entry: ``t`` within the T-tile, or ``nt * T + t`` in a chained job), ``n_rem`` (real
+    output lanes of the n-tile).
     """
     return data.StructLayout({
         "valid": 1, "swap": 1, "first_k": 1, "last_k": 1, "group_end": 1, "job_last": 1,
@@ -35,6 +36,9 @@ class Sequencer(wiring.Component):
     an n-group, the ``params`` beat; it presents the token of the cycle on ``token`` (``valid``
     only for ``t < L``) and the activation lane mask ``act_mask`` (lanes ``r < K - kt*rows``).
     Counters advance only while ``en``; ``running`` drops after the last pass's last cycle.
+    A ``chain`` job (K-split: it keeps or resumes its sums in the bank, ``NT * T <= depth``)
+    addresses entry ``nt * T + t`` (a base register advanced by ``T`` per n-group) instead
+    of ``t``.
 
     Parameters
     ----------
@@ -55,6 +59,8 @@ class Sequencer(wiring.Component):
         Start a job with ``T, K, N`` (ignored while ``running``; all three must be > 0).
     T, K, N : In(unsigned(dim_bits))
         Job dimensions, sampled on ``start``.
+    chain : In(1)
+        The job is chained (``accumulate`` or not ``emit``), sampled on ``start``.
     running : Out(1)
         Passes are being issued.
     need_act, need_weight, need_params : Out(1)
@@ -78,6 +84,7 @@ class Sequencer(wiring.Component):
             "T": In(dim_bits),
             "K": In(dim_bits),
             "N": In(dim_bits),
+            "chain": In(1),
             "running": Out(1),
             "need_act": Out(1),
             "need_weight": Out(1),
@@ -97,6 +104,8 @@ class Sequencer(wiring.Component):
         k_left = Signal(self.dim_bits)     # K - kt*R
         n_left = Signal(self.dim_bits)     # N - nt*C
         t = Signal(range(max(D, span)))    # cycle within the pass
+        chain = Signal()
+        nbase = Signal(range(D))           # first bank entry of the n-group (chained jobs)
 
         L = Signal(range(D + 1))
         period = Signal(range(max(D, span) + 1))
@@ -129,7 +138,7 @@ class Sequencer(wiring.Component):
             tok.last_k.eq(last_k),
             tok.group_end.eq(valid & last_k & last_tt & (t == L - 1)),
             tok.job_last.eq(valid & last_k & last_tt & last_n & (t == L - 1)),
-            tok.t_idx.eq(t),
+            tok.t_idx.eq(nbase + t),
             tok.n_rem.eq(Mux(n_left > C, C, n_left)),
         ]
         for r in range(R):
@@ -154,11 +163,14 @@ class Sequencer(wiring.Component):
                             m.d.sync += t_left.eq(T)
                             with m.If(~last_n):
                                 m.d.sync += n_left.eq(n_left - C)
+                                with m.If(chain):
+                                    m.d.sync += nbase.eq(nbase + T)
                             with m.Else():
                                 m.d.sync += self.running.eq(0)
         with m.Elif(self.start):
             m.d.sync += [
                 self.running.eq(1), t.eq(0), T.eq(self.T), K.eq(self.K),
                 t_left.eq(self.T), k_left.eq(self.K), n_left.eq(self.N),
+                chain.eq(self.chain), nbase.eq(0),
             ]
         return m

@@ -334,7 +334,8 @@ def save_jobs(path: pathlib.Path, jobs: list[GemmJob]) -> None:
     for i, job in enumerate(jobs):
         arrays.update({f"{i}_x": job.x, f"{i}_w": job.w, f"{i}_bias": job.bias,
                        f"{i}_m": np.asarray(job.m), f"{i}_s": np.asarray(job.s),
-                       f"{i}_zy_relu": np.array([job.z_y, int(job.relu)])})
+                       f"{i}_zy_relu": np.array([job.z_y, int(job.relu), int(job.accumulate),
+                                                 int(job.emit)])})
     np.savez(path, n=np.array(len(jobs)), **arrays)
 
 
@@ -342,9 +343,10 @@ def load_jobs(cfg: ArrayConfig, path: pathlib.Path) -> list[GemmJob]:
     data = np.load(path)
     jobs = []
     for i in range(int(data["n"])):
-        z_y, relu = (int(v) for v in data[f"{i}_zy_relu"])
+        z_y, relu, acc_in, emit = (int(v) for v in data[f"{i}_zy_relu"])
         jobs.append(GemmJob.create(cfg, data[f"{i}_x"], data[f"{i}_w"], data[f"{i}_bias"],
-                                   data[f"{i}_m"], data[f"{i}_s"], z_y=z_y, relu=bool(relu)))
+                                   data[f"{i}_m"], data[f"{i}_s"], z_y=z_y, relu=bool(relu),
+                                   accumulate=bool(acc_in), emit=bool(emit)))
     return jobs
 
 

@@ -9,9 +9,14 @@ Structured like cocotb's ``examples/matrix_multiplier``:
   and records every accepted beat with its cycle;
 * **model** -- :func:`sim.cycle.simulate_beats` on exactly the beats that were driven;
 * **checker** -- :func:`check_job`: every output integer, the number of beats, (for
-  jobs without stalls) the total cycle count ``last out handshake - cmd handshake``, and
-  the cycle model's outputs against the plain numpy reference (``sim.reference``): the
+  jobs without stalls) the total cycle count ``last busy cycle - cmd handshake`` (the last
+  ``out`` handshake, or where it would be in a job without ``emit``), and the cycle
+  model's outputs against the plain numpy reference (``sim.reference``; for the last job
+  of a K-split chain, the reference of the whole chain, :func:`sim.job.merge_k`): the
   cocotb test fails on any of them, not only the pytest wrapper.
+
+The model keeps one accumulator bank across the jobs, as the RTL does, so K-split chains
+(``accumulate`` / ``emit`` jobs) run back to back exactly as on the machine.
 
 Parameters arrive through the environment: ``QACCEL_RUN`` names a JSON spec in the run
 directory (configuration, jobs file, per-job stall probability, seed, results path).
@@ -38,7 +43,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
 from qaccel.sim import ArrayConfig, GemmJob
-from qaccel.sim.cycle import simulate_beats
+from qaccel.sim.cycle import new_bank, simulate_beats
+from qaccel.sim.job import merge_k
 from qaccel.sim.reference import reference_gemm
 from qaccel.sim.schedule import tiling
 from qaccel.sim.streams import JobBeats, job_beats, pack_cmd, pack_lanes, pack_params, unpack_lanes
@@ -161,14 +167,15 @@ def scramble_dont_cares(cfg: ArrayConfig, beats: JobBeats, rng: np.random.Genera
 
 
 def check_job(cfg: ArrayConfig, job: GemmJob, model, rtl_beats: np.ndarray, rtl_cycles,
-              check_cycles: bool) -> dict:
+              check_cycles: bool, chain: list[GemmJob] | None = None) -> dict:
     """Checker: every output integer, the beat count, (gap-free) the cycle count, and the
-    cycle model's outputs against :func:`sim.reference.reference_gemm`."""
+    cycle model's outputs against :func:`sim.reference.reference_gemm` (of the whole
+    K-split ``chain`` ending with ``job``, if given; a job without ``emit`` has none)."""
     rec: dict = {"n_out_model": int(model.out_beats.shape[0]), "n_out_rtl": int(len(rtl_beats)),
                  "model_cycles": int(model.cycles), "rtl_cycles": rtl_cycles,
                  "cycles_checked": check_cycles, "mismatches": []}
     ok_n = rec["n_out_model"] == rec["n_out_rtl"]
-    if ok_n and len(rtl_beats):
+    if ok_n:
         diff = np.argwhere(np.asarray(rtl_beats) != model.out_beats)
         for b, lane in diff[:10].tolist():
             rec["mismatches"].append({"beat": b, "lane": lane,
@@ -179,8 +186,12 @@ def check_job(cfg: ArrayConfig, job: GemmJob, model, rtl_beats: np.ndarray, rtl_
         rec["n_mismatches"] = None
     rec["outputs_match"] = bool(ok_n and rec["n_mismatches"] == 0)
     rec["cycles_match"] = (rtl_cycles == model.cycles) if check_cycles else None
-    ref = reference_gemm(cfg, job)
-    rec["model_matches_reference"] = bool(np.array_equal(model.y, ref.y))
+    if job.emit:
+        ref = reference_gemm(cfg, merge_k(cfg, chain) if chain else job)
+        rec["model_matches_reference"] = bool(np.array_equal(model.y, ref.y))
+    else:
+        rec["model_matches_reference"] = model.out_beats.shape[0] == 0
+    rec["k_split"] = {"accumulate": job.accumulate, "emit": job.emit}
     rec["utilization"] = float(model.utilization)
     rec["overflow_events"] = int(model.overflow_events)
     # the bench passes only if RTL == cycle model *and* cycle model == numpy reference
@@ -213,6 +224,9 @@ async def run_jobs(dut):
 
     drivers = {name: StreamDriver(dut, name, rng) for name in ("cmd", "weight", "act", "params")}
     monitor = OutMonitor(dut, cfg, rng)
+    busy = dut.busy
+    bank = new_bank(cfg)            # the model's accumulator bank, carried like the RTL's
+    chain: list[GemmJob] = []       # the K-split chain the current job belongs to
     cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
     await _reset(dut)
 
@@ -232,24 +246,31 @@ async def run_jobs(dut):
         if scramble[index]:
             beats = scramble_dont_cares(cfg, beats, nprng)
         til = tiling(cfg, job.T, job.K, job.N)
-        model = simulate_beats(cfg, beats) if check_model else None
+        model = simulate_beats(cfg, beats, bank=bank) if check_model else None
+        chain = (chain if job.accumulate else []) + [job]
         drivers["cmd"].load([pack_cmd(cfg, beats.cmd)], gap)
         drivers["weight"].load([pack_lanes(r, cfg.w_bits) for r in beats.weight], gap)
         drivers["act"].load([pack_lanes(r, cfg.a_bits) for r in beats.act], gap)
         drivers["params"].load([pack_params(cfg, beats, nt) for nt in range(til.NT)], gap)
         monitor.start(gap)
-        n_out = til.NT * job.T
+        n_out = til.NT * job.T if job.emit else 0
         budget = (model.cycles if model else 4 * (til.passes * max(cfg.acc_depth, cfg.rows,
                                                                    cfg.cols)))
         limit = int(budget * (1 + 20 * gap)) + 200
         t0 = cycle
         error = None
-        while len(monitor.beats) < n_out:
+        last_busy = None
+        started = False
+        # until the job's busy window (it rises after the cmd handshake) has closed
+        while len(monitor.beats) < n_out or last_busy is None or last_busy == cycle:
             await clock()
             cycle += 1
             for d in drivers.values():
                 d.sample(cycle)
             monitor.sample(cycle)
+            started = bool(drivers["cmd"].accepted)
+            if started and int(busy.value):
+                last_busy = cycle
             if cycle - t0 > limit:
                 error = (f"timeout after {limit} cycles: {len(monitor.beats)}/{n_out} out beats; "
                          + ", ".join(f"{k} {d.pending} beats pending"
@@ -269,14 +290,18 @@ async def run_jobs(dut):
         if error is None and extra:
             error = f"{extra} stray out.valid cycles after the last output beat"
         cmd_cycle = drivers["cmd"].accepted[0] if drivers["cmd"].accepted else None
-        rtl_cycles = (monitor.cycles[-1] - cmd_cycle) if (monitor.cycles and cmd_cycle
-                                                          is not None) else None
+        rtl_cycles = (last_busy - cmd_cycle) if (last_busy is not None and cmd_cycle
+                                                 is not None) else None
+        if monitor.cycles and rtl_cycles is not None and monitor.cycles[-1] != last_busy:
+            error = error or (f"busy fell in cycle {last_busy}, not with the last out beat "
+                              f"(cycle {monitor.cycles[-1]})")
         rec = {"index": index, "T": job.T, "K": job.K, "N": job.N, "gaps": gap,
                "scrambled": bool(scramble[index]), "rtl_cycles": rtl_cycles, "error": error}
         rtl = np.array(monitor.beats, dtype=np.int64).reshape(-1, cfg.cols)
         np.save(pathlib.Path(spec["results"]).parent / f"out_beats_{index}.npy", rtl)
         if model is not None:
-            rec.update(check_job(cfg, job, model, rtl, rtl_cycles, check_cycles=(gap == 0)))
+            rec.update(check_job(cfg, job, model, rtl, rtl_cycles, check_cycles=(gap == 0),
+                                 chain=chain if job.accumulate else None))
         else:
             rec.update({"model_cycles": None, "outputs_match": None, "cycles_match": None,
                         "ok": error is None})

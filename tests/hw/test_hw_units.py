@@ -207,6 +207,39 @@ def test_accumulator_bias_accumulate_wrap_and_freeze():
     assert sums.min() >= lo and sums.max() <= hi
 
 
+def test_accumulator_keep_stores_final_sums_for_the_next_job():
+    """K-split: with ``keep`` the final (``last``) sum is written back as well as sent; a
+    later vector with ``first`` low resumes from it instead of the bias."""
+    cols, depth = 2, 4
+    dut = AccumulatorBank(cols=cols, acc_bits=12, depth=depth)
+    # (valid, first, last, keep, addr, psum, bias): job 1 stores entries 1, 2; job 2 resumes
+    tokens = [(1, 1, 1, 1, 1, [5, -7], [100, 200]), (1, 1, 1, 1, 2, [1, 2], [100, 200]),
+              (0, 0, 0, 0, 3, [9, 9], [0, 0]), (1, 0, 1, 0, 2, [10, 20], [-999, -999]),
+              (1, 0, 1, 0, 1, [3, 4], [-999, -999]), (1, 0, 1, 0, 1, [3, 4], [-999, -999])]
+    got = []
+
+    async def tb(ctx):
+        ctx.set(dut.en, 1)
+        ctx.set(dut.rd_addr, tokens[0][4])
+        await ctx.tick()
+        for i, (valid, first, last, keep, addr, psum, bias) in enumerate(tokens):
+            ctx.set(dut.rd_addr, tokens[i + 1][4] if i + 1 < len(tokens) else 0)
+            for k, v in (("valid", valid), ("first", first), ("last", last), ("keep", keep),
+                         ("addr", addr)):
+                ctx.set(getattr(dut, k), v)
+            for c in range(cols):
+                ctx.set(dut.psum[c], psum[c])
+                ctx.set(dut.bias[c], bias[c])
+            if ctx.get(dut.sum_valid):
+                got.append([ctx.get(dut.sum[c]) for c in range(cols)])
+            await ctx.tick()
+
+    _run(dut, tb)
+    # entry 1 = 105, 193 after job 1; without keep the last token's sum is not stored, so
+    # the two identical last tokens both give 105 + 3, 193 + 4
+    assert got == [[105, 193], [101, 202], [111, 222], [108, 197], [108, 197]]
+
+
 # ---- requantizer ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("per_channel,a_bits,a_signed,acc_bits,mult_bits", [
@@ -328,13 +361,15 @@ def test_params_fifo_order_level_and_overflow():
 
 # ---- sequencer ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("rows,cols,depth,T,K,N", [
-    (4, 4, 8, 11, 9, 10),       # partial T-, K- and N-tiles, several of each
-    (3, 5, 4, 2, 7, 11),        # L < max(rows, cols): padded periods
-    (2, 2, 1, 3, 5, 3),
-    (5, 2, 3, 7, 5, 2),
+@pytest.mark.parametrize("rows,cols,depth,T,K,N,chain", [
+    (4, 4, 8, 11, 9, 10, False),    # partial T-, K- and N-tiles, several of each
+    (3, 5, 4, 2, 7, 11, False),     # L < max(rows, cols): padded periods
+    (2, 2, 1, 3, 5, 3, False),
+    (5, 2, 3, 7, 5, 2, False),
+    (3, 2, 12, 4, 7, 5, True),      # chained: entries nt * T + t, all NT * T = 12 of them
+    (2, 3, 9, 2, 3, 7, True),
 ])
-def test_sequencer_follows_pass_schedule(rows, cols, depth, T, K, N):
+def test_sequencer_follows_pass_schedule(rows, cols, depth, T, K, N, chain):
     cfg = ArrayConfig(rows=rows, cols=cols, acc_depth=depth)
     til = tiling(cfg, T, K, N)
     starts = pass_starts(cfg, til)
@@ -343,7 +378,8 @@ def test_sequencer_follows_pass_schedule(rows, cols, depth, T, K, N):
     for p, (nt, tt, kt) in enumerate(coords):
         s, L = int(starts[p]), til.tile_len(tt)
         for t in range(L):
-            exp_act[s + t] = dict(t_idx=t, swap=int(t == 0), first_k=int(kt == 0),
+            exp_act[s + t] = dict(t_idx=nt * T + t if chain else t, swap=int(t == 0),
+                                  first_k=int(kt == 0),
                                   last_k=int(kt == til.KT - 1), n_rem=til.n_len(nt),
                                   k_rem=til.k_len(kt))
         exp_w.update({s + r: r for r in range(rows)})
@@ -359,6 +395,7 @@ def test_sequencer_follows_pass_schedule(rows, cols, depth, T, K, N):
         ctx.set(dut.T, T)
         ctx.set(dut.K, K)
         ctx.set(dut.N, N)
+        ctx.set(dut.chain, chain)
         ctx.set(dut.start, 1)
         ctx.set(dut.en, 1)
         await ctx.tick()
