@@ -431,7 +431,9 @@ def run_mapping(cfg: ArrayConfig, job: GemmJob, steps) -> MappedResult:
     whole-layer ``job``: every ``"job"`` step runs its slab x n-tile sub-job on the cycle
     model (:func:`simulate`), loads / streams / stores are counted in bits and held in
     their buffer (``sim.traffic.BUFFER_OF``) until evicted (streams for the next job
-    only); a buffer holding more than its capacity raises ``ValueError`` naming it."""
+    only); a buffer holding more than its capacity raises ``ValueError`` naming it. The
+    jobs share one accumulator bank: a K-split chain's jobs (``key = (t0, t, n0, n, k0,
+    k)``) start from bias when ``k0 = 0``, accumulate otherwise, and emit at ``k0 + k = K``."""
     from .traffic import BUFFER_OF
 
     job = job.for_config(cfg)
@@ -444,6 +446,7 @@ def run_mapping(cfg: ArrayConfig, job: GemmJob, steps) -> MappedResult:
     y = np.full((job.T, job.N), np.iinfo(np.int64).min, dtype=np.int64)
     cycles = macs = jobs = 0
     buf_of = dict(BUFFER_OF, outputs="out_buffer_kib")
+    bank = new_bank(cfg)
 
     def held(extra) -> None:
         use = dict.fromkeys(cap, 0)
@@ -472,13 +475,16 @@ def run_mapping(cfg: ArrayConfig, job: GemmJob, steps) -> MappedResult:
         elif st.kind == "job":
             held(transient)
             transient = []
-            t0, t, n0, n = st.key
+            t0, t, n0, n, k0, k = st.key
             m = job.m[n0:n0 + n] if np.ndim(job.m) else job.m
             s = job.s[n0:n0 + n] if np.ndim(job.s) else job.s
-            sub = GemmJob.create(cfg, job.x[t0:t0 + t], job.w[:, n0:n0 + n],
-                                 job.bias[n0:n0 + n], m, s, z_y=job.z_y, relu=job.relu)
-            r = simulate(cfg, sub)
-            y[t0:t0 + t, n0:n0 + n] = r.y
+            emit = k0 + k == job.K
+            sub = GemmJob.create(cfg, job.x[t0:t0 + t, k0:k0 + k], job.w[k0:k0 + k, n0:n0 + n],
+                                 job.bias[n0:n0 + n], m, s, z_y=job.z_y, relu=job.relu,
+                                 accumulate=k0 > 0, emit=emit)
+            r = simulate(cfg, sub, bank=bank)
+            if emit:
+                y[t0:t0 + t, n0:n0 + n] = r.y
             cycles += r.cycles
             macs += r.useful_macs
             jobs += 1

@@ -9,7 +9,15 @@ Space, per layer (one group job):
   ``ceil(N / cols)``, and ``N``;
 * the loop orders ``slab_outer`` / ``n_outer`` with the residencies that differ in cost:
   ``slab_outer`` x weights ``layer | tile | pass`` x inputs ``slab | pass``, and
-  ``n_outer`` x weights ``tile | pass`` x inputs ``layer | slab | pass``.
+  ``n_outer`` x weights ``tile | pass`` x inputs ``layer | slab | pass``;
+* K-splitting: a chain holds less than a whole-K job only in two places -- the weight
+  column of ``slab_outer`` x weights ``tile`` and the input slab of ``n_outer`` x inputs
+  ``slab`` -- and otherwise moves the same DRAM traffic in more jobs. So for those four
+  combinations, where the whole-K mapping overflows a buffer and the pair's sums fit the
+  accumulator bank (``t * ceil(n / cols) <= acc_depth``), the space holds the largest
+  ``k_tile`` that fits, from ``rows`` times the divisors and powers of two of
+  ``ceil(K / rows)`` (a convolution's also whole input channels: multiples of
+  ``lcm(rows, kh * kw)``), below ``K``.
 
 Every candidate is costed by the analytic model's own counts (:func:`sim.analytic.job_counts`
 per job shape, :func:`sim.mapping.dram_bits`) priced by the energy model; candidates whose
@@ -77,12 +85,42 @@ def _n_tiles(cfg: ArrayConfig, w: GemmWorkload) -> list[int]:
     return sorted({min(w.N, m * cfg.cols) for m in _divisors(nt) + _pow2_upto(nt)} | {w.N})
 
 
+def _k_tiles(cfg: ArrayConfig, w: GemmWorkload) -> list[int]:
+    kt = -(-w.K // cfg.rows)
+    out = {m * cfg.rows for m in _divisors(kt) + _pow2_upto(kt)}
+    g = w.geometry
+    if g is not None and g.out_h and g.out_w and g.kh * g.kw > 1:
+        step = math.lcm(cfg.rows, g.kh * g.kw)
+        out |= {step * m for m in _pow2_upto(w.K // step)}
+    return sorted(k for k in out if k < w.K)
+
+
+#: the (order, weights, inputs) combinations where a K split holds less than whole K
+_SPLIT_COMBOS = frozenset(c for c in _COMBOS if c[0] == "slab_outer" and c[1] == "tile"
+                          or c[0] == "n_outer" and c[2] == "slab")
+
+
+def _fits(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> bool:
+    return all(b <= getattr(cfg, f) * 8192 for f, b in buffer_needs(cfg, w, m).items())
+
+
 def candidate_mappings(cfg: ArrayConfig, w: GemmWorkload):
-    """Every mapping of the pruned space for ``w`` (fitting the buffers or not)."""
+    """Every mapping of the pruned space for ``w``: whole-K ones fitting the buffers or
+    not, and K-split chains (see the module docstring) only where they fit."""
+    ks = _k_tiles(cfg, w)[::-1]
     for t in _t_tiles(cfg, w):
         for n in _n_tiles(cfg, w):
+            bank_ok = t * -(-n // cfg.cols) <= cfg.acc_depth
             for order, wr, xr in _COMBOS:
-                yield Mapping(t_tile=t, n_tile=n, order=order, weights=wr, inputs=xr)
+                m = Mapping(t_tile=t, n_tile=n, order=order, weights=wr, inputs=xr)
+                yield m
+                if bank_ok and ks and (order, wr, xr) in _SPLIT_COMBOS and not _fits(cfg, w, m):
+                    for k in ks:
+                        mk = Mapping(t_tile=t, n_tile=n, order=order, weights=wr, inputs=xr,
+                                     k_tile=k)
+                        if _fits(cfg, w, mk):
+                            yield mk
+                            break
 
 
 @dataclass(frozen=True)
@@ -98,10 +136,10 @@ class MapperResult:
 
 
 @lru_cache(maxsize=65536)
-def _job_energy(cfg: ArrayConfig, table: EnergyTable, t: int, K: int, n: int
-                ) -> tuple[float, int]:
+def _job_energy(cfg: ArrayConfig, table: EnergyTable, t: int, K: int, n: int,
+                accumulate: bool = False, emit: bool = True) -> tuple[float, int]:
     """On-chip energy (pJ, no DRAM, no buffer fills / drain) and cycles of one job."""
-    jc = job_counts(cfg, t, K, n)
+    jc = job_counts(cfg, t, K, n, accumulate, emit)
     bits = {}
     for i, lv in enumerate(LEVELS):
         for j, op in enumerate(OPERANDS):
@@ -152,8 +190,8 @@ def _search(cfg: ArrayConfig, w: GemmWorkload, geometry, objective: str, table: 
             continue
         n_fit += 1
         energy, cycles = 0.0, 0
-        for (t, n), count in plan(w, m).shapes:
-            e, c = _job_energy(cfg, table, t, w.K, n)
+        for shape, count in plan(w, m).shapes:
+            e, c = _job_energy(cfg, table, *shape)
             energy += count * e
             cycles += count * c
         dram = dram_bits(cfg, w, m)

@@ -9,9 +9,12 @@ schedule around them, for one GEMM job of a layer (a grouped layer repeats it pe
   rows plus the kernel's halo are the slab's DRAM footprint,
   :meth:`sim.workload.ConvGeometry.slab_elems`), the output channels ``N`` into
   ``n_tile``-wide weight tiles. One job computes one (slab, weight tile) pair with the
-  whole reduction ``K``: partial sums stay in the accumulators and never spill (the array
-  tiles ``K`` by its rows inside the job; a split of ``K`` across jobs would need the
-  accumulators to leave the chip, which the job's requantizer cannot express).
+  whole reduction ``K`` -- or, with ``k_tile`` (K-splitting), a *chain* of jobs, one per
+  ``k_tile`` rows of the weights, run back to back: the partial sums stay in the
+  accumulator bank between them (:class:`sim.job.GemmJob` ``accumulate`` / ``emit``; the
+  chain's ``t x ceil(n / cols)`` sums must fit the bank's ``acc_depth`` entries) and never
+  spill. A chunk of a convolution's ``K = (c, kh, kw)`` reads the input channels it
+  touches.
 * **loop order** -- ``"slab_outer"`` (``for slab: for n-tile: job``) or ``"n_outer"``
   (``for n-tile: for slab: job``).
 * **residency** -- what each buffer holds:
@@ -23,15 +26,17 @@ schedule around them, for one GEMM job of a layer (a grouped layer repeats it pe
   weights    ``tile``   the job's weight tile stays while it is used: once per job
                         (``slab_outer``) or once per n-tile across all slabs (``n_outer``)
   weights    ``pass``   the weights stream pass by pass: once per internal T-tile of a
-                        job (``ceil(t / acc_depth)`` times per job)
+                        job (``ceil(t / acc_depth)`` times per job; once per chain)
   inputs     ``layer``  the layer's whole input footprint stays: read once
   inputs     ``slab``   a slab stays while its jobs use it: once per slab
-                        (``slab_outer``) or once per slab and n-tile (``n_outer``)
-  inputs     ``pass``   the slab streams once per internal n-tile of each job
+                        (``slab_outer``) or once per slab and n-tile (``n_outer``; with
+                        ``k_tile`` only the job's chunk of the slab is held)
+  inputs     ``pass``   the slab (chunk) streams once per internal n-tile of each job
   ========== ========== ==============================================================
 
   Outputs are written once; params (bias, per-channel ``M, S``) travel with the weights
-  (per tensor: one ``(M, S)`` per job, in its ``cmd``).
+  (per tensor: one ``(M, S)`` per job, in its ``cmd``); a chain keeps its ``n`` channels'
+  params in the weight buffer while it runs.
 
 :func:`fixed_mapping` is the nest every layer used before mappings existed (one job; the
 input re-fetched per n-tile when it does not fit) -- the one SCALE-Sim compatibility and
@@ -53,7 +58,7 @@ from .workload import GemmWorkload
 
 __all__ = ["ORDERS", "WEIGHT_RESIDENCY", "INPUT_RESIDENCY", "Mapping", "Plan", "plan",
            "fixed_mapping", "buffer_needs", "dram_bits", "compulsory_bits", "mapping_steps",
-           "Step", "param_lane_bits", "S_BITS"]
+           "Step", "param_lane_bits", "S_BITS", "check_bank"]
 
 ORDERS = ("slab_outer", "n_outer")
 WEIGHT_RESIDENCY = ("layer", "tile", "pass")
@@ -88,6 +93,9 @@ class Mapping:
         Weight residency: ``"layer"``, ``"tile"`` or ``"pass"``.
     inputs : str
         Input residency: ``"layer"``, ``"slab"`` or ``"pass"``.
+    k_tile : int
+        Reduction rows per job of a K-split chain; 0 (or ``>= K``): one job per pair with
+        the whole ``K``.
     """
 
     t_tile: int
@@ -95,6 +103,7 @@ class Mapping:
     order: str = "slab_outer"
     weights: str = "tile"
     inputs: str = "slab"
+    k_tile: int = 0
 
     def __post_init__(self):
         check_int("Mapping", "t_tile", self.t_tile, 1)
@@ -102,6 +111,11 @@ class Mapping:
         check_choice("Mapping", "order", self.order, ORDERS)
         check_choice("Mapping", "weights", self.weights, WEIGHT_RESIDENCY)
         check_choice("Mapping", "inputs", self.inputs, INPUT_RESIDENCY)
+        check_int("Mapping", "k_tile", self.k_tile, 0)
+
+    def splits(self, w: GemmWorkload) -> bool:
+        """The jobs are K-split chains on ``w``."""
+        return 0 < self.k_tile < w.K
 
     def check(self, w: GemmWorkload) -> None:
         """Raise ``ValueError`` naming the layer and the field if the tiles do not fit
@@ -116,11 +130,12 @@ class Mapping:
 
     def to_dict(self) -> dict:
         return {"t_tile": self.t_tile, "n_tile": self.n_tile, "order": self.order,
-                "weights": self.weights, "inputs": self.inputs}
+                "weights": self.weights, "inputs": self.inputs, "k_tile": self.k_tile}
 
     def label(self) -> str:
-        """Short text, e.g. ``t196 n64 slab_outer W:tile A:slab``."""
-        return (f"t{self.t_tile} n{self.n_tile} {self.order} W:{self.weights} "
+        """Short text, e.g. ``t196 n64 slab_outer W:tile A:slab`` (``k288`` when K-split)."""
+        k = f" k{self.k_tile}" if self.k_tile else ""
+        return (f"t{self.t_tile} n{self.n_tile}{k} {self.order} W:{self.weights} "
                 f"A:{self.inputs}")
 
 
@@ -133,14 +148,41 @@ def _slab_footprint(w: GemmWorkload, t0: int, t1: int) -> int:
     return g.slab_elems(t0 // g.out_w, _ceil_div(t1, g.out_w))
 
 
+def _chunk_feet(w: GemmWorkload, foot: int, chunks: tuple[int, ...]) -> tuple[int, ...]:
+    """Input elements each K chunk of a slab with footprint ``foot`` reads: a convolution's
+    ``K = (c, kh, kw)`` chunk reads the channels it touches; a GEMM its columns."""
+    if len(chunks) == 1:
+        return (foot,)
+    g = w.geometry
+    out, k0 = [], 0
+    if g is not None and g.out_h and g.out_w:
+        taps, per_ch = g.kh * g.kw, foot // (g.in_ch // g.groups)
+        for k in chunks:
+            out.append((((k0 + k - 1) // taps) - (k0 // taps) + 1) * per_ch)
+            k0 += k
+        return tuple(out)
+    return tuple(_ceil_div(foot * k, w.K) for k in chunks)
+
+
 @dataclass(frozen=True)
 class Plan:
     """What a mapping means for one workload: slab lengths and footprints, n-tile widths,
-    and the job shapes ``(t, n) -> count`` it runs (per group job)."""
+    the K chunks of a chain (``(K,)`` unsplit) with each slab's chunk footprints, and the
+    job shapes ``(t, k, n, accumulate, emit) -> count`` it runs (per group job)."""
 
     slabs: tuple[tuple[int, int], ...]      # (t, footprint elements)
     ntiles: tuple[int, ...]
-    shapes: tuple[tuple[tuple[int, int], int], ...]
+    shapes: tuple[tuple[tuple[int, int, int, bool, bool], int], ...]
+    chunks: tuple[int, ...] = ()
+    chunk_feet: tuple[tuple[int, ...], ...] = ()   # per slab, per chunk
+
+    @property
+    def chunk_foot_sum(self) -> int:
+        return sum(sum(f) for f in self.chunk_feet)
+
+    @property
+    def chunk_foot_max(self) -> int:
+        return max(max(f) for f in self.chunk_feet)
 
     @property
     def footprint_sum(self) -> int:
@@ -152,27 +194,44 @@ class Plan:
 
     @property
     def jobs(self) -> int:
-        return len(self.slabs) * len(self.ntiles)
+        return len(self.slabs) * len(self.ntiles) * len(self.chunks)
 
 
 @lru_cache(maxsize=32768)
-def _plan(w: GemmWorkload, geometry, t_tile: int, n_tile: int) -> Plan:
-    T, N = w.T, w.N
+def _plan(w: GemmWorkload, geometry, t_tile: int, n_tile: int, k_tile: int) -> Plan:
+    T, N, K = w.T, w.N, w.K
     slabs = tuple((min(T, t0 + t_tile) - t0, _slab_footprint(w, t0, min(T, t0 + t_tile)))
                   for t0 in range(0, T, t_tile))
     ntiles = tuple(min(N, n0 + n_tile) - n0 for n0 in range(0, N, n_tile))
+    chunks = tuple(min(K, k0 + k_tile) - k0 for k0 in range(0, K, k_tile))
+    last = len(chunks) - 1
     cnt = Counter()
     tc, nc = Counter(t for t, _ in slabs), Counter(ntiles)
     for t, a in tc.items():
         for n, b in nc.items():
-            cnt[(t, n)] += a * b
-    return Plan(slabs=slabs, ntiles=ntiles, shapes=tuple(sorted(cnt.items())))
+            for c, k in enumerate(chunks):
+                cnt[(t, k, n, c > 0, c == last)] += a * b
+    feet = {f: _chunk_feet(w, f, chunks) for f in {f for _, f in slabs}}
+    return Plan(slabs=slabs, ntiles=ntiles, shapes=tuple(sorted(cnt.items())), chunks=chunks,
+                chunk_feet=tuple(feet[f] for _, f in slabs))
 
 
 def plan(w: GemmWorkload, m: Mapping) -> Plan:
-    """The slabs, n-tiles and job shapes of ``m`` on ``w`` (checked, cached)."""
+    """The slabs, n-tiles, K chunks and job shapes of ``m`` on ``w`` (checked, cached)."""
     m.check(w)
-    return _plan(w, w.geometry, m.t_tile, m.n_tile)
+    return _plan(w, w.geometry, m.t_tile, m.n_tile, m.k_tile if m.splits(w) else w.K)
+
+
+def check_bank(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> None:
+    """``ValueError`` naming the layer and ``k_tile`` if ``m`` K-splits ``w`` with chains
+    whose sums do not fit the accumulator bank (``t_tile * ceil(n_tile / cols) >
+    acc_depth``)."""
+    if m.splits(w):
+        need = min(m.t_tile, w.T) * _ceil_div(min(m.n_tile, w.N), cfg.cols)
+        if need > cfg.acc_depth:
+            raise fail(f"Mapping(layer {w.name!r})", "k_tile", "0 (no K split)", m.k_tile,
+                       f"a K-split chain keeps t_tile x ceil(n_tile / cols) = {need} sums in "
+                       f"the {cfg.acc_depth}-entry accumulator bank")
 
 
 def fixed_mapping(cfg: ArrayConfig, w: GemmWorkload) -> Mapping:
@@ -192,22 +251,27 @@ def buffer_needs(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> dict[str, int
     p = plan(w, m)
     R, C, D = cfg.rows, cfg.cols, cfg.acc_depth
     K = w.K
+    k = max(p.chunks)
     wb, ab, pl = cfg.w_bits, cfg.a_bits, param_lane_bits(cfg)
-    n, t = m.n_tile, m.t_tile
+    n, t = min(m.n_tile, w.N), min(m.t_tile, w.T)
+    # a chain keeps its n channels' params; a whole-K job needs the current column's
+    chain_pl = n * pl if len(p.chunks) > 1 else min(n, C) * pl
     if m.weights == "layer":
         wneed = K * w.N * wb + w.N * pl
     elif m.weights == "tile" and m.order == "n_outer" and len(p.slabs) > 1:
         wneed = K * n * wb + n * pl                  # kept across the slabs
     elif m.weights == "tile":
-        wneed = K * min(n, C) * wb + min(n, C) * pl  # the job's current column
+        wneed = k * min(n, C) * wb + chain_pl        # the job's current column
     else:
-        wneed = min(K, R) * min(n, C) * wb + min(n, C) * pl
+        wneed = min(k, R) * min(n, C) * wb + chain_pl
     if m.inputs == "layer":
         aneed = w.input_elems * ab
-    elif m.inputs == "slab":
+    elif m.inputs == "slab" and m.order == "slab_outer":
         aneed = p.footprint_max * ab
+    elif m.inputs == "slab":
+        aneed = p.chunk_foot_max * ab                # the job's chunk of the slab
     else:
-        aneed = min(t, D) * min(K, R) * ab
+        aneed = min(t, D) * min(k, R) * ab
     return {"weight_buffer_kib": wneed, "act_buffer_kib": aneed,
             "out_buffer_kib": min(t, D) * min(n, C) * ab}
 
@@ -218,7 +282,7 @@ def dram_bits(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> dict[str, int]:
     p = plan(w, m)
     D, C = cfg.acc_depth, cfg.cols
     W = w.K * w.N * cfg.w_bits
-    S, J = len(p.slabs), len(p.ntiles)
+    S, J, KC = len(p.slabs), len(p.ntiles), len(p.chunks)
     slab_outer = m.order == "slab_outer"
     if m.weights == "layer":
         dw, pvec = W, 1
@@ -229,11 +293,11 @@ def dram_bits(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> dict[str, int]:
     if m.inputs == "layer":
         dx = w.input_elems
     elif m.inputs == "slab":
-        dx = p.footprint_sum * (1 if slab_outer else J)
+        dx = p.footprint_sum if slab_outer else p.chunk_foot_sum * J
     else:
-        dx = p.footprint_sum * sum(_ceil_div(n, C) for n in p.ntiles)
+        dx = p.chunk_foot_sum * sum(_ceil_div(n, C) for n in p.ntiles)
     params = pvec * w.N * param_lane_bits(cfg) + (0 if cfg.per_channel
-                                                  else S * J * (cfg.mult_bits + S_BITS))
+                                                  else S * J * KC * (cfg.mult_bits + S_BITS))
     return {"weights": dw, "activations": dx * cfg.a_bits, "params": params,
             "outputs": w.T * w.N * cfg.a_bits}
 
@@ -263,17 +327,23 @@ class Step:
 
 def mapping_steps(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> list[Step]:
     """The ordered transfers and jobs of ONE group job of ``w`` under ``m``, enumerated
-    loop by loop (independently of :func:`dram_bits`'s closed form)."""
+    loop by loop (independently of :func:`dram_bits`'s closed form). A ``"job"`` step's
+    ``key`` is ``(t0, t, n0, n, k0, k)``; the jobs of a K-split chain follow each other
+    (``k0 = 0`` starts from bias, ``k0 + k = K`` emits)."""
     p = plan(w, m)
+    check_bank(cfg, w, m)
     R, C, D = cfg.rows, cfg.cols, cfg.acc_depth
     K, wb, ab, pl = w.K, cfg.w_bits, cfg.a_bits, param_lane_bits(cfg)
     ms = 0 if cfg.per_channel else cfg.mult_bits + S_BITS
     n0s = [sum(p.ntiles[:j]) for j in range(len(p.ntiles))]
+    k0s = [sum(p.chunks[:c]) for c in range(len(p.chunks))]
+    split = len(p.chunks) > 1
     out: list[Step] = []
 
     def weights(kind, key, wbits, pbits, whold=0, phold=0):
         out.append(Step(kind, "weights", key, wbits, hold=whold))
-        out.append(Step(kind, "params", key, pbits, hold=phold))
+        if pbits:
+            out.append(Step(kind, "params", key, pbits, hold=phold))
 
     if m.weights == "layer":
         weights("load", ("all",), K * w.N * wb, w.N * pl)
@@ -282,37 +352,45 @@ def mapping_steps(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> list[Step]:
     S, J = len(p.slabs), len(p.ntiles)
     pairs = ([(s, j) for s in range(S) for j in range(J)] if m.order == "slab_outer"
              else [(s, j) for j in range(J) for s in range(S)])
+    kept_tile = m.weights == "tile" and m.order == "n_outer" and S > 1
     for i, (s, j) in enumerate(pairs):
         t, foot = p.slabs[s]
         n = p.ntiles[j]
         nc = min(n, C)
-        # weights (and params) of this job
-        if m.weights == "tile" and m.order == "n_outer" and S > 1:
-            if s == 0:                                 # kept across all slabs
-                weights("load", ("tile", j), K * n * wb, n * pl)
-        elif m.weights == "tile":                      # each column kept for the job
-            weights("stream", ("job", s, j), K * n * wb, n * pl, K * nc * wb, nc * pl)
-        elif m.weights == "pass":                      # re-read for every T-tile
-            weights("stream", ("pass", s, j), _ceil_div(t, D) * K * n * wb, n * pl,
-                    min(K, R) * nc * wb, nc * pl)
-        if ms:
-            out.append(Step("stream", "params", ("cmd", s, j), ms))
-        # inputs of this job
-        if m.inputs == "slab" and m.order == "slab_outer":
-            if j == 0:                                 # kept across the n-tiles
-                out.append(Step("load", "activations", ("slab", s), foot * ab))
-        elif m.inputs == "slab":                       # kept for this job only
-            out.append(Step("stream", "activations", ("job", s, j), foot * ab,
-                            hold=foot * ab))
-        elif m.inputs == "pass":                       # re-read for every n-tile
-            out.append(Step("stream", "activations", ("pass", s, j),
-                            foot * ab * _ceil_div(n, C), hold=min(t, D) * min(K, R) * ab))
-        out.append(Step("job", slab=s, ntile=j,
-                        key=(sum(x for x, _ in p.slabs[:s]), t, n0s[j], n)))
+        if kept_tile and s == 0:                       # kept across all slabs
+            weights("load", ("tile", j), K * n * wb, n * pl)
+        # a chain keeps its channels' params for all its jobs
+        chain_params = split and m.weights in ("tile", "pass") and not kept_tile
+        if chain_params:
+            out.append(Step("load", "params", ("chain", s, j), n * pl))
+        if m.inputs == "slab" and m.order == "slab_outer" and j == 0:
+            out.append(Step("load", "activations", ("slab", s), foot * ab))   # over n-tiles
+        for c, k in enumerate(p.chunks):
+            pk = 0 if chain_params else n * pl
+            # weights (and params) of this job
+            if m.weights == "tile" and not kept_tile:  # each column kept for the job
+                weights("stream", ("job", s, j, c), k * n * wb, pk, k * nc * wb, nc * pl)
+            elif m.weights == "pass":                  # re-read for every T-tile
+                weights("stream", ("pass", s, j, c), _ceil_div(t, D) * k * n * wb, pk,
+                        min(k, R) * nc * wb, nc * pl)
+            if ms:
+                out.append(Step("stream", "params", ("cmd", s, j, c), ms))
+            # inputs of this job
+            cf = p.chunk_feet[s][c]
+            if m.inputs == "slab" and m.order == "n_outer":   # kept for this job only
+                out.append(Step("stream", "activations", ("job", s, j, c), cf * ab,
+                                hold=cf * ab))
+            elif m.inputs == "pass":                   # re-read for every n-tile
+                out.append(Step("stream", "activations", ("pass", s, j, c),
+                                cf * ab * _ceil_div(n, C), hold=min(t, D) * min(k, R) * ab))
+            out.append(Step("job", slab=s, ntile=j,
+                            key=(sum(x for x, _ in p.slabs[:s]), t, n0s[j], n, k0s[c], k)))
         out.append(Step("store", "outputs", ("out", s, j), t * n * ab,
                         hold=min(t, D) * min(n, C) * ab))
+        if chain_params:
+            out.append(Step("evict", "params", ("chain", s, j)))
         nxt = pairs[i + 1] if i + 1 < len(pairs) else (None, None)
-        if m.weights == "tile" and m.order == "n_outer" and S > 1 and nxt[1] != j:
+        if kept_tile and nxt[1] != j:
             out.append(Step("evict", "weights", ("tile", j)))
             out.append(Step("evict", "params", ("tile", j)))
         if m.inputs == "slab" and m.order == "slab_outer" and nxt[0] != s:

@@ -24,6 +24,7 @@ from qaccel.sim.mapping import (
     fixed_mapping,
     mapping_steps,
 )
+from qaccel.sim.reference import reference_gemm
 from qaccel.sim.workload import GemmWorkload, conv_workload
 
 CAPS = ("weight_buffer_kib", "act_buffer_kib", "out_buffer_kib")
@@ -52,18 +53,32 @@ def layers(draw):
                           dilation=d, batch=draw(st.integers(1, 2)))
         rows = w.T // w.geometry.out_w
         t_tile = draw(st.integers(1, rows)) * w.geometry.out_w
-    m = Mapping(t_tile=t_tile, n_tile=draw(st.integers(1, w.N)),
-                order=draw(st.sampled_from(ORDERS)),
+    n_tile = draw(st.integers(1, w.N))
+    # K-split chains in about half the cases, sized so their sums usually fit the bank
+    k_tile = draw(st.one_of(st.just(0), st.integers(1, w.K)))
+    if k_tile and draw(st.booleans()):
+        t_tile = min(t_tile, max(1, cfg.acc_depth // -(-n_tile // cfg.cols)))
+        if w.geometry is not None and t_tile % w.geometry.out_w and t_tile != w.T:
+            t_tile = w.geometry.out_w
+    m = Mapping(t_tile=t_tile, n_tile=n_tile, order=draw(st.sampled_from(ORDERS)),
                 weights=draw(st.sampled_from(WEIGHT_RESIDENCY)),
-                inputs=draw(st.sampled_from(INPUT_RESIDENCY)))
+                inputs=draw(st.sampled_from(INPUT_RESIDENCY)), k_tile=k_tile)
     return cfg, w, m, draw(st.integers(0, 2**32 - 1))
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(layers())
 def test_cycle_model_runs_a_mapping_like_the_analytic_model(case):
+    """Whole-K and K-split mappings: the jobs (chains sharing one accumulator bank) give the
+    unmapped layer's outputs, with cycles, jobs, MACs, DRAM bits and buffer peaks equal to
+    the analytic model's."""
     cfg, w, m, seed = case
     job = random_job(cfg, w.T, w.K, w.N, np.random.default_rng(seed))
+    if m.splits(w) and min(m.t_tile, w.T) * -(-m.n_tile // cfg.cols) > cfg.acc_depth:
+        with pytest.raises(ValueError, match=r"Mapping\(layer .*\)\.k_tile must be 0 .*"
+                                             r"accumulator bank"):
+            mapping_steps(cfg, w, m)
+        return
     need = buffer_needs(cfg, w, m)
     fits = all(need[f] <= getattr(cfg, f) * 8192 for f in CAPS)
     steps = mapping_steps(cfg, w, m)
@@ -177,6 +192,27 @@ def test_mapper_beats_the_fixed_nest_where_it_refetches():
     params = mapped.traffic["dram", "params"].reads
     assert params == 256 * 32 + mapped.jobs * (16 + 6)     # bias once, (M, S) per job
     assert mapped.dram_bits - params == compulsory_bits(cfg, w)
+
+
+def test_mapper_k_splits_when_no_whole_k_operand_fits():
+    """Neither the 512 x 32 weights nor the 32 x 512 input fit 1 KiB: whole-K jobs re-read
+    the input per 8-wide n-tile (4x); 16-wide K-split chains (32 x 2 sums in the 64-entry
+    bank) hold 32-row input chunks and read the input twice, the weights once."""
+    cfg = ArrayConfig(rows=8, cols=8, acc_depth=64, weight_buffer_kib=1, act_buffer_kib=1)
+    w = GemmWorkload("g", 32, 512, 32)
+    W = X = 32 * 512 * 8
+    m = search_mapping(cfg, w)
+    assert m.splits(w) and m.n_tile == 16 and m.inputs == "slab" and m.order == "n_outer"
+    d = dram_bits(cfg, w, m)
+    assert (d["weights"], d["activations"]) == (W, 2 * X)
+    whole = [dram_bits(cfg, w, c) for c in candidate_mappings(cfg, w) if not c.k_tile
+             and all(b <= getattr(cfg, f) * 8192 for f, b in buffer_needs(cfg, w, c).items())]
+    assert min(x["weights"] + x["activations"] for x in whole) == W + 4 * X
+    lp = analyze_layer(cfg, w, m)
+    assert lp.jobs == 2 * 512 // m.k_tile and lp.requant_ops == 32 * 32
+    job = random_job(cfg, 32, 512, 32, np.random.default_rng(1))
+    res = run_mapping(cfg, job, mapping_steps(cfg, w, m))
+    assert np.array_equal(res.y, reference_gemm(cfg, job).y) and res.cycles == lp.cycles
 
 
 def test_mapper_error_names_layer_operand_and_buffer():
