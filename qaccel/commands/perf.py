@@ -165,9 +165,11 @@ def perf_vector_workloads(args: argparse.Namespace, cfg) -> list[VectorWorkload]
 
         return vector_workloads(net, sample_inputs(net))
     if args.topology is None and args.network == "bert_base":
+        from qaccel.networks import NETWORKS
         from qaccel.networks.bert import bert_vector_workloads
 
-        return bert_vector_workloads(args.batch, args.seq_len or 128, a_bits=cfg.a_bits)
+        seq = args.seq_len or NETWORKS["bert_base"].input_shape[1]
+        return bert_vector_workloads(args.batch, seq, a_bits=cfg.a_bits)
     return []
 
 
