@@ -94,10 +94,10 @@ def _export(model: nn.Module, args: tuple, kwargs: dict):
         dims.update({k: spec(v) for k, v in kwargs.items()})
         return dims
 
-    # named dims (one batch and one sequence symbol for every input), else automatic
-    # dynamic dims (e.g. a sequence bounded by the position table), else static shapes
-    for batch, seq in ((torch.export.Dim("batch"), torch.export.Dim("seq")),
-                       (torch.export.Dim.AUTO, torch.export.Dim.AUTO)):
+    # automatic dynamic dims (torch.export infers bounds, e.g. a sequence no longer than
+    # the position table, and which sizes are equal), else named dims, else static shapes
+    for batch, seq in ((torch.export.Dim.AUTO, torch.export.Dim.AUTO),
+                       (torch.export.Dim("batch"), torch.export.Dim("seq"))):
         try:
             return torch.export.export(model, args, kwargs, dynamic_shapes=dims_for(batch,
                                                                                      seq))

@@ -5,6 +5,9 @@ embeddings as integer tables, position ids per sequence length, attention masks 
 for SDPA, BERT's additive float mask for eager attention), the pooler's tanh table, and
 masked mean pooling."""
 
+import importlib.util
+import pathlib
+
 import numpy as np
 import pytest
 import torch
@@ -203,3 +206,39 @@ def test_masked_mean_pooling_with_three_inputs_is_exact_and_ignores_padding():
     ids2 = torch.where(mask.bool(), ids, (ids + 7) % 100)        # other padding tokens
     np.testing.assert_array_equal(
         executor.run(net, (ids2.numpy(), mask.numpy(), tt.numpy())), want)
+
+
+def _example():
+    path = pathlib.Path(__file__).parents[2] / "examples" / "sentence_transformer.py"
+    spec = importlib.util.spec_from_file_location("sentence_transformer_example", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_sentence_transformer_example_on_a_saved_random_bert(tmp_path, capsys):
+    """examples/sentence_transformer.py on a random-weight BertModel and a WordPiece
+    tokenizer saved with save_pretrained (no network): integer vs FP32 sentence embeddings
+    (mean pooling) close, exact fake-quant == executor; a bad directory exits 2."""
+    st = _example()
+    words = sorted({w.strip(".,").lower() for s in st.SENTENCES for w in s.split()})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    transformers.BertTokenizer(str(tmp_path / "vocab.txt")).save_pretrained(tmp_path)
+    cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                  intermediate_size=64, vocab_size=len(vocab),
+                                  max_position_embeddings=64)
+    torch.manual_seed(0)
+    transformers.BertModel(cfg).save_pretrained(tmp_path)
+    r = st.integer_sentence_embeddings(tmp_path, st.SENTENCES[:8], batch_size=4)
+    assert r["tokenizer"] and len(r["cosine"]) == 8
+    assert r["outputs"] == 8 * 32 and r["differing"] == 0
+    assert r["cosine"].min() > 0.99                                   # measured 0.9998
+    assert [v.kind for v in r["net"].inputs] == ["ids", "mask"]
+    assert r["net"].layers[-1].kind == "mean"
+    with pytest.raises(SystemExit) as exc:
+        st.main([str(tmp_path / "missing")])
+    assert exc.value.code == 2 and "is not a directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert st.main([str(tmp_path / "empty")]) == 2
+    assert "not a local Hugging Face model directory" in capsys.readouterr().err
