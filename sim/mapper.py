@@ -104,10 +104,10 @@ def _fits(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> bool:
     return all(b <= getattr(cfg, f) * 8192 for f, b in buffer_needs(cfg, w, m).items())
 
 
-def candidate_mappings(cfg: ArrayConfig, w: GemmWorkload):
+def candidate_mappings(cfg: ArrayConfig, w: GemmWorkload, k_split: bool = True):
     """Every mapping of the pruned space for ``w``: whole-K ones fitting the buffers or
-    not, and K-split chains (see the module docstring) only where they fit."""
-    ks = _k_tiles(cfg, w)[::-1]
+    not, and (``k_split``) K-split chains (see the module docstring) only where they fit."""
+    ks = _k_tiles(cfg, w)[::-1] if k_split else []
     for t in _t_tiles(cfg, w):
         for n in _n_tiles(cfg, w):
             bank_ok = t * -(-n // cfg.cols) <= cfg.acc_depth
@@ -170,15 +170,15 @@ def _score(objective: str, energy: float, cycles: int) -> tuple:
 
 
 @lru_cache(maxsize=16384)
-def _search(cfg: ArrayConfig, w: GemmWorkload, geometry, objective: str, table: EnergyTable
-            ) -> MapperResult:
+def _search(cfg: ArrayConfig, w: GemmWorkload, geometry, objective: str, table: EnergyTable,
+            k_split: bool = True) -> MapperResult:
     # ``geometry`` is part of the cache key: GemmWorkload's hash leaves it out
     caps = {f: getattr(cfg, f) * 8192 for f in _WHAT}
     prices = _dram_prices(cfg, table)
     best = best_key = None
     n_cand = n_fit = 0
     least = dict.fromkeys(caps, None)
-    for m in candidate_mappings(cfg, w):
+    for m in candidate_mappings(cfg, w, k_split):
         n_cand += 1
         need = buffer_needs(cfg, w, m)
         over = False
@@ -211,17 +211,17 @@ def _search(cfg: ArrayConfig, w: GemmWorkload, geometry, objective: str, table: 
 
 
 def search_layer(cfg: ArrayConfig, w: GemmWorkload, objective: str = "energy",
-                 table: EnergyTable | None = None) -> MapperResult:
+                 table: EnergyTable | None = None, k_split: bool = True) -> MapperResult:
     """The best fitting mapping of ``w`` on ``cfg`` for ``objective`` (cached by layer
-    shape and configuration). ``ValueError`` naming the layer, the operand and the buffer
-    when not even one array tile fits."""
+    shape and configuration); ``k_split=False`` leaves K-split chains out. ``ValueError``
+    naming the layer, the operand and the buffer when not even one array tile fits."""
     check_choice("search_mapping", "objective", objective, OBJECTIVES)
     check_dims(cfg, w)
     shape = GemmWorkload(name="layer", T=w.T, K=w.K, N=w.N, op=w.op, geometry=w.geometry,
                          input_elems=w.input_elems)
     try:
         return _search(cfg, shape, shape.geometry, objective,
-                       default_table() if table is None else table)
+                       default_table() if table is None else table, bool(k_split))
     except ValueError as exc:
         raise ValueError(f"layer {w.name!r}: {exc}") from None
 
