@@ -36,12 +36,15 @@ verilog: setup
 
 # tables in docs/bench, figures in docs/figures; SCALE-Sim's own reports when ../shared has them
 SCALESIM_PEER := $(wildcard $(CURDIR)/../shared/peer/scalesim/resnet50.csv)
+# PEER_PYTHON: an interpreter with aimet-torch and brevitas (qaccel/benches/peers.py)
 bench: setup
+	$(if $(PEER_PYTHON),QACCEL_PEER_PYTHON=$(PEER_PYTHON)) \
 	$(PY) -m qaccel.bench --out docs/bench --figures docs/figures \
 	  $(if $(SCALESIM_PEER),--scalesim-peer $(dir $(SCALESIM_PEER)))
 
 paper-tables: setup
 	$(PY) -m qaccel.quant.paper_tables
+	$(PY) -m qaccel.quant.paper_tables_vit
 
 lint: setup
 	$(VENV)/bin/ruff check hw sim quant qaccel tests

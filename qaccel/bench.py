@@ -10,7 +10,9 @@ checkout, so they land in its docs); nothing is written inside the installed pac
 Builds and caches the benches need (RTL simulators, Yosys) go to the work directory
 (:mod:`qaccel.workspace`). ``--scalesim-peer`` (or ``QACCEL_SCALESIM_PEER``) names a
 directory with SCALE-Sim 3.0.0's own ResNet-50 reports; without it the scalesim bench skips
-that comparison and says so.
+that comparison and says so. The peers bench (AIMET, Brevitas) measures in the interpreter
+named by ``QACCEL_PEER_PYTHON`` (``make bench PEER_PYTHON=...``) and skips, with the reason,
+the libraries it cannot import.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from qaccel.commands.options import output_dir
 BENCH_MODULES = [
     "qaccel.benches.scalesim",
     "qaccel.benches.ptq",
+    "qaccel.benches.peers",
     "qaccel.benches.energy",
     "qaccel.benches.utilization",
     "qaccel.benches.sim_speed",

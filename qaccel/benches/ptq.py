@@ -9,10 +9,22 @@ the ResNet layer), a fixed number of iterations timed end to end (iterations/s).
 ``RESNET_EPOCHS`` for the ResNet layer, at most 10^4 patch rows; im2col + Gram matrix
 (``X^T X``, ``X^T Y``) and the refinement are timed separately, ms / epoch excludes the
 initialisation. Also the whole ``quant.quantize`` pipeline per model (W8A8 nearest).
+
+Per-method timing (:func:`method_timing`): every method on both digits models at W4A4 with
+per-channel weights, through the public API (``quant.quantize`` with ``rounding=...``,
+``quant.prepare_qat`` + ``quant.train_qat``), one thread, the same 256 calibration images.
+Budgets (``QuantConfig.iterations`` per unit): AdaRound ``METHOD_ITERS`` per layer, BRECQ /
+QDrop ``METHOD_ITERS`` per block, NWQ ``NWQ_ITERS`` for the whole network, Bit-split
+``METHOD_ITERS`` refinement iterations per layer, QAT ``QAT_EPOCHS`` epochs over the
+training split (batches of 64). Per network: CPU seconds of the whole call, optimisation
+steps per CPU second, test accuracy. Per unit (layer / block / network / epoch): the CPU
+time of each item of the method's progress loop (``quant.progress.bar``; the item's
+input collection included).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -23,6 +35,14 @@ from qaccel.benches import BenchOptions
 ADA_ITERS = 300
 RESNET_ADA_ITERS = 10
 RESNET_EPOCHS = 10
+#: per-method timing (W4A4, per-channel weights): iterations per unit, NWQ's for the network
+METHOD_BITS = (4, 4)
+METHOD_ITERS = 1000
+NWQ_ITERS = 2000
+QAT_EPOCHS = 5
+METHODS = ("nearest", "adaround", "bitsplit", "brecq", "qdrop", "nwq", "qat")
+METHOD_LABELS = {"nearest": "nearest", "adaround": "AdaRound", "bitsplit": "Bit-split",
+                 "brecq": "BRECQ", "qdrop": "QDrop", "nwq": "NWQ", "qat": "QAT (LSQ)"}
 
 
 def _layers(model: nn.Module):
@@ -72,6 +92,112 @@ def _gram(X, Y):
     return X.transpose(1, 2) @ X, torch.einsum("cpk,pc->kc", X, Y)
 
 
+@contextlib.contextmanager
+def unit_clock(*modules):
+    """Time each item of the progress loops of ``modules`` (their ``bar``, e.g.
+    ``quant.rounding`` and ``quant.qat``): yields a list that receives ``(desc, label,
+    cpu_seconds)`` per item, the CPU time from handing the item out to asking for the
+    next one (the loop body)."""
+    spans: list[tuple[str, str, float]] = []
+    saved = [(m, m.bar) for m in modules]
+
+    def timed(items, *_args, desc: str = "", **_kw):
+        def gen():
+            for item in items:
+                t0 = time.process_time()
+                try:
+                    yield item
+                finally:
+                    spans.append((desc, _label(item), time.process_time() - t0))
+        return gen()
+
+    for m, _ in saved:
+        m.bar = timed
+    try:
+        yield spans
+    finally:
+        for m, b in saved:
+            m.bar = b
+
+
+def _label(item) -> str:
+    if isinstance(item, tuple) and item and isinstance(item[0], str):
+        return item[0]                          # (layer name, QuantLayer)
+    layers = getattr(item, "layers", None)      # reconstruction Unit
+    if layers is not None:
+        return ",".join(str(n.target) for n in layers)
+    return f"epoch {item}" if isinstance(item, int) else str(item)
+
+
+def method_steps(method: str, n_units: int, *, iters: int = METHOD_ITERS,
+                 nwq_iters: int = NWQ_ITERS, qat_batches: int = 0) -> int:
+    """Optimisation steps a method's budget amounts to (``n_units``: layers / blocks /
+    epochs its loop went through)."""
+    if method == "nearest":
+        return 0
+    if method == "nwq":
+        return nwq_iters
+    if method == "qat":
+        return n_units * qat_batches
+    if method in ("adaround", "bitsplit", "brecq", "qdrop"):
+        return n_units * iters
+    raise ValueError(f"method: unknown {method!r}; choose from {', '.join(METHODS)}")
+
+
+def timing_tables(per_net: list[tuple], per_unit: list[tuple]) -> list[str]:
+    """Markdown of :func:`method_timing`'s rows: ``per_net`` ``(model, method, units,
+    steps, cpu_s, accuracy)``, ``per_unit`` ``(model, method, unit, cpu_s, steps)``."""
+    head = ["Model", "Method", "Units", "Budget (steps)", "CPU s", "it/s", "Accuracy %"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model, method, units, steps, cpu, acc in per_net:
+        its = f"{steps / cpu:.0f}" if steps and cpu > 0 else "-"
+        lines.append(f"| {model} | {METHOD_LABELS[method]} | {units} | {steps} | {cpu:.2f} | "
+                     f"{its} | {acc:.2f} |")
+    head = ["Model", "Method", "Unit", "CPU s", "it/s"]
+    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model, method, unit, cpu, steps in per_unit:
+        its = f"{steps / cpu:.0f}" if steps and cpu > 0 else "-"
+        lines.append(f"| {model} | {METHOD_LABELS[method]} | {unit} | {cpu:.2f} | {its} |")
+    return lines
+
+
+def method_timing(models=("digits_cnn", "digits_mobilenet")) -> tuple[list, list]:
+    """Every method of :data:`METHODS` on each model at :data:`METHOD_BITS`; the rows of
+    :func:`timing_tables`."""
+    from qaccel import quant
+    from qaccel.quant import digits
+    from qaccel.quant import qat as qat_mod
+    from qaccel.quant import rounding as rounding_mod
+
+    wb, ab = METHOD_BITS
+    x_tr, y_tr, _, _ = digits.load_split()
+    per_net, per_unit = [], []
+    for name in models:
+        model, calib, test = digits.get_model(name)
+        for method in METHODS:
+            cfg = quant.QuantConfig(w_bits=wb, a_bits=ab, per_channel=True, progress=False,
+                                    rounding="nearest" if method == "qat" else method,
+                                    iterations=NWQ_ITERS if method == "nwq" else METHOD_ITERS)
+            with unit_clock(rounding_mod, qat_mod) as spans:
+                t0 = time.process_time()
+                if method == "qat":
+                    train, val = qat_mod.train_val_loaders(x_tr, y_tr)
+                    q = quant.prepare_qat(model, calib, quant.QatConfig(quant=cfg))
+                    quant.train_qat(q, train, val, epochs=QAT_EPOCHS, lr=1e-3,
+                                    patience=QAT_EPOCHS, progress=False)
+                else:
+                    q = quant.quantize(model, calib, cfg)
+                cpu = time.process_time() - t0
+            batches = len(train) if method == "qat" else 0
+            steps = method_steps(method, len(spans), iters=METHOD_ITERS, nwq_iters=NWQ_ITERS,
+                                 qat_batches=batches)
+            per_net.append((name, method, len(spans) or "-", steps, cpu,
+                            digits.evaluate(q, test)))
+            per_unit += [(name, method, label, t, steps // len(spans))
+                         for _, label, t in spans]
+    return per_net, per_unit
+
+
 def run(opts: BenchOptions | None = None) -> str:
     from qaccel import quant
     from qaccel.quant import adaround as ar
@@ -102,9 +228,12 @@ def run(opts: BenchOptions | None = None) -> str:
         inp = torch.relu(torch.randn(64, 256, 14, 14, generator=g))
         _bench_layer("ResNet-shaped conv3x3 (random)", conv, inp, ada_iters=RESNET_ADA_ITERS,
                      ada_batch=8, epochs=RESNET_EPOCHS, rows=rows)
+        wall = time.perf_counter() - wall0
+        t_wall = time.perf_counter()
+        per_net, per_unit = method_timing()
+        timing_wall = time.perf_counter() - t_wall
     finally:
         torch.set_num_threads(prev)
-    wall = time.perf_counter() - wall0
     head = ["Layer", "Weights (C_out x K)", "AdaRound it/s", "ms / it", "patch rows",
             "im2col + Gram s", "Bit-split epochs", "Bit-split s (init + epochs)",
             "ms / epoch"]
@@ -118,6 +247,13 @@ def run(opts: BenchOptions | None = None) -> str:
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += ["", "| Model | quant.quantize config | CPU seconds |", "|---|---|---|"]
     lines += ["| " + " | ".join(r) + " |" for r in pipe]
+    lines += ["", f"## Every method, per network and per unit (W{METHOD_BITS[0]}A"
+              f"{METHOD_BITS[1]}, per-channel weights)", "",
+              f"Budgets: AdaRound / Bit-split {METHOD_ITERS} iterations per layer, BRECQ / "
+              f"QDrop {METHOD_ITERS} per block, NWQ {NWQ_ITERS} for the whole network, QAT "
+              f"{QAT_EPOCHS} epochs (Adam lr 1e-3, cosine). One thread; this part took "
+              f"{timing_wall:.0f} s of wall time.", ""]
+    lines += timing_tables(per_net, per_unit)
     return "\n".join(lines) + "\n"
 
 
