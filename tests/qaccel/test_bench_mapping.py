@@ -49,3 +49,17 @@ def test_clear_caches_makes_the_search_cold_and_costs_add_up():
     f = network_costs(BASE, ws, "fixed")
     assert s["comp"] == f["comp"] and len(s["layers"]) == 2
     assert s["pj"] <= f["pj"]
+
+
+def test_whole_k_costs_leave_out_the_chains():
+    """Where only K-split chains keep an input chunk (8x8 array, 1 KiB buffers), the
+    bench's whole-K search moves more DRAM and costs more than the search."""
+    from qaccel.sim.config import ArrayConfig
+
+    from qaccel.benches.mapping import whole_k_costs
+
+    cfg = ArrayConfig(rows=8, cols=8, acc_depth=64, weight_buffer_kib=1, act_buffer_kib=1)
+    ws = [GemmWorkload("g", 32, 512, 32)]
+    s, whole = network_costs(cfg, ws, "search"), whole_k_costs(cfg, ws)
+    assert whole["dram"] - s["dram"] >= 2 * 32 * 512 * 8 - 32 * 8 * 22   # input read 2x less
+    assert whole["pj"] > s["pj"]
