@@ -110,7 +110,8 @@ def simulate(cfg: ArrayConfig, job: GemmJob, *, trace: bool = False,
              bank: np.ndarray | None = None) -> CycleResult:
     """Run ``job`` on the cycle-level model of the ``cfg`` machine. ``bank``
     (:func:`new_bank`) is the accumulator bank the job finds and leaves (updated in
-    place): pass the same array to the jobs of a K-split chain."""
+    place): pass the same array to the jobs of a K-split chain. An ``accumulate`` job
+    counts overflow events and ``acc_bits_needed`` from the stored (wrapped) sums on."""
     # re-validate: the job may have been built for another configuration
     job = job.for_config(cfg)
     return simulate_beats(cfg, job_beats(cfg, job), trace=trace, bank=bank)

@@ -180,3 +180,7 @@ def test_k_split_chain_matches_cycle_model(cfg, shape, k_tile):
             assert np.array_equal(run.handshakes[name], getattr(model.trace, name)), name
     assert [r.out.shape[0] for r in runs[:-1]] == [0] * (len(chain) - 1)
     assert np.array_equal(job_beats(cfg, job, reference_gemm(cfg, job).y).out, runs[-1].out)
+    # random valid / ready gaps: the same outputs, every job only slower
+    slow = run_jobs(cfg, chain, gaps=0.3, seed=7)
+    assert np.array_equal(slow[-1].out, runs[-1].out)
+    assert all(s.cycles > r.cycles for s, r in zip(slow, runs))
