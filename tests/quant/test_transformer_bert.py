@@ -159,6 +159,17 @@ def test_full_bert_model_with_pooler_is_exact_at_any_length(attn, tmp_path):
         with torch.no_grad():
             ref = bert(input_ids=ids, attention_mask=mask).pooler_output.numpy()
         assert _cos(net.output_q.dequantize(want), ref).min() > 0.99       # measured 0.999
+    if attn == "sdpa":                        # every GEMM on the cycle model: the same
+        from qaccel.sim.config import ArrayConfig
+        from qaccel.sim.cycle import simulate
+        # 9-bit stationary operands: an unsigned activation minus its zero-point (AV, QK^T)
+        cfg = ArrayConfig(rows=8, cols=8, w_bits=9, a_bits=8, acc_bits=32, mult_bits=16,
+                          per_channel=True)
+        ids, mask = _tokens(1, 6, 5)
+        x = (ids.numpy(), mask.numpy())
+        np.testing.assert_array_equal(
+            executor.run(net, x, gemm_fn=lambda job: simulate(cfg, job).y),
+            executor.run(net, x))
     with pytest.raises(ValueError, match="token id 100 is not in"):
         executor.run(net, (np.full((1, 5), 100), np.ones((1, 5), dtype=np.int64)))
     with pytest.raises(ValueError, match="sequence length 65 exceeds the 64 positions"):
