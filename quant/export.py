@@ -587,14 +587,16 @@ def exact_outputs(qmodel: nn.Module, x, *, net: IntNetwork | None = None,
 
 
 @torch.no_grad()
-def integer_outputs(qmodel: nn.Module, x: torch.Tensor, *, exact: bool = False
+def integer_outputs(qmodel: nn.Module, x, *, exact: bool = False
                     ) -> dict[str, np.ndarray]:
     """The fake-quant model's integer tensors at every activation quantizer, keyed by the
     exported layer name (for per-layer comparisons with ``sim.executor``); in
-    :func:`exact_mode` when ``exact``."""
+    :func:`exact_mode` when ``exact``. ``x``: a tensor, or a tuple / dict of the model's
+    inputs."""
+    args = _as_args(qmodel, x)
     if exact:
-        with exact_mode(qmodel, x[:1]):
-            return integer_outputs(qmodel, x)
+        with exact_mode(qmodel, [a[:1] for a in args]):
+            return integer_outputs(qmodel, tuple(args))
     got = {}
     hooks = []
     for name, mod in qmodel.named_modules():
@@ -606,7 +608,7 @@ def integer_outputs(qmodel: nn.Module, x: torch.Tensor, *, exact: bool = False
                 got[key] = q.to_int(out).numpy()
             hooks.append(q.register_forward_hook(hook))
     try:
-        qmodel(x)
+        qmodel(*args)
     finally:
         for h in hooks:
             h.remove()

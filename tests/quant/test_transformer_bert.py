@@ -211,6 +211,14 @@ def test_masked_mean_pooling_with_three_inputs_is_exact_and_ignores_padding():
     ids, mask, tt = batch(8, 11, 3)
     want = executor.run(net, (ids.numpy(), mask.numpy(), tt.numpy()))
     assert int((quant.exact_outputs(qm, (ids, mask, tt), net=net) != want).sum()) == 0
+    res = executor.run(net, (ids.numpy(), mask.numpy(), tt.numpy()), trace=True)
+    per_layer = quant.integer_outputs(qm, (ids, mask, tt), exact=True)
+    checked = [L.name for L in net.layers if L.name in per_layer]
+    assert len(checked) >= 10                     # every layer with an output quantizer
+    for L, out in zip(net.layers, res.outputs):
+        if L.name in per_layer:
+            np.testing.assert_array_equal(np.broadcast_to(per_layer[L.name], out.shape), out,
+                                          err_msg=L.name)   # position tables: [1, S, D]
     with torch.no_grad():
         ref = model(ids, mask, tt).numpy()
     assert _cos(net.output_q.dequantize(want), ref).min() > 0.99
