@@ -31,6 +31,7 @@ from .modules import (
 )
 from .quantizers import Quantizer
 from .scales import source_quantizer
+from .tokens import QuantEmbedding, QuantTokenMean
 
 log = logging.getLogger("quant")
 
@@ -174,7 +175,7 @@ def _node_kind(gm: fx.GraphModule, node: fx.Node) -> str:
 
 
 _VECTOR_KINDS = {QuantLayerNorm: "layernorm", QuantMatmul: "matmul (act x act)",
-                 QuantSoftmax: "softmax"}
+                 QuantSoftmax: "softmax", QuantTokenMean: "mean", QuantEmbedding: "embedding"}
 
 
 def _graph_ops(gm: fx.GraphModule, batch) -> list[OpSummary]:
@@ -200,7 +201,7 @@ def _graph_ops(gm: fx.GraphModule, batch) -> list[OpSummary]:
                                      m.bits))
             continue
         if isinstance(m, QuantAdd | QuantAvgPool | QuantAct | QuantLayerNorm | QuantMatmul
-                      | QuantSoftmax):
+                      | QuantSoftmax | QuantTokenMean | QuantEmbedding):
             kind = "add" if isinstance(m, QuantAdd) else f"table ({m.func})" \
                 if isinstance(m, QuantAct) else f"avgpool ({m.kind})" \
                 if isinstance(m, QuantAvgPool) else _VECTOR_KINDS[type(m)]

@@ -89,16 +89,16 @@ class _ChannelMean(nn.Module):
         return self.f(self.c(x).mean(1).flatten(1)) + self.c(x).mean(dim=-1).mean([-1, -2])[:, None]
 
 
-def test_int_mean_dim_is_a_float_op_not_a_crash():
+def test_int_mean_dim_is_a_quantized_mean_not_a_crash():
     m = _ChannelMean().eval()
     x = _x()
     qm = quant.quantize(m, [x], QuantConfig())
     s = qm.qaccel_quant.summary
     assert s.mode == "graph"
-    # int dims (positional and keyword) stay float ops; a list (-1, -2) is a global pool
-    assert [o.name for o in s.float_ops if o.op == "mean"] == ["mean", "mean_1"]
-    assert [o.op for o in s.ops if o.status == "quantized"] == ["input x", "avgpool (global)",
-                                                                "add"]
+    # int dims (positional and keyword) are vector-unit means; a list (-1, -2) a global pool
+    assert not [o for o in s.float_ops if o.op == "mean"]
+    assert [o.op for o in s.ops if o.status == "quantized"] == [
+        "input x", "mean", "mean", "avgpool (global)", "add"]
     with torch.no_grad():
         ref, y = m(x), qm(x)
     assert float((y - ref).norm() / ref.norm()) < 0.05
