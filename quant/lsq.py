@@ -15,7 +15,13 @@ __all__ = ["LsqQuantizer", "lsq_grad_scale"]
 
 
 def lsq_grad_scale(numel: int, q_p: int) -> float:
-    """LSQ's gradient scale ``g = 1 / sqrt(N Q_p)`` (Esser et al. 2020, sec. 2.2)."""
+    """LSQ's gradient scale ``g = 1 / sqrt(N Q_p)`` (Esser et al. 2020, sec. 2.2).
+
+    It balances the step size's update against the weights' under SGD. Adam (what
+    ``quant.train_qat`` and the reconstruction loops use) divides every parameter's
+    gradient by its own running RMS, so a constant ``g`` leaves Adam's updates unchanged
+    (up to Adam's ``eps``); the step sizes then move by about the learning rate per step,
+    as the whitepaper's sec. 4.4 notes for adaptive optimizers."""
     return 1.0 / math.sqrt(max(int(numel), 1) * max(int(q_p), 1))
 
 
