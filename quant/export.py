@@ -348,9 +348,12 @@ def export(qmodel: nn.Module, example_input, *, mult_bits: int | None = None,
         raise ValueError(f"export: unsupported op {node.format_node()}")
     if output is None:
         raise ValueError("export: no output found")
+    meta = {"quant_config": cfg.to_dict(), "notes": list(info.notes)}
+    if dynamic:               # the example's sequence length: what cost reports default to
+        ph, v = next((p, v) for p, v in zip(placeholders, inputs) if -1 in v.shape)
+        meta["seq_len"] = int(vals[ph].shape[1 + v.shape.index(-1)])
     return IntNetwork(layers=tuple(layers), inputs=tuple(inputs), acc_bits=acc_bits,
-                      mult_bits=mult_bits, output=output,
-                      meta={"quant_config": cfg.to_dict(), "notes": list(info.notes)})
+                      mult_bits=mult_bits, output=output, meta=meta)
 
 
 def _node_args(node: fx.Node) -> list[fx.Node]:
