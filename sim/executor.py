@@ -350,18 +350,23 @@ def sample_inputs(net: IntNetwork, batch: int = 1, seq: int = 8, seed: int = 0
 
 
 def run(net: IntNetwork, x_int, *, trace: bool = False,
-        gemm_fn: Callable[[GemmJob], np.ndarray] | None = None, mask=None):
+        gemm_fn: Callable[[GemmJob], np.ndarray] | None = None, mask=None,
+        layer_gemm_fn: Callable[[IntLayer], Callable | None] | None = None):
     """Run ``net`` on integer input ``x_int`` (``[B, *input_shape]``; a tuple/list or a
     dict by name for several inputs, see :func:`network_inputs`); returns the integer
     output, or a :class:`RunResult` with every layer's output when ``trace``. ``gemm_fn``:
     see :func:`run_layer`. ``mask``: the attention mask (0 = masked) of a network that has
-    a mask input."""
+    a mask input. ``layer_gemm_fn(layer)`` (instead of ``gemm_fn``): each layer's own
+    ``gemm_fn`` (e.g. the cycle model of that layer's bit-widths)."""
+    if gemm_fn is not None and layer_gemm_fn is not None:
+        raise ValueError("executor.run: give gemm_fn or layer_gemm_fn, not both")
     ins = network_inputs(net, x_int, mask)
     outs: list[np.ndarray] = []
     ovfs: list[int] = []
     for layer in net.layers:
+        fn = gemm_fn if layer_gemm_fn is None else layer_gemm_fn(layer)
         y, o = run_layer(net, layer, [ins[-j - 1] if j < 0 else outs[j]
-                                      for j in layer.inputs], gemm_fn=gemm_fn)
+                                      for j in layer.inputs], gemm_fn=fn)
         outs.append(y)
         ovfs.append(o)
     if trace:
