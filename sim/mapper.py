@@ -23,6 +23,8 @@ Every candidate is costed by the analytic model's own counts (:func:`sim.analyti
 per job shape, :func:`sim.mapping.dram_bits`) priced by the energy model; candidates whose
 :func:`sim.mapping.buffer_needs` exceed a buffer are never returned. The objective is
 ``energy`` (pJ), ``latency`` (cycles; energy breaks ties) or ``edp`` (their product).
+For ``energy`` a candidate whose DRAM energy alone reaches the best total so far is not
+costed further (exact: on-chip energy is positive).
 Results are cached by (layer shape, configuration, objective, energy table).
 """
 
@@ -35,7 +37,7 @@ from functools import lru_cache
 from .analytic import check_dims, job_counts
 from .config import ArrayConfig
 from .energy import EnergyTable, LayerCounts, buffer_bytes, default_table, layer_energy
-from .mapping import Mapping, buffer_needs, dram_bits, plan
+from .mapping import Mapping, buffer_needs, dram_bits, param_lane_bits, plan
 from .traffic import LEVELS, OPERANDS
 from .validate import check_choice
 from .workload import GemmWorkload
@@ -108,14 +110,25 @@ def candidate_mappings(cfg: ArrayConfig, w: GemmWorkload, k_split: bool = True):
     """Every mapping of the pruned space for ``w``: whole-K ones fitting the buffers or
     not, and (``k_split``) K-split chains (see the module docstring) only where they fit."""
     ks = _k_tiles(cfg, w)[::-1] if k_split else []
+    C, pl = cfg.cols, param_lane_bits(cfg)
+    wcap, acap = cfg.weight_buffer_kib * 8192, cfg.act_buffer_kib * 8192
     for t in _t_tiles(cfg, w):
         for n in _n_tiles(cfg, w):
-            bank_ok = t * -(-n // cfg.cols) <= cfg.acc_depth
+            bank_ok = t * -(-n // C) <= cfg.acc_depth
             for order, wr, xr in _COMBOS:
                 m = Mapping(t_tile=t, n_tile=n, order=order, weights=wr, inputs=xr)
                 yield m
                 if bank_ok and ks and (order, wr, xr) in _SPLIT_COMBOS and not _fits(cfg, w, m):
+                    fmax = plan(w, m).footprint_max
                     for k in ks:
+                        # cheap lower bounds of the chunk's holds first (a chunk reads at
+                        # least its share k / K of the slab)
+                        if wr == "tile" and order == "slab_outer" and \
+                                k * min(n, C) * cfg.w_bits + n * pl > wcap:
+                            continue
+                        if xr == "slab" and order == "n_outer" and \
+                                fmax * k * cfg.a_bits > acap * w.K:
+                            continue
                         mk = Mapping(t_tile=t, n_tile=n, order=order, weights=wr, inputs=xr,
                                      k_tile=k)
                         if _fits(cfg, w, mk):
@@ -189,13 +202,15 @@ def _search(cfg: ArrayConfig, w: GemmWorkload, geometry, objective: str, table: 
         if over:
             continue
         n_fit += 1
-        energy, cycles = 0.0, 0
+        dram = dram_bits(cfg, w, m)
+        energy = sum(prices[op] * b for op, b in dram.items())
+        if objective == "energy" and best_key is not None and energy >= best_key[0]:
+            continue            # the DRAM alone costs more than the best mapping's total
+        cycles = 0
         for shape, count in plan(w, m).shapes:
             e, c = _job_energy(cfg, table, *shape)
             energy += count * e
             cycles += count * c
-        dram = dram_bits(cfg, w, m)
-        energy += sum(prices[op] * b for op, b in dram.items())
         key = _score(objective, energy, cycles)
         if best_key is None or key < best_key:
             best_key = key

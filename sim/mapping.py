@@ -175,22 +175,10 @@ class Plan:
     shapes: tuple[tuple[tuple[int, int, int, bool, bool], int], ...]
     chunks: tuple[int, ...] = ()
     chunk_feet: tuple[tuple[int, ...], ...] = ()   # per slab, per chunk
-
-    @property
-    def chunk_foot_sum(self) -> int:
-        return sum(sum(f) for f in self.chunk_feet)
-
-    @property
-    def chunk_foot_max(self) -> int:
-        return max(max(f) for f in self.chunk_feet)
-
-    @property
-    def footprint_sum(self) -> int:
-        return sum(f for _, f in self.slabs)
-
-    @property
-    def footprint_max(self) -> int:
-        return max(f for _, f in self.slabs)
+    footprint_sum: int = 0
+    footprint_max: int = 0
+    chunk_foot_sum: int = 0
+    chunk_foot_max: int = 0
 
     @property
     def jobs(self) -> int:
@@ -198,10 +186,16 @@ class Plan:
 
 
 @lru_cache(maxsize=32768)
+def _slabs(w: GemmWorkload, geometry, t_tile: int) -> tuple[tuple[int, int], ...]:
+    T = w.T
+    return tuple((min(T, t0 + t_tile) - t0, _slab_footprint(w, t0, min(T, t0 + t_tile)))
+                 for t0 in range(0, T, t_tile))
+
+
+@lru_cache(maxsize=32768)
 def _plan(w: GemmWorkload, geometry, t_tile: int, n_tile: int, k_tile: int) -> Plan:
-    T, N, K = w.T, w.N, w.K
-    slabs = tuple((min(T, t0 + t_tile) - t0, _slab_footprint(w, t0, min(T, t0 + t_tile)))
-                  for t0 in range(0, T, t_tile))
+    N, K = w.N, w.K
+    slabs = _slabs(w, geometry, t_tile)
     ntiles = tuple(min(N, n0 + n_tile) - n0 for n0 in range(0, N, n_tile))
     chunks = tuple(min(K, k0 + k_tile) - k0 for k0 in range(0, K, k_tile))
     last = len(chunks) - 1
@@ -211,9 +205,13 @@ def _plan(w: GemmWorkload, geometry, t_tile: int, n_tile: int, k_tile: int) -> P
         for n, b in nc.items():
             for c, k in enumerate(chunks):
                 cnt[(t, k, n, c > 0, c == last)] += a * b
-    feet = {f: _chunk_feet(w, f, chunks) for f in {f for _, f in slabs}}
+    fc = Counter(f for _, f in slabs)
+    feet = {f: _chunk_feet(w, f, chunks) for f in fc}
     return Plan(slabs=slabs, ntiles=ntiles, shapes=tuple(sorted(cnt.items())), chunks=chunks,
-                chunk_feet=tuple(feet[f] for _, f in slabs))
+                chunk_feet=tuple(feet[f] for _, f in slabs),
+                footprint_sum=sum(f * c for f, c in fc.items()), footprint_max=max(fc),
+                chunk_foot_sum=sum(sum(feet[f]) * c for f, c in fc.items()),
+                chunk_foot_max=max(max(v) for v in feet.values()))
 
 
 def plan(w: GemmWorkload, m: Mapping) -> Plan:

@@ -30,7 +30,7 @@ def clear_caches() -> None:
     from qaccel.sim import analytic, mapper, mapping, workload
 
     for f in (mapper._search, mapper._job_energy, mapper._dram_prices, analytic.job_counts,
-              mapping._plan, workload._taps_read):
+              mapping._plan, mapping._slabs, workload._taps_read):
         f.cache_clear()
 
 
