@@ -45,7 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--val-fraction", type=fraction, default=0.2,
                    help="held-out part of the training split (default: %(default)s)")
     g.add_argument("--bn-folding", choices=BN_FOLDINGS, default="static",
-                   help="BN folding during QAT, whitepaper sec. 4.2 (default: %(default)s)")
+                   help="BN folding during QAT, whitepaper sec. 4.2: static, running statistics, "
+                        "or per_channel (BN kept in the per-channel weight scale, eq. 41; "
+                        "needs --per-channel) (default: %(default)s)")
     g.add_argument("--fixed-scales", action="store_true",
                    help="keep the PTQ scales (default: LSQ learns them)")
     g.add_argument("--fixed-offsets", action="store_true",
