@@ -523,7 +523,8 @@ def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str
             on_grid[node] = True
             continue
         tmean = token_mean_spec(node)
-        if tmean is not None:
+        if tmean is not None and on_grid.get(node.args[0], False):    # (a float mean of a
+                                                                      # float op stays float)
             name = f"quant_mean_{counter}"
             counter += 1
             args = (node.args[0],) if node.target is not masked_mean else \
