@@ -42,12 +42,16 @@ import numpy as np
 from qaccel.sim.config import ArrayConfig
 from qaccel.sim.network import IntLayer, IntNetwork
 
-__all__ = ["ENGINES", "RunConfig", "RunReport", "LoadedModel", "load_model", "quantize_model",
-           "network_cache_key", "layer_config", "hardware_config", "network_workloads",
-           "network_energy_report", "network_cost", "top1", "float_accuracy", "integer_accuracy",
-           "engine_gemm_fn", "rtl_check", "run"]
+__all__ = ["ENGINES", "ARRAY_KINDS", "RunConfig", "RunReport", "LoadedModel", "load_model",
+           "quantize_model", "network_cache_key", "array_layers", "layer_config",
+           "hardware_config", "network_seq_len", "network_sample_inputs", "network_workloads",
+           "network_vector_workloads", "network_energy_report", "network_cost", "top1",
+           "float_accuracy", "integer_accuracy", "engine_gemm_fn", "rtl_check", "run"]
 
 ENGINES = ("analytic", "cycle", "rtl")
+#: layer kinds whose GEMMs run on the array (a ``matmul``'s right operand, minus its
+#: zero-point, is the stationary matrix; the left one streams in)
+ARRAY_KINDS = ("linear", "conv2d", "matmul")
 #: images per executor call when the GEMMs run on the cycle model (one job per layer each)
 ENGINE_BATCH = 32
 
@@ -96,6 +100,9 @@ class RunConfig:
         HDL simulator for ``engine="rtl"``.
     area : bool
         Synthesize the datapath with Yosys for the area (cached per hardware config).
+    seq_len : int or None
+        Sequence length a token network (``net.npz`` with variable-length inputs) is
+        costed at; ``None``: the length it was exported with (:func:`network_seq_len`).
     """
 
     model: str = "digits_cnn"
@@ -111,6 +118,7 @@ class RunConfig:
     rtl_images: int = 1
     sim: str = "auto"
     area: bool = True
+    seq_len: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.model, str) or not self.model:
@@ -134,9 +142,10 @@ class RunConfig:
                 or not self.clock_mhz > 0:
             raise ValueError(f"RunConfig.clock_mhz must be a number > 0, not "
                              f"{self.clock_mhz!r}")
-        for name, lo in (("n_calib", 1), ("rtl_images", 1), ("eval_images", 1)):
+        for name, lo in (("n_calib", 1), ("rtl_images", 1), ("eval_images", 1),
+                         ("seq_len", 1)):
             v = getattr(self, name)
-            if name == "eval_images" and v is None:
+            if name in ("eval_images", "seq_len") and v is None:
                 continue
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise ValueError(f"RunConfig.{name} must be an integer >= {lo}, not {v!r}")
@@ -319,10 +328,17 @@ def quantize_model(model, calib, quant_cfg, *, cache: bool = True):
 
 # ---- the network on the array -----------------------------------------------------------
 
+def array_layers(net: IntNetwork) -> list[int]:
+    """Indices of the layers of ``net`` that run on the array (:data:`ARRAY_KINDS`)."""
+    return [i for i, L in enumerate(net.layers) if L.kind in ARRAY_KINDS]
+
+
 def layer_config(array_cfg: ArrayConfig, net: IntNetwork, layer: IntLayer, *,
                  strict: bool = False) -> ArrayConfig:
     """``array_cfg`` with the bit-widths, scaling, accumulator and multiplier of one GEMM
-    layer of ``net``: ``w_bits`` the layer's, ``a_bits``/``a_signed`` its input's.
+    layer of ``net``: ``w_bits`` the layer's, ``a_bits``/``a_signed`` its input's. An
+    activation x activation ``matmul`` holds its right operand minus its zero-point: as
+    wide as that operand if signed, one bit wider if unsigned; per-tensor scaling.
 
     ``strict``: the configuration its GEMM jobs run on (cycle model, RTL), whose
     requantizer writes the input type; a layer whose output type differs (mixed
@@ -334,20 +350,25 @@ def layer_config(array_cfg: ArrayConfig, net: IntNetwork, layer: IntLayer, *,
                          f"and output A{qo.bits}{'s' if qo.signed else 'u'} differ; the "
                          "array's requantizer writes the input type (use the analytic "
                          "engine)")
+    w_bits, per_channel = int(layer.w_bits), bool(layer.per_channel)
+    if layer.kind == "matmul":
+        qb = layer.in_q[1]
+        w_bits, per_channel = qb.bits + (0 if qb.signed else 1), False
     try:
-        return array_cfg.replace(w_bits=int(layer.w_bits), a_bits=qi.bits, a_signed=qi.signed,
+        return array_cfg.replace(w_bits=w_bits, a_bits=qi.bits, a_signed=qi.signed,
                                  acc_bits=net.acc_bits, mult_bits=net.mult_bits,
-                                 per_channel=bool(layer.per_channel))
+                                 per_channel=per_channel)
     except ValueError as exc:
         raise ValueError(f"layer {layer.name!r}: {exc}") from None
 
 
 def hardware_config(array_cfg: ArrayConfig, net: IntNetwork) -> ArrayConfig:
     """The array that runs every layer of ``net``: the widest weights and activations of
-    its GEMM layers, per-channel if any layer is, ``net``'s accumulator and multiplier."""
-    cfgs = [layer_config(array_cfg, net, net.layers[i]) for i in net.gemm_layers()]
+    its GEMM layers (:func:`array_layers`, attention matmuls included), per-channel if any
+    layer is, ``net``'s accumulator and multiplier."""
+    cfgs = [layer_config(array_cfg, net, net.layers[i]) for i in array_layers(net)]
     if not cfgs:
-        raise ValueError("the integer network has no conv2d/linear layer")
+        raise ValueError("the integer network has no conv2d/linear/matmul layer")
     return array_cfg.replace(w_bits=max(c.w_bits for c in cfgs),
                              a_bits=max(c.a_bits for c in cfgs),
                              a_signed=any(c.a_signed for c in cfgs),
@@ -355,31 +376,98 @@ def hardware_config(array_cfg: ArrayConfig, net: IntNetwork) -> ArrayConfig:
                              acc_bits=net.acc_bits, mult_bits=net.mult_bits)
 
 
-def _sample_input(net: IntNetwork, batch: int = 1, seed: int = 0) -> np.ndarray:
-    lo, hi = net.input_q.range
-    return np.random.default_rng(seed).integers(lo, hi + 1, size=(batch, *net.input_shape))
+def network_seq_len(net: IntNetwork, seq_len: int | None = None) -> int | None:
+    """The sequence length ``net`` is costed at: ``None`` for a network without a variable
+    length; else ``seq_len``, or the length it was exported with (``meta["seq_len"]``).
+    ``ValueError`` starting with ``seq_len:`` when a needed length is missing, not a
+    positive integer, or given for a network of fixed shape."""
+    variable = any(-1 in v.shape for v in net.inputs)
+    if seq_len is not None:
+        if isinstance(seq_len, bool) or not isinstance(seq_len, int | np.integer) \
+                or seq_len < 1:
+            raise ValueError(f"seq_len: must be an integer >= 1, not {seq_len!r}")
+        if not variable:
+            raise ValueError(f"seq_len: the network's inputs have fixed shapes "
+                             f"({', '.join(str(v.shape) for v in net.inputs)}); a sequence "
+                             f"length ({seq_len}) applies to token networks only")
+        return int(seq_len)
+    if not variable:
+        return None
+    rec = net.meta.get("seq_len")
+    if rec is None:
+        raise ValueError("seq_len: the network's inputs have a variable sequence length and "
+                         "the file records none (meta seq_len); give the length to cost it "
+                         "at (--seq-len)")
+    if isinstance(rec, bool) or not isinstance(rec, int) or rec < 1:
+        raise ValueError(f"seq_len: the network's recorded meta seq_len {rec!r} is not an "
+                         f"integer >= 1; give the length (--seq-len)")
+    return rec
 
 
-def network_workloads(net: IntNetwork) -> list:
-    """One :class:`~qaccel.sim.workload.GemmWorkload` per conv2d/linear layer of ``net`` for
-    one inference (shapes found by running it once on an in-range input)."""
+def network_sample_inputs(net: IntNetwork, seq_len: int | None = None, batch: int = 1,
+                          seed: int = 0) -> list[np.ndarray]:
+    """In-range inputs of ``net`` (:func:`qaccel.sim.executor.sample_inputs`) at the
+    sequence length :func:`network_seq_len` resolves."""
+    from qaccel.sim.executor import sample_inputs
+
+    seq = network_seq_len(net, seq_len)
+    return sample_inputs(net, batch, 1 if seq is None else seq, seed)
+
+
+def _on_samples(net: IntNetwork, seq_len: int | None, batch: int, fn: Callable):
+    """``fn(inputs)`` on sample inputs of ``net``; a ``ValueError`` of a token network's
+    run names ``seq_len`` (a length the network does not take, e.g. its position table)."""
+    xs = network_sample_inputs(net, seq_len, batch)
+    try:
+        return fn(xs)
+    except ValueError as exc:
+        seq = network_seq_len(net, seq_len)
+        if seq is None:
+            raise
+        raise ValueError(f"seq_len: at sequence length {seq}: {exc}") from None
+
+
+def network_workloads(net: IntNetwork, seq_len: int | None = None, *, batch: int = 1
+                      ) -> list:
+    """One :class:`~qaccel.sim.workload.GemmWorkload` per layer of ``net`` that runs on the
+    array (:func:`array_layers`: conv2d, linear and the activation x activation matmuls,
+    ``repeat`` = batch x heads) for ``batch`` inferences at the sequence length
+    :func:`network_seq_len` resolves; shapes from one run on in-range inputs."""
     from qaccel.sim import executor
-    from qaccel.sim.workload import GemmWorkload, conv_workload
+    from qaccel.sim.workload import GemmWorkload, conv_workload, matmul_workload
 
-    outs = executor.run(net, _sample_input(net), trace=True).outputs
-    shapes = [net.input_shape] + [o.shape[1:] for o in outs]
+    xs, outs = _on_samples(net, seq_len, batch,
+                           lambda xs: (xs, executor.run(net, xs, trace=True).outputs))
+
+    def shape(j: int) -> tuple:
+        return (xs[-j - 1] if j < 0 else outs[j]).shape
+
     out = []
-    for i in net.gemm_layers():
+    for i in array_layers(net):
         L = net.layers[i]
-        shp = shapes[L.inputs[0] + 1]
+        shp = shape(L.inputs[0])
         if L.kind == "conv2d":
-            c, h, w = shp
+            b, c, h, w = shp
             out.append(conv_workload(L.name, h, w, c, L.out_channels, L.kernel, L.stride,
-                                     L.padding, groups=L.groups))
+                                     L.padding, groups=L.groups, batch=b))
+        elif L.kind == "matmul":
+            n = shape(L.inputs[1])[-1]
+            out.append(matmul_workload(L.name, T=shp[-2], K=shp[-1], N=n,
+                                       repeat=int(np.prod(shp[:-2], dtype=np.int64))))
         else:
             out.append(GemmWorkload(name=L.name, T=int(np.prod(shp[:-1], dtype=np.int64)),
                                     K=int(shp[-1]), N=L.out_channels, op="linear"))
     return out
+
+
+def network_vector_workloads(net: IntNetwork, seq_len: int | None = None, *,
+                             batch: int = 1) -> list:
+    """The vector-unit layers of ``net`` (:func:`qaccel.sim.executor.vector_workloads`:
+    tables, adds, pooling, softmax, LayerNorm, ...) for ``batch`` inferences at the
+    sequence length :func:`network_seq_len` resolves."""
+    from qaccel.sim.executor import vector_workloads
+
+    return _on_samples(net, seq_len, batch, lambda xs: vector_workloads(net, xs))
 
 
 def network_energy_report(cfg: ArrayConfig, gemms, table, source: str = "",
@@ -473,68 +561,56 @@ def _gemm_on_cycle_model(cfg: ArrayConfig, job, log: list | None = None):
     return r.y
 
 
-def _layer_of_gemm(net: IntNetwork) -> Callable:
-    """``job -> IntLayer`` for the GEMM jobs the executor hands to ``gemm_fn``: they come
-    in layer order, ``groups`` jobs per conv2d/linear layer, one pass per executor call.
-    Each job's weights are checked against its layer's."""
-    seq = []
-    for i in net.gemm_layers():
-        L = net.layers[i]
-        n_g = L.out_channels // L.groups
-        seq += [(L, g, n_g) for g in range(L.groups)]
-    pos = [0]
-
-    def find(job) -> IntLayer:
-        L, g, n_g = seq[pos[0] % len(seq)]
-        pos[0] += 1
-        w = L.weight[g * n_g:(g + 1) * n_g].reshape(n_g, -1).T
-        if job.w.shape != w.shape or not np.array_equal(job.w, w):
-            raise AssertionError(f"GEMM job out of order: expected layer {L.name!r} "
-                                 f"group {g}")
-        return L
-
-    return find
-
-
 def engine_gemm_fn(net: IntNetwork, array_cfg: ArrayConfig, engine: str,
                    log: dict | None = None) -> Callable | None:
-    """``gemm_fn`` for :func:`qaccel.sim.executor.run`: ``None`` (numpy) for ``analytic``,
-    else every GEMM on the cycle model of its layer's configuration (:func:`layer_config`),
+    """``layer_gemm_fn`` for :func:`qaccel.sim.executor.run`: ``None`` (numpy) for
+    ``analytic``, else ``layer -> gemm_fn`` running every GEMM of a conv2d / linear /
+    matmul layer on the cycle model of that layer's configuration (:func:`layer_config`),
     checked against numpy and the closed-form cycles. ``log`` (optional) collects the
-    measured cycles per layer name. Use one function per sequence of executor calls."""
+    measured cycles per layer name."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if engine == "analytic":
         return None
-    layer_of = _layer_of_gemm(net)
-    cfgs = {L.name: layer_config(array_cfg, net, L, strict=True) for L in net.layers
-            if L.kind in ("linear", "conv2d")}
+    cfgs = {net.layers[i].name: layer_config(array_cfg, net, net.layers[i], strict=True)
+            for i in array_layers(net)}
 
-    def fn(job):
-        name = layer_of(job).name
-        return _gemm_on_cycle_model(cfgs[name], job,
-                                    None if log is None else log.setdefault(name, []))
+    def for_layer(layer: IntLayer) -> Callable | None:
+        if layer.kind not in ARRAY_KINDS:
+            return None
+        cfg, name = cfgs[layer.name], layer.name
+        return lambda job: _gemm_on_cycle_model(
+            cfg, job, None if log is None else log.setdefault(name, []))
 
-    return fn
+    return for_layer
 
 
 def network_cost(net: IntNetwork, array_cfg: ArrayConfig, clock_mhz: float = 500.0,
                  energy_table=None, engine: str = "analytic", *, area: bool = True,
-                 mapping: str = "fixed", objective: str = "energy") -> dict:
-    """Cost of one inference of ``net`` on ``array_cfg``'s array.
+                 mapping: str = "fixed", objective: str = "energy",
+                 seq_len: int | None = None) -> dict:
+    """Cost of one inference of ``net`` on ``array_cfg``'s array and vector unit.
 
-    Each layer is costed with its own bit-widths (:func:`layer_config`); the hardware
-    (area) is :func:`hardware_config`. ``engine="cycle"`` (or ``"rtl"``) also runs every
-    layer's GEMMs of one inference on the cycle model and asserts that outputs and cycles
-    equal the executor's and the analytic count. ``energy_table``: an
-    :class:`~qaccel.sim.energy.EnergyTable`, a path or ``None`` (default table).
-    ``mapping``/``objective``: as :func:`network_energy_report` (``"search"`` only with the
-    analytic engine: the cycle model and the RTL run the fixed nest).
+    Each array layer (conv2d, linear, attention matmul: :func:`array_layers`) is costed
+    with its own bit-widths (:func:`layer_config`); the hardware (area) is
+    :func:`hardware_config`. The vector-unit layers (:func:`network_vector_workloads`:
+    pooling, residual adds, tables, softmax, LayerNorm, ...) run on
+    ``array_cfg.vector_lanes`` lanes, serialized with the array, and count in the totals.
+    ``seq_len``: the sequence length of a token network (:func:`network_seq_len`).
+    ``engine="cycle"`` (or ``"rtl"``) also runs every array layer's GEMMs of one inference
+    on the cycle model and asserts that outputs and cycles equal the executor's and the
+    analytic count. ``energy_table``: an :class:`~qaccel.sim.energy.EnergyTable`, a path or
+    ``None`` (default table). ``mapping``/``objective``: as :func:`network_energy_report`
+    (``"search"`` only with the analytic engine: the cycle model and the RTL run the fixed
+    nest).
 
-    Returns a JSON-able dict: ``layers`` (per layer: shape, bits, cycles, utilization,
-    energy by category), ``cycles``, ``macs``, ``utilization``, ``latency_s``,
-    ``energy_j``, ``energy_categories_pj``, ``area_cells``, ``area_transistors``,
-    ``area`` (Yosys summary) and ``hardware`` (the array's configuration).
+    Returns a JSON-able dict: ``layers`` (per array layer: shape, bits, cycles,
+    utilization, energy by category), ``vector_unit`` (``lanes``, ``layers`` with their
+    operations, cycles and energy, totals and their ``cycle_share`` / ``energy_share``),
+    ``cycles`` (array + vector unit), ``array_cycles``, ``macs``, ``utilization``,
+    ``latency_s``, ``energy_j``, ``energy_categories_pj``, ``seq_len``, ``area_cells``,
+    ``area_transistors``, ``area`` (Yosys summary) and ``hardware`` (the array's
+    configuration).
     """
     from qaccel.sim import executor
     from qaccel.sim.energy import EnergyTable, load_table
@@ -546,21 +622,23 @@ def network_cost(net: IntNetwork, array_cfg: ArrayConfig, clock_mhz: float = 500
                          "(the cycle model and the RTL run the fixed nest)")
     table = energy_table if isinstance(energy_table, EnergyTable) else load_table(energy_table)
     hw = hardware_config(array_cfg, net)
-    gemm_idx = net.gemm_layers()
-    cfgs = [layer_config(array_cfg, net, net.layers[i]) for i in gemm_idx]
-    rep = network_energy_report(hw, network_workloads(net), table, "network",
-                                layer_cfgs=cfgs, mapping=mapping, objective=objective)
+    seq = network_seq_len(net, seq_len)
+    idx = array_layers(net)
+    cfgs = [layer_config(array_cfg, net, net.layers[i]) for i in idx]
+    rep = network_energy_report(hw, network_workloads(net, seq), table, "network",
+                                layer_cfgs=cfgs, mapping=mapping, objective=objective,
+                                vectors=network_vector_workloads(net, seq))
     layers = []
-    for i, row in zip(gemm_idx, rep["layers"]):
+    for i, c, row in zip(idx, cfgs, rep["layers"]):
         L = net.layers[i]
         layers.append({**{k: v for k, v in row.items() if k != "terms_pj"},
                        "kind": L.kind, "groups": L.groups,
                        "out_bits": L.out_q.bits, "a_signed": L.in_q[0].signed,
-                       "per_channel": bool(L.per_channel), "energy_pj": row["total_pj"]})
+                       "per_channel": c.per_channel, "energy_pj": row["total_pj"]})
     if engine != "analytic":
         log: dict = {}
-        executor.run(net, _sample_input(net), gemm_fn=engine_gemm_fn(net, array_cfg, "cycle",
-                                                                     log))
+        executor.run(net, network_sample_inputs(net, seq),
+                     layer_gemm_fn=engine_gemm_fn(net, array_cfg, "cycle", log))
         for row in layers:
             row["cycles_cycle_model"] = sum(log[row["name"]])
             if row["cycles_cycle_model"] != row["cycles"]:
@@ -568,9 +646,18 @@ def network_cost(net: IntNetwork, array_cfg: ArrayConfig, clock_mhz: float = 500
                                      f"{row['cycles_cycle_model']} cycles, analytic "
                                      f"{row['cycles']}")
     t = rep["total"]
+    vrows = [{k: v for k, v in r.items() if k not in ("terms_pj", "traffic_bits")}
+             for r in rep["vector_unit"]]
+    v_cycles = sum(r["cycles"] for r in vrows)
+    v_pj = sum(r["total_pj"] for r in vrows)
+    vector = {"lanes": hw.vector_unit_lanes, "layers": vrows, "cycles": v_cycles,
+              "ops": sum(r["ops"] for r in vrows), "energy_pj": v_pj,
+              "cycle_share": v_cycles / t["cycles"] if t["cycles"] else 0.0,
+              "energy_share": v_pj / t["total_pj"] if t["total_pj"] else 0.0}
     out = {"hardware": hw.to_dict(), "tag": hw.tag(), "clock_mhz": float(clock_mhz),
            "engine": engine, "energy_table": table.to_dict()["name"], "layers": layers,
-           "cycles": t["cycles"], "macs": t["macs"],
+           "vector_unit": vector, "seq_len": seq,
+           "cycles": t["cycles"], "array_cycles": t["cycles"] - v_cycles, "macs": t["macs"],
            "utilization": t["macs"] / (hw.rows * hw.cols * t["cycles"]),
            "latency_s": t["cycles"] / (clock_mhz * 1e6),
            "energy_j": t["total_pj"] * 1e-12, "energy_pj": t["total_pj"],
@@ -600,7 +687,8 @@ def top1(scores, labels) -> float:
 def integer_accuracy(net: IntNetwork, test_set, gemm_fn=None, batch: int | None = None
                      ) -> tuple[float, np.ndarray]:
     """``(accuracy %, integer outputs)`` of the integer network on ``test_set = (x, y)``,
-    GEMMs on ``gemm_fn`` (``None``: numpy), ``batch`` images per executor call."""
+    GEMMs on ``gemm_fn`` (``layer -> gemm_fn`` as :func:`engine_gemm_fn` returns;
+    ``None``: numpy), ``batch`` images per executor call."""
     from qaccel.sim import executor
 
     x, y = (np.asarray(v.numpy() if hasattr(v, "numpy") else v) for v in test_set)
@@ -609,7 +697,7 @@ def integer_accuracy(net: IntNetwork, test_set, gemm_fn=None, batch: int | None 
     chunks = range(0, len(x), step)
     if gemm_fn is not None:
         chunks = _progress(chunks, desc="integer network on the cycle model", unit="batch")
-    outs = [executor.run(net, x_int[i:i + step], gemm_fn=gemm_fn) for i in chunks]
+    outs = [executor.run(net, x_int[i:i + step], layer_gemm_fn=gemm_fn) for i in chunks]
     y_int = np.concatenate(outs)
     return top1(y_int, y), y_int
 
@@ -626,11 +714,11 @@ def float_accuracy(model, test_set) -> float:
 
 # ---- RTL --------------------------------------------------------------------------------
 
-def rtl_check(net: IntNetwork, array_cfg: ArrayConfig, x_int: np.ndarray, sim: str = "auto"
-              ) -> dict:
-    """Run every GEMM of the inferences ``x_int`` through the cocotb bench (one simulator
-    build per distinct layer configuration) and check that the RTL's outputs and cycles
-    equal the cycle model's, and the cycle model's the executor's.
+def rtl_check(net: IntNetwork, array_cfg: ArrayConfig, x_int, sim: str = "auto") -> dict:
+    """Run every GEMM of the inferences ``x_int`` (the network's input array, or a list of
+    its input arrays, batch first) through the cocotb bench (one simulator build per
+    distinct layer configuration) and check that the RTL's outputs and cycles equal the
+    cycle model's, and the cycle model's the executor's.
 
     Returns ``{"simulator", "jobs", "outputs_match", "cycles_match", "rtl_cycles",
     "model_cycles", "layers", "statement", "runs"}``."""
@@ -639,16 +727,21 @@ def rtl_check(net: IntNetwork, array_cfg: ArrayConfig, x_int: np.ndarray, sim: s
 
     sim = default_simulator() if sim == "auto" else sim
     groups: dict = {}                                       # rtl_key -> (cfg, [(name, job)])
-    layer_of = _layer_of_gemm(net)
-
-    def collect(g):
-        L = layer_of(g)
+    def collect(L: IntLayer):
+        if L.kind not in ARRAY_KINDS:
+            return None
         cfg = layer_config(array_cfg, net, L, strict=True)
-        groups.setdefault(cfg.rtl_key(), (cfg, []))[1].append((L.name, g.for_config(cfg)))
-        return _gemm_on_cycle_model(cfg, g)
 
-    for i in range(len(x_int)):              # one job per layer and inference
-        executor.run(net, x_int[i:i + 1], gemm_fn=collect)
+        def fn(g):
+            groups.setdefault(cfg.rtl_key(), (cfg, []))[1].append((L.name, g.for_config(cfg)))
+            return _gemm_on_cycle_model(cfg, g)
+
+        return fn
+
+    xs = list(x_int) if isinstance(x_int, tuple | list) else [x_int]
+    n_inf = len(xs[0])
+    for i in range(n_inf):                   # one inference per executor call
+        executor.run(net, [x[i:i + 1] for x in xs], layer_gemm_fn=collect)
     recs, runs, layers = [], [], []
     for cfg, named in groups.values():
         r = run_jobs(cfg, [job for _, job in named], sim, name="flow")
@@ -670,12 +763,12 @@ def rtl_check(net: IntNetwork, array_cfg: ArrayConfig, x_int: np.ndarray, sim: s
     passed = outputs and cycles and all(r["passed"] for r in runs)
     rtl_c = sum(x.get("rtl_cycles") or 0 for x in layers)
     model_c = sum(x.get("model_cycles") or 0 for x in layers)
-    statement = (f"RTL ({sim}, cocotb) == cycle model == integer executor on {len(x_int)} "
+    statement = (f"RTL ({sim}, cocotb) == cycle model == integer executor on {n_inf} "
                  f"whole inference(s): {n_jobs} GEMMs, every output integer and all "
                  f"{rtl_c:,} cycles equal" if passed else
                  f"RTL ({sim}) DISAGREES with the cycle model: outputs_match={outputs}, "
                  f"cycles_match={cycles}; logs: {', '.join(r['log'] for r in runs)}")
-    return {"simulator": sim, "images": int(len(x_int)), "jobs": n_jobs,
+    return {"simulator": sim, "images": int(n_inf), "jobs": n_jobs,
             "outputs_match": bool(outputs), "cycles_match": bool(cycles),
             "passed": bool(passed), "rtl_cycles": rtl_c, "model_cycles": model_c,
             "layers": layers, "runs": runs, "statement": statement}
@@ -723,6 +816,10 @@ def run(cfg: RunConfig) -> RunReport:
     acc = {"fp32": None, "fake_quant": None, "integer": None, "executor": None}
     n_eval = 0
     if loaded.test_set is not None:
+        if [v.kind for v in net.inputs] != ["act"]:
+            raise ValueError(f"RunConfig.data: test data (x, y) applies to networks with one "
+                             f"activation input; {loaded.name} takes "
+                             f"{', '.join(f'{v.name} ({v.kind})' for v in net.inputs)}")
         x, y = loaded.test_set
         n_eval = len(x) if cfg.eval_images is None else min(cfg.eval_images, len(x))
         test = (x[:n_eval], y[:n_eval])
@@ -742,7 +839,8 @@ def run(cfg: RunConfig) -> RunReport:
                                  f"from the executor ({acc['integer']} vs {acc['executor']})")
     t0 = time.perf_counter()
     cost = network_cost(net, cfg.array, cfg.clock_mhz, cfg.energy_table,
-                        "analytic" if cfg.engine == "analytic" else "cycle", area=cfg.area)
+                        "analytic" if cfg.engine == "analytic" else "cycle", area=cfg.area,
+                        seq_len=cfg.seq_len)
     cost["engine"] = cfg.engine
     seconds["cost"] = time.perf_counter() - t0
     rtl = None
@@ -751,11 +849,11 @@ def run(cfg: RunConfig) -> RunReport:
         if loaded.test_set is not None:
             x_int = net.input_q.quantize(np.asarray(loaded.test_set[0][:cfg.rtl_images]))
         else:
-            x_int = _sample_input(net, cfg.rtl_images)
+            x_int = network_sample_inputs(net, cfg.seq_len, cfg.rtl_images)
         rtl = rtl_check(net, cfg.array, x_int, cfg.sim)
-        per_inf = rtl["rtl_cycles"] / max(len(x_int), 1)
+        per_inf = rtl["rtl_cycles"] / max(rtl["images"], 1)
         rtl["cycles_per_inference"] = per_inf
-        rtl["equals_analytic"] = per_inf == cost["cycles"]
+        rtl["equals_analytic"] = per_inf == cost["array_cycles"]
         seconds["rtl"] = time.perf_counter() - t0
     return RunReport(config=cfg, model=loaded.name, accuracy=acc, cost=cost,
                      eval_images=n_eval, rtl=rtl, seconds=seconds, net=net)

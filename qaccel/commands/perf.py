@@ -52,7 +52,9 @@ def add_perf_options(p: argparse.ArgumentParser) -> None:
     src.add_argument("--gemm", action="store_true",
                      help="the topology is SCALE-Sim's 'Layer, M, N, K' GEMM format")
     src.add_argument("--seq-len", type=positive_int, default=None,
-                     help="sequence length for bert_base (default: 128)")
+                     help="sequence length for bert_base (default: 128) and for token "
+                          "--int-network files (default: the length they were exported "
+                          "with)")
     src.add_argument("--batch", type=positive_int, default=1, help="batch size for --network")
     src.add_argument("--method", choices=("auto", "fx", "hooks"), default="auto",
                      help="model mapping front end (default: fx, hooks if it does not trace)")
@@ -117,9 +119,9 @@ def layer_configs(args: argparse.Namespace, cfg) -> list | None:
     net = int_network(args)
     if net is None:
         return None
-    from qaccel.flow import layer_config
+    from qaccel.flow import array_layers, layer_config
 
-    return [layer_config(cfg, net, net.layers[i]) for i in net.gemm_layers()]
+    return [layer_config(cfg, net, net.layers[i]) for i in array_layers(net)]
 
 
 def perf_workloads(args: argparse.Namespace) -> tuple[str, list[GemmWorkload], dict]:
@@ -131,7 +133,7 @@ def perf_workloads(args: argparse.Namespace) -> tuple[str, list[GemmWorkload], d
             raise ValueError("--gemm applies to --topology files only")
         from qaccel.flow import network_workloads
 
-        return str(args.int_network), network_workloads(net), {}
+        return str(args.int_network), _seq_len_option(network_workloads, net, args), {}
     if args.topology is not None:
         from qaccel.sim.topology import read_topology
 
@@ -153,6 +155,17 @@ def perf_workloads(args: argparse.Namespace) -> tuple[str, list[GemmWorkload], d
     return args.network, network_workloads(args.network, method=args.method, **kw), {}
 
 
+def _seq_len_option(fn, net, args: argparse.Namespace):
+    """``fn(net, args.seq_len)`` with a length error naming ``--seq-len``."""
+    try:
+        return fn(net, args.seq_len)
+    except ValueError as exc:
+        msg = str(exc)
+        if msg.startswith("seq_len: "):
+            raise ValueError(f"--seq-len: {msg[len('seq_len: '):]}") from None
+        raise
+
+
 def perf_vector_workloads(args: argparse.Namespace, cfg) -> list[VectorWorkload]:
     """The vector-unit layers of the workload: an ``--int-network`` file's (its own shapes
     and widths on one sample input, :func:`sim.executor.vector_workloads`), ``bert_base``'s
@@ -161,9 +174,9 @@ def perf_vector_workloads(args: argparse.Namespace, cfg) -> list[VectorWorkload]
     topology files (GEMMs only)."""
     net = int_network(args)
     if net is not None:
-        from qaccel.sim.executor import sample_inputs, vector_workloads
+        from qaccel.flow import network_vector_workloads
 
-        return vector_workloads(net, sample_inputs(net))
+        return _seq_len_option(network_vector_workloads, net, args)
     if args.topology is None and args.network == "bert_base":
         from qaccel.networks import NETWORKS
         from qaccel.networks.bert import bert_vector_workloads

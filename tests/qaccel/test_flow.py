@@ -42,7 +42,8 @@ def _mixed(net: IntNetwork, layer: int, w_bits: int) -> IntNetwork:
     """``net`` with GEMM layer ``layer`` declared ``w_bits`` wide (its integers still fit)."""
     layers = list(net.layers)
     layers[layer] = dataclasses.replace(layers[layer], w_bits=w_bits)
-    return dataclasses.replace(net, layers=tuple(layers))
+    return dataclasses.replace(net, layers=tuple(layers), input_q=None, input_shape=None,
+                               mask_shape=None)             # derived from net.inputs
 
 
 def test_quantize_model_cache_hit_and_key(digits, tmp_workspace, monkeypatch):
@@ -75,7 +76,8 @@ def test_network_cost_cycles_are_the_analytic_sum_and_the_cycle_model(quantized)
     _, net = quantized
     cost = flow.network_cost(net, ARRAY, engine="cycle", area=False)
     # independent count: each GEMM layer's T from the executor's output shapes
-    outs = executor.run(net, flow._sample_input(net), trace=True).outputs
+    x = flow.network_sample_inputs(net)
+    outs = executor.run(net, x, trace=True).outputs
     want = 0
     for i in net.gemm_layers():
         L = net.layers[i]
@@ -83,11 +85,20 @@ def test_network_cost_cycles_are_the_analytic_sum_and_the_cycle_model(quantized)
         K = L.weight[0].size
         cfg = ARRAY.replace(w_bits=L.w_bits, per_channel=True)
         want += L.groups * gemm_cycles(cfg, T, K, L.out_channels // L.groups)
-    assert cost["cycles"] == want == sum(r["cycles"] for r in cost["layers"])
+    assert cost["array_cycles"] == want == sum(r["cycles"] for r in cost["layers"])
     assert [r["cycles_cycle_model"] for r in cost["layers"]] == [r["cycles"]
                                                                for r in cost["layers"]]
-    assert cost["energy_j"] == pytest.approx(sum(r["energy_pj"] for r in cost["layers"]) * 1e-12)
-    assert cost["latency_s"] == pytest.approx(want / 500e6)
+    # the vector unit (pooling, ReLU, ...: the executor's counts) is serialized with the array
+    vec = cost["vector_unit"]
+    costs = executor.vector_costs(net, x)
+    assert [r["name"] for r in vec["layers"]] == [name for name, _, _ in costs] != []
+    lanes = ARRAY.vector_unit_lanes
+    assert vec["cycles"] == sum(-(-c.ops // lanes) for _, _, c in costs) > 0
+    assert cost["cycles"] == want + vec["cycles"]
+    assert cost["energy_j"] == pytest.approx(
+        (sum(r["energy_pj"] for r in cost["layers"]) + vec["energy_pj"]) * 1e-12)
+    assert vec["cycle_share"] == pytest.approx(vec["cycles"] / cost["cycles"])
+    assert cost["latency_s"] == pytest.approx((want + vec["cycles"]) / 500e6)
     assert {(r["w_bits"], r["a_bits"]) for r in cost["layers"]} == {(4, 8)}
 
 

@@ -67,7 +67,12 @@ def test_integer_accuracy_is_the_executors(run_dir, report):
 def test_cycles_are_the_analytic_sum_and_the_cycle_model(report):
     hw = ArrayConfig.from_dict(report["hardware"])
     want = sum(r["repeat"] * gemm_cycles(hw, r["T"], r["K"], r["N"]) for r in report["layers"])
-    assert report["cycles"] == want == sum(r["cycles"] for r in report["layers"])
+    assert report["array_cycles"] == want == sum(r["cycles"] for r in report["layers"])
+    vec = report["vector_unit"]                 # pooling and ReLU on the vector unit
+    assert vec["cycles"] == sum(r["cycles"] for r in vec["layers"]) > 0
+    assert report["cycles"] == want + vec["cycles"]
+    assert vec["cycle_share"] == pytest.approx(vec["cycles"] / report["cycles"])
+    assert 0 < vec["energy_share"] < 1
     assert all(r["cycles_cycle_model"] == r["cycles"] for r in report["layers"])
     assert report["utilization"] == pytest.approx(
         report["macs"] / (hw.rows * hw.cols * report["cycles"]))
@@ -94,7 +99,8 @@ def _mixed_npz(run_dir, tmp_path) -> tuple:
     layers = list(net.layers)
     i = net.gemm_layers()[0]
     layers[i] = dataclasses.replace(layers[i], w_bits=6)
-    path = dataclasses.replace(net, layers=tuple(layers)).save(tmp_path / "mixed.npz")
+    path = dataclasses.replace(net, layers=tuple(layers), input_q=None, input_shape=None,
+                               mask_shape=None).save(tmp_path / "mixed.npz")
     return path, [6, 4, 4, 4]
 
 
@@ -185,5 +191,5 @@ def test_rtl_engine_whole_inference(tmp_path, tmp_workspace, require_sim, capsys
     rtl = rep["rtl"]
     assert rtl["passed"] and rtl["outputs_match"] and rtl["cycles_match"]
     assert rtl["jobs"] == 2                             # conv + linear of one inference
-    assert rtl["rtl_cycles"] == rtl["model_cycles"] == rep["cycles"]
+    assert rtl["rtl_cycles"] == rtl["model_cycles"] == rep["array_cycles"]
     assert rtl["equals_analytic"]
