@@ -59,6 +59,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--clock-mhz", type=float, default=500.0, help="clock (default 500)")
     e.add_argument("--energy-table", type=input_file, metavar="FILE.json",
                    help="energy table (default Horowitz 45 nm)")
+    e.add_argument("--seq-len", type=int, default=None, metavar="S",
+                   help="sequence length a token network (net.npz with variable-length "
+                        "inputs) is costed at (default: the length it was exported with)")
+    e.add_argument("--vector-lanes", type=int, default=0, metavar="N",
+                   help="integer operations per cycle of the vector unit (pooling, adds, "
+                        "softmax, LayerNorm, ...; default 0 = one lane per array column)")
     e.add_argument("--no-area", dest="area", action="store_false",
                    help="skip the Yosys area (cached per hardware config; first run ~1 min)")
     p.add_argument("--out", type=output_dir, required=True, metavar="DIR",
@@ -69,6 +75,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _option_error(exc: Exception) -> ValueError:
     """A flow / config ``ValueError`` with the command-line option it concerns."""
     msg = str(exc)
+    if msg.startswith("seq_len: "):
+        return ValueError(f"--seq-len: {msg[len('seq_len: '):]}")
     m = re.search(r"\b(RunConfig|QuantConfig|ArrayConfig)\.(\w+)", msg)
     if m:
         field = m.group(2)
@@ -95,11 +103,12 @@ def run_config(args: argparse.Namespace):
             array=ArrayConfig(rows=args.rows, cols=args.cols, acc_depth=args.acc_depth,
                               weight_buffer_kib=args.weight_buffer_kib,
                               act_buffer_kib=args.act_buffer_kib,
-                              out_buffer_kib=args.out_buffer_kib),
+                              out_buffer_kib=args.out_buffer_kib,
+                              vector_lanes=args.vector_lanes),
             engine=args.engine, clock_mhz=args.clock_mhz,
             energy_table=None if args.energy_table is None else str(args.energy_table),
             n_calib=args.calib, eval_images=args.eval_images, rtl_images=args.rtl_images,
-            sim=args.sim, area=args.area)
+            sim=args.sim, area=args.area, seq_len=args.seq_len)
     except ValueError as exc:
         raise _option_error(exc) from None
 
@@ -129,6 +138,13 @@ def render(rep: dict) -> str:
                f"{_pct(a['fake_quant'])}, integer on {where} {_pct(a['integer'])} "
                f"(= executor {_pct(a['executor'])})" if n else
                "accuracy: - (no test data: give --data module:loader)")
+    v = rep["vector_unit"]
+    if v["layers"]:
+        out.append(f"vector unit ({v['lanes']} lanes, serialized with the array): "
+                   f"{len(v['layers'])} layers, {v['ops']:,} ops, {v['cycles']:,} cycles "
+                   f"({100 * v['cycle_share']:.1f}% of the cycles), "
+                   f"{v['energy_pj'] / 1e3:.2f} nJ ({100 * v['energy_share']:.1f}% of the "
+                   f"energy)")
     out.append(f"per inference: {rep['cycles']:,} cycles ({1e3 * rep['latency_s']:.4f} ms), "
                f"{rep['macs']:,} MACs, utilization {100 * rep['utilization']:.1f}%, energy "
                f"{rep['energy_j'] * 1e6:.3f} uJ ({rep['pj_per_mac']:.2f} pJ/MAC)")
