@@ -9,13 +9,16 @@ training split). Each library is used as its documentation shows a new user:
   weight range (``mse``, eq. 16) or the output-aware ``output_mse``; AdaRound
   ``rounding="adaround"``; QAT ``quant.prepare_qat`` (LSQ, static BN folding) +
   ``quant.train_qat`` (keeps the best validation epoch).
-- **AIMET**: ``fold_all_batch_norms``, ``QuantizationSimModel`` with its defaults
-  (``QuantScheme.min_max`` in 2.42, per-tensor symmetric weights, asymmetric activations,
-  bias not quantized) and ``compute_encodings`` on the calibration batches; AdaRound
+- **AIMET**: ``fold_all_batch_norms``, ``QuantizationSimModel`` with its default scheme
+  (``QuantScheme.min_max`` in 2.42; symmetric weights, asymmetric activations, bias not
+  quantized) and ``compute_encodings`` on the calibration batches; AdaRound
   ``Adaround.apply_adaround`` (same scheme, all calibration batches) and
-  ``set_and_freeze_param_encodings``.
+  ``set_and_freeze_param_encodings``. Note: AIMET 2.42's default config file (alias
+  ``"default"`` = ``default_config_per_channel.json``) quantizes Conv / Gemm weights **per
+  channel**; the per-channel rows use it, the per-tensor rows pass AIMET's
+  ``default_config.json`` (identical but per-tensor).
 - **Brevitas**: ``preprocess_for_quantize`` (BN merged, no equalization) and
-  ``brevitas_examples``' ``quantize_model`` (fx backend, per-tensor ``stats`` weights,
+  ``brevitas_examples``' ``quantize_model`` (fx backend, ``stats`` (abs-max) weights,
   asymmetric activations with the 99.999 percentile), ``calibration_mode`` over the
   calibration batches; QAT: the same Adam + cosine loop as ``train_qat`` (no best-epoch
   restore).
@@ -61,10 +64,11 @@ PEERS = {"aimet": "AIMET", "brevitas": "Brevitas"}
 PEER_MODULES = {"aimet": "aimet_torch", "brevitas": "brevitas"}
 PEER_PYTHON_ENV = "QACCEL_PEER_PYTHON"
 MODELS = ("digits_cnn", "digits_mobilenet")
-NEAREST_BITS = ((8, 8), (4, 8))
-ADA_BITS = (4, 8)
+#: (w_bits, a_bits, per_channel) of the nearest, AdaRound and QAT rows
+NEAREST_BITS = ((8, 8, False), (4, 8, False), (4, 8, True))
+ADA_BITS = ((4, 8, False), (4, 8, True))
 ADA_ITERS = 2000
-QAT_BITS = (4, 4)
+QAT_BITS = (4, 4, False)
 QAT_EPOCHS = 5
 QAT_LR = 1e-3
 #: a peer's measurement in its interpreter may take this long before it is abandoned
@@ -97,6 +101,11 @@ def skip_message(peer: str, python: str, error: str) -> str:
     return (f"- {PEERS[peer]} skipped: `{PEER_MODULES[peer]}` is not importable with "
             f"`{python}` ({error.strip() or 'no message'}). Install it in a separate venv "
             f"(below) and run `make bench PEER_PYTHON=<that venv>/bin/python`.")
+
+
+def setting(wb: int, ab: int, per_channel: bool) -> str:
+    """The setting label of a row, e.g. ``W4A8 per-tensor``."""
+    return f"W{wb}A{ab} per-{'channel' if per_channel else 'tensor'}"
 
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -243,31 +252,32 @@ def _ours(name, model, calib, test, fp) -> list[Result]:
     from qaccel import quant
 
     out = []
-    for wb, ab in NEAREST_BITS:
+    for wb, ab, pc in NEAREST_BITS:
         for wr in ("mse", "output_mse"):
-            cfg = quant.QuantConfig(w_bits=wb, a_bits=ab, weight_range=wr, progress=False)
+            cfg = quant.QuantConfig(w_bits=wb, a_bits=ab, per_channel=pc, weight_range=wr,
+                                    progress=False)
             with _Timer() as t:
                 q = quant.quantize(model, calib, cfg)
-            out.append(_result(name, f"W{wb}A{ab} per-tensor", "nearest",
-                               f"qaccel ({wr})", q, test, fp, t))
-    wb, ab = ADA_BITS
-    for wr in ("mse", "output_mse"):
-        cfg = quant.QuantConfig(w_bits=wb, a_bits=ab, weight_range=wr, rounding="adaround",
-                                iterations=ADA_ITERS, progress=False)
-        with _Timer() as t:
-            q = quant.quantize(model, calib, cfg)
-        out.append(_result(name, f"W{wb}A{ab} per-tensor", "AdaRound", f"qaccel ({wr})", q,
-                           test, fp, t, ADA_ITERS * _n_layers(model)))
-    wb, ab = QAT_BITS
+            out.append(_result(name, setting(wb, ab, pc), "nearest", f"qaccel ({wr})", q,
+                               test, fp, t))
+    for wb, ab, pc in ADA_BITS:
+        for wr in ("mse", "output_mse"):
+            cfg = quant.QuantConfig(w_bits=wb, a_bits=ab, per_channel=pc, weight_range=wr,
+                                    rounding="adaround", iterations=ADA_ITERS, progress=False)
+            with _Timer() as t:
+                q = quant.quantize(model, calib, cfg)
+            out.append(_result(name, setting(wb, ab, pc), "AdaRound", f"qaccel ({wr})", q,
+                               test, fp, t, ADA_ITERS * _n_layers(model)))
+    wb, ab, pc = QAT_BITS
     for wr in ("mse", "output_mse"):
         train, val = _qat_loaders()
-        cfg = quant.QatConfig(quant=quant.QuantConfig(w_bits=wb, a_bits=ab, weight_range=wr,
-                                                      progress=False))
+        cfg = quant.QatConfig(quant=quant.QuantConfig(w_bits=wb, a_bits=ab, per_channel=pc,
+                                                      weight_range=wr, progress=False))
         with _Timer() as t:
             q = quant.prepare_qat(model, calib, cfg)
             quant.train_qat(q, train, val, epochs=QAT_EPOCHS, lr=QAT_LR, patience=QAT_EPOCHS,
                             progress=False)
-        out.append(_result(name, f"W{wb}A{ab} per-tensor", f"QAT ({QAT_EPOCHS} epochs)",
+        out.append(_result(name, setting(wb, ab, pc), f"QAT ({QAT_EPOCHS} epochs)",
                            f"qaccel ({wr})", q, test, fp, t, QAT_EPOCHS * len(train)))
     return out
 
@@ -293,31 +303,46 @@ def _aimet(name, model, calib, test, fp, work: pathlib.Path) -> list[Result]:
         return m
 
     out = []
-    for wb, ab in NEAREST_BITS:
+    for wb, ab, pc in NEAREST_BITS:
         with _Timer() as t:
             sim = QuantizationSimModel(folded(), dummy, default_param_bw=wb,
-                                       default_output_bw=ab)
+                                       default_output_bw=ab, config_file=_aimet_config(pc))
             sim.compute_encodings(forward)
-        out.append(_result(name, f"W{wb}A{ab} per-tensor", "nearest",
-                           "AIMET (min_max, default)", sim.model, test, fp, t))
-    wb, ab = ADA_BITS
-    path = work / name
-    path.mkdir(parents=True, exist_ok=True)
-    with _Timer() as t:
-        params = AdaroundParameters(data_loader=calib, num_batches=len(batches),
-                                    default_num_iterations=ADA_ITERS)
-        ada = Adaround.apply_adaround(folded(), dummy, params, path=str(path),
-                                      filename_prefix="adaround", default_param_bw=wb,
-                                      default_quant_scheme=QuantScheme.min_max)
-        sim = QuantizationSimModel(ada, dummy, default_param_bw=wb, default_output_bw=ab)
-        sim.set_and_freeze_param_encodings(str(path / "adaround.encodings"))
-        sim.compute_encodings(forward)
-    out.append(_result(name, f"W{wb}A{ab} per-tensor", "AdaRound", "AIMET (min_max)",
-                       sim.model, test, fp, t, ADA_ITERS * _n_layers(model)))
+        out.append(_result(name, setting(wb, ab, pc), "nearest", "AIMET (min_max)",
+                           sim.model, test, fp, t))
+    for wb, ab, pc in ADA_BITS:
+        path = work / name / setting(wb, ab, pc).replace(" ", "_")
+        path.mkdir(parents=True, exist_ok=True)
+        with _Timer() as t:
+            params = AdaroundParameters(data_loader=calib, num_batches=len(batches),
+                                        default_num_iterations=ADA_ITERS)
+            ada = Adaround.apply_adaround(folded(), dummy, params, path=str(path),
+                                          filename_prefix="adaround", default_param_bw=wb,
+                                          default_quant_scheme=QuantScheme.min_max,
+                                          default_config_file=_aimet_config(pc))
+            sim = QuantizationSimModel(ada, dummy, default_param_bw=wb, default_output_bw=ab,
+                                       config_file=_aimet_config(pc))
+            sim.set_and_freeze_param_encodings(str(path / "adaround.encodings"))
+            sim.compute_encodings(forward)
+        out.append(_result(name, setting(wb, ab, pc), "AdaRound", "AIMET (min_max)",
+                           sim.model, test, fp, t, ADA_ITERS * _n_layers(model)))
     return out
 
 
-def _brevitas_model(model, calib, wb, ab):
+def _aimet_config(per_channel: bool) -> str:
+    """AIMET's own config file: its ``"default"`` alias (per-channel Conv / Gemm weights in
+    2.42) or ``default_config.json`` (the same without per-channel weights)."""
+    if per_channel:
+        return "default"
+    import aimet_torch.common.quantsim_config as cfg_pkg
+
+    path = pathlib.Path(cfg_pkg.__file__).parent / "default_config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"AIMET's per-tensor config {path} is missing")
+    return str(path)
+
+
+def _brevitas_model(model, calib, wb, ab, per_channel):
     import torch
     from brevitas.graph.calibrate import calibration_mode
     from brevitas.graph.quantize import preprocess_for_quantize
@@ -325,7 +350,8 @@ def _brevitas_model(model, calib, wb, ab):
 
     f = preprocess_for_quantize(copy.deepcopy(model), equalize_iters=0, merge_bn=True)
     q = quantize_model(f, backend="fx", weight_bit_width=wb, act_bit_width=ab,
-                       bias_bit_width=32, weight_quant_granularity="per_tensor",
+                       bias_bit_width=32,
+                       weight_quant_granularity="per_channel" if per_channel else "per_tensor",
                        act_quant_percentile=99.999, act_quant_type="asym",
                        scale_factor_type="float_scale", quant_format="int")
     q.eval()
@@ -343,16 +369,16 @@ def _brevitas(name, model, calib, test, fp) -> list[Result]:
     import torch.nn.functional as F
 
     out = []
-    for wb, ab in NEAREST_BITS:
+    for wb, ab, pc in NEAREST_BITS:
         with _Timer() as t:
-            q = _brevitas_model(model, calib, wb, ab)
-        out.append(_result(name, f"W{wb}A{ab} per-tensor", "nearest", "Brevitas (stats)", q,
-                           test, fp, t))
-    wb, ab = QAT_BITS
+            q = _brevitas_model(model, calib, wb, ab, pc)
+        out.append(_result(name, setting(wb, ab, pc), "nearest", "Brevitas (stats)", q, test,
+                           fp, t))
+    wb, ab, pc = QAT_BITS
     train, _ = _qat_loaders()
     steps = 0
     with _Timer() as t:
-        q = _brevitas_model(model, calib, wb, ab)
+        q = _brevitas_model(model, calib, wb, ab, pc)
         opt = torch.optim.Adam(q.parameters(), lr=QAT_LR)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=QAT_EPOCHS)
         for _ in range(QAT_EPOCHS):
@@ -365,7 +391,7 @@ def _brevitas(name, model, calib, test, fp) -> list[Result]:
                 steps += 1
             sched.step()
         q.eval()
-    out.append(_result(name, f"W{wb}A{ab} per-tensor", f"QAT ({QAT_EPOCHS} epochs)",
+    out.append(_result(name, setting(wb, ab, pc), f"QAT ({QAT_EPOCHS} epochs)",
                        "Brevitas (stats)", q, test, fp, t, steps))
     return out
 
@@ -422,7 +448,8 @@ def measure(models=MODELS, peers=tuple(PEERS), work: pathlib.Path | None = None)
             rows += _brevitas(name, model, calib, test, fp)
         order = {"nearest": 0, "AdaRound": 1}        # stable: qaccel, AIMET, Brevitas
         rows.sort(key=lambda r: (order.get(r.method, 2), -int(r.setting[1:].split("A")[0]),
-                                 -int(r.setting.split("A")[1].split()[0])))
+                                 -int(r.setting.split("A")[1].split()[0]),
+                                 r.setting.endswith("channel")))
         report["results"] += [asdict(r) for r in rows]
     return report
 

@@ -16,6 +16,11 @@ def _r(library, acc, sqnr, cpu, method="nearest", iters=0, model="digits_cnn"):
     return Result(model, "W4A8 per-tensor", method, library, acc, sqnr, cpu, cpu * 2, iters)
 
 
+def test_setting_labels():
+    assert peers.setting(4, 8, False) == "W4A8 per-tensor"
+    assert peers.setting(8, 8, True) == "W8A8 per-channel"
+
+
 def test_skip_message_names_the_module_the_interpreter_and_the_error():
     msg = peers.skip_message("aimet", "/venv/bin/python", "ModuleNotFoundError: no aimet")
     assert msg.startswith("- AIMET skipped: `aimet_torch` is not importable with "
@@ -84,12 +89,14 @@ def test_measure_skips_a_peer_it_cannot_import_and_measures_ours(monkeypatch, tm
     missing = ["brevitas"]
     monkeypatch.setattr(peers, "ADA_ITERS", 5)
     monkeypatch.setattr(peers, "QAT_EPOCHS", 1)
-    monkeypatch.setattr(peers, "NEAREST_BITS", ((4, 8),))
+    monkeypatch.setattr(peers, "NEAREST_BITS", ((4, 8, False),))
+    monkeypatch.setattr(peers, "ADA_BITS", ((4, 8, False),))
     rep = peers.measure(models=("digits_cnn",), peers=tuple(missing), work=tmp_path)
     assert set(rep["skipped"]) == set(missing)
     assert "`qaccel_no_such_peer` is not importable" in rep["skipped"]["brevitas"]
     assert "ModuleNotFoundError" in rep["skipped"]["brevitas"]
     assert rep["python"] == sys.executable
+    assert {r["setting"] for r in rep["results"]} == {"W4A8 per-tensor", "W4A4 per-tensor"}
     libs = {(r["method"], r["library"]) for r in rep["results"]}
     assert libs == {(m, f"qaccel ({w})") for m in ("nearest", "AdaRound", "QAT (1 epochs)")
                     for w in ("mse", "output_mse")}
