@@ -60,6 +60,7 @@ SUPPORTED_ATEN = sorted({str(op) for op in (*_IDENTITY, *_FUNCTIONS, *_METHODS,
                                             *_MODULE_OPS)}
                         | {"aten.gelu.default", "aten.softmax.int", "aten._softmax.default",
                            "aten.scaled_dot_product_attention.default", "aten.select.int",
+                           "aten.unsqueeze.default",
                            "aten.slice.Tensor (whole axis)", "aten.to (same float dtype)",
                            "aten.sum.dim_IntList + aten.div.Tensor (masked mean)"})
 _SKIP = {"aten._assert_tensor_metadata.default"}
@@ -242,6 +243,8 @@ def capture(model: nn.Module, example_args, example_kwargs: dict | None = None, 
             if _METHODS[op] in ("reshape", "permute"):
                 a = (a[0], *a[1])
             env[node] = g.call_method(_METHODS[op], a, arg(node.kwargs))
+        elif op is _aten.unsqueeze.default:
+            env[node] = g.call_method("unsqueeze", arg(node.args))
         elif op is _aten.select.int:
             env[node] = g.call_function(torch.select, arg(node.args))
         elif op is _aten.slice.Tensor and tuple(node.args[2:]) in ((), (0,)) or \

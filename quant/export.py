@@ -157,6 +157,8 @@ def export(qmodel: nn.Module, example_input, *, mult_bits: int | None = None,
             where[ph] = (-1 - k, inputs[-1].q)
             data.add(ph)
     dynamic = any(-1 in v.shape for v in inputs)
+    seq_example = next((int(vals[p].shape[1 + v.shape.index(-1)])
+                        for p, v in zip(placeholders, inputs) if -1 in v.shape), None)
 
     def mask_input(node, arg_i: int, axis: int) -> tuple[int, QParams]:
         """The mask input that argument ``arg_i`` of ``node`` is, broadcast along ``axis``
@@ -329,6 +331,22 @@ def export(qmodel: nn.Module, example_input, *, mult_bits: int | None = None,
             add(IntLayer(name=str(node.name), kind="select", inputs=(i,), in_q=(q,), out_q=q,
                          axis=axis, index=index), node)
             continue
+        if node.op == "call_method" and node.target == "unsqueeze":
+            i, q = src_of(node)
+            d = node.args[1] % val.dim()
+            if d == 0 and i >= 0 and layers[i].kind == "position_embedding":
+                where[node] = (i, q)                   # the executor's table is batched
+                continue
+            shape = list(val.shape[1:])
+            if d == 0 or dynamic and shape.count(seq_example) != 1:
+                raise ValueError(f"export: {node.format_node()}: unsqueeze of the batch axis "
+                                 "or, with a variable sequence length, of a tensor without "
+                                 "one sequence axis")
+            if dynamic:
+                shape[shape.index(seq_example)] = -1
+            add(IntLayer(name=str(node.name), kind="reshape", inputs=(i,), in_q=(q,),
+                         out_q=q, shape=tuple(shape)), node)
+            continue
         if is_passthrough(gm, node):
             i, q = src_of(node)
             x = vals[node.args[0]]
@@ -432,6 +450,8 @@ def _embedding_layer(gm, node, m: QuantEmbedding, placeholders, inputs, vals) ->
         raise ValueError(f"export: the ids of {name} depend on a float input")
     got = vals[ids]
     seq = got.shape[-1]
+    if got.dim() == 1:                                 # arange(S): one row for the batch
+        got = got[None]
     if got.dim() != 2 or not bool((got == got[:1]).all()):
         raise ValueError(f"export: the ids of {name} are not token ids from an input nor the "
                          "same for every sequence of the batch (positions)")

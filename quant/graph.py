@@ -362,7 +362,7 @@ def is_passthrough(gm: fx.GraphModule, node: fx.Node) -> bool:
                                                       torch.select):
         return True
     if node.op == "call_method" and node.target in ("flatten", "view", "reshape",
-                                                    "contiguous"):
+                                                    "contiguous", "unsqueeze"):
         return True
     if is_last_transpose(node) or permutation(node) is not None:
         return True

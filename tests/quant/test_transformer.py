@@ -245,3 +245,39 @@ def test_adaround_with_batches_of_different_sequence_lengths():
     xt = torch.randn(8, 7, 16)
     want = executor.run(net, net.input_q.quantize(xt.numpy()))
     assert int((quant.exact_outputs(qm, xt, net=net) != want).sum()) == 0
+
+
+class _ArangePositions(nn.Module):
+    """Position ids from ``torch.arange`` inside the model, a token mean without a mask."""
+
+    def __init__(self):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(20, 8), nn.Embedding(16, 8)
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, ids):
+        pos = torch.arange(ids.shape[1], device=ids.device)
+        return F.relu(self.fc(self.tok(ids) + self.pos(pos)[None])).mean(1)
+
+
+def test_arange_position_ids_and_token_mean_at_any_length():
+    """``arange`` positions become a ``position_embedding`` table sliced per length; the
+    captured network runs other lengths than the export example, exactly."""
+    from qaccel.quant.capture import capture
+
+    torch.manual_seed(0)
+    m = _ArangePositions().eval()
+    gm = capture(m, (torch.randint(0, 20, (4, 6)),))
+    qm = quant.quantize(gm, [torch.randint(0, 20, (32, 6)), torch.randint(0, 20, (32, 9))],
+                        QuantConfig())
+    net = quant.export(qm, torch.randint(0, 20, (1, 6)))
+    assert [L.kind for L in net.layers] == ["embedding", "position_embedding", "add", "linear",
+                                            "mean"]
+    assert net.layers[1].table.shape == (16, 8) and net.inputs[0].shape == (-1,)
+    for seq in (3, 6, 16):
+        ids = torch.randint(0, 20, (5, seq))
+        want = executor.run(net, ids.numpy())
+        assert int((quant.exact_outputs(qm, ids, net=net) != want).sum()) == 0
+        with torch.no_grad():
+            ref = m(ids).numpy()
+        assert np.abs(net.output_q.dequantize(want) - ref).max() < 0.05 * np.abs(ref).max()
