@@ -607,7 +607,7 @@ def network_cost(net: IntNetwork, array_cfg: ArrayConfig, clock_mhz: float = 500
     Returns a JSON-able dict: ``layers`` (per array layer: shape, bits, cycles,
     utilization, energy by category), ``vector_unit`` (``lanes``, ``layers`` with their
     operations, cycles and energy, totals and their ``cycle_share`` / ``energy_share``),
-    ``cycles`` (array + vector unit), ``array_cycles``, ``macs``, ``utilization``,
+    ``cycles`` (array + vector unit), ``array_cycles``, ``macs``, ``dram_bits``, ``utilization``,
     ``latency_s``, ``energy_j``, ``energy_categories_pj``, ``seq_len``, ``area_cells``,
     ``area_transistors``, ``area`` (Yosys summary) and ``hardware`` (the array's
     configuration).
@@ -656,7 +656,7 @@ def network_cost(net: IntNetwork, array_cfg: ArrayConfig, clock_mhz: float = 500
               "energy_share": v_pj / t["total_pj"] if t["total_pj"] else 0.0}
     out = {"hardware": hw.to_dict(), "tag": hw.tag(), "clock_mhz": float(clock_mhz),
            "engine": engine, "energy_table": table.to_dict()["name"], "layers": layers,
-           "vector_unit": vector, "seq_len": seq,
+           "vector_unit": vector, "seq_len": seq, "dram_bits": t["dram_bits"],
            "cycles": t["cycles"], "array_cycles": t["cycles"] - v_cycles, "macs": t["macs"],
            "utilization": t["macs"] / (hw.rows * hw.cols * t["cycles"]),
            "latency_s": t["cycles"] / (clock_mhz * 1e6),

@@ -4,7 +4,10 @@
   (:func:`qaccel.sim.energy.workloads_energy`: cycle-exact latency, traffic, energy with the
   point's table), each layer under the point's ``mapping`` (the fixed nest, or the
   :mod:`qaccel.sim.mapper` search for its ``objective``); a quantized or exported integer
-  network is costed layer by layer at its own bit-widths (:func:`qaccel.flow.network_cost`);
+  network is costed layer by layer at its own bit-widths (:func:`qaccel.flow.network_cost`).
+  The vector unit's layers (an integer network's pooling, adds, softmax, LayerNorm, ...;
+  ``bert_base``'s) count in the cycles, traffic and energy on the point's
+  ``vector_lanes``;
 - area (``[area]``): Yosys cells of the datapath (:func:`qaccel.dse.isoarea.datapath_cells`:
   PE, requantizer and parameter FIFO, synthesized once per bit-width configuration, cached);
 - accuracy (``[accuracy]``, workloads with data): :func:`qaccel.flow.quantize_model` (cached
@@ -41,12 +44,14 @@ def _mapper(mapping: str, objective: str, table):
 
 
 def cost_metrics(cfg: ArrayConfig, gemms, table, clock_mhz: float, mapping: str = "fixed",
-                 objective: str = "energy") -> dict:
+                 objective: str = "energy", vectors=()) -> dict:
     """Cycles, latency, utilization, traffic and energy of ``gemms`` on ``cfg``, each layer
-    mapped per ``mapping`` (``"fixed"`` or ``"search"`` for ``objective``)."""
+    mapped per ``mapping`` (``"fixed"`` or ``"search"`` for ``objective``), and of the
+    vector-unit layers ``vectors`` (serialized with the array)."""
     from qaccel.sim.energy import CATEGORIES, workloads_energy
 
-    perf, _, total = workloads_energy(cfg, gemms, table, _mapper(mapping, objective, table))
+    perf, _, total = workloads_energy(cfg, gemms, table, _mapper(mapping, objective, table),
+                                      vectors)
     cats = total.by_category()
     traffic = perf.traffic
     out = {"cycles": int(perf.cycles), "latency_s": perf.cycles / (clock_mhz * 1e6),
@@ -92,17 +97,19 @@ def _int_network(path: str):
 
 
 def net_cost_metrics(net, cfg: ArrayConfig, table, clock_mhz: float, mapping: str = "fixed",
-                     objective: str = "energy") -> tuple[dict, ArrayConfig]:
+                     objective: str = "energy", seq_len: int | None = None
+                     ) -> tuple[dict, ArrayConfig]:
     """Cost of an integer network, every layer at its own bit-widths and mapped per
-    ``mapping``/``objective`` (:func:`qaccel.flow.network_cost`), plus its traffic; and the
-    array that runs it."""
+    ``mapping``/``objective``, its vector-unit layers included, at ``seq_len`` (token
+    networks; :func:`qaccel.flow.network_cost`), plus its traffic; and the array that runs
+    it."""
     from qaccel import flow
     from qaccel.sim.energy import CATEGORIES
 
     cost = flow.network_cost(net, cfg, clock_mhz, table, "analytic", area=False,
-                             mapping=mapping, objective=objective)
-    dram = sum(row["dram_bits"] for row in cost["layers"])
-    buf = sum(row["buffer_bits"] for row in cost["layers"])
+                             mapping=mapping, objective=objective, seq_len=seq_len)
+    dram = cost["dram_bits"]
+    buf = sum(row["buffer_bits"] for row in cost["layers"] + cost["vector_unit"]["layers"])
     cats = cost["energy_categories_pj"]
     out = {"cycles": int(cost["cycles"]), "latency_s": float(cost["latency_s"]),
            "utilization": float(cost["utilization"]), "macs": int(cost["macs"]),
@@ -140,10 +147,10 @@ def evaluate_point(ctx: WorkloadContext, point: DesignPoint, groups, tables: dic
         net = _int_network(ctx.int_network)
     if net is not None:
         cost, hw = net_cost_metrics(net, point.array, table, point.clock_mhz, point.mapping,
-                                    point.objective)
+                                    point.objective, ctx.seq_len)
     elif "cost" in groups:
         cost = cost_metrics(point.array, ctx.gemms, table, point.clock_mhz, point.mapping,
-                            point.objective)
+                            point.objective, ctx.vectors(point.array))
     if "cost" in groups:
         metrics.update(cost)
     if "area" in groups:

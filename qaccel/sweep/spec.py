@@ -62,7 +62,7 @@ TOP_KEYS = ("name", "workload", "fixed", "grid", "random", "seed", "metrics", "s
             "area_budget_cells")
 WORKLOAD_KINDS = ("network", "topology", "int_network", "model")
 WORKLOAD_OPTIONS = {"network": ("batch", "seq_len", "method"), "topology": ("gemm",),
-                    "int_network": (), "model": ("calib",)}
+                    "int_network": ("seq_len",), "model": ("calib",)}
 DIGITS_MODELS = ("digits_cnn", "digits_mobilenet")
 #: the array every sweep starts from: the ``qaccel perf`` / ``qaccel energy`` defaults
 ARRAY_BASE = dict(PERF_DEFAULTS)
@@ -84,7 +84,9 @@ class WorkloadSpec:
     name : str
         Network or model name, or the file path (resolved).
     options : dict
-        ``batch``/``seq_len``/``method`` (network), ``gemm`` (topology), ``calib`` (model).
+        ``batch``/``seq_len``/``method`` (network), ``gemm`` (topology), ``calib`` (model),
+        ``seq_len`` (int_network: the length a token network is costed at; default the
+        length it was exported with).
     key : str
         Content identity: name and options, or the file's SHA-256.
     """
@@ -227,13 +229,21 @@ def _parse_workload(data, where: str, base_dir: pathlib.Path) -> WorkloadSpec:
         except ValueError as exc:
             raise spec_error(where, "workload.topology", str(exc)) from None
     else:
+        from qaccel.flow import network_seq_len
         from qaccel.sim.network import IntNetwork
 
         try:
-            IntNetwork.load(path)
+            net = IntNetwork.load(path)
         except (ValueError, OSError, KeyError) as exc:
             raise spec_error(where, "workload.int_network", f"{value!r} is not a loadable integer "
                              f"network ({exc})") from None
+        if "seq_len" in opts:
+            positive_int("seq_len")
+        try:
+            network_seq_len(net, opts.get("seq_len"))
+        except ValueError as exc:
+            raise spec_error(where, "workload.seq_len",
+                             str(exc).removeprefix("seq_len: ")) from None
     key = json.dumps({kind: _file_sha(path), **opts}, sort_keys=True)
     return WorkloadSpec(kind, str(path), opts, key)
 

@@ -40,6 +40,11 @@ class WorkloadContext:
         Calibration images (workloads with data).
     int_network : str or None
         Path of an exported ``net.npz``.
+    seq_len : int or None
+        Sequence length of a token ``int_network`` (``None``: its exported length).
+    bert_tokens : tuple or None
+        ``(batch, seq_len)`` of a ``bert_base`` workload, whose vector-unit layers
+        (:func:`qaccel.networks.bert.bert_vector_workloads`) every point costs too.
     workspace : str
         Root of the client's workspace: workers cache shared work below it.
     """
@@ -51,6 +56,18 @@ class WorkloadContext:
     calib: int = 256
     int_network: str | None = None
     workspace: str = ""
+    seq_len: int | None = None
+    bert_tokens: tuple[int, int] | None = None
+
+    def vectors(self, cfg) -> list:
+        """The vector-unit layers of a shipped network on ``cfg`` (``bert_base``'s; none
+        for the others, whose pooling and residual adds are not described, and for
+        topology files)."""
+        if self.bert_tokens is None:
+            return []
+        from qaccel.networks.bert import bert_vector_workloads
+
+        return bert_vector_workloads(*self.bert_tokens, a_bits=cfg.a_bits)
 
 
 def gemms_to_json(gemms) -> list[dict]:
@@ -113,8 +130,13 @@ def prepare(spec: WorkloadSpec, ws) -> WorkloadContext:
     root = str(ws.root)
     if spec.kind == "network":
         kw = {k: v for k, v in spec.options.items()}
+        bert = None
+        if spec.name == "bert_base":
+            from qaccel.networks import NETWORKS
+
+            bert = (kw["batch"], kw.get("seq_len") or NETWORKS["bert_base"].input_shape[1])
         return WorkloadContext(spec.label, spec.kind, network_gemms(spec.name, ws, **kw),
-                               workspace=root)
+                               workspace=root, bert_tokens=bert)
     if spec.kind == "topology":
         from qaccel.sim.topology import read_topology
 
@@ -125,4 +147,5 @@ def prepare(spec: WorkloadSpec, ws) -> WorkloadContext:
         return WorkloadContext(spec.label, spec.kind,
                                network_gemms(spec.name, ws, batch=1, method="auto"),
                                model=spec.name, calib=spec.options["calib"], workspace=root)
-    return WorkloadContext(spec.label, spec.kind, (), int_network=spec.name, workspace=root)
+    return WorkloadContext(spec.label, spec.kind, (), int_network=spec.name, workspace=root,
+                           seq_len=spec.options.get("seq_len"))

@@ -94,3 +94,28 @@ def test_tasks_hold_one_quantization_config_each(digits_points):
     for b in batches:
         assert len({p.quant for p in b}) == 1
     assert [len(b) for b in make_batches(list(spec.points), 3)] == [3, 1]
+
+
+def test_vector_lanes_change_the_cost(tmp_path, digits_points):
+    """A swept vector_lanes changes cycles by exactly the vector unit's ceil(ops / lanes):
+    an integer network's pooling layers (executor.vector_costs), bert_base's softmax,
+    LayerNorms, GELU and residual adds."""
+    from qaccel.quant import QuantConfig
+    from qaccel.sim import executor
+
+    from qaccel.networks.bert import bert_vector_workloads
+
+    lm = flow.load_model("digits_cnn", n_calib=64)
+    _, net = flow.quantize_model(lm.model, lm.calib, QuantConfig(w_bits=4, **QUANT))  # cached
+    net.save(tmp_path / "net.npz")
+    ops = [c.ops for _, _, c in executor.vector_costs(net, flow.network_sample_inputs(net))]
+    bert = [v.cost.ops for v in bert_vector_workloads(1, 16)]
+    for workload, want in (({"int_network": "net.npz"}, ops),
+                           ({"network": "bert_base", "seq_len": 16}, bert)):
+        spec = parse_spec({"workload": workload, "grid": {"vector_lanes": [1, 8]}},
+                          base_dir=tmp_path)
+        got = _evaluate(spec)
+        by = {p.array.vector_lanes: got[p.config_hash] for p in spec.points}
+        assert want and by[1]["cycles"] - by[8]["cycles"] == \
+            sum(want) - sum(-(-n // 8) for n in want)
+        assert by[1]["energy_vector_j"] > 0 and by[1]["macs"] == by[8]["macs"]
