@@ -15,7 +15,7 @@ per-channel weights, through the public API (``quant.quantize`` with ``rounding=
 ``quant.prepare_qat`` + ``quant.train_qat``), one thread, the same 256 calibration images.
 Budgets (``QuantConfig.iterations`` per unit): AdaRound ``METHOD_ITERS`` per layer, BRECQ /
 QDrop ``METHOD_ITERS`` per block, NWQ ``NWQ_ITERS`` for the whole network, Bit-split
-``METHOD_ITERS`` refinement iterations per layer, QAT ``QAT_EPOCHS`` epochs over the
+at most 100 refinement epochs per layer (its cap), QAT ``QAT_EPOCHS`` epochs over the
 training split (batches of 64). Per network: CPU seconds of the whole call, optimisation
 steps per CPU second, test accuracy. Per unit (layer / block / network / epoch): the CPU
 time of each item of the method's progress loop (``quant.progress.bar``; the item's
@@ -129,6 +129,16 @@ def _label(item) -> str:
     return f"epoch {item}" if isinstance(item, int) else str(item)
 
 
+def bitsplit_epochs() -> int:
+    """Bit-split's refinement epochs per layer, the cap on ``QuantConfig.iterations``
+    (``quant.bitsplit.bitsplit_layer``'s ``epochs``)."""
+    import inspect
+
+    from qaccel.quant.bitsplit import bitsplit_layer
+
+    return inspect.signature(bitsplit_layer).parameters["epochs"].default
+
+
 def method_steps(method: str, n_units: int, *, iters: int = METHOD_ITERS,
                  nwq_iters: int = NWQ_ITERS, qat_batches: int = 0) -> int:
     """Optimisation steps a method's budget amounts to (``n_units``: layers / blocks /
@@ -139,7 +149,9 @@ def method_steps(method: str, n_units: int, *, iters: int = METHOD_ITERS,
         return nwq_iters
     if method == "qat":
         return n_units * qat_batches
-    if method in ("adaround", "bitsplit", "brecq", "qdrop"):
+    if method == "bitsplit":
+        return n_units * min(iters, bitsplit_epochs())
+    if method in ("adaround", "brecq", "qdrop"):
         return n_units * iters
     raise ValueError(f"method: unknown {method!r}; choose from {', '.join(METHODS)}")
 
@@ -249,8 +261,9 @@ def run(opts: BenchOptions | None = None) -> str:
     lines += ["| " + " | ".join(r) + " |" for r in pipe]
     lines += ["", f"## Every method, per network and per unit (W{METHOD_BITS[0]}A"
               f"{METHOD_BITS[1]}, per-channel weights)", "",
-              f"Budgets: AdaRound / Bit-split {METHOD_ITERS} iterations per layer, BRECQ / "
-              f"QDrop {METHOD_ITERS} per block, NWQ {NWQ_ITERS} for the whole network, QAT "
+              f"Budgets: AdaRound {METHOD_ITERS} iterations per layer, Bit-split "
+              f"{min(METHOD_ITERS, bitsplit_epochs())} refinement epochs per layer (its cap), "
+              f"BRECQ / QDrop {METHOD_ITERS} per block, NWQ {NWQ_ITERS} for the whole network, QAT "
               f"{QAT_EPOCHS} epochs (Adam lr 1e-3, cosine). One thread; this part took "
               f"{timing_wall:.0f} s of wall time.", ""]
     lines += timing_tables(per_net, per_unit)

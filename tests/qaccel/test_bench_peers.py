@@ -111,6 +111,8 @@ def test_method_steps_and_timing_tables():
     assert ptq.method_steps("nearest", 0) == 0
     assert ptq.method_steps("adaround", 4, iters=100) == 400
     assert ptq.method_steps("brecq", 2, iters=100) == 200
+    assert ptq.bitsplit_epochs() == 100
+    assert ptq.method_steps("bitsplit", 4, iters=1000) == 400        # capped at its epochs
     assert ptq.method_steps("nwq", 1, nwq_iters=2000) == 2000
     assert ptq.method_steps("qat", 5, qat_batches=16) == 80
     with pytest.raises(ValueError, match="method: unknown 'gptq'"):
