@@ -61,6 +61,8 @@ def test_int_network_workload(tmp_path, digits_points):
     spec = parse_spec({"workload": {"int_network": "net.npz"}, "grid": {"rows": [8]}},
                       base_dir=tmp_path)
     got = _evaluate(spec)
+    with pytest.raises(ValueError, match="workload.seq_len: .*token networks only"):
+        parse_spec({"workload": {"int_network": "net.npz", "seq_len": 8}}, base_dir=tmp_path)
     with pytest.raises(ValueError, match="grid.w_bits: set by each layer"):
         parse_spec({"workload": {"int_network": "net.npz"}, "grid": {"w_bits": [4, 8]}},
                    base_dir=tmp_path)
