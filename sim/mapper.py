@@ -203,14 +203,15 @@ def _search(cfg: ArrayConfig, w: GemmWorkload, geometry, objective: str, table: 
             continue
         n_fit += 1
         dram = dram_bits(cfg, w, m)
-        energy = sum(prices[op] * b for op, b in dram.items())
-        if objective == "energy" and best_key is not None and energy >= best_key[0]:
+        dram_pj = sum(prices[op] * b for op, b in dram.items())
+        if objective == "energy" and best_key is not None and dram_pj >= best_key[0]:
             continue            # the DRAM alone costs more than the best mapping's total
-        cycles = 0
+        energy, cycles = 0.0, 0
         for shape, count in plan(w, m).shapes:
             e, c = _job_energy(cfg, table, *shape)
             energy += count * e
             cycles += count * c
+        energy += dram_pj       # summed in this order so that equal costs tie exactly
         key = _score(objective, energy, cycles)
         if best_key is None or key < best_key:
             best_key = key
