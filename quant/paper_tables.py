@@ -14,9 +14,14 @@ reproduced), and each table's checks as JSON to the workspace
 - ``bitsplit.md`` -- Wang et al. 2020 Tables: TF-Lite-style max scaling vs Bit-split from 8
   down to 2 bits, weight-only and with 8-bit activations;
 - ``lowbit.md`` -- issue 9: the reconstruction family (nearest, AdaRound, BRECQ, QDrop,
-  NWQ) and QAT (LSQ from the PTQ start) at W2A4 / W3A3 / W4A4, per-channel weights, first
-  and last layer at 8 bits (``QuantConfig.first_last_8bit``), at a reduced budget
-  (:class:`LowBitSettings`, stated in the table).
+  NWQ) and QAT (LSQ from the nearest and from the AdaRound PTQ start) at W2A4 / W3A3 /
+  W4A4, per-channel weights, first and last layer at 8 bits
+  (``QuantConfig.first_last_8bit``), at a reduced budget (:class:`LowBitSettings`, stated
+  in the table);
+- ``qat.md`` -- whitepaper sec. 4: the BN-folding variants of QAT (Table 7 of the stored
+  text, "Table 9" in issue 9: static folding, running statistics, BN kept in the
+  per-channel scale) and the standard QAT pipeline's bit-width trends (Table 10: W8A8,
+  W4A8, W4A4, per-tensor and per-channel), with :class:`LowBitSettings`' QAT budget.
 
 Every number comes from ``quant.quantize`` (the whitepaper Figure 8 pipeline) on the
 shipped trained digits models (``quant.digits``), evaluated on the held-out split (539
@@ -211,6 +216,15 @@ class Ctx:
                    f"{getattr(better, other):.2f} vs {getattr(worse, other):.2f}")
         return o
 
+    def not_worse(self, table: str, claim: str, cell: Cell, other: Cell,
+                  metric: str = "acc") -> Ordering:
+        """Record the check "``cell`` is on par with or better than ``other``": holds
+        unless ``other`` beats ``cell`` under :func:`ordering`."""
+        o = ordering(other, cell, metric)
+        self.check(table, claim, not o.ok, f"reverse ordering {o.detail()}; mean "
+                   f"{getattr(cell, metric):.2f} vs {getattr(other, metric):.2f}")
+        return o
+
     def at_least(self, table: str, claim: str, cell: Cell, bound: float,
                  metric: str = "acc") -> None:
         """Record the check "every seed of ``cell`` reaches ``bound``"."""
@@ -240,9 +254,10 @@ def _threads(n: int | None):
 def _measure(ctx: Ctx, name: str, seed: int, cfg: dict, qat: dict | None = None) -> dict:
     """``{"w": (acc, sqnr), "wa": (acc, sqnr)}`` of ``name`` quantized with ``cfg`` on
     calibration seed ``seed`` (cached per seed, so tables and tests share cells). With
-    ``qat`` (``epochs``, ``lr``, ``patience``), the PTQ model is the start of LSQ QAT
-    (``quant.prepare_qat`` / ``train_qat``) on the training split, split into training and
-    held-out parts with the same seed."""
+    ``qat`` (``epochs``, ``lr``, ``patience``; optionally ``bn_folding`` for the
+    ``QatConfig``), the PTQ model is the start of LSQ QAT (``quant.prepare_qat`` /
+    ``train_qat``) on the training split, split into training and held-out parts with the
+    same seed."""
     from qaccel.quant.modules import quant_state
 
     from qaccel import quant
@@ -259,11 +274,13 @@ def _measure(ctx: Ctx, name: str, seed: int, cfg: dict, qat: dict | None = None)
             else:
                 from . import qat as qat_mod
 
+                train = dict(qat)
+                qcfg = qat_mod.QatConfig(quant=qc, bn_folding=train.pop("bn_folding", "static"))
                 torch.manual_seed(seed)
-                qm = qat_mod.prepare_qat(model, calib, qat_mod.QatConfig(quant=qc))
+                qm = qat_mod.prepare_qat(model, calib, qcfg)
                 x_tr, y_tr, _, _ = digits.load_split()
                 tr, va = qat_mod.train_val_loaders(x_tr, y_tr, seed=seed)
-                qat_mod.train_qat(qm, tr, va, progress=False, **qat)
+                qat_mod.train_qat(qm, tr, va, progress=False, **train)
             for kind in ("w", "wa"):
                 acts = False if kind == "w" else None
                 with quant_state(qm, acts=acts), torch.no_grad():
@@ -519,9 +536,10 @@ class LowBitSettings:
 
 LOWBIT = LowBitSettings()
 LOWBIT_BITS = ((2, 4), (3, 3), (4, 4))
-LOWBIT_METHODS = ("nearest", "adaround", "brecq", "qdrop", "nwq", "qat")
+LOWBIT_METHODS = ("nearest", "adaround", "brecq", "qdrop", "nwq", "qat", "qat_adaround")
 LOWBIT_LABELS = {"nearest": "Nearest", "adaround": "AdaRound", "brecq": "BRECQ",
-                 "qdrop": "QDrop", "nwq": "NWQ", "qat": "QAT (LSQ, from nearest PTQ)"}
+                 "qdrop": "QDrop", "nwq": "NWQ", "qat": "QAT (LSQ, from nearest PTQ)",
+                 "qat_adaround": "QAT (LSQ, from AdaRound PTQ)"}
 
 
 def lowbit_cell(ctx: Ctx, name: str, method: str, w_bits: int, a_bits: int, *,
@@ -533,11 +551,17 @@ def lowbit_cell(ctx: Ctx, name: str, method: str, w_bits: int, a_bits: int, *,
     fl = lowbit.first_last_8bit if first_last_8bit is None else first_last_8bit
     cfg = dict(w_bits=w_bits, a_bits=a_bits, per_channel=True, first_last_8bit=fl,
                progress=False)
+    qat = _qat_budget(lowbit) if method.startswith("qat") else None
     if method in ("nearest", "qat"):
-        qat = None if method == "nearest" else dict(
-            epochs=lowbit.qat_epochs, lr=lowbit.qat_lr, patience=lowbit.qat_patience)
         return run(ctx, name, qat=qat, **cfg)
-    return run(ctx, name, rounding=method, iterations=lowbit.iterations, **cfg)
+    rounding = "adaround" if method == "qat_adaround" else method
+    return run(ctx, name, qat=qat, rounding=rounding, iterations=lowbit.iterations, **cfg)
+
+
+def _qat_budget(lowbit: LowBitSettings = LOWBIT, **extra) -> dict:
+    """``train_qat``'s arguments of the tables (plus ``extra``, e.g. ``bn_folding``)."""
+    return dict(epochs=lowbit.qat_epochs, lr=lowbit.qat_lr, patience=lowbit.qat_patience,
+                **extra)
 
 
 def lowbit_table(ctx: Ctx) -> str:
@@ -555,8 +579,9 @@ def lowbit_table(ctx: Ctx) -> str:
              f"for at most {lb.qat_epochs} epochs (Adam lr {lb.qat_lr:g}, cosine, early "
              f"stopping after {lb.qat_patience} epochs without a lower held-out loss; 20 % of "
              "the 1258 training images held out, split with the calibration seed) from the "
-             "nearest-rounding PTQ model, LSQ step sizes and static BN folding. Longer "
-             "budgets change these numbers.", "",
+             "nearest-rounding PTQ model or from the AdaRound one (the whitepaper's PTQ "
+             f"initialisation, {lb.iterations} iterations per layer), LSQ step sizes and "
+             "static BN folding. Longer budgets change these numbers.", "",
              "ImageNet anchors (ResNet-18, MQBench's side-by-side benchmark, for reference "
              "only -- a different task and model): W2A4 AdaRound 62.3, BRECQ 63.6, QDrop "
              "64.5; W4A4 68.7 / 68.5 / 68.8 (%).", ""]
@@ -584,9 +609,10 @@ def lowbit_table(ctx: Ctx) -> str:
                       res[(name, worse)][w2a4], "acc")
         for bits in (w2a4, w3a3):
             best = max(chain[:-1], key=lambda m: res[(name, m)][bits].acc)
-            ctx.order("Low-bit", f"{name} W{bits[0]}A{bits[1]}: QAT beats the best PTQ method "
-                      f"({LOWBIT_LABELS[best]}, accuracy)", res[(name, "qat")][bits],
-                      res[(name, best)][bits], "acc")
+            for q in ("qat", "qat_adaround"):
+                ctx.order("Low-bit", f"{name} W{bits[0]}A{bits[1]}: {LOWBIT_LABELS[q]} beats "
+                          f"the best PTQ method ({LOWBIT_LABELS[best]}, accuracy)",
+                          res[(name, q)][bits], res[(name, best)][bits], "acc")
         ctx.order("Low-bit", f"{name} W2A4 nearest: first/last layer at 8 bits beats all "
                   "layers at W2A4 (accuracy)", res[(name, "nearest")][w2a4],
                   res[(name, "nearest", "switch")][w2a4], "acc")
@@ -595,8 +621,95 @@ def lowbit_table(ctx: Ctx) -> str:
     return "\n".join(parts)
 
 
+# ---- QAT tables: BN folding (whitepaper Table 7) and bit-width trends (Table 10) ---------
+#: (label, per_channel, bn_folding) of the BN-folding table's rows, the whitepaper's order
+QAT_BN_ROWS = (("Static folding (per-tensor)", False, "static"),
+               ("Running statistics, double forward (per-tensor)", False, "running"),
+               ("Static folding (per-channel)", True, "static"),
+               ("Running statistics, double forward (per-channel)", True, "running"),
+               ("Keep BN in the per-channel scale (per-channel)", True, "per_channel"))
+QAT_BN_BITS = ((4, 8), (4, 4))
+QAT_TREND_BITS = ((8, 8), (4, 8), (4, 4))
+
+
+def qat_cell(ctx: Ctx, name: str, w_bits: int, a_bits: int, *, per_channel: bool,
+             bn_folding: str = "static", lowbit: LowBitSettings = LOWBIT) -> Cell:
+    """One cell of ``qat.md`` (the tests call this too): LSQ QAT from the nearest PTQ start
+    with ``lowbit``'s QAT budget, every layer at ``W{w_bits}A{a_bits}`` (no 8-bit first and
+    last layer), weights per channel or per tensor, BN modelled as ``bn_folding``."""
+    return run(ctx, name, qat=_qat_budget(lowbit, bn_folding=bn_folding), w_bits=w_bits,
+               a_bits=a_bits, per_channel=per_channel, progress=False)
+
+
+def qat_table(ctx: Ctx) -> str:
+    lb = LOWBIT
+    parts = ["# QAT (whitepaper sec. 4): BN folding and bit-width trends", "",
+             f"FP32: {_fp_line(ctx)}. {_cell_note(ctx)} QAT as the standard pipeline of sec. "
+             "4.4: LSQ step sizes and learnable activation offsets from the MSE-range, "
+             f"nearest-rounding PTQ start, Adam lr {lb.qat_lr:g} (cosine), at most "
+             f"{lb.qat_epochs} epochs with early stopping after {lb.qat_patience} epochs "
+             "without a lower held-out loss (20 % of the 1258 training images held out, "
+             "split with the calibration seed; `paper_tables.LowBitSettings`). Every layer at "
+             "the column's bit-widths (no 8-bit first / last layer). The SQNR of a QAT model "
+             "is low by design: training on labels moves the logits away from the FP32 "
+             "model's, so the checks use accuracy.", "",
+             "## BN folding during QAT (whitepaper Table 7; issue 9 calls it Table 9)", "",
+             "`QatConfig.bn_folding`: `static` folds BN once into weights and bias (eq. 11-12); "
+             "`running` keeps BN parameters and running statistics, updated by a float forward "
+             "pass (Jacob et al.'s double forward, without their batch-statistics correction), "
+             "and folds them into the weights before quantization; `per_channel` keeps BN as "
+             "a per-channel factor of the weight scale (eq. 41, BN applied after the quantized "
+             "weights, merged into the scale at export). Whitepaper (ResNet18 / MobileNetV2, "
+             "W4A8 and W4A4): static folding on par with or better than the double forward; "
+             "per-channel, keeping BN on par with or better than static folding.", ""]
+    cols = [f"W{w}A{a}" for w, a in QAT_BN_BITS]
+    bn = {}
+    for name in MODELS:
+        rows = []
+        for label, pc, folding in QAT_BN_ROWS:
+            cells = [qat_cell(ctx, name, w, a, per_channel=pc, bn_folding=folding)
+                     for w, a in QAT_BN_BITS]
+            bn[(name, folding, pc)] = dict(zip(QAT_BN_BITS, cells))
+            rows.append([label] + [c.fmt() for c in cells])
+        parts += [f"### {name}", "", _md_table(["BN during QAT"] + cols, rows), ""]
+    parts += ["## Bit-width trends (whitepaper Table 10)", "",
+              "Static BN folding. Whitepaper: W8A8 on par with FP32, W4A8 close to W8A8 "
+              "(within 0.5 points for ResNets, 1.3-1.6 for MobileNetV2), W4A4 a further drop, "
+              "largest for depthwise-separable models.", ""]
+    cols = [f"{g} W{w}A{a}" for g in ("per-tensor", "per-channel") for w, a in QAT_TREND_BITS]
+    trend, rows = {}, []
+    for name in MODELS:
+        cells = [qat_cell(ctx, name, w, a, per_channel=pc)
+                 for pc in (False, True) for w, a in QAT_TREND_BITS]
+        for pc in (False, True):
+            trend[(name, pc)] = dict(zip(QAT_TREND_BITS, cells[3 * pc:3 * pc + 3]))
+        rows.append([name, f"{ctx.model(name)[3]:.2f}"] + [c.fmt() for c in cells])
+    parts += [_md_table(["Model", "FP32"] + cols, rows), ""]
+    for name in MODELS:
+        for w, a in QAT_BN_BITS:
+            b = (w, a)
+            ctx.not_worse("QAT BN", f"{name} W{w}A{a} per-tensor: static folding on par with "
+                          "or better than running statistics (accuracy)",
+                          bn[(name, "static", False)][b], bn[(name, "running", False)][b])
+            ctx.not_worse("QAT BN", f"{name} W{w}A{a} per-channel: BN kept in the per-channel "
+                          "scale on par with or better than static folding (accuracy)",
+                          bn[(name, "per_channel", True)][b], bn[(name, "static", True)][b])
+    for name in MODELS:
+        fp = ctx.model(name)[3]
+        for pc in (False, True):
+            g = "per-channel" if pc else "per-tensor"
+            t = trend[(name, pc)]
+            ctx.at_least("QAT trends", f"{name} {g}: W8A8 within 0.5 points of FP32",
+                         t[(8, 8)], fp - 0.5)
+            ctx.at_least("QAT trends", f"{name} {g}: W4A8 within 1 point of W8A8 (mean)",
+                         t[(4, 8)], t[(8, 8)].acc - 1.0)
+            ctx.order("QAT trends", f"{name} {g}: W4A8 beats W4A4 (accuracy)", t[(4, 8)],
+                      t[(4, 4)], "acc")
+    return "\n".join(parts)
+
+
 TABLES = {"table1": table1, "table3": table3, "table4": table4, "table5": table5,
-          "bitsplit": bitsplit_tables, "lowbit": lowbit_table}
+          "bitsplit": bitsplit_tables, "lowbit": lowbit_table, "qat": qat_table}
 
 
 def checks_dir() -> pathlib.Path:
