@@ -136,10 +136,14 @@ def _array_config(ctx: SearchContext, tc: TrialConfig):
 
 def _point(ctx: SearchContext, tc: TrialConfig, hw) -> tuple[str, dict]:
     """``(config_hash, params)`` of a trial for the store; ``hw`` is the array it runs on."""
+    from qaccel.sweep.fields import QUANT_FIELDS
     from qaccel.sweep.spec import point_hash
 
     q = _quant_config(ctx, tc)
-    params = {**{k: v for k, v in q.to_dict().items() if k not in ("layer_bits", "progress")},
+    # the scalar QuantConfig fields (store columns); per-layer / per-quantizer tuples are
+    # summarised by layer_bits_text, and progress is display only
+    params = {**{k: v for k, v in q.to_dict().items()
+                 if k in QUANT_FIELDS and k != "progress"},
               **hw.to_dict(), "clock_mhz": _CLOCK_MHZ, "energy_table": "default",
               "layer_bits_text": bits_text(ctx.layers, tc.w_bits, tc.a_bits)}
     return point_hash(ctx.workload_key, {**params, "kind": "search"}), params
