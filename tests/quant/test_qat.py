@@ -3,11 +3,13 @@ variants, PTQ start, early stopping, export exactness, accuracy recovery on real
 
 from __future__ import annotations
 
+import pathlib
+
 import numpy as np
 import pytest
 import torch
 from qaccel.quant import QuantConfig, digits
-from qaccel.quant.paper_tables import Ctx, Settings, lowbit_cell
+from qaccel.quant.paper_tables import Ctx, Settings, lowbit_cell, qat_cell
 from qaccel.quant.qat import (
     LsqQuantizer,
     QatConfig,
@@ -278,3 +280,34 @@ def test_missing_inputs_and_bad_bits_are_refused_naming_the_field(data):
                         (([x_tr[:8]], va), "train_loader: QAT needs labelled batches")):
         with pytest.raises(ValueError, match=field):
             train_qat(qm, *args, epochs=1, progress=False)
+
+
+# ---- docs/paper-tables/qat.md (paper_tables.qat_table): cells computed by the same code ----
+QAT_DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "paper-tables" / "qat.md"
+
+
+def _qat_doc_row(section: str, label: str) -> list[str]:
+    """Cells of the row ``label`` in qat.md after the heading that ends with ``section``."""
+    inside = False
+    for line in QAT_DOC.read_text().splitlines():
+        if line.startswith("#"):
+            inside = line.rstrip().endswith(section)
+        cols = [c.strip() for c in line.strip().strip("|").split("|")]
+        if inside and cols[0] == label:
+            return cols[1:]
+    raise AssertionError(f"qat.md has no row {label!r} under {section!r}")
+
+
+@pytest.fixture(scope="module")
+def qat_ctx():
+    return Ctx(Settings())
+
+
+def test_qat_w8a8_is_at_fp32_as_in_the_committed_table(qat_ctx):
+    """Whitepaper Table 10: W8A8 QAT on par with FP32 -- every seed within 0.5 points
+    (digits_cnn, per-channel, all layers 8-bit); the committed cell shows this cell."""
+    cell = qat_cell(qat_ctx, "digits_cnn", 8, 8, per_channel=True)
+    fp = qat_ctx.model("digits_cnn")[3]
+    assert min(cell.accs) >= fp - 0.5, cell.accs
+    shown = _qat_doc_row("Table 10)", "digits_cnn")[4]       # FP32, 3 per-tensor, W8A8
+    assert cell.shown_by(shown, acc_tol=1.0, sqnr_tol=1.0), (shown, cell.fmt())
