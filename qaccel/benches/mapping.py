@@ -5,10 +5,15 @@ ZigZag side-by-side when ``zigzag-dse`` is installed (skipped, and said so, othe
 ResNet-18 / ResNet-50 (224x224, batch 1) and a BERT-base encoder layer (128 tokens) on the
 ``qaccel perf`` default array (32x32, acc_depth 256) with 64 KiB weight, activation and
 output buffers; energies from the default Horowitz 45 nm table.
+
+ZigZag runs on every ResNet-18 layer and on the ResNet-50 layers whose searched DRAM traffic
+is above ``$QACCEL_ZIGZAG_RESNET50`` times compulsory (default ``1.10``; ``0`` for every
+layer, ``off`` to skip ResNet-50), one run per distinct layer shape.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import pathlib
@@ -23,6 +28,72 @@ from qaccel.sim.workload import GemmWorkload
 BASE = ArrayConfig(rows=32, cols=32, acc_depth=256, acc_bits=32, mult_bits=16)
 BITS = ((8, 8), (4, 8), (4, 4), (2, 8))
 TIMING_REPEATS = 5
+#: environment variable: the ResNet-50 layers ZigZag runs on (see :func:`zigzag_threshold`)
+ZIGZAG_R50_ENV = "QACCEL_ZIGZAG_RESNET50"
+ZIGZAG_R50_DEFAULT = 1.10
+
+
+def zigzag_threshold(value: str | None) -> float | None:
+    """The ResNet-50 ZigZag subset from ``$QACCEL_ZIGZAG_RESNET50``: the layers whose
+    searched DRAM traffic is above this many times compulsory (``None``/empty: the default
+    1.10; ``0``: every layer); ``None`` for ``off``. :class:`ValueError` naming the variable
+    otherwise."""
+    if value is None or not value.strip():
+        return ZIGZAG_R50_DEFAULT
+    if value.strip().lower() == "off":
+        return None
+    try:
+        x = float(value)
+    except ValueError:
+        x = -1.0
+    if not x >= 0 or x == float("inf"):
+        raise ValueError(f"{ZIGZAG_R50_ENV}: expected 'off' or a ratio >= 0 (DRAM traffic / "
+                         f"compulsory), got {value!r}")
+    return x
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerGroup:
+    """Identical layers (same shape, geometry and input footprint) of one network.
+
+    Parameters
+    ----------
+    workload : GemmWorkload
+        The first of them (it names the group).
+    names : tuple of str
+        Every layer of the group, in network order.
+    report : dict
+        The per-layer report row of ``workload`` (``network_energy_report``).
+    """
+
+    workload: GemmWorkload
+    names: tuple[str, ...]
+    report: dict
+
+    @property
+    def count(self) -> int:
+        """How many layers of the network the group stands for."""
+        return len(self.names)
+
+
+def _shape_key(w: GemmWorkload) -> tuple:
+    return (w.T, w.K, w.N, w.repeat, w.op, w.geometry, w.input_elems)
+
+
+def layers_above(gemms, layers: list[dict], threshold: float) -> list[LayerGroup]:
+    """The layers whose DRAM traffic (``layers``: per-layer report rows of ``gemms``) is
+    above ``threshold`` times compulsory, grouped by identical shape, in network order."""
+    if len(gemms) != len(layers):
+        raise ValueError(f"layers: {len(layers)} report rows for {len(gemms)} workloads")
+    groups: dict[tuple, LayerGroup] = {}
+    for w, L in zip(gemms, layers):
+        if L["dram_bits"] <= threshold * L["compulsory_bits"]:
+            continue
+        key = _shape_key(w)
+        g = groups.get(key)
+        groups[key] = LayerGroup(w, (w.name,), L) if g is None else \
+            dataclasses.replace(g, names=g.names + (w.name,))
+    return list(groups.values())
 
 
 def clear_caches() -> None:
@@ -194,51 +265,64 @@ def run_zigzag(cfg: ArrayConfig, w, engine: str = "salsa") -> dict:
             "secs": secs}
 
 
-def zigzag_section(cfg: ArrayConfig, gemms, ours: dict) -> list[str]:
-    """Per-layer and total table: ZigZag SALSA vs our searched mappings."""
-    from qaccel.sim.analytic import analyze_layer
-    from qaccel.sim.mapper import search_layer
-    from qaccel.sim.mapping import compulsory_bits
-
+def _tqdm():
     try:
         from tqdm import tqdm
     except ImportError:        # pragma: no cover - tqdm is a dependency
         def tqdm(x, **_):
             return x
-    lines = ["ZigZag 3.9.1 (`zigzag-dse`), SALSA temporal mapping search minimising energy, "
-             "given the same array (D1 = output channels on the 32 columns, D2 = reduction "
-             "on the 32 rows), one register per PE and operand, the three 64 KiB buffers and "
-             "DRAM, priced with this project's table per access of the port width. Its cost "
-             "model is its own (no accumulator banks, no requantizer, its own latency model): "
-             "DRAM traffic (ours without the bias / (M, S) params ZigZag does not model) "
-             "compares directly, energy and cycles only roughly. Times are wall times of the "
-             "search on the shared machine (ours: cold caches, one process; SALSA: worker "
-             "processes).", "",
+    return tqdm
+
+
+def ours_and_zigzag(cfg: ArrayConfig, w) -> dict:
+    """One layer: compulsory bits, our searched mapping's DRAM bits without the params
+    ZigZag does not model, and ZigZag SALSA's bits, energy (pJ), cycles; search times
+    (ours cold, s)."""
+    from qaccel.sim.analytic import analyze_layer
+    from qaccel.sim.mapper import search_layer
+    from qaccel.sim.mapping import compulsory_bits
+
+    clear_caches()
+    t0 = time.perf_counter()
+    m = search_layer(cfg, w).mapping
+    t_ours = time.perf_counter() - t0
+    lp = analyze_layer(cfg, w, m)
+    z = run_zigzag(cfg, w)
+    return {"comp": compulsory_bits(cfg, w),
+            "dram": lp.dram_bits - lp.traffic["dram", "params"].total,
+            "zdram": z["dram"], "zpj": z["pj"], "zcyc": z["cycles"], "t": t_ours,
+            "zt": z["secs"]}
+
+
+ZIGZAG_SETUP = ("ZigZag 3.9.1 (`zigzag-dse`), SALSA temporal mapping search minimising "
+                "energy (one worker process), given the same array (D1 = output channels on "
+                "the 32 columns, D2 = reduction on the 32 rows), one register per PE and "
+                "operand, the three 64 KiB buffers and DRAM, priced with this project's table "
+                "per access of the port width. Its cost model is its own (no accumulator "
+                "banks, no requantizer, its own latency model): DRAM traffic (ours without "
+                "the bias / (M, S) params ZigZag does not model) compares directly, energy "
+                "and cycles only roughly.")
+
+
+def zigzag_section(cfg: ArrayConfig, gemms, ours: dict) -> list[str]:
+    """Per-layer and total table: ZigZag SALSA vs our searched mappings."""
+    lines = [ZIGZAG_SETUP + " Times are wall times of the search on the shared machine "
+             "(ours: cold caches, one process).", "",
              "| layer | compulsory Mbit | ours Mbit | ZigZag Mbit | ours uJ | ZigZag uJ | "
              "ours cycles | ZigZag cycles | ours ms | ZigZag s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     tot = dict.fromkeys(("comp", "dram", "zdram", "pj", "zpj", "cyc", "zcyc", "t", "zt"), 0.0)
     worse = []
-    for w, L in tqdm(list(zip(gemms, ours["layers"])), desc="zigzag", unit="layer"):
-        clear_caches()
-        t0 = time.perf_counter()
-        m = search_layer(cfg, w).mapping
-        t_ours = time.perf_counter() - t0
-        lp = analyze_layer(cfg, w, m)
-        dram = lp.dram_bits - lp.traffic["dram", "params"].total   # ZigZag has no params
-        z = run_zigzag(cfg, w)
-        comp = compulsory_bits(cfg, w)
-        row = {"comp": comp, "dram": dram, "zdram": z["dram"], "pj": L["total_pj"],
-               "zpj": z["pj"], "cyc": L["cycles"], "zcyc": z["cycles"], "t": t_ours,
-               "zt": z["secs"]}
-        for k, v in row.items():
-            tot[k] += v
-        if dram > z["dram"]:
+    for w, L in _tqdm()(list(zip(gemms, ours["layers"])), desc="zigzag", unit="layer"):
+        row = ours_and_zigzag(cfg, w) | {"pj": L["total_pj"], "cyc": L["cycles"]}
+        for k in tot:
+            tot[k] += row[k]
+        if row["dram"] > row["zdram"]:
             worse.append(w.name)
-        lines.append(f"| {w.name} | {comp / 1e6:.2f} | {dram / 1e6:.2f} | "
-                     f"{z['dram'] / 1e6:.2f} | {L['total_pj'] / 1e6:.1f} | "
-                     f"{z['pj'] / 1e6:.1f} | {L['cycles']:,} | {z['cycles']:,.0f} | "
-                     f"{1e3 * t_ours:.1f} | {z['secs']:.1f} |")
+        lines.append(f"| {w.name} | {row['comp'] / 1e6:.2f} | {row['dram'] / 1e6:.2f} | "
+                     f"{row['zdram'] / 1e6:.2f} | {L['total_pj'] / 1e6:.1f} | "
+                     f"{row['zpj'] / 1e6:.1f} | {L['cycles']:,} | {row['zcyc']:,.0f} | "
+                     f"{1e3 * row['t']:.1f} | {row['zt']:.1f} |")
     lines.append(f"| **total** | {tot['comp'] / 1e6:.1f} | {tot['dram'] / 1e6:.1f} "
                  f"({tot['dram'] / tot['comp']:.3f}x) | {tot['zdram'] / 1e6:.1f} "
                  f"({tot['zdram'] / tot['comp']:.3f}x) | {tot['pj'] / 1e6:.0f} | "
@@ -251,6 +335,54 @@ def zigzag_section(cfg: ArrayConfig, gemms, ours: dict) -> list[str]:
               "conv1 uses 3 of its rows there and takes ~10x the cycles), and this "
               "description prices every PE register access at full width; it was not "
               "calibrated against our model on the fixed nest.", ""]
+    return lines
+
+
+def weighted_totals(groups: list[LayerGroup], rows: list[dict]) -> dict:
+    """Sums of ``rows`` (one per group, numeric values) weighted by each group's layer
+    count."""
+    if len(groups) != len(rows):
+        raise ValueError(f"rows: {len(rows)} rows for {len(groups)} layer groups")
+    keys = rows[0].keys() if rows else ()
+    return {k: sum(g.count * r[k] for g, r in zip(groups, rows)) for k in keys}
+
+
+def zigzag_subset_section(cfg: ArrayConfig, groups: list[LayerGroup], ours: dict,
+                          threshold: float) -> list[str]:
+    """ResNet-50: ZigZag SALSA on ``groups`` (one run per distinct shape) against our
+    searched mappings, per layer and in total weighted by multiplicity; the network's
+    DRAM traffic if ZigZag's mappings replaced ours on them."""
+    t0 = time.perf_counter()
+    lines = [f"The ResNet-50 layers whose searched DRAM traffic is above {threshold:.2f}x "
+             f"compulsory (`${ZIGZAG_R50_ENV}`, default {ZIGZAG_R50_DEFAULT:.2f}; `0` runs every "
+             "layer, `off` skips this table), ZigZag described as above; identical layers "
+             "run once and count `x` times in the total (ZigZag s: wall time of the one "
+             "run). Mbit are per layer, without params.", "",
+             "| layer | x | compulsory Mbit | ours Mbit | ZigZag Mbit | ours x | ZigZag x | "
+             "ZigZag s |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = []
+    for g in _tqdm()(groups, desc="zigzag resnet50", unit="layer"):
+        r = ours_and_zigzag(cfg, g.workload)
+        rows.append(r)
+        names = g.names[0] + (f" (also {', '.join(g.names[1:])})" if g.count > 1 else "")
+        lines.append(f"| {names} | {g.count} | {r['comp'] / 1e6:.2f} | "
+                     f"{r['dram'] / 1e6:.2f} | {r['zdram'] / 1e6:.2f} | "
+                     f"{r['dram'] / r['comp']:.3f} | {r['zdram'] / r['comp']:.3f} | "
+                     f"{r['zt']:.1f} |")
+    if not rows:
+        return lines + ["", "No layer is above the threshold.", ""]
+    tot = weighted_totals(groups, rows)
+    n = sum(g.count for g in groups)
+    lines.append(f"| **total ({n} layers)** | {n} | {tot['comp'] / 1e6:.1f} | "
+                 f"{tot['dram'] / 1e6:.1f} | {tot['zdram'] / 1e6:.1f} | "
+                 f"{tot['dram'] / tot['comp']:.3f} | {tot['zdram'] / tot['comp']:.3f} | "
+                 f"{sum(r['zt'] for r in rows):.0f} |")
+    hybrid = ours["dram"] - tot["dram"] + tot["zdram"]
+    lines += ["", f"Whole ResNet-50 (params included): ours {ours['dram'] / 1e6:.1f} Mbit "
+              f"({ours['dram'] / ours['comp']:.3f}x compulsory); with ZigZag's mappings on "
+              f"these {n} layers and ours elsewhere {hybrid / 1e6:.1f} Mbit "
+              f"({hybrid / ours['comp']:.3f}x). ZigZag wall time "
+              f"{time.perf_counter() - t0:.0f} s for {len(groups)} runs.", ""]
     return lines
 
 
@@ -283,6 +415,7 @@ def run(opts: BenchOptions) -> str:
     from qaccel.networks import network_workloads
 
     t_start = time.perf_counter()
+    threshold = zigzag_threshold(os.environ.get(ZIGZAG_R50_ENV))   # fail before measuring
     cfg8 = BASE
     lines = ["# Per-layer mapping vs the fixed nest", "",
              f"Array {BASE.rows}x{BASE.cols}, acc_depth {BASE.acc_depth}, buffers W/A/O "
@@ -385,5 +518,12 @@ def run(opts: BenchOptions) -> str:
                   "zigzag-dse six`).", ""]
     else:
         lines += zigzag_section(cfg8, nets["resnet18"][0], nets["resnet18"][1]["search"])
+        if threshold is not None:
+            gemms, rows = nets["resnet50"]
+            lines += ["## Side by side with ZigZag (ResNet-50 layers above "
+                      f"{threshold:.2f}x compulsory, W8A8)", ""]
+            lines += zigzag_subset_section(
+                cfg8, layers_above(gemms, rows["search"]["layers"], threshold),
+                rows["search"], threshold)
     lines += [f"Bench wall time {time.perf_counter() - t_start:.0f} s.", ""]
     return "\n".join(lines)

@@ -1,17 +1,23 @@
 """The mapping bench's pieces that need no ZigZag: the ZigZag layer and accelerator
-descriptions, the cold-cache helper and the network totals."""
+descriptions, the cold-cache helper, the network totals, and the choice and weighting of the
+ResNet-50 layers ZigZag runs on."""
 
 from __future__ import annotations
 
+import pytest
 from qaccel.sim.mapper import _search, search_layer
 from qaccel.sim.workload import GemmWorkload, conv_workload
 
 from qaccel.benches.mapping import (
     BASE,
+    ZIGZAG_R50_DEFAULT,
     clear_caches,
+    layers_above,
     network_costs,
+    weighted_totals,
     zigzag_accelerator,
     zigzag_layer,
+    zigzag_threshold,
 )
 
 
@@ -63,3 +69,40 @@ def test_whole_k_costs_leave_out_the_chains():
     s, whole = network_costs(cfg, ws, "search"), whole_k_costs(cfg, ws)
     assert whole["dram"] - s["dram"] >= 2 * 32 * 512 * 8 - 32 * 8 * 22   # input read 2x less
     assert whole["pj"] > s["pj"]
+
+
+def test_zigzag_threshold_parses_the_environment_value():
+    assert zigzag_threshold(None) == zigzag_threshold(" ") == ZIGZAG_R50_DEFAULT
+    assert zigzag_threshold("OFF") is None
+    assert zigzag_threshold("0") == 0.0 and zigzag_threshold("1.25") == 1.25
+    for bad in ("-1", "nan", "inf", "1.1x"):
+        with pytest.raises(ValueError, match="QACCEL_ZIGZAG_RESNET50"):
+            zigzag_threshold(bad)
+
+
+def test_layers_above_groups_identical_shapes_and_weights_by_count():
+    conv = [conv_workload(f"c{i}", 14, 14, 64, 64, 3, padding=1) for i in range(3)]
+    strided = conv_workload("s", 14, 14, 64, 64, 3, stride=2, padding=1)
+    ws = [conv[0], GemmWorkload("g", 49, 64, 32), conv[1], strided, conv[2]]
+    net = network_costs(BASE.replace(act_buffer_kib=8, weight_buffer_kib=8), ws, "fixed")
+    ratios = [L["dram_bits"] / L["compulsory_bits"] for L in net["layers"]]
+    groups = layers_above(ws, net["layers"], 0.0)     # every layer
+    assert [(g.workload.name, g.names) for g in groups] == [
+        ("c0", ("c0", "c1", "c2")), ("g", ("g",)), ("s", ("s",))]
+    assert groups[0].report is net["layers"][0] and groups[0].count == 3
+    # only the layers strictly above the threshold
+    cut = ratios[1]
+    above = layers_above(ws, net["layers"], cut)
+    assert 0 < len(above) < len(groups)               # the cut leaves some layers out
+    assert {n for g in above for n in g.names} == {
+        w.name for w, r in zip(ws, ratios) if r > cut}
+    # weighted totals count each group's layers
+    rows = [{"dram": g.report["dram_bits"], "comp": g.report["compulsory_bits"]}
+            for g in groups]
+    tot = weighted_totals(groups, rows)
+    assert tot["dram"] == sum(L["dram_bits"] for L in net["layers"])
+    assert tot["comp"] == net["comp"]
+    with pytest.raises(ValueError, match="rows"):
+        weighted_totals(groups, rows[:1])
+    with pytest.raises(ValueError, match="layers"):
+        layers_above(ws, net["layers"][:2], 1.0)
