@@ -45,7 +45,6 @@ bench: setup
 paper-tables: setup
 	$(PY) -m qaccel.quant.paper_tables
 	$(PY) -m qaccel.quant.paper_tables_vit
-	$(PY) -m qaccel.quant.paper_tables_vit
 
 lint: setup
 	$(VENV)/bin/ruff check hw sim quant qaccel tests

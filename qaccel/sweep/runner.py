@@ -181,7 +181,8 @@ def run_sweep(spec: SweepSpec, store: Store, *, scheduler: str | None = None,
                 except (asyncio.CancelledError, DaskCancelled, OSError) as exc:
                     # lost the scheduler (cancelled futures, closed comms): stop; the points
                     # not stored yet are computed when the sweep runs again
-                    raise SweepInterrupted(f"lost the cluster ({type(exc).__name__}: {exc}); "
+                    why = " ".join(str(exc).split())      # one line, whatever dask says
+                    raise SweepInterrupted(f"lost the cluster ({type(exc).__name__}: {why}); "
                                            f"{n_ok + n_err} points were stored, rerun to "
                                            f"resume") from None
                 except Exception as exc:   # the task failed (e.g. KilledWorker): its points
