@@ -36,6 +36,7 @@ BENCH_MODULES = [
     "qaccel.benches.sim_speed",
     "qaccel.benches.sweep",
     "qaccel.benches.mapping",
+    "qaccel.benches.vector",
 ]
 NAMES = [m.rsplit(".", 1)[-1] for m in BENCH_MODULES]
 
