@@ -42,7 +42,8 @@ class LsqQuantizer(Quantizer):
     Forward: exactly ``Quantizer``'s fake quantization with ``(scale, round(offset))``.
     Backward: STE for the input (eq. 37), eq. 38 for the scale, eq. 40 for the offset,
     both multiplied by LSQ's gradient scale (:func:`lsq_grad_scale`). ``zero_point`` is
-    the rounded, clamped offset, so export reads integers.
+    the rounded, clamped offset, so export reads integers. A ``role="fixed"`` quantizer
+    (softmax output: scale ``2^-bits``, which the integer softmax requires) keeps its scale.
     """
 
     def __init__(self, q: Quantizer, *, learn_scale: bool = True, learn_offset: bool = True):
@@ -54,7 +55,8 @@ class LsqQuantizer(Quantizer):
         del self._buffers["scale"]
         del self._buffers["zero_point"]
         self.step = nn.Parameter(q.scale.detach().clone(),
-                                 requires_grad=learn_scale and not q.power_of_two)
+                                 requires_grad=learn_scale and not q.power_of_two
+                                 and q.role != "fixed")
         self.offset = nn.Parameter(q.zero_point.detach().clone(),
                                    requires_grad=learn_offset and q.mode == "asymmetric")
 

@@ -286,9 +286,9 @@ class ActivationCache:
             rec = ValueRecorder(self.gm)
             rec.run(*(b if isinstance(b, tuple | list) else (b,)))
             for node, v in rec.values.items():
-                if node.name in got:
+                if node.name in got and isinstance(v, torch.Tensor):   # not x.shape
                     got[node.name].append(v.detach())
-        return {n: torch.cat(v) for n, v in got.items()}
+        return {n: torch.cat(v) for n, v in got.items() if v}
 
     def fp(self, names) -> dict[str, torch.Tensor]:
         """FP values (computed once for every node, then kept)."""

@@ -43,3 +43,29 @@ def test_committed_table_states_its_goals_and_zero_diffs():
         assert row.rstrip(" |").endswith("0 of 16170"), row     # 3 seeds x 539 x 10
     assert "| W8A8 integer network within 0.5 points of FP32 | yes |" in text
     assert "| W4A8 AdaRound integer network within 1.5 points of FP32 | yes |" in text
+
+
+def test_reconstruction_on_the_vit_exports_with_fixed_softmax_grid(ctx):
+    """BRECQ on the ViT: the activation cache skips non-tensor graph values (``x.shape``)
+    and the learned step sizes leave the softmax output grid at 2^-a_bits, so the result
+    exports and the executor equals the exact fake-quant model."""
+    import torch
+    from qaccel.quant import digits
+    from qaccel.quant.lsq import LsqQuantizer
+    from qaccel.quant.quantizers import Quantizer
+    from qaccel.sim import executor
+
+    from qaccel import quant
+
+    model, (x, _), _, _ = ctx.model(pv.MODEL)
+    calib = list(digits.calib_loader(64, seed=0))
+    torch.set_num_threads(1)
+    qm = quant.quantize(model, calib, quant.QuantConfig(
+        w_bits=4, a_bits=4, per_channel=True, rounding="brecq", iterations=20,
+        progress=False))
+    fixed = [m for m in qm.modules() if isinstance(m, Quantizer) and m.role == "fixed"]
+    assert fixed and all(float(m.scale.max()) == 2.0 ** -4 for m in fixed)
+    assert not LsqQuantizer(fixed[0]).step.requires_grad
+    net = quant.export(qm, x[:1])
+    y_int = executor.run(net, net.input_q.quantize(x[:64].numpy()))
+    assert (quant.exact_outputs(qm, x[:64], net=net) == y_int).all()
