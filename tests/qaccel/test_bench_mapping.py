@@ -15,6 +15,7 @@ from qaccel.benches.mapping import (
     layers_above,
     network_costs,
     weighted_totals,
+    weights_fit_only_without_params,
     zigzag_accelerator,
     zigzag_layer,
     zigzag_threshold,
@@ -106,3 +107,18 @@ def test_layers_above_groups_identical_shapes_and_weights_by_count():
         weighted_totals(groups, rows[:1])
     with pytest.raises(ValueError, match="layers"):
         layers_above(ws, net["layers"][:2], 1.0)
+
+
+def test_weights_fit_only_without_params_at_the_buffer_edge():
+    """64 KiB of 8-bit weights fill a 64 KiB weight buffer; their params then overflow
+    it, so the search cannot keep them all resident (ZigZag, without params, can)."""
+    from qaccel.sim.mapper import search_layer
+    from qaccel.sim.mapping import buffer_needs
+
+    edge, small = GemmWorkload("e", 784, 512, 128), GemmWorkload("s", 784, 256, 128)
+    assert weights_fit_only_without_params(BASE, edge)
+    assert not weights_fit_only_without_params(BASE, small)
+    assert not weights_fit_only_without_params(BASE, GemmWorkload("b", 784, 1024, 128))
+    cap = BASE.weight_buffer_kib * 8192
+    m = search_layer(BASE, edge).mapping
+    assert m.weights != "layer" and buffer_needs(BASE, edge, m)["weight_buffer_kib"] <= cap
