@@ -15,6 +15,12 @@ AdaRound (goal: within 1.5 points); W8A8 per-tensor with no 16-bit exception, an
 whitepaper's Table 6 †), the same pair at 6-bit activations, and the exceptions with
 40-bit accumulators (``QuantConfig.acc_bits``; see the table's note on residual adds).
 
+Low-bit section (issue 9): every method of :data:`quant.paper_tables.LOWBIT_METHODS` at
+W4A4 with per-channel weights, at the CNN tables' reduced budget
+(:data:`quant.paper_tables.LOWBIT`), also measured on the integer network; a method that
+fails on the ViT gets a row with its error message. QAT additionally at ``train_qat``'s
+default learning rate (:data:`QAT_LR_LOW`).
+
 ``python -m qaccel.quant.paper_tables_vit [--quick] [--out DIR]``.
 """
 
@@ -31,11 +37,15 @@ import torch
 
 from . import digits
 from .paper_tables import (
+    LOWBIT,
+    LOWBIT_LABELS,
+    LOWBIT_METHODS,
     Cell,
     Ctx,
     Settings,
     _checks_table,
     _md_table,
+    _qat_budget,
     _threads,
     checks_dir,
     sqnr_db,
@@ -64,9 +74,18 @@ ROWS = (
 )
 
 
-def measure(ctx: Ctx, seed: int, cfg: dict, a16: bool = False) -> dict:
+#: the low-bit section's bit-widths (issue 9; W4A8 would be added if W4A4 collapsed)
+LOWBIT_VIT_BITS = ((4, 4),)
+#: QAT's extra rows: ``train_qat``'s default Adam learning rate (the CNN tables use 1e-3)
+QAT_LR_LOW = 1e-4
+
+
+def measure(ctx: Ctx, seed: int, cfg: dict, a16: bool = False,
+            qat: dict | None = None) -> dict:
     """One calibration seed of one row (cached in ``ctx``): integer-network accuracy (%)
-    and logit SQNR (dB) against FP32, exact-mode differences, the 16-bit quantizers."""
+    and logit SQNR (dB) against FP32, exact-mode differences, the 16-bit quantizers.
+    ``qat``: ``train_qat``'s arguments; the PTQ model is then trained with LSQ QAT on the
+    training split first (as :func:`quant.paper_tables._measure` does)."""
     from qaccel.sim import executor
 
     from qaccel import quant
@@ -75,7 +94,7 @@ def measure(ctx: Ctx, seed: int, cfg: dict, a16: bool = False) -> dict:
 
     if "rounding" in cfg and cfg["rounding"] != "nearest":
         cfg = {"iterations": ctx.settings.adaround_iterations, **cfg}
-    key = ("vit", seed, tuple(sorted(cfg.items())), a16)
+    key = ("vit", seed, tuple(sorted(cfg.items())), a16, tuple(sorted((qat or {}).items())))
     if key not in ctx._cache:
         model, (x, y), ref, _ = ctx.model(MODEL)
         with _threads(ctx.settings.threads):
@@ -83,7 +102,16 @@ def measure(ctx: Ctx, seed: int, cfg: dict, a16: bool = False) -> dict:
             qc = quant.QuantConfig(seed=seed, progress=False, **cfg)
             if a16:
                 qc, _ = a16_exceptions(model, calib, qc, A16_K)
-            qm = quant.quantize(model, calib, qc)
+            if qat is None:
+                qm = quant.quantize(model, calib, qc)
+            else:
+                from . import qat as qat_mod
+
+                torch.manual_seed(seed)
+                qm = qat_mod.prepare_qat(model, calib, qat_mod.QatConfig(quant=qc))
+                x_tr, y_tr, _, _ = digits.load_split()
+                tr, va = qat_mod.train_val_loaders(x_tr, y_tr, seed=seed)
+                qat_mod.train_qat(qm, tr, va, progress=False, **qat)
             net = quant.export(qm, x[:1])
             y_int = executor.run(net, net.input_q.quantize(x.numpy()))
             diffs = int((quant.exact_outputs(qm, x, net=net) != y_int).sum())
@@ -95,10 +123,38 @@ def measure(ctx: Ctx, seed: int, cfg: dict, a16: bool = False) -> dict:
     return ctx._cache[key]
 
 
-def cell(ctx: Ctx, cfg: dict, a16: bool = False) -> tuple[Cell, list[dict]]:
+def cell(ctx: Ctx, cfg: dict, a16: bool = False,
+         qat: dict | None = None) -> tuple[Cell, list[dict]]:
     """The row's :class:`Cell` over ``ctx.settings.seeds`` and the per-seed records."""
-    got = [measure(ctx, s, cfg, a16) for s in ctx.settings.seeds]
+    got = [measure(ctx, s, cfg, a16, qat) for s in ctx.settings.seeds]
     return Cell(tuple(g["acc"] for g in got), tuple(g["sqnr"] for g in got)), got
+
+
+def lowbit_rows() -> list[tuple[str, str, dict]]:
+    """``(method, label, train_qat arguments or {})`` of the low-bit section: the CNN
+    tables' methods and budget, then QAT at :data:`QAT_LR_LOW`."""
+    rows = [(m, LOWBIT_LABELS[m], _qat_budget() if m.startswith("qat") else {})
+            for m in LOWBIT_METHODS]
+    rows += [(m, f"{LOWBIT_LABELS[m]}, Adam lr {QAT_LR_LOW:g}",
+              {**_qat_budget(), "lr": QAT_LR_LOW}) for m in ("qat", "qat_adaround")]
+    return rows
+
+
+def lowbit_cell(ctx: Ctx, method: str, w_bits: int, a_bits: int,
+                qat: dict | None = None) -> tuple[Cell, list[dict]] | str:
+    """One low-bit cell of the ViT (integer network, per-channel weights, first and last
+    layer per ``LOWBIT.first_last_8bit``), or the error message of a method that fails."""
+    if method not in LOWBIT_METHODS:
+        raise ValueError(f"method must be one of {LOWBIT_METHODS}, not {method!r}")
+    cfg = dict(w_bits=w_bits, a_bits=a_bits, per_channel=True,
+               first_last_8bit=LOWBIT.first_last_8bit)
+    if method not in ("nearest", "qat"):
+        cfg.update(rounding="adaround" if method == "qat_adaround" else method,
+                   iterations=LOWBIT.iterations)
+    try:
+        return cell(ctx, cfg, qat=qat or None)
+    except Exception as e:                      # a measured result: the row says why
+        return f"{type(e).__name__}: {e}"
 
 
 def vit_table(ctx: Ctx) -> str:
@@ -173,6 +229,69 @@ def vit_table(ctx: Ctx) -> str:
     return "\n".join(parts)
 
 
+def lowbit_section(ctx: Ctx) -> str:
+    """The low-bit section of ``vit.md`` (issue 9); records its checks in ``ctx``."""
+    fl = "yes" if LOWBIT.first_last_8bit else "no"
+    cols = [f"W{w}A{a}" for w, a in LOWBIT_VIT_BITS]
+    rows, res = [], {}
+    for method, label, qat in lowbit_rows():
+        got = [lowbit_cell(ctx, method, w, a, qat) for w, a in LOWBIT_VIT_BITS]
+        res[label] = dict(zip(LOWBIT_VIT_BITS, got))
+        for bits, g in zip(cols, got):
+            if isinstance(g, str):
+                rows.append([label, fl, bits, f"fails: {g}", "", ""])
+            else:
+                c, recs = g
+                rows.append([label, fl, bits, c.fmt(), f"{min(c.accs):.2f} .. {max(c.accs):.2f}",
+                             f"{sum(r['diffs'] for r in recs)} of "
+                             f"{sum(r['outputs'] for r in recs)}"])
+    tag = "digits ViT low-bit"
+    ok = [g for per in res.values() for g in per.values() if not isinstance(g, str)]
+    ctx.check(tag, "exact mode == executor: 0 differing outputs in every low-bit cell",
+              all(r["diffs"] == 0 for _, recs in ok for r in recs),
+              f"{sum(r['diffs'] for _, recs in ok for r in recs)} differing")
+    chain = [LOWBIT_LABELS[m] for m in ("nwq", "qdrop", "brecq", "adaround", "nearest")]
+    qats = [label for m, label, _ in lowbit_rows() if m.startswith("qat")]
+    for bits in LOWBIT_VIT_BITS:
+        name = f"W{bits[0]}A{bits[1]}"
+        pairs = list(zip(chain, chain[1:]))
+        ptq = [m for m in chain[:-1] if not isinstance(res[m][bits], str)]
+        if ptq:
+            best = max(ptq, key=lambda m: res[m][bits][0].acc)
+            pairs += [(q, best) for q in qats]
+        for better, worse in pairs:
+            claim = f"{name}: {better} beats {worse} (accuracy)"
+            b, w = res[better][bits], res[worse][bits]
+            if isinstance(b, str) or isinstance(w, str):
+                ctx.check(tag, claim, False, "no result: "
+                          + (f"{better} fails" if isinstance(b, str) else f"{worse} fails"))
+            else:
+                ctx.order(tag, claim, b[0], w[0], "acc")
+    lb = LOWBIT
+    return "\n".join([
+        "## Low-bit: the reconstruction family and QAT on the ViT (issue 9)", "",
+        "Same methods and **reduced budget** as `lowbit.md` (`paper_tables.LowBitSettings`, "
+        f"{lb}): per-channel weights (MSE range), MSE activation ranges, first and last "
+        f"layer at 8 bits ({fl}); {lb.iterations} reconstruction iterations per unit "
+        "(per layer for AdaRound, per block for BRECQ and "
+        "QDrop, the whole network for NWQ; papers 10000-20000); QAT (LSQ step sizes, "
+        f"static BN folding -- the ViT has no BN) for at most {lb.qat_epochs} epochs, "
+        f"cosine, early stopping after {lb.qat_patience} epochs, at the CNN tables' Adam "
+        f"lr {lb.qat_lr:g} and at `train_qat`'s default {QAT_LR_LOW:g}. Unlike "
+        "`lowbit.md` (fake-quant model), every cell here is the integer network; "
+        "mean over the calibration seeds above. W4A4 does not collapse, so W4A8 is not "
+        "measured here (W4A8 AdaRound: table above).", "",
+        _md_table(["Method", "first/last 8-bit", "Bits", "Accuracy / SQNR",
+                   "Accuracy range over seeds", "Exact-mode diffs"], rows), "",
+        "A 'fails' cell is the error the method raised on the ViT (a measured result)."
+        + (f" QAT at lr {lb.qat_lr:g} (diagnosed on seed 0): Adam moves each LSQ step size "
+           "by up to ~lr per iteration, while the ViT's per-channel weight steps are ~2e-3, "
+           "so some of the embedding's collapse to the 1e-8 floor and that channel's bias "
+           "(bias / (s_in s_w)) overflows the 32-bit accumulator at export."
+           if any(isinstance(g, str) for g in res[LOWBIT_LABELS["qat"]].values()) else ""),
+    ])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m qaccel.quant.paper_tables_vit",
                                 description=__doc__.split("\n")[0])
@@ -188,6 +307,11 @@ def main(argv: list[str] | None = None) -> int:
     t0, c0 = time.perf_counter(), time.process_time()
     print(f"[paper-tables] {TABLE} ...", flush=True)
     text = vit_table(ctx)
+    c1 = time.process_time()
+    print(f"[paper-tables] {TABLE} low-bit ...", flush=True)
+    text += "\n\n" + lowbit_section(ctx)
+    text += (f"\n\nLow-bit section: {time.process_time() - c1:.0f} s CPU "
+             f"(torch threads: {settings.threads}).")
     text += "\n\n## Checks\n\n" + _checks_table(ctx.checks) + "\n"
     text += (f"\n_Generated by `python -m qaccel.quant.paper_tables_vit` "
              f"({time.process_time() - c0:.0f} s CPU, {time.perf_counter() - t0:.0f} s wall "
