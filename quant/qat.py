@@ -363,10 +363,38 @@ def finalize(qmodel: nn.Module) -> nn.Module:
                 q.step.fill_(6.0 / top)
     qmodel.eval()
     refresh_scales(qmodel)
+    if _keep_bias_in_accumulator(qmodel):      # a step was raised: re-snap M / 2^S
+        refresh_scales(qmodel)
     return qmodel
 
 
 finalize_qat = finalize     # the name exported by ``qaccel.quant``
+
+
+@torch.no_grad()
+def _keep_bias_in_accumulator(qmodel: nn.Module) -> bool:
+    """Raise a learned weight step ``s_w[c]`` just enough that the bias integer
+    ``b[c] / (s_w[c] s_x)`` stays within a quarter of the accumulator range (the zero-point
+    term and the sums need the rest). Under Adam a channel's step can shrink towards the
+    1e-8 floor (every weight clamped, the channel pruned); its bias then no longer fits
+    and export fails. The raised step is still tiny, so the channel's weights stay clamped
+    and its output is unchanged up to ``|W| <= p s_w``; layers whose biases fit (every
+    CNN of the tables) are untouched. Returns whether a step changed."""
+    acc_bits = qmodel.qaccel_quant.config.acc_bits
+    limit = 2.0 ** (acc_bits - 2)
+    changed = False
+    for _, ql in quant_layers(qmodel):
+        wq, b = ql.weight_quantizer, ql.module.bias
+        if b is None or ql.in_scale is None or not isinstance(wq, LsqQuantizer):
+            continue
+        floor = b.detach().abs().to(wq.step.dtype) / (float(ql.in_scale) * limit)
+        if wq.step.dim() == 0:
+            floor = floor.max()
+        floor = floor.reshape(wq.step.shape)
+        if bool((wq.step < floor).any()):
+            wq.step.copy_(torch.maximum(wq.step, floor))
+            changed = True
+    return changed
 
 
 @torch.no_grad()

@@ -311,3 +311,26 @@ def test_qat_w8a8_is_at_fp32_as_in_the_committed_table(qat_ctx):
     assert min(cell.accs) >= fp - 0.5, cell.accs
     shown = _qat_doc_row("Table 10)", "digits_cnn")[4]       # FP32, 3 per-tensor, W8A8
     assert cell.shown_by(shown, acc_tol=1.0, sqnr_tol=1.0), (shown, cell.fmt())
+
+
+def test_collapsed_weight_step_is_raised_so_the_bias_fits_and_export_is_exact(data):
+    """Under Adam a channel's LSQ weight step can collapse towards the 1e-8 floor (seen on
+    the digits ViT's embedding at lr 1e-3); ``finalize`` raises just that step until the
+    bias integer fits the accumulator, leaves every other step alone, and the model
+    exports exactly."""
+    model, test, x_tr, _ = data
+    qc = QuantConfig(w_bits=4, a_bits=8, per_channel=True, progress=False)
+    qm = prepare_qat(model, [x_tr[:128]], QatConfig(quant=qc))
+    ql = qm.get_submodule("12")
+    with torch.no_grad():
+        ql.module.bias[0] = 0.5
+        ql.weight_quantizer.step[0] = 1e-9
+    before = ql.weight_quantizer.step.detach().clone()
+    quant.finalize_qat(qm)
+    after = ql.weight_quantizer.step.detach()
+    in_scale = float(ql.in_scale)
+    assert 0.5 / (1e-9 * in_scale) > 2 ** 31                  # it would not have fitted
+    assert 1e-9 < float(after[0]) < 1e-6                       # raised, still tiny
+    assert 0.5 / (float(after[0]) * in_scale) <= 2 ** 30 * (1 + 1e-3)
+    torch.testing.assert_close(after[1:], before[1:], rtol=1e-3, atol=0)
+    _export_check(qm, test[0][:64])
