@@ -16,6 +16,8 @@ from qaccel.commands.options import fraction, int_range, output_file, positive_f
 from .quantize import (
     accuracies,
     add_quant_options,
+    exactness_json,
+    exactness_line,
     load_digits_model,
     logit_sqnr,
     npz_file,
@@ -102,8 +104,7 @@ def run_qat(args: argparse.Namespace) -> int:
           f"{', stopped early' if hist.stopped_early else ''})")
     print(f"  accuracy: FP32 {fp_acc:.2f}%  PTQ start {ptq_acc:.2f}%  fake-quant {fq_acc:.2f}%"
           f"  integer network {int_acc:.2f}%  ({len(y_te)} test images)")
-    print(f"  integer vs fake-quant logits: {100 * float((diff > 0).mean()):.3f}% off by "
-          f"one LSB, max |diff| {int(diff.max())}")
+    print(exactness_line(diff))
     print(f"wrote {path} ({len(net.layers)} layers)")
     if args.json is not None:
         write_json(args.json, {
@@ -112,8 +113,7 @@ def run_qat(args: argparse.Namespace) -> int:
                          "integer": int_acc},
             "test_images": len(y_te),
             "logit_sqnr_db": logit_sqnr(model, qm, x_te),
-            "integer_vs_fake_quant": {"lsb_off_fraction": float((diff > 0).mean()),
-                                      "max_abs_diff": int(diff.max())},
+            "integer_vs_fake_quant": exactness_json(diff),
             "training": {"epochs": args.epochs, "lr": args.lr, "patience": args.patience,
                          "batch_size": args.batch_size, "val_fraction": args.val_fraction,
                          **hist.to_dict()},
