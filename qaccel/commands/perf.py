@@ -137,6 +137,10 @@ def perf_workloads(args: argparse.Namespace) -> tuple[str, list[GemmWorkload], d
     if args.topology is not None:
         from qaccel.sim.topology import read_topology
 
+        if args.seq_len is not None:      # a topology file fixes every layer's shape
+            raise ValueError("--seq-len applies to --network bert_base and token "
+                             "--int-network files, not --topology")
+
         layers = read_topology(args.topology, gemm=True if args.gemm else None)
         return str(args.topology), [x.workload() for x in layers], {x.name: x.row
                                                                     for x in layers}

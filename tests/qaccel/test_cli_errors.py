@@ -270,3 +270,10 @@ def test_section4_through_the_console_entry_point(tmp_path, argv, needle):
     assert proc.returncode == 2
     assert proc.stderr.startswith("qaccel: error: ") and needle in proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize("command", ["perf", "energy"])
+def test_seq_len_with_a_topology_file_is_refused_not_ignored(cli_error, topo, capsys, command):
+    err = cli_error([command, "--topology", str(topo), "--seq-len", "16"])
+    assert "--seq-len" in err and "--topology" in err
+    assert capsys.readouterr().out == ""
