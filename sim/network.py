@@ -432,18 +432,21 @@ class IntNetwork:
             ins = tuple(self.inputs)
             if not ins or not all(isinstance(v, NetInput) for v in ins):
                 raise fail("IntNetwork", "inputs", "a non-empty sequence of NetInput", ins)
-            for name in ("input_q", "input_shape", "mask_shape"):
-                if getattr(self, name) is not None:
-                    raise fail("IntNetwork", name, "None when inputs are given (derived)",
-                               getattr(self, name))
             if len({v.name for v in ins}) != len(ins):
                 raise fail("IntNetwork", "inputs", "inputs with distinct names",
                            [v.name for v in ins])
             masks = [v for v in ins if v.kind == "mask"]
+            derived = {"input_q": ins[0].q, "input_shape": ins[0].shape,
+                       "mask_shape": masks[0].shape if masks else None}
+            for name, value in derived.items():
+                # given too (dataclasses.replace passes the derived fields back): equal
+                given = getattr(self, name)
+                if given is not None and (tuple(given) if name != "input_q" else given) \
+                        != value:
+                    raise fail("IntNetwork", name, f"None or {value!r} (derived from inputs)",
+                               given)
+                object.__setattr__(self, name, value)
             object.__setattr__(self, "inputs", ins)
-            object.__setattr__(self, "input_q", ins[0].q)
-            object.__setattr__(self, "input_shape", ins[0].shape)
-            object.__setattr__(self, "mask_shape", masks[0].shape if masks else None)
             return
         if self.mask_shape is not None:
             object.__setattr__(self, "mask_shape", tuple(

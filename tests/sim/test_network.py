@@ -290,8 +290,13 @@ def test_token_network_validation_messages():
     with pytest.raises(ValueError, match="a mask input only as the second input"):
         IntNetwork(net.layers[:2] + (IntLayer("r", "relu", (-2,), (MASK_Q,), MASK_Q),),
                    inputs=net.inputs)
-    with pytest.raises(ValueError, match="input_q must be None when inputs are given"):
+    with pytest.raises(ValueError, match="input_q must be None or .* \\(derived from inputs"):
         IntNetwork(net.layers, _q(), inputs=net.inputs)
+    # dataclasses.replace passes the derived fields back: equal ones are accepted
+    import dataclasses
+    again = dataclasses.replace(net, meta={"seq_len": 7})
+    assert again.inputs == net.inputs and again.input_q == net.input_q
+    assert again.meta == {"seq_len": 7}
     with pytest.raises(ValueError, match="table must be in \\[0, 255\\]"):
         IntLayer("e", "embedding", (-1,), (IDS_Q,), _q(), table=np.full((3, 2), 300))
     with pytest.raises(ValueError, match="at most one -1"):
