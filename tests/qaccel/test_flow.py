@@ -42,8 +42,7 @@ def _mixed(net: IntNetwork, layer: int, w_bits: int) -> IntNetwork:
     """``net`` with GEMM layer ``layer`` declared ``w_bits`` wide (its integers still fit)."""
     layers = list(net.layers)
     layers[layer] = dataclasses.replace(layers[layer], w_bits=w_bits)
-    return dataclasses.replace(net, layers=tuple(layers), input_q=None, input_shape=None,
-                               mask_shape=None)             # derived from net.inputs
+    return dataclasses.replace(net, layers=tuple(layers))
 
 
 def test_quantize_model_cache_hit_and_key(digits, tmp_workspace, monkeypatch):

@@ -93,18 +93,13 @@ def test_analytic_engine_agrees(run_dir, report, tmp_path):
     assert "cycles_cycle_model" not in rep["layers"][0]
 
 
-def _replace(net: IntNetwork, **kw) -> IntNetwork:
-    """``net`` with fields replaced (input_q, input_shape, mask_shape derive from inputs)."""
-    return dataclasses.replace(net, input_q=None, input_shape=None, mask_shape=None, **kw)
-
-
 def _mixed_npz(run_dir, tmp_path) -> tuple:
     """The run's network with its first layer declared 6-bit: per-layer bits differ."""
     net = IntNetwork.load(run_dir / "net.npz")
     layers = list(net.layers)
     i = net.gemm_layers()[0]
     layers[i] = dataclasses.replace(layers[i], w_bits=6)
-    path = _replace(net, layers=tuple(layers)).save(tmp_path / "mixed.npz")
+    path = dataclasses.replace(net, layers=tuple(layers)).save(tmp_path / "mixed.npz")
     return path, [6, 4, 4, 4]
 
 
@@ -296,7 +291,7 @@ def test_token_network_sequence_length_errors_name_seq_len(bert_npz, run_dir, tm
     err = cli_error(["perf", "--int-network", str(bert_npz), "--seq-len", "65"])
     assert "--seq-len" in err and "exceeds the 64 positions" in err
     net = IntNetwork.load(bert_npz)
-    bare = _replace(net, meta={}).save(tmp_path / "bare.npz")
+    bare = dataclasses.replace(net, meta={}).save(tmp_path / "bare.npz")
     for cmd in ("perf", "energy"):
         assert "--seq-len" in cli_error([cmd, "--int-network", str(bare)])
     assert "--seq-len" in cli_error(["run", "--model", str(bare), "--no-area", "--out",
