@@ -36,6 +36,12 @@ _BOOLS = ("per_channel", "cle", "a_signed", "high_bias_absorption", "quantize_in
 BITS_RANGE = INT_RANGES["w_bits"]
 
 
+def _check_path(owner: str, name, what: str) -> None:
+    """An override's ``name``: a non-empty string (``ValueError`` naming the field)."""
+    if not isinstance(name, str) or not name:
+        raise fail(owner, "name", what, name)
+
+
 @dataclass(frozen=True)
 class LayerOverride:
     """Bit-widths of one layer, overriding :attr:`QuantConfig.w_bits` / ``a_bits``.
@@ -58,8 +64,7 @@ class LayerOverride:
     a_bits: int | None = None
 
     def __post_init__(self):
-        if not isinstance(self.name, str) or not self.name:
-            raise fail("LayerOverride", "name", "a non-empty module path", self.name)
+        _check_path("LayerOverride", self.name, "a non-empty module path")
         for field_name in ("w_bits", "a_bits"):
             v = getattr(self, field_name)
             if v is not None:
@@ -96,8 +101,7 @@ class QuantizerOverride:
     per_channel: bool | None = None
 
     def __post_init__(self):
-        if not isinstance(self.name, str) or not self.name:
-            raise fail("QuantizerOverride", "name", "a non-empty quantizer path", self.name)
+        _check_path("QuantizerOverride", self.name, "a non-empty quantizer path")
         own = f"QuantizerOverride({self.name!r})"
         if self.bits is not None:
             object.__setattr__(self, "bits", check_int(own, "bits", self.bits, *BITS_RANGE,

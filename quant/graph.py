@@ -469,6 +469,16 @@ def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str
     layers = []
     counter = 0
     erased: set[fx.Node] = set()
+
+    def fresh(prefix: str) -> str:            # quant_add_3, input_quantizer_0, ...
+        nonlocal counter
+        counter += 1
+        return f"{prefix}_{counter - 1}"
+
+    def swap(node: fx.Node, prefix: str, module: nn.Module, args: tuple,
+             end: fx.Node | None = None) -> None:
+        on_grid[_swap_for_module(gm, node, fresh(prefix), module, args, end=end)] = True
+
     for node in list(gm.graph.nodes):
         if node in erased:
             continue
@@ -476,8 +486,7 @@ def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str
             if not cfg.quantize_input or is_int_input(node):
                 on_grid[node] = False
                 continue
-            name = f"input_quantizer_{counter}"
-            counter += 1
+            name = fresh("input_quantizer")
             gm.add_submodule(name, act_quantizer(cfg.a_bits, cfg.a_signed))
             with gm.graph.inserting_after(node):
                 qn = gm.graph.call_module(name, (node,))
@@ -502,8 +511,6 @@ def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str
             on_grid[node] = True
             continue
         if is_add(node):
-            name = f"quant_add_{counter}"
-            counter += 1
             act = "none"
             if len(node.users) == 1:
                 user = next(iter(node.users))
@@ -513,10 +520,8 @@ def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str
                     gm.graph.erase_node(user)
                 else:
                     act = "none"
-            new = _swap_for_module(gm, node, name,
-                                   QuantAdd(cfg.a_bits, signed=cfg.a_signed, act=act),
-                                   tuple(node.args))
-            on_grid[new] = True
+            swap(node, "quant_add", QuantAdd(cfg.a_bits, signed=cfg.a_signed, act=act),
+                 tuple(node.args))
             continue
         if isinstance(m, nn.Embedding):
             _set_module(gm, node.target, QuantEmbedding(m, cfg.a_bits, signed=cfg.a_signed))
@@ -525,13 +530,10 @@ def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str
         tmean = token_mean_spec(node)
         if tmean is not None and on_grid.get(node.args[0], False):    # (a float mean of a
                                                                       # float op stays float)
-            name = f"quant_mean_{counter}"
-            counter += 1
             args = (node.args[0],) if node.target is not masked_mean else \
                 tuple(a for a in node.args[:2] if a is not None)
-            new = _swap_for_module(gm, node, name, QuantTokenMean(cfg.a_bits, signed=cfg.a_signed,
-                                                                  **tmean), args)
-            on_grid[new] = True
+            swap(node, "quant_mean", QuantTokenMean(cfg.a_bits, signed=cfg.a_signed, **tmean),
+                 args)
             continue
         if isinstance(m, nn.LayerNorm):
             _set_module(gm, node.target, QuantLayerNorm(m, cfg.w_bits, cfg.a_bits,
@@ -540,8 +542,6 @@ def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str
             continue
         if is_softmax(gm, node) or is_matmul(node):
             soft = is_softmax(gm, node)
-            name = f"quant_{'softmax' if soft else 'matmul'}_{counter}"
-            counter += 1
             end, alpha = node, 1.0
             if not soft and len(node.users) == 1:          # fold a constant factor
                 user = next(iter(node.users))
@@ -554,27 +554,19 @@ def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str
                 else (node.args[0],)
             if end is not node:
                 erased.add(end)
-            new = _swap_for_module(gm, node, name, mod, args, end=end)
-            on_grid[new] = True
+            swap(node, f"quant_{'softmax' if soft else 'matmul'}", mod, args, end=end)
             continue
         table = table_act(gm, node)
         if table is not None:
-            name = f"quant_act_{counter}"
-            counter += 1
             qa = QuantAct(table[0], cfg.a_bits, signed=cfg.a_signed, **table[1])
             if not on_grid.get(node.args[0], False):
                 qa.input_quantizer = act_quantizer(cfg.a_bits, cfg.a_signed)
-            new = _swap_for_module(gm, node, name, qa, (node.args[0],))
-            on_grid[new] = True
+            swap(node, "quant_act", qa, (node.args[0],))
             continue
         spec = avgpool_spec(gm, node)
         if spec is not None:
-            name = f"quant_avgpool_{counter}"
-            counter += 1
-            new = _swap_for_module(gm, node, name,
-                                   QuantAvgPool(cfg.a_bits, signed=cfg.a_signed, **spec),
-                                   (node.args[0],))
-            on_grid[new] = True
+            swap(node, "quant_avgpool", QuantAvgPool(cfg.a_bits, signed=cfg.a_signed, **spec),
+                 (node.args[0],))
             continue
         if is_passthrough(gm, node) and node.args and isinstance(node.args[0], fx.Node):
             on_grid[node] = on_grid.get(node.args[0], False)
