@@ -1,4 +1,5 @@
-"""Per-column accumulator banks: preloaded with bias on the first K pass, wrapping sums."""
+"""Per-column accumulator banks: preloaded with bias (or loaded starting sums) on the first K
+pass, wrapping sums."""
 
 from __future__ import annotations
 
@@ -17,14 +18,15 @@ class AccumulatorBank(wiring.Component):
 
     For the vector on the inputs (valid during the *accumulate* cycle)::
 
-        base = first ? bias : acc[addr]
+        base = first ? (load ? start : bias) : acc[addr]
         sum  = wrap(base + psum)            # per lane, acc_bits two's complement
         if not last or keep: acc[addr] <= sum   # written at the end of the cycle
         if last: sum_valid = 1              # sum goes to the requantizer
 
     The bank is never cleared: the first K pass of a T-tile starts from ``bias`` (``first``
     is low in a K-split job that resumes the sums a previous job left; ``keep`` stores the
-    final sums of one that does not emit). The memory
+    final sums of one that does not emit), or from ``start`` in a job that ``load``s its
+    starting sums (a partial-sum spill chain: the ``psum_in`` stream). The memory
     has a synchronous read port, so the address of the vector arriving in the *next* enabled
     cycle is given one cycle ahead on ``rd_addr``. A sum written in one cycle may be read back
     two or more cycles later (the pass schedule guarantees at least ``max(rows, cols)``).
@@ -48,17 +50,21 @@ class AccumulatorBank(wiring.Component):
     valid : In(1)
         The inputs carry a real vector this cycle.
     first : In(1)
-        First K pass: start from ``bias`` instead of the stored entry.
+        First K pass: start from ``bias`` (or ``start``) instead of the stored entry.
     last : In(1)
         Last K pass: send ``sum`` to the requantizer (and store it only if ``keep``).
     keep : In(1)
         Store the final sums too (a job without ``emit``; constant during a job).
+    load : In(1)
+        The first K pass starts from ``start`` instead of ``bias`` (constant during a job).
     addr : In(range(depth))
         Entry of the vector on the inputs (the previous cycle's ``rd_addr``).
     psum : In(ArrayLayout(signed(acc_bits), cols))
         Column sums from the array.
     bias : In(ArrayLayout(signed(acc_bits), cols))
         Bias of the current n-group.
+    start : In(ArrayLayout(signed(acc_bits), cols))
+        Starting sums of the vector on the inputs (used when ``first & load``).
     sum : Out(ArrayLayout(signed(acc_bits), cols))
         ``wrap(base + psum)`` (combinational).
     sum_valid : Out(1)
@@ -78,9 +84,11 @@ class AccumulatorBank(wiring.Component):
             "first": In(1),
             "last": In(1),
             "keep": In(1),
+            "load": In(1),
             "addr": In(range(depth)),
             "psum": In(lanes),
             "bias": In(lanes),
+            "start": In(lanes),
             "sum": Out(lanes),
             "sum_valid": Out(1),
         })
@@ -99,6 +107,6 @@ class AccumulatorBank(wiring.Component):
             self.sum_valid.eq(self.valid & self.last),
         ]
         for c in range(self.cols):
-            base = Mux(self.first, self.bias[c], rd.data[c])
+            base = Mux(self.first, Mux(self.load, self.start[c], self.bias[c]), rd.data[c])
             m.d.comb += self.sum[c].eq(base + self.psum[c])
         return m

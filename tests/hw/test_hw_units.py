@@ -240,6 +240,70 @@ def test_accumulator_keep_stores_final_sums_for_the_next_job():
     assert got == [[105, 193], [101, 202], [111, 222], [108, 197], [108, 197]]
 
 
+def test_accumulator_load_starts_first_pass_from_start_not_bias():
+    """Partial-sum spill: with ``load`` the first K pass starts from ``start`` (one vector
+    per output, as the ``psum_in`` beats arrive), later passes from the bank, ``bias``
+    ignored; without ``load`` the same tokens start from ``bias``. Random enables freeze
+    everything (against a pure-Python model of the bank)."""
+    cols, acc_bits, depth, L, KT = 3, 10, 4, 3, 3
+    lo, hi = int_range(acc_bits, True)
+    for load in (1, 0):
+        dut = AccumulatorBank(cols=cols, acc_bits=acc_bits, depth=depth)
+        rng = np.random.default_rng(31 + load)
+        tokens = []
+        for tile in range(2):
+            bias = rng.integers(lo, hi, endpoint=True, size=cols)
+            starts = rng.integers(lo, hi, endpoint=True, size=(L, cols))
+            for kt in range(KT):
+                for t in range(L):
+                    tokens.append(dict(valid=1, first=int(kt == 0), last=int(kt == KT - 1),
+                                       addr=t, psum=rng.integers(lo, hi, endpoint=True,
+                                                                 size=cols),
+                                       bias=bias, start=starts[t] if kt == 0 else
+                                       rng.integers(lo, hi, endpoint=True, size=cols)))
+                tokens.append(dict(valid=0, first=1, last=1, addr=0, psum=bias, bias=bias,
+                                   start=bias))
+        bank = {}
+        expect = []
+        for tk in tokens:
+            if not tk["valid"]:
+                continue
+            base = ((tk["start"] if load else tk["bias"]) if tk["first"]
+                    else bank[tk["addr"]])
+            total = wrap(base + tk["psum"], acc_bits)
+            if tk["last"]:
+                expect.append([int(v) for v in total])
+            else:
+                bank[tk["addr"]] = total
+        got = []
+
+        async def tb(ctx, dut=dut, rng=rng, tokens=tokens, load=load, got=got):
+            ctx.set(dut.load, load)
+            ctx.set(dut.en, 1)
+            ctx.set(dut.rd_addr, tokens[0]["addr"])
+            await ctx.tick()
+            i = 0
+            while i < len(tokens):
+                en = bool(rng.random() < 0.7)
+                tk = tokens[i]
+                ctx.set(dut.en, en)
+                nxt = tokens[i + 1]["addr"] if i + 1 < len(tokens) else 0
+                ctx.set(dut.rd_addr, nxt if en else int(rng.integers(0, depth)))
+                for k in ("valid", "first", "last", "addr"):
+                    ctx.set(getattr(dut, k), tk[k])
+                for c in range(cols):
+                    for k in ("psum", "bias", "start"):
+                        ctx.set(getattr(dut, k)[c], int(tk[k][c]))
+                if en and ctx.get(dut.sum_valid):
+                    got.append([ctx.get(dut.sum[c]) for c in range(cols)])
+                await ctx.tick()
+                i += en
+
+        _run(dut, tb)
+        assert got == expect
+        assert len(expect) == 2 * L
+
+
 # ---- requantizer ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("per_channel,a_bits,a_signed,acc_bits,mult_bits", [
