@@ -56,6 +56,13 @@ class GemmJob:
     bank whole, ``ceil(N / cols) * T <= acc_depth``: output ``(t, n)`` of n-tile ``nt`` lives
     in entry ``nt * T + t``. :func:`split_k` cuts a job into such a chain.
 
+Partial-sum spill (chains whose sums do not fit the bank pass them through the host at
+``acc_bits``): ``psum`` (``[T, N]``, each in ``cfg.acc_range``) makes the job *load*: every
+output's first K pass starts from ``psum[t, n]`` instead of ``bias[n]`` (``bias`` is then
+don't-care); ``load`` and ``accumulate`` exclude each other. ``raw`` (requires ``emit``)
+makes the final sums ``wrap(start + x @ w, acc_bits)`` the job's outputs, not requantized
+(``m, s, z_y, relu`` don't-care). Neither flag makes a job chained.
+
     Build it with :meth:`create`, which validates every field against the configuration.
     """
 
@@ -68,6 +75,13 @@ class GemmJob:
     relu: bool
     accumulate: bool = False
     emit: bool = True
+    psum: np.ndarray | None = None
+    raw: bool = False
+
+    @property
+    def load(self) -> bool:
+        """Starts every sum from ``psum`` (the host's partial sums) instead of ``bias``."""
+        return self.psum is not None
 
     @property
     def chained(self) -> bool:
@@ -88,7 +102,8 @@ class GemmJob:
 
     @classmethod
     def create(cls, cfg: ArrayConfig, x, w, bias, m, s, z_y: int = 0,
-               relu: bool = False, accumulate: bool = False, emit: bool = True) -> GemmJob:
+               relu: bool = False, accumulate: bool = False, emit: bool = True,
+               psum=None, raw: bool = False) -> GemmJob:
         """Validate and freeze a job; raises ``ValueError`` naming the field and range."""
         x = _as_int_array("x", x, 2)
         w = _as_int_array("w", w, 2)
@@ -121,6 +136,19 @@ class GemmJob:
         relu = check_bool("GemmJob", "relu", relu)
         accumulate = check_bool("GemmJob", "accumulate", accumulate)
         emit = check_bool("GemmJob", "emit", emit)
+        raw = check_bool("GemmJob", "raw", raw)
+        if raw and not emit:
+            raise fail("GemmJob", "raw", "False without emit", raw,
+                       "raw sums are the emitted outputs: raw requires emit=True")
+        if psum is not None:
+            if accumulate:
+                raise fail("GemmJob", "psum", "None in an accumulate job", None,
+                           "load (psum given) and accumulate both set the starting sums",
+                           shown="an array")
+            psum = _as_int_array("psum", psum, 2)
+            _check_shape("psum", psum, (T, N), "starting sums [T, N]")
+            _check_range("psum", psum, *cfg.acc_range, f"{cfg.acc_bits}-bit accumulator")
+            psum.setflags(write=False)
         if accumulate or not emit:
             entries = -(-N // cfg.cols) * T
             if entries > cfg.acc_depth:
@@ -131,7 +159,7 @@ class GemmJob:
                            f"accumulator bank")
         for arr in (x, w, bias, m_arr, s_arr):
             arr.setflags(write=False)
-        return cls(x, w, bias, m_arr, s_arr, z_y, relu, accumulate, emit)
+        return cls(x, w, bias, m_arr, s_arr, z_y, relu, accumulate, emit, psum, raw)
 
     def for_config(self, cfg: ArrayConfig) -> GemmJob:
         """This job validated for the ``cfg`` machine (e.g. one of an integer network's
@@ -150,7 +178,8 @@ class GemmJob:
                                "a per-tensor machine: ArrayConfig.per_channel=False")
             m, s = m.reshape(-1)[:1], s.reshape(-1)[:1]
         return GemmJob.create(cfg, self.x, self.w, self.bias, m, s, z_y=self.z_y,
-                              relu=self.relu, accumulate=self.accumulate, emit=self.emit)
+                              relu=self.relu, accumulate=self.accumulate, emit=self.emit,
+                              psum=self.psum, raw=self.raw)
 
     def bounds(self, cfg: ArrayConfig) -> tuple[int, int]:
         """The requantizer clamp ``(lo, hi)`` for this job."""
@@ -168,7 +197,8 @@ def split_k(cfg: ArrayConfig, job: GemmJob, k_tile: int) -> list[GemmJob]:
     shorter), the first starting from ``bias``, the others accumulating, only the last
     emitting. Run back to back on one machine they give ``job``'s outputs exactly (wrapping
     sums are modular). ``k_tile >= K`` returns ``[job]``; ``job`` must be unchained and
-    fit the bank (``ceil(N / cols) * T <= acc_depth``) when it is split."""
+    fit the bank (``ceil(N / cols) * T <= acc_depth``) when it is split. A loading job's
+    ``psum`` goes to the first job of the chain, ``raw`` to the last."""
     k_tile = check_int("split_k", "k_tile", k_tile, 1)
     if job.chained:
         raise fail("split_k", "job", "an unchained job (accumulate=False, emit=True)", None,
@@ -178,13 +208,14 @@ def split_k(cfg: ArrayConfig, job: GemmJob, k_tile: int) -> list[GemmJob]:
     starts = range(0, job.K, k_tile)
     return [GemmJob.create(cfg, job.x[:, k0:k0 + k_tile], job.w[k0:k0 + k_tile], job.bias,
                            job.m, job.s, z_y=job.z_y, relu=job.relu, accumulate=k0 > 0,
-                           emit=k0 + k_tile >= job.K) for k0 in starts]
+                           emit=k0 + k_tile >= job.K, psum=job.psum if k0 == 0 else None,
+                           raw=job.raw and k0 + k_tile >= job.K) for k0 in starts]
 
 
 def merge_k(cfg: ArrayConfig, chain) -> GemmJob:
     """The single job a K-split chain computes (inverse of :func:`split_k`): ``x`` and
-    ``w`` concatenated along K, ``bias`` of the first job, ``m, s, z_y, relu`` of the
-    last. ``ValueError`` if ``chain`` does not start from bias and end emitting, with only
+    ``w`` concatenated along K, ``bias`` and ``psum`` of the first job, ``m, s, z_y, relu,
+    raw`` of the last. ``ValueError`` if ``chain`` does not start from bias and end emitting, with only
     accumulating jobs between."""
     chain = list(chain)
     if not chain:
@@ -196,7 +227,8 @@ def merge_k(cfg: ArrayConfig, chain) -> GemmJob:
     last = chain[-1]
     return GemmJob.create(cfg, np.concatenate([j.x for j in chain], axis=1),
                           np.concatenate([j.w for j in chain], axis=0), chain[0].bias,
-                          last.m, last.s, z_y=last.z_y, relu=last.relu)
+                          last.m, last.s, z_y=last.z_y, relu=last.relu, psum=chain[0].psum,
+                          raw=last.raw)
 
 
 def random_job(cfg: ArrayConfig, T: int, K: int, N: int, rng: np.random.Generator,

@@ -20,9 +20,10 @@ __all__ = ["ReferenceResult", "reference_gemm", "run_reference"]
 
 @dataclass(frozen=True)
 class ReferenceResult:
-    y: np.ndarray          # [T, N] requantized outputs
+    y: np.ndarray          # [T, N] requantized outputs (a raw job: the wrapped sums, = acc)
     acc: np.ndarray        # [T, N] wrapped accumulators fed to the requantizer
-    acc_exact: np.ndarray  # [T, N] exact (unwrapped) bias + X @ W
+    acc_exact: np.ndarray  # [T, N] exact (unwrapped) start + X @ W (start: bias, or psum of
+                           # a load job)
 
     def acc_bits_needed(self) -> int:
         """Two's-complement width that holds every final exact accumulator."""
@@ -35,13 +36,20 @@ class ReferenceResult:
 
 
 def run_reference(job: GemmJob, acc_bits: int, lo: int, hi: int) -> ReferenceResult:
-    """``y = clamp(z_y + ((wrap(bias + X @ W, acc_bits) * M + R) >> S), lo, hi)``.
+    """``y = clamp(z_y + ((wrap(start + X @ W, acc_bits) * M + R) >> S), lo, hi)`` with
+    ``start = bias`` (broadcast over T), or ``psum`` in a load job (``job.load``); a raw
+    job (``job.raw``) returns ``y = wrap(start + X @ W, acc_bits)`` (``m, s, lo, hi``
+    unused).
 
     Wrapping arithmetic is modular, so the order of accumulation does not change ``acc``.
     """
-    exact = job.x @ job.w + job.bias[None, :]
+    start = job.psum if job.load else job.bias[None, :]
+    exact = job.x @ job.w + start
     acc = wrap(exact, acc_bits)
-    y = requantize(acc, job.m_per_channel(), job.s_per_channel(), job.z_y, lo, hi)
+    if job.raw:
+        y = acc.copy()
+    else:
+        y = requantize(acc, job.m_per_channel(), job.s_per_channel(), job.z_y, lo, hi)
     return ReferenceResult(y=y, acc=acc, acc_exact=exact)
 
 

@@ -3,8 +3,8 @@
 Streams (all ``amaranth.lib.stream`` style valid/ready; lanes are little-endian packed,
 lane 0 in the least significant bits):
 
-``cmd``     one beat per job: ``T, K, N, z_y, relu, accumulate, emit`` (+ ``m, s`` in
-            per-tensor builds).
+``cmd``     one beat per job: ``T, K, N, z_y, relu, accumulate, emit, load, raw`` (+ ``m, s``
+            in per-tensor builds).
 ``weight``  ``cols`` lanes of ``w_bits`` (signed): for nt, for tt, for kt, for r in rows:
             ``W[kt*rows + r, nt*cols : nt*cols + cols]``. Lanes/rows past K or N are
             don't-care (the RTL masks them); :func:`job_beats` sends zeros.
@@ -12,9 +12,18 @@ lane 0 in the least significant bits):
             ``X[tt*D + t, kt*rows : kt*rows + rows]``. Lanes past K are don't-care.
 ``params``  one beat per n-tile: ``bias`` (``cols`` x ``acc_bits`` signed) and, per-channel,
             ``m`` (``cols`` x ``mult_bits``) and ``s`` (``cols`` x 6). Lanes past N: don't-care;
-            ``bias`` is don't-care in an ``accumulate`` job, ``m, s`` in one without ``emit``.
+            ``bias`` is don't-care in an ``accumulate`` or ``load`` job, ``m, s`` in one
+            without ``emit`` or with ``raw``.
+``psum_in`` ``cols`` lanes of ``acc_bits`` (signed), only in a ``load`` job: for nt, for t in
+            0..T-1: ``PSUM[t, nt*cols : nt*cols + cols]`` (the starting sums); lanes past N are
+            don't-care (:func:`job_beats` sends 0). Beat ``(nt, t)`` is consumed in the
+            accumulate cycle of output vector ``(nt, t)``'s first K pass.
 ``out``     ``cols`` lanes of ``a_bits``: for nt, for t in 0..T-1:
-            ``Y[t, nt*cols : nt*cols + cols]``; lanes past N are 0. No beats without ``emit``.
+            ``Y[t, nt*cols : nt*cols + cols]``; lanes past N are 0. No beats without ``emit``
+            or with ``raw``.
+``psum_out`` ``cols`` lanes of ``acc_bits`` (signed), only in a ``raw`` job, instead of
+            ``out``, in the same order and cycles: the final sums
+            ``wrap(start + X @ W, acc_bits)``; lanes past N are 0.
 """
 
 from __future__ import annotations
@@ -27,19 +36,26 @@ from .config import ArrayConfig
 from .job import GemmJob
 from .schedule import tiling
 
-__all__ = ["JobBeats", "job_beats", "out_beats_to_matrix", "pack_lanes", "unpack_lanes",
-           "cmd_fields", "pack_cmd", "params_fields", "pack_params"]
+__all__ = ["JobBeats", "job_beats", "out_beats_to_matrix", "matrix_to_beats", "pack_lanes",
+           "unpack_lanes", "cmd_fields", "pack_cmd", "params_fields", "pack_params",
+           "pack_psum", "unpack_psum"]
 
 
 @dataclass(frozen=True)
 class JobBeats:
-    cmd: dict                 # T, K, N, z_y, relu, accumulate, emit (+ m, s per-tensor)
+    """Every beat of one job, per stream (rows in stream order, one row a beat's lanes)."""
+
+    cmd: dict                 # T, K, N, z_y, relu, accumulate, emit, load, raw (+ m, s
+                              # per-tensor)
     weight: np.ndarray        # [n_weight_beats, cols]
     act: np.ndarray           # [n_act_beats, rows]
     bias: np.ndarray          # [NT, cols]
     m: np.ndarray | None      # [NT, cols] per-channel, else None
     s: np.ndarray | None      # [NT, cols] per-channel, else None
-    out: np.ndarray           # [NT * T, cols] expected outputs ([0, cols] without emit)
+    out: np.ndarray           # [NT * T, cols] expected outputs ([0, cols] without emit or
+                              # with raw)
+    psum_in: np.ndarray       # [NT * T, cols] starting sums of a load job, else [0, cols]
+    psum_out: np.ndarray      # [NT * T, cols] expected raw sums of a raw job, else [0, cols]
 
 
 def _pad(a: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -69,23 +85,43 @@ def job_beats(cfg: ArrayConfig, job: GemmJob, y: np.ndarray | None = None) -> Jo
     act = np.tile(act_one, (til.NT, 1))
     bias = _pad(job.bias[None, :], (1, Np)).reshape(til.NT, C)
     cmd = {"T": job.T, "K": job.K, "N": job.N, "z_y": job.z_y, "relu": job.relu,
-           "accumulate": job.accumulate, "emit": job.emit}
+           "accumulate": job.accumulate, "emit": job.emit, "load": job.load, "raw": job.raw}
     if cfg.per_channel:
         m = _pad(job.m[None, :], (1, Np)).reshape(til.NT, C)
         s = _pad(job.s[None, :], (1, Np)).reshape(til.NT, C)
     else:
         m = s = None
         cmd["m"], cmd["s"] = int(job.m), int(job.s)
-    out = np.zeros((til.NT * job.T if job.emit else 0, C), dtype=np.int64)
+    n_vec = til.NT * job.T
+    out = np.zeros((n_vec if job.emit and not job.raw else 0, C), dtype=np.int64)
+    psum_out = np.zeros((n_vec if job.raw else 0, C), dtype=np.int64)
     if y is not None and job.emit:
-        yp = _pad(np.asarray(y, dtype=np.int64), (job.T, Np))
-        out = yp.reshape(job.T, til.NT, C).transpose(1, 0, 2).reshape(-1, C)
+        expected = matrix_to_beats(cfg, y)
+        if job.raw:
+            psum_out = expected
+        else:
+            out = expected
+    psum_in = (matrix_to_beats(cfg, job.psum) if job.load
+               else np.zeros((0, C), dtype=np.int64))
     return JobBeats(cmd=cmd, weight=weight.reshape(-1, C).copy(), act=act, bias=bias, m=m, s=s,
-                    out=out)
+                    out=out, psum_in=psum_in, psum_out=psum_out)
+
+
+def matrix_to_beats(cfg: ArrayConfig, mat) -> np.ndarray:
+    """``[T, N]`` -> ``[NT * T, cols]`` beats in the ``out`` / ``psum_in`` / ``psum_out``
+    order (for nt, for t), lanes past N 0. Inverse: :func:`out_beats_to_matrix`."""
+    mat = np.asarray(mat, dtype=np.int64)
+    if mat.ndim != 2:
+        raise ValueError(f"expected a [T, N] matrix, got shape {mat.shape}")
+    T, N = mat.shape
+    NT = -(-N // cfg.cols)
+    return (_pad(mat, (T, NT * cfg.cols)).reshape(T, NT, cfg.cols).transpose(1, 0, 2)
+            .reshape(-1, cfg.cols))
 
 
 def out_beats_to_matrix(cfg: ArrayConfig, beats: np.ndarray, T: int, N: int) -> np.ndarray:
-    """Inverse of the ``out`` order: ``[NT * T, cols]`` beats -> ``Y[T, N]``."""
+    """Inverse of the ``out`` order (also ``psum_in`` / ``psum_out``): ``[NT * T, cols]``
+    beats -> ``Y[T, N]``."""
     beats = np.asarray(beats, dtype=np.int64)
     NT = -(-N // cfg.cols)
     if beats.shape != (NT * T, cfg.cols):
@@ -120,7 +156,7 @@ def cmd_fields(cfg: ArrayConfig) -> list[tuple[str, int, bool]]:
     """``cmd`` payload fields ``(name, bits, signed)``, least significant first."""
     fields = [("T", cfg.dim_bits, False), ("K", cfg.dim_bits, False), ("N", cfg.dim_bits, False),
               ("z_y", cfg.a_bits, cfg.a_signed), ("relu", 1, False), ("accumulate", 1, False),
-              ("emit", 1, False)]
+              ("emit", 1, False), ("load", 1, False), ("raw", 1, False)]
     if not cfg.per_channel:
         fields += [("m", cfg.mult_bits, False), ("s", 6, False)]
     return fields
@@ -152,3 +188,16 @@ def pack_params(cfg: ArrayConfig, beats: JobBeats, nt: int) -> int:
         word |= pack_lanes(arrays[name][nt], bits) << shift
         shift += bits * cfg.cols
     return word
+
+
+def pack_psum(cfg: ArrayConfig, beat) -> int:
+    """Pack one ``psum_in`` / ``psum_out`` beat (``cols`` signed ``acc_bits`` lanes)."""
+    beat = np.asarray(beat)
+    if beat.shape != (cfg.cols,):
+        raise ValueError(f"a psum beat has {cfg.cols} lanes, got shape {beat.shape}")
+    return pack_lanes(beat, cfg.acc_bits)
+
+
+def unpack_psum(cfg: ArrayConfig, word: int) -> np.ndarray:
+    """Inverse of :func:`pack_psum`: ``cols`` lanes, sign-extended from ``acc_bits``."""
+    return unpack_lanes(word, cfg.cols, cfg.acc_bits, True)

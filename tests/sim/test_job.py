@@ -193,3 +193,59 @@ def test_split_k_and_merge_k_round_trip():
         merge_k(cfg, chain[1:])
     with pytest.raises(ValueError, match=r"split_k\.job must be an unchained job"):
         split_k(cfg, chain[0], 2)
+
+
+def test_psum_and_raw_validation_names_the_field():
+    """Load (psum given): [T, N] sums within acc_range, never with accumulate; raw needs
+    emit. Every refusal names the field."""
+    psum = np.zeros((3, 2), int)
+    job = make(psum=psum, raw=True)
+    assert job.load and job.raw and not job.chained
+    assert job.psum.dtype == np.int64 and not job.psum.flags.writeable and psum.flags.writeable
+    assert not make().load and not make().raw
+    lo, hi = PT.acc_range
+    assert make(psum=np.array([[lo, hi]] * 3)).psum.tolist() == [[lo, hi]] * 3
+    with pytest.raises(ValueError, match=r"GemmJob\.psum must be of shape \(3, 2\) "
+                                         r"\(starting sums \[T, N\]\), not \(2, 3\)"):
+        make(psum=np.zeros((2, 3), int))
+    with pytest.raises(ValueError, match=r"GemmJob\.psum must be 2-D"):
+        make(psum=np.zeros(6, int))
+    with pytest.raises(ValueError, match=rf"GemmJob\.psum must be in \[{lo}, {hi}\] "
+                                         r"\(20-bit accumulator\), not 524288"):
+        make(psum=np.full((3, 2), hi + 1))
+    with pytest.raises(ValueError, match=rf"GemmJob\.psum must be in \[{lo}, {hi}\] .*not "
+                                         rf"{lo - 1}"):
+        make(psum=np.full((3, 2), lo - 1))
+    with pytest.raises(ValueError, match=r"GemmJob\.psum must be an integer array"):
+        make(psum=np.full((3, 2), 0.5))
+    with pytest.raises(ValueError, match=r"GemmJob\.psum must be None in an accumulate job "
+                                         r"\(load \(psum given\) and accumulate both set the "
+                                         r"starting sums\), not an array"):
+        make(psum=psum, accumulate=True)
+    with pytest.raises(ValueError, match=r"GemmJob\.raw must be False without emit \(raw sums "
+                                         r"are the emitted outputs: raw requires emit=True\), "
+                                         r"not True"):
+        make(raw=True, emit=False)
+    with pytest.raises(ValueError, match=r"GemmJob\.raw must be a bool, not 1"):
+        make(raw=1)
+    # load without emit keeps its final sums in the bank: a chained job, bank-checked
+    assert make(psum=psum, emit=False).chained
+    # for_config keeps both
+    again = job.for_config(PC)
+    assert again.raw and np.array_equal(again.psum, psum)
+
+
+def test_split_k_carries_psum_to_the_first_job_and_raw_to_the_last():
+    cfg = PC.replace(acc_depth=16)
+    rng = np.random.default_rng(8)
+    base = random_job(cfg, 4, 11, 6, rng)
+    psum = rng.integers(-1000, 1000, size=(4, 6))
+    job = GemmJob.create(cfg, base.x, base.w, base.bias, base.m, base.s, psum=psum, raw=True)
+    chain = split_k(cfg, job, 4)
+    assert [(j.load, j.accumulate, j.emit, j.raw) for j in chain] == [
+        (True, False, False, False), (False, True, False, False), (False, True, True, True)]
+    assert np.array_equal(chain[0].psum, psum)
+    back = merge_k(cfg, chain)
+    assert back.raw and np.array_equal(back.psum, psum)
+    for f in ("x", "w", "bias", "m", "s"):
+        assert np.array_equal(getattr(back, f), getattr(job, f))
