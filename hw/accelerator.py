@@ -12,7 +12,8 @@ from ._checks import fail
 from .accumulator import AccumulatorBank
 from .array import SystolicArray
 from .controller import Sequencer, token_layout
-from .layouts import act_layout, act_shape, cmd_layout, out_layout, params_layout, weight_layout
+from .layouts import (act_layout, act_shape, cmd_layout, out_layout, params_layout, psum_layout,
+                      weight_layout)
 from .params_fifo import ParamsFifo
 from .requant import Requantizer
 
@@ -32,7 +33,12 @@ class Accelerator(wiring.Component):
     when idle (``busy`` low); a ``cmd`` with ``T``, ``K`` or ``N`` equal to 0 is consumed and
     ignored (no output). K-split chains: ``accumulate`` starts the sums from the bank
     instead of ``bias``; without ``emit`` the final sums stay in the bank, no ``out`` beat is
-    sent and ``busy`` falls in the cycle the last one would have been sent.
+    sent and ``busy`` falls in the cycle the last one would have been sent. Partial-sum
+    spill: ``load`` starts each output's first K pass from its ``psum_in`` beat instead of
+    ``bias`` (the beat is taken in that vector's accumulate cycle; the machine freezes while
+    it is not valid); ``raw`` sends the final sums unrequantized on ``psum_out`` instead of
+    ``out``, in the cycle the ``out`` beat would take (lanes past N are 0). With every stream
+    always valid/ready neither flag changes the timing.
 
     Parameters
     ----------
@@ -43,19 +49,26 @@ class Accelerator(wiring.Component):
     Attributes
     ----------
     cmd : In(stream.Signature(cmd_layout(cfg)))
-        One beat per job: ``T, K, N, z_y, relu, accumulate, emit`` (+ ``m, s`` in per-tensor
-        builds).
+        One beat per job: ``T, K, N, z_y, relu, accumulate, emit, load, raw`` (+ ``m, s`` in
+        per-tensor builds).
     weight : In(stream.Signature(ArrayLayout(signed(w_bits), cols)))
         One PE row of weights per beat.
     act : In(stream.Signature(ArrayLayout(a_shape, rows)))
         One activation vector per beat.
     params : In(stream.Signature(params_layout(cfg)))
         One beat per n-tile: ``bias[cols]`` (+ ``m[cols], s[cols]`` per-channel).
+    psum_in : In(stream.Signature(ArrayLayout(signed(acc_bits), cols)))
+        A ``load`` job's starting sums, one vector per output vector in ``out`` order (taken
+        in the accumulate cycle of the vector's first K pass); lanes past N are don't-care.
+        No beats unless ``load``.
     out : Out(stream.Signature(ArrayLayout(a_shape, cols)))
-        One requantized output vector per beat.
+        One requantized output vector per beat (no beats in a ``raw`` job).
+    psum_out : Out(stream.Signature(ArrayLayout(signed(acc_bits), cols)))
+        A ``raw`` job's final sums ``wrap(base + x @ w)``, one vector per beat in ``out``
+        order, lanes past N 0; sent instead of ``out``.
     busy : Out(1)
-        A job is in progress (from the ``cmd`` handshake to its last ``out`` handshake, or
-        the cycle that beat would have taken without ``emit``).
+        A job is in progress (from the ``cmd`` handshake to its last ``out`` (``psum_out``)
+        handshake, or the cycle that beat would have taken without ``emit``).
     """
 
     def __init__(self, cfg: ArrayConfig):
@@ -67,7 +80,9 @@ class Accelerator(wiring.Component):
             "weight": In(stream.Signature(weight_layout(cfg))),
             "act": In(stream.Signature(act_layout(cfg))),
             "params": In(stream.Signature(params_layout(cfg))),
+            "psum_in": In(stream.Signature(psum_layout(cfg))),
             "out": Out(stream.Signature(out_layout(cfg))),
+            "psum_out": Out(stream.Signature(psum_layout(cfg))),
             "busy": Out(1),
         })
 
@@ -93,6 +108,8 @@ class Accelerator(wiring.Component):
         relu = Signal()
         acc_in = Signal()                  # accumulate: start from the bank, not bias
         emit = Signal()                    # send outputs (else keep the sums in the bank)
+        load = Signal()                    # first K pass starts from psum_in, not bias
+        raw = Signal()                     # send the final sums on psum_out, not requantized
         job_m = Signal(unsigned(cfg.mult_bits))
         job_s = Signal(unsigned(6))
         cmd = self.cmd.payload
@@ -101,7 +118,8 @@ class Accelerator(wiring.Component):
         dims_ok = (cmd.T != 0) & (cmd.K != 0) & (cmd.N != 0)
         with m.If(cmd_fire & dims_ok):
             m.d.sync += [self.busy.eq(1), z_y.eq(cmd.z_y), relu.eq(cmd.relu),
-                         acc_in.eq(cmd.accumulate), emit.eq(cmd.emit)]
+                         acc_in.eq(cmd.accumulate), emit.eq(cmd.emit), load.eq(cmd.load),
+                         raw.eq(cmd.raw)]
             if not cfg.per_channel:
                 m.d.sync += [job_m.eq(cmd.m), job_s.eq(cmd.s)]
         m.d.comb += [
@@ -110,22 +128,35 @@ class Accelerator(wiring.Component):
             seq.chain.eq(cmd.accumulate | ~cmd.emit),
         ]
 
-        # ---- global enable --------------------------------------------------------------
+        # ---- tag delay line: token of cycle τ is at tags[i] during τ + 1 + i ---------------
+        tok = seq.token
         en = Signal()
-        out_ok = ~self.out.valid | self.out.ready
+        tags = [Signal(token_layout(R, C, D), name=f"tag_{i}") for i in range(R + C)]
+        with m.If(en):
+            m.d.sync += tags[0].eq(tok)
+            for i in range(1, R + C):
+                m.d.sync += tags[i].eq(tags[i - 1])
+        here = tags[R + C - 1]           # arrives with the aligned column sums (cycle α)
+        need_psum = Signal()             # the vector in the accumulate stage takes a psum_in beat
+        m.d.comb += need_psum.eq(load & here.valid & here.first_k)
+
+        # ---- global enable --------------------------------------------------------------
+        out_ok = ((~self.out.valid | self.out.ready)
+                  & (~self.psum_out.valid | self.psum_out.ready))
         m.d.comb += [
             en.eq(out_ok
                   & (~seq.need_act | self.act.valid)
                   & (~seq.need_weight | self.weight.valid)
-                  & (~seq.need_params | self.params.valid)),
+                  & (~seq.need_params | self.params.valid)
+                  & (~need_psum | self.psum_in.valid)),
             self.act.ready.eq(seq.need_act & en),
             self.weight.ready.eq(seq.need_weight & en),
             self.params.ready.eq(seq.need_params & en),
+            self.psum_in.ready.eq(need_psum & en),
             seq.en.eq(en), arr.en.eq(en), acc.en.eq(en), fifo.en.eq(en), rq.en.eq(en),
         ]
 
         # ---- sequencer -> array (masked, skewed inside) -------------------------------------
-        tok = seq.token
         for r in range(R):
             m.d.comb += arr.a_in[r].eq(Mux(tok.valid & seq.act_mask[r], self.act.payload[r], 0))
         m.d.comb += [
@@ -136,14 +167,6 @@ class Accelerator(wiring.Component):
             fifo.w_data.eq(self.params.payload),
         ]
 
-        # ---- tag delay line: token of cycle τ is at tags[i] during τ + 1 + i ---------------
-        tags = [Signal(token_layout(R, C, D), name=f"tag_{i}") for i in range(R + C)]
-        with m.If(en):
-            m.d.sync += tags[0].eq(tok)
-            for i in range(1, R + C):
-                m.d.sync += tags[i].eq(tags[i - 1])
-        here = tags[R + C - 1]           # arrives with the aligned column sums (cycle α)
-
         # ---- accumulate (α) ---------------------------------------------------------------
         m.d.comb += [
             acc.rd_addr.eq(tags[R + C - 2].t_idx),
@@ -152,6 +175,7 @@ class Accelerator(wiring.Component):
             acc.addr.eq(here.t_idx),
             acc.psum.eq(arr.psum_out),
             acc.bias.eq(fifo.r_data.bias),
+            acc.load.eq(load), acc.start.eq(self.psum_in.payload),
             fifo.r_en.eq(here.valid & here.group_end),
         ]
 
@@ -166,19 +190,33 @@ class Accelerator(wiring.Component):
         else:
             m.d.comb += [rq.i_m.eq(job_m), rq.i_s.eq(job_s)]
 
-        # ---- output register (α+3) ----------------------------------------------------------
+        # ---- raw sums (α+1, α+2): two delay registers alongside the requantizer stages ----
+        raw_1 = Signal(psum_layout(cfg))
+        raw_2 = Signal(psum_layout(cfg))
+        with m.If(en & raw):
+            for c in range(C):
+                m.d.sync += raw_1[c].eq(Mux(c < here.n_rem, acc.sum[c], 0))
+            m.d.sync += raw_2.eq(raw_1)
+
+        # ---- output registers (α+3): out, or psum_out in a raw job -------------------------
         out_last = Signal()
         ghost_last = Signal()            # without emit: where the last beat would be
         out_fire = self.out.valid & self.out.ready
+        psum_fire = self.psum_out.valid & self.psum_out.ready
         with m.If(en):
-            m.d.sync += [self.out.valid.eq(rq.o_valid & emit), self.out.payload.eq(rq.o_y),
+            m.d.sync += [self.out.valid.eq(rq.o_valid & emit & ~raw),
+                         self.out.payload.eq(rq.o_y),
+                         self.psum_out.valid.eq(rq.o_valid & emit & raw),
+                         self.psum_out.payload.eq(raw_2),
                          out_last.eq(rq.o_last),
                          ghost_last.eq(rq.o_valid & rq.o_last & ~emit)]
         with m.Else():
             m.d.sync += ghost_last.eq(0)
+            # accepted while the rest of the machine is frozen: drop it, keep the pipeline
             with m.If(out_fire):
-                # accepted while the rest of the machine is frozen: drop it, keep the pipeline
                 m.d.sync += self.out.valid.eq(0)
-        with m.If((out_fire & out_last) | ghost_last):
+            with m.If(psum_fire):
+                m.d.sync += self.psum_out.valid.eq(0)
+        with m.If(((out_fire | psum_fire) & out_last) | ghost_last):
             m.d.sync += self.busy.eq(0)
         return m

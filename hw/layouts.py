@@ -14,7 +14,7 @@ from qaccel.sim.config import ArrayConfig
 from qaccel.sim.streams import cmd_fields, params_fields
 
 __all__ = ["act_shape", "cmd_layout", "params_layout", "weight_layout", "act_layout",
-           "out_layout"]
+           "out_layout", "psum_layout"]
 
 
 def _shape(bits: int, is_signed: bool) -> Shape:
@@ -27,7 +27,8 @@ def act_shape(cfg: ArrayConfig) -> Shape:
 
 
 def cmd_layout(cfg: ArrayConfig) -> data.StructLayout:
-    """``cmd`` payload: ``T, K, N, z_y, relu`` (+ ``m, s`` per-tensor), LSB first."""
+    """``cmd`` payload: ``T, K, N, z_y, relu, accumulate, emit, load, raw`` (+ ``m, s``
+    per-tensor), LSB first."""
     return data.StructLayout({name: _shape(bits, sgn) for name, bits, sgn in cmd_fields(cfg)})
 
 
@@ -50,3 +51,8 @@ def act_layout(cfg: ArrayConfig) -> data.ArrayLayout:
 def out_layout(cfg: ArrayConfig) -> data.ArrayLayout:
     """``out`` payload: one output vector of ``cols`` requantized lanes."""
     return data.ArrayLayout(act_shape(cfg), cfg.cols)
+
+
+def psum_layout(cfg: ArrayConfig) -> data.ArrayLayout:
+    """``psum_in`` / ``psum_out`` payload: one vector of ``cols`` signed ``acc_bits`` sums."""
+    return data.ArrayLayout(signed(cfg.acc_bits), cfg.cols)

@@ -99,7 +99,7 @@ def test_back_to_back_jobs_and_zero_dim_cmd():
     queues = {"cmd": [], "weight": [], "act": [], "params": []}
     expect = []
     zero_cmd = pack_cmd(cfg, dict(T=0, K=3, N=3, z_y=0, relu=False, accumulate=False,
-                                  emit=True))
+                                  emit=True, load=False, raw=False))
     for i, job in enumerate(jobs):
         beats = job_beats(cfg, job, reference_gemm(cfg, job).y)
         queues["cmd"].append(pack_cmd(cfg, beats.cmd))
