@@ -19,8 +19,15 @@ tag delay line (R+C regs)    ``tags``: ring of ``R + C`` token tags
 accumulator bank D x C       ``acc[kind, t_idx, c]``
 parameter FIFO               ``deque`` of ``(bias, M, S)``; depth checked every push
 requantizer stage 1 / 2      ``rq_in`` (sum, M, S), ``rq_prod`` (sum * M, S)
-output register              ``out_reg``
+raw-sum delay 1 / 2          (a raw job) the same two slots carry the sum itself
+output register              ``out_reg`` (``out``, or ``psum_out`` in a raw job)
 ==========================  ==============================================================
+
+Partial-sum spill (``GemmJob.psum`` / ``raw``, :mod:`sim.streams`): a *load* job's
+accumulator base on an output vector's first K pass is its ``psum_in`` beat, consumed in
+that accumulate cycle (``bias`` is don't-care); a *raw* job's final sum travels the two
+requantizer slots unchanged to the output register and is sent as the ``psum_out`` beat
+in the cycle the ``out`` beat would be (lanes past N 0). Neither changes any timing.
 
 A ring buffer of ``n`` entries read ``k`` slots back is exactly a chain of ``k`` registers;
 it only avoids moving data. The PE grid is updated with whole-array numpy operations;
@@ -77,19 +84,22 @@ class StreamTrace:
     act: np.ndarray            # [NT * KT * T]
     weight: np.ndarray         # [passes * rows]
     params: np.ndarray         # [NT]
-    out: np.ndarray            # [NT * T]
+    out: np.ndarray            # [NT * T] ([0] without emit or with raw)
     params_fifo_peak: int      # most parameter-FIFO entries held at once
+    psum_in: np.ndarray        # [NT * T] in a load job, else [0]
+    psum_out: np.ndarray       # [NT * T] in a raw job (instead of out), else [0]
 
 
 @dataclass(frozen=True)
 class CycleResult:
     """What one job did on the machine."""
 
-    y: np.ndarray              # [T, N] requantized outputs
-    out_beats: np.ndarray      # [NT * T, cols] the ``out`` stream, in order ([0, cols]
-                               # without emit; then ``y`` is all zeros)
-    cycles: int                # cycle of the last out beat (cmd handshake = cycle 0); without
-                               # emit, the cycle it would have been sent in
+    y: np.ndarray              # [T, N] requantized outputs (a raw job: the final sums)
+    out_beats: np.ndarray      # [NT * T, cols] the ``out`` stream, in order, or in a raw job
+                               # the ``psum_out`` stream ([0, cols] without emit; then ``y``
+                               # is all zeros)
+    cycles: int                # cycle of the last out (psum_out) beat (cmd handshake = cycle
+                               # 0); without emit, the cycle it would have been sent in
     busy: np.ndarray           # [cycles + 1] busy PEs in each cycle
     utilization: float         # useful MACs / (rows * cols * cycles)
     overflow_events: int       # adder results (PE and accumulator) that wrapped
@@ -110,8 +120,9 @@ def simulate(cfg: ArrayConfig, job: GemmJob, *, trace: bool = False,
              bank: np.ndarray | None = None) -> CycleResult:
     """Run ``job`` on the cycle-level model of the ``cfg`` machine. ``bank``
     (:func:`new_bank`) is the accumulator bank the job finds and leaves (updated in
-    place): pass the same array to the jobs of a K-split chain. An ``accumulate`` job
-    counts overflow events and ``acc_bits_needed`` from the stored (wrapped) sums on."""
+    place): pass the same array to the jobs of a K-split chain. An ``accumulate`` (or
+    ``load``) job counts overflow events and ``acc_bits_needed`` from the stored (loaded)
+    wrapped sums on."""
     # re-validate: the job may have been built for another configuration
     job = job.for_config(cfg)
     return simulate_beats(cfg, job_beats(cfg, job), trace=trace, bank=bank)
@@ -132,7 +143,7 @@ def _port(values, bits: int, signed: bool) -> np.ndarray:
 
 def _check_beats(cfg: ArrayConfig, beats: JobBeats):
     cmd = beats.cmd
-    for key in ("T", "K", "N", "z_y", "relu", "accumulate", "emit") + (
+    for key in ("T", "K", "N", "z_y", "relu", "accumulate", "emit", "load", "raw") + (
             () if cfg.per_channel else ("m", "s")):
         if key not in cmd:
             raise ValueError(f"cmd beat lacks field {key!r}")
@@ -142,12 +153,18 @@ def _check_beats(cfg: ArrayConfig, beats: JobBeats):
             raise ValueError(f"cmd.{name} must be in [1, {cfg.max_dim}], not {v}")
     til = tiling(cfg, T, K, N)
     R, C = cfg.rows, cfg.cols
+    if cmd["load"] and cmd["accumulate"]:
+        raise ValueError("cmd.load and cmd.accumulate exclude each other (both set the "
+                         "starting sums)")
+    if cmd["raw"] and not cmd["emit"]:
+        raise ValueError("cmd.raw requires cmd.emit (raw sums are the emitted outputs)")
     if (cmd["accumulate"] or not cmd["emit"]) and til.NT * T > cfg.acc_depth:
         raise ValueError(f"a chained job (accumulate or not emit) needs ceil(N / cols) * T = "
                          f"{til.NT * T} <= acc_depth = {cfg.acc_depth} accumulator entries")
     shapes = {"weight": (beats.weight, (til.passes * R, C)),
               "act": (beats.act, (til.NT * til.KT * T, R)),
-              "bias": (beats.bias, (til.NT, C))}
+              "bias": (beats.bias, (til.NT, C)),
+              "psum_in": (beats.psum_in, (til.NT * T if cmd["load"] else 0, C))}
     if cfg.per_channel:
         shapes["m"] = (beats.m, (til.NT, C))
         shapes["s"] = (beats.s, (til.NT, C))
@@ -175,8 +192,9 @@ def _static_no_wrap(cfg: ArrayConfig, K: int, bias: np.ndarray) -> bool:
 def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False,
                    bank: np.ndarray | None = None) -> CycleResult:
     """Run the job given as stream beats (as the RTL sees it). Don't-care lanes (act lanes
-    past K, weight rows/lanes past K/N, params lanes past N) may hold anything. ``bank``:
-    see :func:`simulate` (``None``: a fresh one)."""
+    past K, weight rows/lanes past K/N, params lanes past N, psum_in lanes past N; bias
+    under load, m / s under raw) may hold anything. ``bank``: see :func:`simulate`
+    (``None``: a fresh one)."""
     T, K, N, til = _check_beats(cfg, beats)
     R, C, D = cfg.rows, cfg.cols, cfg.acc_depth
     span = max(R, C)
@@ -187,6 +205,7 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False,
     z_y = np.int64(_port(beats.cmd["z_y"], cfg.a_bits, cfg.a_signed))
     lo, hi = (z_y if beats.cmd["relu"] else np.int64(a_min)), np.int64(a_max)
     acc_in, emit = bool(beats.cmd["accumulate"]), bool(beats.cmd["emit"])
+    load, raw = bool(beats.cmd["load"]), bool(beats.cmd["raw"])
     chained = acc_in or not emit
     if bank is None:
         bank = new_bank(cfg)
@@ -197,6 +216,7 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False,
     act = _port(beats.act, cfg.a_bits, cfg.a_signed)
     weight = _port(beats.weight, cfg.w_bits, True)
     bias_b = _port(beats.bias, acc_bits, True)
+    psum_b = _port(beats.psum_in, acc_bits, True)       # [NT * T, C] in a load job
     if cfg.per_channel:
         m_b = _port(beats.m, cfg.mult_bits, False)
         s_b = _port(beats.s, 6, False)
@@ -206,7 +226,7 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False,
 
     # Datapath "kinds": kind 0 is the acc_bits register value; when some adder may wrap,
     # kind 1 carries the exact (unwrapped) value alongside, for acc_bits_needed.
-    may_wrap = acc_in or not _static_no_wrap(cfg, K, bias_b)
+    may_wrap = acc_in or not _static_no_wrap(cfg, K, psum_b if load else bias_b)
     nk = 2 if may_wrap else 1
     xk = nk - 1
 
@@ -245,6 +265,7 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False,
     n_out = til.NT * T                  # output vectors (beats only with emit)
     out_beats = np.zeros((n_out, C), dtype=np.int64)
     out_cyc = np.zeros(n_out, dtype=np.int64)
+    pin_cyc = np.zeros(psum_b.shape[0], dtype=np.int64)
     act_cyc = np.zeros(act.shape[0], dtype=np.int64)
     w_cyc = np.zeros(weight.shape[0], dtype=np.int64)
     prm_cyc = np.zeros(til.NT, dtype=np.int64)
@@ -259,7 +280,7 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False,
     p, u = 0, 0
     n_pass = til.passes
     KT1, TT1 = til.KT - 1, til.TT - 1
-    a_ptr = w_ptr = prm_ptr = o_ptr = 0
+    a_ptr = w_ptr = prm_ptr = o_ptr = pin_ptr = 0
     limit = 2 * gemm_cycles(cfg, T, K, N) + 4 * (R + C + D) + 64
 
     cyc = 0
@@ -313,16 +334,20 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False,
                 break
 
         # -- requantizer stage 2: y <= clamp(z_y + ((prod + R_S) >> S), lo, hi)
+        #    (raw: the delayed sum itself)
         y_next = None
         if rq_prod is not None:
             prod, s_sh, r_s, nr = rq_prod
-            y_next = minimum(maximum(right_shift(prod + r_s, s_sh) + z_y, lo), hi)
+            if raw:
+                y_next = prod.copy()
+            else:
+                y_next = minimum(maximum(right_shift(prod + r_s, s_sh) + z_y, lo), hi)
             y_next[nr:] = 0
-        # -- requantizer stage 1: prod <= sum * M
+        # -- requantizer stage 1: prod <= sum * M (raw: the sum, delayed)
         prod_next = None
         if rq_in is not None:
             total, m_g, s_g, r_g, nr = rq_in
-            prod_next = (total * m_g, s_g, r_g, nr)
+            prod_next = (total if raw else total * m_g, s_g, r_g, nr)
 
         # -- de-skew: column c's bottom psum, C-1-c registers late (slot 0 = no delay)
         dslot = cyc % C
@@ -336,7 +361,15 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False,
         if tag is not None:
             first_k, last_k, t_idx, nr, group_end = tag
             vec = dsk[:, dsk_slot[dslot], col]               # [kind, C] aligned psums
-            total = (fifo[0][0] if first_k and not acc_in else acc[:, t_idx]) + vec
+            if first_k and load:                             # psum_in beat consumed now
+                base = psum_b[pin_ptr]
+                pin_cyc[pin_ptr] = cyc
+                pin_ptr += 1
+            elif first_k and not acc_in:
+                base = fifo[0][0]
+            else:
+                base = acc[:, t_idx]
+            total = base + vec
             if may_wrap:
                 wrapped = ((total[0] + half) & mask) - half
                 overflow += int(count_nonzero(wrapped[:nr] != total[0, :nr]))
@@ -404,8 +437,10 @@ def simulate_beats(cfg: ArrayConfig, beats: JobBeats, *, trace: bool = False,
         y = out_beats_to_matrix(cfg, out_beats, T, N)
     st = None
     if trace:
-        st = StreamTrace(act=act_cyc, weight=w_cyc, params=prm_cyc, out=out_cyc,
-                         params_fifo_peak=fifo_peak)
+        empty = out_cyc[:0]
+        st = StreamTrace(act=act_cyc, weight=w_cyc, params=prm_cyc,
+                         out=empty if raw else out_cyc, params_fifo_peak=fifo_peak,
+                         psum_in=pin_cyc, psum_out=out_cyc if raw else empty)
     x_lo = min(int(pe_lo.min()), int(ac_lo.min()))
     x_hi = max(int(pe_hi.max()), int(ac_hi.max()))
     return CycleResult(y=y, out_beats=out_beats, cycles=cyc, busy=busy_arr,
