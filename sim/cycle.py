@@ -66,11 +66,12 @@ import numpy as np
 from .arith import bits_for_range, rounding_term, wrap
 from .config import ArrayConfig
 from .job import GemmJob
+from .validate import check_int, fail
 from .schedule import PIPELINE_TAIL, gemm_cycles, params_fifo_depth, tiling
 from .streams import JobBeats, job_beats, out_beats_to_matrix
 
 __all__ = ["CycleResult", "StreamTrace", "MappedResult", "simulate", "simulate_beats",
-           "simulate_chain", "new_bank", "run_mapping"]
+           "simulate_chain", "run_spill_chain", "new_bank", "run_mapping"]
 
 # lane fields carried through the skew registers and the PE grid
 _A, _SWAP, _VALID, _KN = range(4)
@@ -133,6 +134,54 @@ def simulate_chain(cfg: ArrayConfig, jobs, *, trace: bool = False) -> list[Cycle
     e.g. a K-split chain from :func:`sim.job.split_k`; one result per job."""
     bank = new_bank(cfg)
     return [simulate(cfg, j, trace=trace, bank=bank) for j in jobs]
+
+
+def run_spill_chain(cfg: ArrayConfig, job: GemmJob, k_tile: int, simulate_fn=None, *,
+                    trace: bool = False) -> list[CycleResult]:
+    """Run ``job`` as a K-split chain whose partial sums pass through the host (no bank
+    limit): one job per ``k_tile`` rows of ``w`` (the last may be shorter), each but the
+    first *loading* the raw sums the previous one sent, each but the last sending its sums
+    *raw*; the last requantizes, so its ``y`` is ``job``'s outputs exactly. The first job
+    starts from ``bias`` (or ``job.psum`` if ``job`` loads), the last is raw if ``job`` is.
+
+    Parameters
+    ----------
+    cfg : ArrayConfig
+        The machine.
+    job : GemmJob
+        An unchained job (``accumulate=False``, ``emit=True``).
+    k_tile : int
+        Reduction rows per job, ``>= 1`` (``>= K``: the one job).
+    simulate_fn : callable, optional
+        ``simulate_fn(cfg, sub_job) -> result`` with the sums in ``result.y``, e.g. an RTL
+        runner; default :func:`simulate` (with ``trace``).
+    trace : bool
+        Passed to :func:`simulate` when ``simulate_fn`` is not given.
+
+    Returns
+    -------
+    list
+        One result per job, in chain order.
+    """
+    k_tile = check_int("run_spill_chain", "k_tile", k_tile, 1)
+    job = job.for_config(cfg)
+    if job.chained:
+        raise fail("run_spill_chain", "job", "an unchained job (accumulate=False, emit=True)",
+                   None, shown="a chained job")
+    if simulate_fn is None:
+        def simulate_fn(c, j):
+            return simulate(c, j, trace=trace)
+    results = []
+    psum = job.psum
+    for k0 in range(0, job.K, k_tile):
+        last = k0 + k_tile >= job.K
+        sub = GemmJob.create(cfg, job.x[:, k0:k0 + k_tile], job.w[k0:k0 + k_tile], job.bias,
+                             job.m, job.s, z_y=job.z_y, relu=job.relu, psum=psum,
+                             raw=job.raw or not last)
+        res = simulate_fn(cfg, sub)
+        results.append(res)
+        psum = res.y
+    return results
 
 
 def _port(values, bits: int, signed: bool) -> np.ndarray:
@@ -467,12 +516,22 @@ def run_mapping(cfg: ArrayConfig, job: GemmJob, steps) -> MappedResult:
     whole-layer ``job``: every ``"job"`` step runs its slab x n-tile sub-job on the cycle
     model (:func:`simulate`), loads / streams / stores are counted in bits and held in
     their buffer (``sim.traffic.BUFFER_OF``) until evicted (streams for the next job
-    only); a buffer holding more than its capacity raises ``ValueError`` naming it. The
-    jobs share one accumulator bank: a K-split chain's jobs (``key = (t0, t, n0, n, k0,
-    k)``) start from bias when ``k0 = 0``, accumulate otherwise, and emit at ``k0 + k = K``."""
+    only), ``"keep"`` steps (on-chip data, e.g. a spilled chain's partial sums) are held
+    without DRAM traffic; a buffer holding more than its capacity raises ``ValueError``
+    naming it. The jobs share one accumulator bank. A K-split chain's jobs (``key = (t0,
+    t, n0, n, k0, k)``) start from bias when ``k0 = 0`` and requantize into ``y`` at
+    ``k0 + k = K``; between, by the step's ``psums`` (default ``"bank"``): ``"bank"`` jobs
+    accumulate in the bank and do not emit, ``"spill"`` jobs *load* the raw sums the
+    previous job of the same ``(t0, n0)`` block sent and send theirs *raw*
+    (:class:`sim.job.GemmJob` ``psum`` / ``raw``). A spill job whose block has no sums up
+    to its ``k0`` (or of another shape), or a spill chain left unfinished, raises
+    ``ValueError``."""
     from .traffic import BUFFER_OF
 
     job = job.for_config(cfg)
+    if job.chained or job.load or job.raw:
+        raise fail("run_mapping", "job", "a whole-layer job (no accumulate, psum or raw; "
+                   "emit)", None, shown="a chain or spill job")
     cap = {f: getattr(cfg, f) * 8192 for f in ("weight_buffer_kib", "act_buffer_kib",
                                                "out_buffer_kib")}
     resident: dict = {}                       # (operand, key) -> bits
@@ -482,7 +541,9 @@ def run_mapping(cfg: ArrayConfig, job: GemmJob, steps) -> MappedResult:
     y = np.full((job.T, job.N), np.iinfo(np.int64).min, dtype=np.int64)
     cycles = macs = jobs = 0
     buf_of = dict(BUFFER_OF, outputs="out_buffer_kib")
+    buf_of.setdefault("psums", "out_buffer_kib")
     bank = new_bank(cfg)
+    spilled: dict = {}                        # (t0, n0) -> (k reached, raw sums [t, n])
 
     def held(extra) -> None:
         use = dict.fromkeys(cap, 0)
@@ -499,7 +560,7 @@ def run_mapping(cfg: ArrayConfig, job: GemmJob, steps) -> MappedResult:
     for st in steps:
         if st.kind in ("load", "stream", "store"):
             dram[st.operand] = dram.get(st.operand, 0) + st.bits
-        if st.kind == "load":
+        if st.kind in ("load", "keep"):
             resident[(st.operand, st.key)] = st.bits
             held(transient)
         elif st.kind == "stream":
@@ -514,18 +575,42 @@ def run_mapping(cfg: ArrayConfig, job: GemmJob, steps) -> MappedResult:
             t0, t, n0, n, k0, k = st.key
             m = job.m[n0:n0 + n] if np.ndim(job.m) else job.m
             s = job.s[n0:n0 + n] if np.ndim(job.s) else job.s
-            emit = k0 + k == job.K
+            last = k0 + k == job.K
+            psums = getattr(st, "psums", "bank")
+            if psums == "bank":
+                flags = {"accumulate": k0 > 0, "emit": last}
+            elif psums == "spill":
+                psum = None
+                if k0 > 0:
+                    k_done, psum = spilled.pop((t0, n0), (0, None))
+                    if k_done != k0 or psum.shape != (t, n):
+                        raise ValueError(
+                            f"spill job {st.key}: block (t0, n0) = {(t0, n0)} has no partial "
+                            f"sums [{t}, {n}] up to k0 = {k0} from a previous job (has "
+                            f"{'none' if psum is None else f'{psum.shape} up to k {k_done}'})")
+                elif (t0, n0) in spilled:
+                    raise ValueError(f"spill job {st.key} starts block (t0, n0) = {(t0, n0)} "
+                                     f"again before its chain reached K = {job.K}")
+                flags = {"psum": psum, "raw": not last}
+            else:
+                raise ValueError(f"Step.psums must be 'bank' or 'spill', not {psums!r}")
             sub = GemmJob.create(cfg, job.x[t0:t0 + t, k0:k0 + k], job.w[k0:k0 + k, n0:n0 + n],
                                  job.bias[n0:n0 + n], m, s, z_y=job.z_y, relu=job.relu,
-                                 accumulate=k0 > 0, emit=emit)
+                                 **flags)
             r = simulate(cfg, sub, bank=bank)
-            if emit:
+            if last:
                 y[t0:t0 + t, n0:n0 + n] = r.y
+            elif psums == "spill":
+                spilled[(t0, n0)] = (k0 + k, r.y)
             cycles += r.cycles
             macs += r.useful_macs
             jobs += 1
         else:
             raise ValueError(f"unknown step kind {st.kind!r}")
+    if spilled:
+        (t0, n0), (k_done, _sums) = next(iter(spilled.items()))
+        raise ValueError(f"spill chain of block (t0, n0) = {(t0, n0)} ends at k = {k_done}, "
+                         f"not K = {job.K}: its outputs were never requantized")
     return MappedResult(y=y, cycles=cycles, jobs=jobs, dram_bits=dram, peak_bits=peak,
                         useful_macs=macs)
 
