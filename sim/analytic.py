@@ -195,10 +195,14 @@ class JobCounts:
 
 @lru_cache(maxsize=65536)
 def job_counts(cfg: ArrayConfig, t: int, K: int, n: int, accumulate: bool = False,
-               emit: bool = True) -> JobCounts:
+               emit: bool = True, load: bool = False, raw: bool = False) -> JobCounts:
     """:class:`JobCounts` of one ``t x K x n`` job on ``cfg`` (closed form, cached); a job of
     a K-split chain reads its first partial sums from the bank (``accumulate``, no bias)
-    or leaves its final sums there (not ``emit``: no requantization, no outputs)."""
+    or leaves its final sums there (not ``emit``: no requantization, no outputs). A job of
+    a spilled chain reads its starting sums from the output buffer (``load``: one
+    ``psum_in`` beat of ``C x acc_bits`` per output vector instead of the bias) or sends
+    its final sums there unrequantized (``raw``: ``psum_out`` beats of ``C x acc_bits``
+    instead of ``out`` beats); the cycles are the same."""
     R, C = cfg.rows, cfg.cols
     til = tiling(cfg, t, K, n)
     NT, KT, P = til.NT, til.KT, til.passes
@@ -216,17 +220,19 @@ def job_counts(cfg: ArrayConfig, t: int, K: int, n: int, accumulate: bool = Fals
     vec = NT * t                                         # finished output vectors
     tr.add("acc", "psums", reads=partial + accumulate * vec * C * cb,
            writes=partial + (not emit) * vec * C * cb)
-    params_acc = (not accumulate) * vec * C * cb + emit * (
+    rq = emit and not raw                                # requantized outputs
+    params_acc = (not (accumulate or load)) * vec * C * cb + rq * (
         vec * C * ms_bits if cfg.per_channel else vec * ms_bits)
     tr.add("acc", "params", reads=params_acc, writes=NT * C * pl)
     # on-chip buffers: what the streams carry, and the output writes
     tr.add("buffer", "weights", reads=P * R * C * wb)
     tr.add("buffer", "activations", reads=NT * KT * t * R * ab)
     tr.add("buffer", "params", reads=NT * C * pl + (0 if cfg.per_channel else ms_bits))
-    tr.add("buffer", "outputs", writes=emit * NT * t * C * ab)
+    tr.add("buffer", "outputs", writes=rq * vec * C * ab)
+    tr.add("buffer", "psums", reads=load * vec * C * cb, writes=emit * raw * vec * C * cb)
     tr.bits.setflags(write=False)
     return JobCounts(cycles=gemm_cycles(cfg, t, K, n), passes=P, slots=slots,
-                     acc_adds=NT * KT * t * C, requant_ops=emit * NT * t * C, bits=tr.bits)
+                     acc_adds=NT * KT * t * C, requant_ops=rq * vec * C, bits=tr.bits)
 
 
 def analyze_layer(cfg: ArrayConfig, w: GemmWorkload, mapping: Mapping | None = None
@@ -248,8 +254,8 @@ def analyze_layer(cfg: ArrayConfig, w: GemmWorkload, mapping: Mapping | None = N
     p = plan(w, m)
     bits = np.zeros_like(Traffic().bits)
     cyc = passes = slots = adds = rq = 0
-    for (t, k, n, acc_in, emit), count in p.shapes:
-        jc = job_counts(cfg, t, k, n, acc_in, emit)
+    for shape, count in p.shapes:
+        jc = job_counts(cfg, *shape)
         bits += count * jc.bits
         cyc += count * jc.cycles
         passes += count * jc.passes
@@ -258,9 +264,12 @@ def analyze_layer(cfg: ArrayConfig, w: GemmWorkload, mapping: Mapping | None = N
         rq += count * jc.requant_ops
     tr = Traffic(bits)
     dram = dram_bits(cfg, w, m)
+    if m.params == "stream":            # DRAM -> parameter FIFO: no buffer fill or read
+        tr.bits[LEVELS.index("buffer"), OPERANDS.index("params")] = 0
     for op in ("weights", "activations", "params"):
         tr.add("dram", op, reads=dram[op])
-        tr.add("buffer", op, writes=dram[op])             # fills
+        if op != "params" or m.params != "stream":
+            tr.add("buffer", op, writes=dram[op])         # fills
     tr.add("dram", "outputs", writes=dram["outputs"])
     tr.add("buffer", "outputs", reads=dram["outputs"])    # drain
     rep = w.repeat

@@ -328,11 +328,11 @@ def category_of(term: str) -> str:
 
 def buffer_bytes(cfg: ArrayConfig, operand: str) -> int:
     """Capacity of the on-chip buffer holding ``operand`` (:data:`sim.traffic.BUFFER_OF`:
-    requantizer parameters share the weight buffer; psums never reach a buffer and are
-    priced as the output buffer)."""
+    requantizer parameters share the weight buffer; psums reach a buffer only in spilled
+    K-split chains, in the output buffer)."""
     if operand not in OPERANDS:
         raise ValueError(f"operand must be one of {OPERANDS}, not {operand!r}")
-    return getattr(cfg, BUFFER_OF.get(operand, "out_buffer_kib")) * 1024
+    return getattr(cfg, BUFFER_OF[operand]) * 1024
 
 
 def acc_bank_bit_pj(cfg: ArrayConfig, table: EnergyTable, write: bool = False) -> float:

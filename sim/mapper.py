@@ -17,7 +17,12 @@ Space, per layer (one group job):
   accumulator bank (``t * ceil(n / cols) <= acc_depth``), the space holds the largest
   ``k_tile`` that fits, from ``rows`` times the divisors and powers of two of
   ``ceil(K / rows)`` (a convolution's also whole input channels: multiples of
-  ``lcm(rows, kh * kw)``), below ``K``.
+  ``lcm(rows, kh * kw)``), below ``K``. Where the pair's sums do not fit the bank but
+  fit the output buffer at ``acc_bits`` (``t * n * acc_bits``), the chain *spills* them
+  there instead (``psums = "buffer"``: raw sums out, loaded back by the next job);
+* params: a mapping that overflows only the weight buffer is also tried with streamed
+  params (``params = "stream"``: never held with the weights, read from DRAM by every
+  job) -- held params cost less DRAM traffic wherever they fit.
 
 Every candidate is costed by the analytic model's own counts (:func:`sim.analytic.job_counts`
 per job shape, :func:`sim.mapping.dram_bits`) priced by the energy model; candidates whose
@@ -31,13 +36,13 @@ Results are cached by (layer shape, configuration, objective, energy table).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from .analytic import check_dims, job_counts
 from .config import ArrayConfig
 from .energy import EnergyTable, LayerCounts, buffer_bytes, default_table, layer_energy
-from .mapping import Mapping, buffer_needs, dram_bits, param_lane_bits, plan
+from .mapping import Mapping, buffer_needs, dram_bits, plan
 from .traffic import LEVELS, OPERANDS
 from .validate import check_choice
 from .workload import GemmWorkload
@@ -106,34 +111,70 @@ def _fits(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> bool:
     return all(b <= getattr(cfg, f) * 8192 for f, b in buffer_needs(cfg, w, m).items())
 
 
+def _over_weights_only(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> bool:
+    need = buffer_needs(cfg, w, m)
+    return need["weight_buffer_kib"] > cfg.weight_buffer_kib * 8192 and all(
+        need[f] <= getattr(cfg, f) * 8192 for f in ("act_buffer_kib", "out_buffer_kib"))
+
+
+def _streamed(cfg: ArrayConfig, w: GemmWorkload, m: Mapping):
+    """``m`` with streamed params, if held params are what overflows the weight buffer."""
+    if _over_weights_only(cfg, w, m):
+        ms = replace(m, params="stream")
+        if _fits(cfg, w, ms):
+            return ms
+    return None
+
+
+def _chain(cfg: ArrayConfig, w: GemmWorkload, m: Mapping, ks: list[int], fmax: int,
+           psums: str):
+    """The largest fitting ``k_tile`` chain of ``m``'s tiles and residencies keeping its
+    sums in ``psums`` (held params, else streamed ones), or ``None``."""
+    C = cfg.cols
+    wcap, acap = cfg.weight_buffer_kib * 8192, cfg.act_buffer_kib * 8192
+    n = min(m.n_tile, w.N)
+    for k in ks:
+        # cheap lower bounds of the chunk's holds first (a chunk reads at least its share
+        # k / K of the slab)
+        if m.weights == "tile" and m.order == "slab_outer" and \
+                k * min(n, C) * cfg.w_bits > wcap:
+            continue
+        if m.inputs == "slab" and m.order == "n_outer" and fmax * k * cfg.a_bits > acap * w.K:
+            continue
+        mk = replace(m, k_tile=k, psums=psums)
+        if _fits(cfg, w, mk):
+            return mk
+        mk = _streamed(cfg, w, mk)
+        if mk is not None:
+            return mk
+    return None
+
+
 def candidate_mappings(cfg: ArrayConfig, w: GemmWorkload, k_split: bool = True):
     """Every mapping of the pruned space for ``w``: whole-K ones fitting the buffers or
-    not, and (``k_split``) K-split chains (see the module docstring) only where they fit."""
+    not (with streamed params where held ones overflow the weight buffer), and
+    (``k_split``) K-split chains (see the module docstring) only where they fit."""
     ks = _k_tiles(cfg, w)[::-1] if k_split else []
-    C, pl = cfg.cols, param_lane_bits(cfg)
-    wcap, acap = cfg.weight_buffer_kib * 8192, cfg.act_buffer_kib * 8192
+    C = cfg.cols
+    ocap = cfg.out_buffer_kib * 8192
     for t in _t_tiles(cfg, w):
         for n in _n_tiles(cfg, w):
             bank_ok = t * -(-n // C) <= cfg.acc_depth
+            spill_ok = not bank_ok and t * n * cfg.acc_bits <= ocap
             for order, wr, xr in _COMBOS:
                 m = Mapping(t_tile=t, n_tile=n, order=order, weights=wr, inputs=xr)
                 yield m
-                if bank_ok and ks and (order, wr, xr) in _SPLIT_COMBOS and not _fits(cfg, w, m):
-                    fmax = plan(w, m).footprint_max
-                    for k in ks:
-                        # cheap lower bounds of the chunk's holds first (a chunk reads at
-                        # least its share k / K of the slab)
-                        if wr == "tile" and order == "slab_outer" and \
-                                k * min(n, C) * cfg.w_bits + n * pl > wcap:
-                            continue
-                        if xr == "slab" and order == "n_outer" and \
-                                fmax * k * cfg.a_bits > acap * w.K:
-                            continue
-                        mk = Mapping(t_tile=t, n_tile=n, order=order, weights=wr, inputs=xr,
-                                     k_tile=k)
-                        if _fits(cfg, w, mk):
-                            yield mk
-                            break
+                if _fits(cfg, w, m):
+                    continue
+                ms = _streamed(cfg, w, m)
+                if ms is not None:
+                    yield ms
+                    continue
+                if (bank_ok or spill_ok) and ks and (order, wr, xr) in _SPLIT_COMBOS:
+                    mk = _chain(cfg, w, m, ks, plan(w, m).footprint_max,
+                                "bank" if bank_ok else "buffer")
+                    if mk is not None:
+                        yield mk
 
 
 @dataclass(frozen=True)
@@ -149,16 +190,20 @@ class MapperResult:
 
 
 @lru_cache(maxsize=65536)
-def _job_energy(cfg: ArrayConfig, table: EnergyTable, t: int, K: int, n: int,
-                accumulate: bool = False, emit: bool = True) -> tuple[float, int]:
-    """On-chip energy (pJ, no DRAM, no buffer fills / drain) and cycles of one job."""
-    jc = job_counts(cfg, t, K, n, accumulate, emit)
+def _job_energy(cfg: ArrayConfig, table: EnergyTable, shape: tuple,
+                params_stream: bool = False) -> tuple[float, int]:
+    """On-chip energy (pJ, no DRAM, no buffer fills / drain) and cycles of one job of
+    :class:`sim.mapping.Plan` ``shape``; streamed params skip the weight buffer."""
+    jc = job_counts(cfg, *shape)
     bits = {}
     for i, lv in enumerate(LEVELS):
         for j, op in enumerate(OPERANDS):
+            if params_stream and lv == "buffer" and op == "params":
+                continue
             for k, rw in enumerate(("read", "write")):
                 if jc.bits[i, j, k]:
                     bits[f"{lv}.{op}.{rw}"] = int(jc.bits[i, j, k])
+    t, K, n = shape[:3]
     e = layer_energy(cfg, LayerCounts(name="job", macs=t * K * n, acc_updates=jc.acc_adds,
                                       outputs=jc.requant_ops, bits=bits), table)
     return e.total_pj, jc.cycles
@@ -171,6 +216,7 @@ def _dram_prices(cfg: ArrayConfig, table: EnergyTable) -> dict[str, float]:
     out = {op: d + table.sram_bit_pj(buffer_bytes(cfg, op), write=True)
            for op in ("weights", "activations", "params")}
     out["outputs"] = d + table.sram_bit_pj(buffer_bytes(cfg, "outputs"))
+    out["params_stream"] = d                    # DRAM -> parameter FIFO
     return out
 
 
@@ -203,12 +249,14 @@ def _search(cfg: ArrayConfig, w: GemmWorkload, geometry, objective: str, table: 
             continue
         n_fit += 1
         dram = dram_bits(cfg, w, m)
-        dram_pj = sum(prices[op] * b for op, b in dram.items())
+        ps = m.params == "stream"
+        dram_pj = sum(prices["params_stream" if ps and op == "params" else op] * b
+                      for op, b in dram.items())
         if objective == "energy" and best_key is not None and dram_pj >= best_key[0]:
             continue            # the DRAM alone costs more than the best mapping's total
         energy, cycles = 0.0, 0
         for shape, count in plan(w, m).shapes:
-            e, c = _job_energy(cfg, table, *shape)
+            e, c = _job_energy(cfg, table, shape, ps)
             energy += count * e
             cycles += count * c
         energy += dram_pj       # summed in this order so that equal costs tie exactly

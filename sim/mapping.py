@@ -12,9 +12,9 @@ schedule around them, for one GEMM job of a layer (a grouped layer repeats it pe
   whole reduction ``K`` -- or, with ``k_tile`` (K-splitting), a *chain* of jobs, one per
   ``k_tile`` rows of the weights, run back to back: the partial sums stay in the
   accumulator bank between them (:class:`sim.job.GemmJob` ``accumulate`` / ``emit``; the
-  chain's ``t x ceil(n / cols)`` sums must fit the bank's ``acc_depth`` entries) and never
-  spill. A chunk of a convolution's ``K = (c, kh, kw)`` reads the input channels it
-  touches.
+  chain's ``t x ceil(n / cols)`` sums must fit the bank's ``acc_depth`` entries), or in
+  the output buffer (``psums = "buffer"``, below); partial sums never go to DRAM. A chunk
+  of a convolution's ``K = (c, kh, kw)`` reads the input channels it touches.
 * **loop order** -- ``"slab_outer"`` (``for slab: for n-tile: job``) or ``"n_outer"``
   (``for n-tile: for slab: job``).
 * **residency** -- what each buffer holds:
@@ -32,11 +32,19 @@ schedule around them, for one GEMM job of a layer (a grouped layer repeats it pe
                         (``slab_outer``) or once per slab and n-tile (``n_outer``; with
                         ``k_tile`` only the job's chunk of the slab is held)
   inputs     ``pass``   the slab (chunk) streams once per internal n-tile of each job
+  params     ``held``   bias (and per-channel ``M, S``) travel with the weights and share
+                        the weight buffer: read as often as the weights' residency says
+                        (a chain keeps its ``n`` channels' params while it runs)
+  params     ``stream`` never in the weight buffer: every job reads its n-tile's params
+                        from DRAM straight into the parameter FIFO (frees the buffer for
+                        weights that fill it exactly)
+  psums      ``bank``   a K-split chain keeps its sums in the accumulator bank
+  psums      ``buffer`` a *spilled* chain keeps its ``t x n`` sums in the output buffer at
+                        ``acc_bits``: each job but the last sends them raw (``psum_out``),
+                        each but the first loads them (``psum_in``); no bank limit, no DRAM
   ========== ========== ==============================================================
 
-  Outputs are written once; params (bias, per-channel ``M, S``) travel with the weights
-  (per tensor: one ``(M, S)`` per job, in its ``cmd``); a chain keeps its ``n`` channels'
-  params in the weight buffer while it runs.
+  Outputs are written once; per tensor, one ``(M, S)`` per job travels in its ``cmd``.
 
 :func:`fixed_mapping` is the nest every layer used before mappings existed (one job; the
 input re-fetched per n-tile when it does not fit) -- the one SCALE-Sim compatibility and
@@ -56,13 +64,16 @@ from .config import ArrayConfig
 from .validate import check_choice, check_int, fail
 from .workload import GemmWorkload
 
-__all__ = ["ORDERS", "WEIGHT_RESIDENCY", "INPUT_RESIDENCY", "Mapping", "Plan", "plan",
+__all__ = ["ORDERS", "WEIGHT_RESIDENCY", "INPUT_RESIDENCY", "PARAMS_RESIDENCY",
+           "PSUM_RESIDENCY", "Mapping", "Plan", "plan",
            "fixed_mapping", "buffer_needs", "dram_bits", "compulsory_bits", "mapping_steps",
            "Step", "param_lane_bits", "S_BITS", "check_bank"]
 
 ORDERS = ("slab_outer", "n_outer")
 WEIGHT_RESIDENCY = ("layer", "tile", "pass")
 INPUT_RESIDENCY = ("layer", "slab", "pass")
+PARAMS_RESIDENCY = ("held", "stream")
+PSUM_RESIDENCY = ("bank", "buffer")
 #: width of the requantizer shift ``S``
 S_BITS = 6
 
@@ -96,6 +107,15 @@ class Mapping:
     k_tile : int
         Reduction rows per job of a K-split chain; 0 (or ``>= K``): one job per pair with
         the whole ``K``.
+    params : str
+        ``"held"``: the params of the channels the weight buffer serves are kept there with
+        the weights; ``"stream"``: they never occupy the weight buffer -- every job reads
+        its n-tile's params beats from DRAM straight into the parameter FIFO.
+    psums : str
+        Where a K-split chain keeps its partial sums between jobs: ``"bank"`` (the
+        accumulator bank, ``t_tile * ceil(n_tile / cols) <= acc_depth``) or ``"buffer"``
+        (the output buffer at ``acc_bits``: each job but the last sends its sums *raw*,
+        each but the first *loads* its starting sums -- no bank limit).
     """
 
     t_tile: int
@@ -104,6 +124,8 @@ class Mapping:
     weights: str = "tile"
     inputs: str = "slab"
     k_tile: int = 0
+    params: str = "held"
+    psums: str = "bank"
 
     def __post_init__(self):
         check_int("Mapping", "t_tile", self.t_tile, 1)
@@ -112,10 +134,17 @@ class Mapping:
         check_choice("Mapping", "weights", self.weights, WEIGHT_RESIDENCY)
         check_choice("Mapping", "inputs", self.inputs, INPUT_RESIDENCY)
         check_int("Mapping", "k_tile", self.k_tile, 0)
+        check_choice("Mapping", "params", self.params, PARAMS_RESIDENCY)
+        check_choice("Mapping", "psums", self.psums, PSUM_RESIDENCY)
 
     def splits(self, w: GemmWorkload) -> bool:
         """The jobs are K-split chains on ``w``."""
         return 0 < self.k_tile < w.K
+
+    def spills(self, w: GemmWorkload) -> bool:
+        """The jobs are K-split chains passing their partial sums through the output
+        buffer (``psums = "buffer"``) on ``w``."""
+        return self.psums == "buffer" and self.splits(w)
 
     def check(self, w: GemmWorkload) -> None:
         """Raise ``ValueError`` naming the layer and the field if the tiles do not fit
@@ -130,13 +159,18 @@ class Mapping:
 
     def to_dict(self) -> dict:
         return {"t_tile": self.t_tile, "n_tile": self.n_tile, "order": self.order,
-                "weights": self.weights, "inputs": self.inputs, "k_tile": self.k_tile}
+                "weights": self.weights, "inputs": self.inputs, "k_tile": self.k_tile,
+                "params": self.params, "psums": self.psums}
 
     def label(self) -> str:
-        """Short text, e.g. ``t196 n64 slab_outer W:tile A:slab`` (``k288`` when K-split)."""
+        """Short text, e.g. ``t196 n64 slab_outer W:tile A:slab`` (``k288`` when K-split,
+        ``P:stream`` for streamed params, ``S:buffer`` for sums spilled to the output
+        buffer)."""
         k = f" k{self.k_tile}" if self.k_tile else ""
+        extra = (" P:stream" if self.params == "stream" else "") + \
+            (" S:buffer" if self.psums == "buffer" else "")
         return (f"t{self.t_tile} n{self.n_tile}{k} {self.order} W:{self.weights} "
-                f"A:{self.inputs}")
+                f"A:{self.inputs}{extra}")
 
 
 def _slab_footprint(w: GemmWorkload, t0: int, t1: int) -> int:
@@ -168,7 +202,9 @@ def _chunk_feet(w: GemmWorkload, foot: int, chunks: tuple[int, ...]) -> tuple[in
 class Plan:
     """What a mapping means for one workload: slab lengths and footprints, n-tile widths,
     the K chunks of a chain (``(K,)`` unsplit) with each slab's chunk footprints, and the
-    job shapes ``(t, k, n, accumulate, emit) -> count`` it runs (per group job)."""
+    job shapes ``(t, k, n, accumulate, emit, load, raw) -> count`` it runs (per group job;
+    a bank chain's jobs accumulate / do not emit, a spilled chain's load / send raw sums,
+    :class:`sim.job.GemmJob`)."""
 
     slabs: tuple[tuple[int, int], ...]      # (t, footprint elements)
     ntiles: tuple[int, ...]
@@ -193,7 +229,8 @@ def _slabs(w: GemmWorkload, geometry, t_tile: int) -> tuple[tuple[int, int], ...
 
 
 @lru_cache(maxsize=32768)
-def _plan(w: GemmWorkload, geometry, t_tile: int, n_tile: int, k_tile: int) -> Plan:
+def _plan(w: GemmWorkload, geometry, t_tile: int, n_tile: int, k_tile: int,
+          spill: bool = False) -> Plan:
     N, K = w.N, w.K
     slabs = _slabs(w, geometry, t_tile)
     ntiles = tuple(min(N, n0 + n_tile) - n0 for n0 in range(0, N, n_tile))
@@ -204,7 +241,10 @@ def _plan(w: GemmWorkload, geometry, t_tile: int, n_tile: int, k_tile: int) -> P
     for t, a in tc.items():
         for n, b in nc.items():
             for c, k in enumerate(chunks):
-                cnt[(t, k, n, c > 0, c == last)] += a * b
+                if spill:
+                    cnt[(t, k, n, False, True, c > 0, c < last)] += a * b
+                else:
+                    cnt[(t, k, n, c > 0, c == last, False, False)] += a * b
     fc = Counter(f for _, f in slabs)
     feet = {f: _chunk_feet(w, f, chunks) for f in fc}
     return Plan(slabs=slabs, ntiles=ntiles, shapes=tuple(sorted(cnt.items())), chunks=chunks,
@@ -217,14 +257,15 @@ def _plan(w: GemmWorkload, geometry, t_tile: int, n_tile: int, k_tile: int) -> P
 def plan(w: GemmWorkload, m: Mapping) -> Plan:
     """The slabs, n-tiles, K chunks and job shapes of ``m`` on ``w`` (checked, cached)."""
     m.check(w)
-    return _plan(w, w.geometry, m.t_tile, m.n_tile, m.k_tile if m.splits(w) else w.K)
+    return _plan(w, w.geometry, m.t_tile, m.n_tile, m.k_tile if m.splits(w) else w.K,
+                 m.spills(w))
 
 
 def check_bank(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> None:
     """``ValueError`` naming the layer and ``k_tile`` if ``m`` K-splits ``w`` with chains
     whose sums do not fit the accumulator bank (``t_tile * ceil(n_tile / cols) >
-    acc_depth``)."""
-    if m.splits(w):
+    acc_depth``; spilled chains, ``psums = "buffer"``, keep none there)."""
+    if m.splits(w) and not m.spills(w):
         need = min(m.t_tile, w.T) * _ceil_div(min(m.n_tile, w.N), cfg.cols)
         if need > cfg.acc_depth:
             raise fail(f"Mapping(layer {w.name!r})", "k_tile", "0 (no K split)", m.k_tile,
@@ -245,12 +286,14 @@ def fixed_mapping(cfg: ArrayConfig, w: GemmWorkload) -> Mapping:
 def buffer_needs(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> dict[str, int]:
     """Bits each buffer (``ArrayConfig`` field) must hold for ``m`` on ``w``: the
     resident operands, or one array tile where an operand streams. The weight buffer
-    also holds the params of the channels its weights serve."""
+    also holds the params of the channels its weights serve (unless they stream); the
+    output buffer, a spilled chain's ``t x n`` partial sums at ``acc_bits``."""
     p = plan(w, m)
     R, C, D = cfg.rows, cfg.cols, cfg.acc_depth
     K = w.K
     k = max(p.chunks)
-    wb, ab, pl = cfg.w_bits, cfg.a_bits, param_lane_bits(cfg)
+    wb, ab = cfg.w_bits, cfg.a_bits
+    pl = 0 if m.params == "stream" else param_lane_bits(cfg)
     n, t = min(m.n_tile, w.N), min(m.t_tile, w.T)
     # a chain keeps its n channels' params; a whole-K job needs the current column's
     chain_pl = n * pl if len(p.chunks) > 1 else min(n, C) * pl
@@ -270,8 +313,10 @@ def buffer_needs(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> dict[str, int
         aneed = p.chunk_foot_max * ab                # the job's chunk of the slab
     else:
         aneed = min(t, D) * min(k, R) * ab
-    return {"weight_buffer_kib": wneed, "act_buffer_kib": aneed,
-            "out_buffer_kib": min(t, D) * min(n, C) * ab}
+    oneed = min(t, D) * min(n, C) * ab
+    if m.spills(w):             # the last job turns each sum into its output in place
+        oneed = max(oneed, t * n * cfg.acc_bits)
+    return {"weight_buffer_kib": wneed, "act_buffer_kib": aneed, "out_buffer_kib": oneed}
 
 
 def dram_bits(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> dict[str, int]:
@@ -294,6 +339,8 @@ def dram_bits(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> dict[str, int]:
         dx = p.footprint_sum if slab_outer else p.chunk_foot_sum * J
     else:
         dx = p.chunk_foot_sum * sum(_ceil_div(n, C) for n in p.ntiles)
+    if m.params == "stream":                   # every job reads its n-tile's params
+        pvec = S * KC
     params = pvec * w.N * param_lane_bits(cfg) + (0 if cfg.per_channel
                                                   else S * J * KC * (cfg.mult_bits + S_BITS))
     return {"weights": dw, "activations": dx * cfg.a_bits, "params": params,
@@ -311,8 +358,11 @@ def compulsory_bits(cfg: ArrayConfig, w: GemmWorkload) -> int:
 class Step:
     """One step of a mapped layer: ``kind`` ``"load"`` (DRAM -> buffer, kept until its
     ``"evict"``), ``"stream"`` (DRAM -> buffer, consumed by the next job, holding at most
-    ``hold`` bits at a time), ``"evict"``, ``"job"`` (run slab ``slab`` x n-tile ``ntile``)
-    or ``"store"`` (outputs, buffer -> DRAM)."""
+    ``hold`` bits at a time; 0: straight into the parameter FIFO), ``"keep"`` (``bits``
+    produced on chip -- a spilled chain's partial sums -- held until the ``"evict"``, no
+    DRAM), ``"evict"``, ``"job"`` (run slab ``slab`` x n-tile ``ntile``; ``psums``
+    ``"bank"``: a K-split chain's jobs accumulate in the bank, ``"spill"``: they load /
+    send raw partial sums) or ``"store"`` (outputs, buffer -> DRAM)."""
 
     kind: str
     operand: str = ""
@@ -321,17 +371,22 @@ class Step:
     hold: int = 0
     slab: int = -1
     ntile: int = -1
+    psums: str = "bank"
 
 
 def mapping_steps(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> list[Step]:
     """The ordered transfers and jobs of ONE group job of ``w`` under ``m``, enumerated
     loop by loop (independently of :func:`dram_bits`'s closed form). A ``"job"`` step's
     ``key`` is ``(t0, t, n0, n, k0, k)``; the jobs of a K-split chain follow each other
-    (``k0 = 0`` starts from bias, ``k0 + k = K`` emits)."""
+    (``k0 = 0`` starts from bias, ``k0 + k = K`` emits; a spilled chain's partial sums are
+    ``"keep"`` steps in the output buffer)."""
     p = plan(w, m)
     check_bank(cfg, w, m)
     R, C, D = cfg.rows, cfg.cols, cfg.acc_depth
     K, wb, ab, pl = w.K, cfg.w_bits, cfg.a_bits, param_lane_bits(cfg)
+    ps = m.params == "stream"
+    spill = m.spills(w)
+    plh = 0 if ps else pl                                # params held with the weights
     ms = 0 if cfg.per_channel else cfg.mult_bits + S_BITS
     n0s = [sum(p.ntiles[:j]) for j in range(len(p.ntiles))]
     k0s = [sum(p.chunks[:c]) for c in range(len(p.chunks))]
@@ -344,7 +399,7 @@ def mapping_steps(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> list[Step]:
             out.append(Step(kind, "params", key, pbits, hold=phold))
 
     if m.weights == "layer":
-        weights("load", ("all",), K * w.N * wb, w.N * pl)
+        weights("load", ("all",), K * w.N * wb, w.N * plh)
     if m.inputs == "layer":
         out.append(Step("load", "activations", ("all",), w.input_elems * ab))
     S, J = len(p.slabs), len(p.ntiles)
@@ -356,21 +411,23 @@ def mapping_steps(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> list[Step]:
         n = p.ntiles[j]
         nc = min(n, C)
         if kept_tile and s == 0:                       # kept across all slabs
-            weights("load", ("tile", j), K * n * wb, n * pl)
+            weights("load", ("tile", j), K * n * wb, n * plh)
         # a chain keeps its channels' params for all its jobs
-        chain_params = split and m.weights in ("tile", "pass") and not kept_tile
+        chain_params = split and m.weights in ("tile", "pass") and not kept_tile and not ps
         if chain_params:
             out.append(Step("load", "params", ("chain", s, j), n * pl))
         if m.inputs == "slab" and m.order == "slab_outer" and j == 0:
             out.append(Step("load", "activations", ("slab", s), foot * ab))   # over n-tiles
         for c, k in enumerate(p.chunks):
-            pk = 0 if chain_params else n * pl
+            pk = 0 if chain_params or ps else n * pl
             # weights (and params) of this job
             if m.weights == "tile" and not kept_tile:  # each column kept for the job
                 weights("stream", ("job", s, j, c), k * n * wb, pk, k * nc * wb, nc * pl)
             elif m.weights == "pass":                  # re-read for every T-tile
                 weights("stream", ("pass", s, j, c), _ceil_div(t, D) * k * n * wb, pk,
                         min(k, R) * nc * wb, nc * pl)
+            if ps:                                     # DRAM -> parameter FIFO
+                out.append(Step("stream", "params", ("job", s, j, c), n * pl))
             if ms:
                 out.append(Step("stream", "params", ("cmd", s, j, c), ms))
             # inputs of this job
@@ -381,8 +438,12 @@ def mapping_steps(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> list[Step]:
             elif m.inputs == "pass":                   # re-read for every n-tile
                 out.append(Step("stream", "activations", ("pass", s, j, c),
                                 cf * ab * _ceil_div(n, C), hold=min(t, D) * min(k, R) * ab))
-            out.append(Step("job", slab=s, ntile=j,
+            out.append(Step("job", slab=s, ntile=j, psums="spill" if spill else "bank",
                             key=(sum(x for x, _ in p.slabs[:s]), t, n0s[j], n, k0s[c], k)))
+            if spill and c == 0:                       # raw sums, reloaded by the next job
+                out.append(Step("keep", "psums", ("pair", s, j), t * n * cfg.acc_bits))
+        if spill:
+            out.append(Step("evict", "psums", ("pair", s, j)))
         out.append(Step("store", "outputs", ("out", s, j), t * n * ab,
                         hold=min(t, D) * min(n, C) * ab))
         if chain_params:
@@ -390,7 +451,8 @@ def mapping_steps(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> list[Step]:
         nxt = pairs[i + 1] if i + 1 < len(pairs) else (None, None)
         if kept_tile and nxt[1] != j:
             out.append(Step("evict", "weights", ("tile", j)))
-            out.append(Step("evict", "params", ("tile", j)))
+            if not ps:
+                out.append(Step("evict", "params", ("tile", j)))
         if m.inputs == "slab" and m.order == "slab_outer" and nxt[0] != s:
             out.append(Step("evict", "activations", ("slab", s)))
     return out

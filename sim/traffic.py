@@ -15,8 +15,10 @@ LEVELS = ("pe", "acc", "buffer", "dram")
 #: operands moved between the levels
 OPERANDS = ("weights", "activations", "psums", "outputs", "params")
 #: which on-chip buffer (``ArrayConfig`` field) holds each operand at the ``buffer`` level
+#: (psums reach it only in spilled K-split chains, :class:`sim.mapping.Mapping` ``psums``)
 BUFFER_OF = {"weights": "weight_buffer_kib", "params": "weight_buffer_kib",
-             "activations": "act_buffer_kib", "outputs": "out_buffer_kib"}
+             "activations": "act_buffer_kib", "outputs": "out_buffer_kib",
+             "psums": "out_buffer_kib"}
 
 _L = {name: i for i, name in enumerate(LEVELS)}
 _O = {name: i for i, name in enumerate(OPERANDS)}

@@ -15,7 +15,6 @@ from qaccel.benches.mapping import (
     layers_above,
     network_costs,
     weighted_totals,
-    weights_fit_only_without_params,
     zigzag_accelerator,
     zigzag_layer,
     zigzag_threshold,
@@ -109,16 +108,18 @@ def test_layers_above_groups_identical_shapes_and_weights_by_count():
         layers_above(ws, net["layers"][:2], 1.0)
 
 
-def test_weights_fit_only_without_params_at_the_buffer_edge():
-    """64 KiB of 8-bit weights fill a 64 KiB weight buffer; their params then overflow
-    it, so the search cannot keep them all resident (ZigZag, without params, can)."""
+def test_weights_filling_the_buffer_stay_resident_with_streamed_params():
+    """64 KiB of 8-bit weights fill the 64 KiB weight buffer; held params would overflow
+    it, so the search streams the params (per job, DRAM -> parameter FIFO) and keeps the
+    weights for the layer: weights and input read once."""
     from qaccel.sim.mapper import search_layer
-    from qaccel.sim.mapping import buffer_needs
+    from qaccel.sim.mapping import buffer_needs, dram_bits
 
-    edge, small = GemmWorkload("e", 784, 512, 128), GemmWorkload("s", 784, 256, 128)
-    assert weights_fit_only_without_params(BASE, edge)
-    assert not weights_fit_only_without_params(BASE, small)
-    assert not weights_fit_only_without_params(BASE, GemmWorkload("b", 784, 1024, 128))
+    edge = GemmWorkload("e", 784, 512, 128)
     cap = BASE.weight_buffer_kib * 8192
+    assert edge.K * edge.N * BASE.w_bits == cap
     m = search_layer(BASE, edge).mapping
-    assert m.weights != "layer" and buffer_needs(BASE, edge, m)["weight_buffer_kib"] <= cap
+    assert m.weights == "layer" and m.params == "stream"
+    assert buffer_needs(BASE, edge, m)["weight_buffer_kib"] == cap
+    d = dram_bits(BASE, edge, m)
+    assert d["weights"] == cap and d["activations"] == edge.input_elems * BASE.a_bits

@@ -16,6 +16,8 @@ from qaccel.sim.mapper import _search, candidate_mappings, search_layer, search_
 from qaccel.sim.mapping import (
     INPUT_RESIDENCY,
     ORDERS,
+    PARAMS_RESIDENCY,
+    PSUM_RESIDENCY,
     WEIGHT_RESIDENCY,
     Mapping,
     buffer_needs,
@@ -23,6 +25,7 @@ from qaccel.sim.mapping import (
     dram_bits,
     fixed_mapping,
     mapping_steps,
+    plan,
 )
 from qaccel.sim.reference import reference_gemm
 from qaccel.sim.workload import GemmWorkload, conv_workload
@@ -38,7 +41,8 @@ def layers(draw):
                       w_bits=w_bits, a_bits=a_bits, acc_bits=max(32, w_bits + a_bits),
                       per_channel=draw(st.booleans()), acc_depth=draw(st.integers(1, 10)),
                       weight_buffer_kib=draw(st.integers(1, 3)),
-                      act_buffer_kib=draw(st.integers(1, 3)))
+                      act_buffer_kib=draw(st.integers(1, 3)),
+                      out_buffer_kib=draw(st.integers(1, 3)))
     if draw(st.booleans()):
         w = GemmWorkload("g", draw(st.integers(1, 30)), draw(st.integers(1, 20)),
                          draw(st.integers(1, 14)))
@@ -62,19 +66,23 @@ def layers(draw):
             t_tile = w.geometry.out_w
     m = Mapping(t_tile=t_tile, n_tile=n_tile, order=draw(st.sampled_from(ORDERS)),
                 weights=draw(st.sampled_from(WEIGHT_RESIDENCY)),
-                inputs=draw(st.sampled_from(INPUT_RESIDENCY)), k_tile=k_tile)
+                inputs=draw(st.sampled_from(INPUT_RESIDENCY)), k_tile=k_tile,
+                params=draw(st.sampled_from(PARAMS_RESIDENCY)),
+                psums=draw(st.sampled_from(PSUM_RESIDENCY)))
     return cfg, w, m, draw(st.integers(0, 2**32 - 1))
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(layers())
 def test_cycle_model_runs_a_mapping_like_the_analytic_model(case):
-    """Whole-K and K-split mappings: the jobs (chains sharing one accumulator bank) give the
-    unmapped layer's outputs, with cycles, jobs, MACs, DRAM bits and buffer peaks equal to
-    the analytic model's."""
+    """Whole-K and K-split mappings (chains sharing one accumulator bank, or spilling their
+    sums to the output buffer; held or streamed params): the jobs give the unmapped
+    layer's outputs, with cycles, jobs, MACs, DRAM bits and buffer peaks equal to the
+    analytic model's, and on-chip psum traffic to what the spilled jobs move."""
     cfg, w, m, seed = case
     job = random_job(cfg, w.T, w.K, w.N, np.random.default_rng(seed))
-    if m.splits(w) and min(m.t_tile, w.T) * -(-m.n_tile // cfg.cols) > cfg.acc_depth:
+    if m.splits(w) and not m.spills(w) and \
+            min(m.t_tile, w.T) * -(-m.n_tile // cfg.cols) > cfg.acc_depth:
         with pytest.raises(ValueError, match=r"Mapping\(layer .*\)\.k_tile must be 0 .*"
                                              r"accumulator bank"):
             mapping_steps(cfg, w, m)
@@ -97,6 +105,14 @@ def test_cycle_model_runs_a_mapping_like_the_analytic_model(case):
     assert res.dram_bits == {op: b for op, b in dram.items() if b}
     assert lp.traffic.reads("dram") + lp.traffic.writes("dram") == sum(dram.values())
     assert res.peak_bits == need                              # needs are exact peaks
+    if m.spills(w):              # raw sums out and back: every chunk boundary, both ways
+        p = plan(w, m)
+        per_boundary = sum(t * -(-n // cfg.cols) * cfg.cols for t, _ in p.slabs
+                           for n in p.ntiles) * cfg.acc_bits
+        psums = lp.traffic["buffer", "psums"]
+        assert psums.reads == psums.writes == (len(p.chunks) - 1) * per_boundary
+    else:
+        assert lp.traffic["buffer", "psums"].total == 0
 
 
 @settings(max_examples=80, deadline=None)
@@ -197,8 +213,10 @@ def test_mapper_beats_the_fixed_nest_where_it_refetches():
 def test_mapper_k_splits_when_no_whole_k_operand_fits():
     """Neither the 512 x 32 weights nor the 32 x 512 input fit 1 KiB: whole-K jobs re-read
     the input per 8-wide n-tile (4x); 16-wide K-split chains (32 x 2 sums in the 64-entry
-    bank) hold 32-row input chunks and read the input twice, the weights once."""
-    cfg = ArrayConfig(rows=8, cols=8, acc_depth=64, weight_buffer_kib=1, act_buffer_kib=1)
+    bank) hold 32-row input chunks and read the input twice, the weights once. (The 1 KiB
+    output buffer cannot hold a wider chain's sums: no spilled chain.)"""
+    cfg = ArrayConfig(rows=8, cols=8, acc_depth=64, weight_buffer_kib=1, act_buffer_kib=1,
+                      out_buffer_kib=1)
     w = GemmWorkload("g", 32, 512, 32)
     W = X = 32 * 512 * 8
     m = search_mapping(cfg, w)
@@ -213,6 +231,68 @@ def test_mapper_k_splits_when_no_whole_k_operand_fits():
     job = random_job(cfg, 32, 512, 32, np.random.default_rng(1))
     res = run_mapping(cfg, job, mapping_steps(cfg, w, m))
     assert np.array_equal(res.y, reference_gemm(cfg, job).y) and res.cycles == lp.cycles
+
+
+def test_mapper_spills_partial_sums_when_the_bank_is_too_small():
+    """The same layer with a 4 KiB output buffer: a chain over all 32 channels (32 x 4 bank
+    entries > 64) passes its 32 x 32 sums through the output buffer (4 KiB at 32 bits):
+    every weight and input read once. Its jobs send raw sums / load them, and run on the
+    cycle model to the reference outputs in the analytic cycles."""
+    cfg = ArrayConfig(rows=8, cols=8, acc_depth=64, weight_buffer_kib=1, act_buffer_kib=1,
+                      out_buffer_kib=4, acc_bits=32)
+    w = GemmWorkload("g", 32, 512, 32)
+    W = X = 32 * 512 * 8
+    m = search_mapping(cfg, w)
+    assert m.spills(w) and m.n_tile == 32 and m.t_tile == 32
+    d = dram_bits(cfg, w, m)
+    assert (d["weights"], d["activations"]) == (W, X)
+    assert buffer_needs(cfg, w, m)["out_buffer_kib"] == 32 * 32 * 32
+    lp = analyze_layer(cfg, w, m)
+    chunks = 512 // m.k_tile
+    assert lp.jobs == chunks and lp.requant_ops == 32 * 32
+    # every job but the last writes its raw sums, every job but the first reads them back
+    psum_bits = (chunks - 1) * 32 * 32 * 32
+    assert lp.traffic["buffer", "psums"].writes == psum_bits
+    assert lp.traffic["buffer", "psums"].reads == psum_bits
+    steps = mapping_steps(cfg, w, m)
+    assert {s.psums for s in steps if s.kind == "job"} == {"spill"}
+    job = random_job(cfg, 32, 512, 32, np.random.default_rng(2))
+    res = run_mapping(cfg, job, steps)
+    assert np.array_equal(res.y, reference_gemm(cfg, job).y) and res.cycles == lp.cycles
+    assert res.peak_bits["out_buffer_kib"] == 32 * 32 * 32
+    assert res.dram_bits == {op: b for op, b in d.items() if b}
+    # with the bank chain's limit (acc_depth 64) and no spill, the input is read twice
+    banked = search_layer(cfg.replace(out_buffer_kib=1), w).mapping
+    assert dram_bits(cfg, w, banked)["activations"] == 2 * X
+
+
+def test_streamed_params_free_the_weight_buffer():
+    """A layer whose 8-bit weights fill the weight buffer exactly: held params do not fit
+    beside them, streamed ones do -- the weights stay for the layer and the input is read
+    once; every job reads its n-tile's params from DRAM (no weight-buffer traffic)."""
+    cfg = ArrayConfig(rows=8, cols=8, acc_depth=64, weight_buffer_kib=2, act_buffer_kib=1,
+                      per_channel=True)
+    w = GemmWorkload("g", 256, 64, 32)         # weights 64 x 32 x 8 bit = 2 KiB exactly
+    held = Mapping(32, 32, "slab_outer", "layer", "slab")
+    streamed = Mapping(32, 32, "slab_outer", "layer", "slab", params="stream")
+    assert buffer_needs(cfg, w, held)["weight_buffer_kib"] > 2 * 8192
+    assert buffer_needs(cfg, w, streamed)["weight_buffer_kib"] == 2 * 8192
+    m = search_mapping(cfg, w)
+    assert m.params == "stream" and m.weights == "layer"
+    d = dram_bits(cfg, w, m)
+    assert d["weights"] == 64 * 32 * 8 and d["activations"] == 256 * 64 * 8
+    lp = analyze_layer(cfg, w, m)
+    pl = 32 + 16 + 6                                     # bias, M, S per channel
+    assert d["params"] == lp.jobs * 32 * pl
+    assert lp.traffic["buffer", "params"] == lp.traffic["buffer", "params"].__class__(0, 0)
+    job = random_job(cfg, 256, 64, 32, np.random.default_rng(3))
+    res = run_mapping(cfg, job, mapping_steps(cfg, w, m))
+    assert np.array_equal(res.y, reference_gemm(cfg, job).y)
+    assert res.peak_bits["weight_buffer_kib"] == 2 * 8192
+    with pytest.raises(ValueError, match="Mapping.params"):
+        Mapping(1, 1, params="fifo")
+    with pytest.raises(ValueError, match="Mapping.psums"):
+        Mapping(1, 1, psums="dram")
 
 
 def test_mapper_error_names_layer_operand_and_buffer():
