@@ -66,9 +66,9 @@ import numpy as np
 from .arith import bits_for_range, rounding_term, wrap
 from .config import ArrayConfig
 from .job import GemmJob
-from .validate import check_int, fail
 from .schedule import PIPELINE_TAIL, gemm_cycles, params_fifo_depth, tiling
 from .streams import JobBeats, job_beats, out_beats_to_matrix
+from .validate import check_int, fail
 
 __all__ = ["CycleResult", "StreamTrace", "MappedResult", "simulate", "simulate_beats",
            "simulate_chain", "run_spill_chain", "new_bank", "run_mapping"]
@@ -123,7 +123,8 @@ def simulate(cfg: ArrayConfig, job: GemmJob, *, trace: bool = False,
     (:func:`new_bank`) is the accumulator bank the job finds and leaves (updated in
     place): pass the same array to the jobs of a K-split chain. An ``accumulate`` (or
     ``load``) job counts overflow events and ``acc_bits_needed`` from the stored (loaded)
-    wrapped sums on."""
+    wrapped sums on. A ``raw`` job's ``y`` and ``out_beats`` are its final sums (the
+    ``psum_out`` stream); :func:`run_spill_chain` runs a spilled K-split chain."""
     # re-validate: the job may have been built for another configuration
     job = job.for_config(cfg)
     return simulate_beats(cfg, job_beats(cfg, job), trace=trace, bank=bank)

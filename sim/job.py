@@ -215,8 +215,8 @@ def split_k(cfg: ArrayConfig, job: GemmJob, k_tile: int) -> list[GemmJob]:
 def merge_k(cfg: ArrayConfig, chain) -> GemmJob:
     """The single job a K-split chain computes (inverse of :func:`split_k`): ``x`` and
     ``w`` concatenated along K, ``bias`` and ``psum`` of the first job, ``m, s, z_y, relu,
-    raw`` of the last. ``ValueError`` if ``chain`` does not start from bias and end emitting, with only
-    accumulating jobs between."""
+    raw`` of the last. ``ValueError`` if ``chain`` does not start from bias and end
+    emitting, with only accumulating jobs between."""
     chain = list(chain)
     if not chain:
         raise fail("merge_k", "chain", "at least one job", 0)

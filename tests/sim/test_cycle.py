@@ -93,6 +93,7 @@ def test_cycle_model_matches_reference_and_schedule(case):
         np.testing.assert_array_equal(getattr(res.trace, stream), want[stream], err_msg=stream)
     assert res.trace.out[-1] == res.cycles
     assert res.trace.params_fifo_peak <= params_fifo_depth(cfg)
+    assert res.trace.psum_in.size == res.trace.psum_out.size == 0    # no load, no raw
     # busy PEs
     assert res.busy.shape == (res.cycles + 1,)
     assert res.busy.sum() == T * K * N == res.useful_macs
