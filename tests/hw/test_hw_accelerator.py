@@ -6,13 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from qaccel.hw.accelerator import Accelerator
 from qaccel.hw.amaranth_sim import run_job
 from qaccel.sim.config import ArrayConfig
 from qaccel.sim.job import random_job
 from qaccel.sim.reference import reference_gemm
 from qaccel.sim.schedule import beat_cycles, gemm_cycles, params_fifo_depth
-from qaccel.sim.streams import job_beats, pack_cmd, pack_lanes, pack_params, unpack_lanes
+from qaccel.sim.streams import (job_beats, out_beats_to_matrix, pack_cmd, pack_lanes,
+                                pack_params, unpack_lanes)
 
 
 def check_job(cfg: ArrayConfig, T: int, K: int, N: int, seed: int, *, gaps: float = 0.0,
@@ -184,3 +187,153 @@ def test_k_split_chain_matches_cycle_model(cfg, shape, k_tile):
     slow = run_jobs(cfg, chain, gaps=0.3, seed=7)
     assert np.array_equal(slow[-1].out, runs[-1].out)
     assert all(s.cycles > r.cycles for s, r in zip(slow, runs))
+
+
+# ---- partial-sum spill: load / raw jobs, psum_in / psum_out streams ------------------------
+
+def _spill_chain(cfg: ArrayConfig, job, k_tile: int):
+    """``job`` cut along K into a spill chain: job i loads the raw sums of job i - 1 (from
+    the numpy reference), every job but the last is ``raw``; the last keeps ``job.raw``."""
+    from qaccel.sim.job import GemmJob
+
+    chain, psum = [], job.psum
+    for k0 in range(0, job.K, k_tile):
+        last = k0 + k_tile >= job.K
+        sub = GemmJob.create(cfg, job.x[:, k0:k0 + k_tile], job.w[k0:k0 + k_tile], job.bias,
+                             job.m, job.s, z_y=job.z_y, relu=job.relu, psum=psum,
+                             raw=job.raw if last else True)
+        chain.append(sub)
+        psum = reference_gemm(cfg, sub).y
+    return chain
+
+
+def _scrambled(cfg: ArrayConfig, beats, rng):
+    """Every don't-care of a load / raw job filled at random: psum_in lanes past N, all of
+    ``bias`` under load, all of ``m, s`` (and per-tensor ``m, s, z_y, relu``) under raw."""
+    import dataclasses
+
+    N, C = int(beats.cmd["N"]), cfg.cols
+    changes = {}
+    if beats.cmd["load"]:
+        T = int(beats.cmd["T"])
+        nt = np.arange(beats.psum_in.shape[0]) // T
+        pin = beats.psum_in.copy()
+        dc = nt[:, None] * C + np.arange(C)[None, :] >= N
+        pin[dc] = rng.integers(*cfg.acc_range, endpoint=True, size=int(dc.sum()))
+        changes["psum_in"] = pin
+        changes["bias"] = rng.integers(*cfg.acc_range, endpoint=True, size=beats.bias.shape)
+    if beats.cmd["raw"]:
+        cmd = dict(beats.cmd, relu=not beats.cmd["relu"])
+        if cfg.per_channel:
+            changes["m"] = rng.integers(*cfg.mult_range, endpoint=True, size=beats.m.shape)
+            changes["s"] = rng.integers(0, 63, endpoint=True, size=beats.s.shape)
+        else:
+            cmd.update(m=int(rng.integers(*cfg.mult_range, endpoint=True)),
+                       s=int(rng.integers(0, 63, endpoint=True)))
+        changes["cmd"] = cmd
+    return dataclasses.replace(beats, **changes)
+
+
+def _psum_in_cycles(cfg: ArrayConfig, T: int, K: int, N: int) -> np.ndarray:
+    """No stalls: the psum_in beat of a vector is taken in the accumulate cycle of its first
+    K pass, R + C cycles after that pass's activation beat (independent of the model)."""
+    from qaccel.sim.schedule import tiling
+
+    til = tiling(cfg, T, K, N)
+    act = beat_cycles(cfg, T, K, N)["act"]
+    first_k = np.repeat(til.pass_coords()[:, 2] == 0, til.pass_lengths())
+    return act[first_k] + cfg.rows + cfg.cols
+
+
+SPILL_CFGS = [
+    ArrayConfig(rows=3, cols=2, acc_depth=4, per_channel=True, acc_bits=16),
+    ArrayConfig(rows=2, cols=3, acc_depth=3, a_signed=True, acc_bits=18),
+    ArrayConfig(rows=4, cols=4, acc_depth=5, w_bits=4, mult_bits=12),
+]
+
+
+@settings(max_examples=12, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(ci=st.integers(0, len(SPILL_CFGS) - 1), T=st.integers(1, 9), K=st.integers(1, 9),
+       N=st.integers(1, 8), load=st.booleans(), raw=st.booleans(), extreme=st.booleans(),
+       seed=st.integers(0, 2**16))
+def test_load_raw_job_matches_cycle_model(ci, T, K, N, load, raw, extreme, seed):
+    """Random load / raw jobs, every don't-care scrambled: out and psum_out beats, the cycle
+    count and every stream's handshake cycles == the cycle model (== gemm_cycles: the flags
+    cost nothing); the model == the numpy reference; psum_in taken at the first K pass's
+    accumulate cycle."""
+    import dataclasses
+
+    from qaccel.hw.amaranth_sim import run_beats
+    from qaccel.sim.cycle import simulate_beats
+
+    cfg = SPILL_CFGS[ci]
+    rng = np.random.default_rng(seed)
+    job = random_job(cfg, T, K, N, rng, extreme=extreme)
+    psum = rng.integers(*cfg.acc_range, endpoint=True, size=(T, N)) if load else None
+    job = dataclasses.replace(job, psum=psum, raw=raw)
+    ref = reference_gemm(cfg, job)
+    beats = _scrambled(cfg, job_beats(cfg, job), rng)
+    run = run_beats(cfg, [beats])[0]
+    model = simulate_beats(cfg, beats, trace=True)
+    assert np.array_equal(model.y, ref.y)
+    assert np.array_equal(run.psum_out if raw else run.out, model.out_beats)
+    assert (run.out if raw else run.psum_out).shape == (0, cfg.cols)
+    assert run.cycles == model.cycles == gemm_cycles(cfg, T, K, N)
+    for name in ("act", "weight", "params", "out", "psum_in", "psum_out"):
+        assert np.array_equal(run.handshakes[name], getattr(model.trace, name)), name
+    if load:
+        assert np.array_equal(run.handshakes["psum_in"], _psum_in_cycles(cfg, T, K, N))
+    else:
+        assert run.handshakes["psum_in"].size == 0
+    if raw:     # psum_out in the cycles the out beats would take
+        assert np.array_equal(run.handshakes["psum_out"], beat_cycles(cfg, T, K, N)["out"])
+
+
+@pytest.mark.parametrize(("cfg", "shape", "k_tile", "raw_end"), [
+    (SPILL_CFGS[0], (9, 10, 5), 4, False),      # T > acc_depth, N % cols != 0
+    (SPILL_CFGS[1], (7, 7, 8), 2, True),        # ends raw: the chain's sums, not requantized
+    (SPILL_CFGS[2], (11, 13, 6), 4, False),
+])
+def test_spill_chain_matches_cycle_model(cfg, shape, k_tile, raw_end):
+    """A whole spill chain on one Accelerator, the host feeding each job's psum_out back as
+    the next job's psum_in: every job's beats, cycles and handshakes == the cycle model's,
+    the last job's outputs == the reference of the unsplit job; with random stream gaps and
+    stalls the same outputs, every job slower."""
+    import dataclasses
+
+    from qaccel.hw.amaranth_sim import run_spill_chain
+    from qaccel.sim.cycle import simulate
+
+    job = random_job(cfg, *shape, np.random.default_rng(sum(shape)), extreme=True)
+    job = dataclasses.replace(job, raw=raw_end)
+    chain = _spill_chain(cfg, job, k_tile)
+    assert len(chain) >= 3 and not any(j.chained for j in chain)
+    runs = run_spill_chain(cfg, chain)
+    prev = None
+    for sub, run in zip(chain, runs):
+        if prev is not None:        # the model loads what the RTL sent
+            sub = dataclasses.replace(sub, psum=out_beats_to_matrix(cfg, prev.psum_out,
+                                                                   sub.T, sub.N))
+        model = simulate(cfg, sub, trace=True)
+        assert np.array_equal(run.psum_out if sub.raw else run.out, model.out_beats)
+        assert run.cycles == model.cycles == gemm_cycles(cfg, sub.T, sub.K, sub.N)
+        for name in ("act", "weight", "params", "out", "psum_in", "psum_out"):
+            assert np.array_equal(run.handshakes[name], getattr(model.trace, name)), name
+        prev = run
+    expect = job_beats(cfg, job, reference_gemm(cfg, job).y)
+    assert np.array_equal(runs[-1].psum_out if raw_end else runs[-1].out,
+                          expect.psum_out if raw_end else expect.out)
+    slow = run_spill_chain(cfg, chain, gaps=0.3, seed=3)
+    for s, r in zip(slow, runs):
+        assert np.array_equal(s.out, r.out) and np.array_equal(s.psum_out, r.psum_out)
+        assert s.cycles > r.cycles
+
+
+def test_spill_chain_refuses_a_job_that_does_not_load():
+    from qaccel.hw.amaranth_sim import run_spill_chain
+
+    cfg = SPILL_CFGS[0]
+    job = random_job(cfg, 3, 4, 2, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"jobs\[1\] must load the raw sums of jobs\[0\]"):
+        run_spill_chain(cfg, [job, job])
