@@ -25,6 +25,11 @@ sent (so ``gemm_cycles`` holds for every job). A chained job keeps all its sums 
 bank (``NT * T <= acc_depth``, hence ``TT = 1``): output ``(nt, t)`` uses entry
 ``nt * T + t``; an unchained job reuses entries ``0 .. L-1`` for every T-tile.
 
+Spilled chains (``GemmJob.psum`` / ``raw``): the timing is the same too. A ``load`` job's
+``psum_in`` beat of output ``(nt, t)`` is accepted in the accumulate cycle of that
+vector's first K pass (``s_p + t + rows + cols``, ``p`` the T-tile's first K pass); a
+``raw`` job's ``psum_out`` beat replaces the output beat, in its cycle.
+
 ``max(L, rows, cols)``: one weight row loads per cycle (``rows``), a shadow row frees only
 after the previous pass's first activation crossed all ``cols`` PEs of it, and the pass
 itself takes ``L`` cycles. With ``acc_depth >= max(rows, cols)`` the array never idles

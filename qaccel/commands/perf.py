@@ -310,15 +310,15 @@ def render(source: str, result: NetworkPerf | CompatNetwork, bits: list | None =
                f"buffers W/A/O {cfg.weight_buffer_kib}/{cfg.act_buffer_kib}/"
                f"{cfg.out_buffer_kib} KiB; mapping {mapping}")
     hdr = (f"{'layer':<22} {'op':<9} {'T':>6} {'K':>6} {'N':>6} {'rep':>4} {'cycles':>11} "
-           f"{'util%':>6} {'MACs':>13} {'DRAM':>12} {'xcomp':>6} {'spill':>5}"
+           f"{'util%':>6} {'MACs':>13} {'DRAM':>12} {'xcomp':>6} {'reread':>6}"
            + (f"  {'mapping':<36}" if searched else ""))
     out += [hdr, "-" * len(hdr)]
     for lp in result.layers:
-        spill = ("W" if lp.weights_refetched else "") + ("A" if lp.acts_refetched else "")
+        reread = ("W" if lp.weights_refetched else "") + ("A" if lp.acts_refetched else "")
         out.append(f"{lp.name[:22]:<22} {lp.op:<9} {lp.T:>6} {lp.K:>6} {lp.N:>6} "
                    f"{lp.repeat:>4} {lp.cycles:>11,} {100 * lp.utilization:>6.2f} "
                    f"{lp.macs:>13,} {_fmt_bits(lp.dram_bits):>12} "
-                   f"{lp.dram_bits / lp.compulsory_bits:>6.2f} {spill or '-':>5}"
+                   f"{lp.dram_bits / lp.compulsory_bits:>6.2f} {reread or '-':>6}"
                    + (f"  {lp.mapping.label():<36}" if searched else ""))
     out.append("-" * len(hdr))
     out += render_vector(result)
@@ -336,7 +336,7 @@ def render(source: str, result: NetworkPerf | CompatNetwork, bits: list | None =
     out.append("on-chip buffers: " + ", ".join(
         f"{op} {_fmt_bits(tr[('buffer', op)].total)}" for op in OPERANDS
         if tr["buffer", op].total))
-    out.append("xcomp = DRAM / compulsory; spill: W = weights, A = input crossed DRAM more "
+    out.append("xcomp = DRAM / compulsory; reread: W = weights, A = input crossed DRAM more "
                "than once")
     if bits:
         out.append("per-layer bits (from the network): " + ", ".join(
