@@ -17,7 +17,8 @@ def generate_verilog(cfg: ArrayConfig, name: str = "qaccel_top") -> str:
 
     Ports (Amaranth's names for the flattened signature): ``clk``, ``rst``, then
     ``<stream>__valid``, ``<stream>__ready`` and ``<stream>__payload`` for ``cmd``, ``weight``,
-    ``act``, ``params`` and ``out``, and ``busy``. See :func:`top_ports` and ``hw/README.md``.
+    ``act``, ``params``, ``psum_in`` (inputs), ``out`` and ``psum_out`` (outputs), and ``busy``.
+    See :func:`top_ports` and ``hw/README.md``.
     """
     if not isinstance(cfg, ArrayConfig):
         raise ValueError(f"generate_verilog: cfg must be an ArrayConfig, not {cfg!r}")

@@ -39,8 +39,16 @@ def test_verilog_top_ports_match_layouts(cfg):
     assert listed["weight__payload"] == ("input", cfg.cols * cfg.w_bits)
     assert listed["act__payload"] == ("input", cfg.rows * cfg.a_bits)
     assert listed["out__payload"] == ("output", cfg.cols * cfg.a_bits)
+    assert listed["psum_in__payload"] == ("input", cfg.cols * cfg.acc_bits)
+    assert listed["psum_out__payload"] == ("output", cfg.cols * cfg.acc_bits)
+    assert [n for n, _d, _w in top_ports(cfg)] == [
+        "clk", "rst", *(f"{s}__{m}" for s in ("cmd", "weight", "act", "params", "psum_in")
+                        for m in ("payload", "valid", "ready")),
+        *(f"{s}__{m}" for s in ("out", "psum_out") for m in ("payload", "valid", "ready")),
+        "busy"]
     for stream, d in (("cmd", "input"), ("weight", "input"), ("act", "input"),
-                      ("params", "input"), ("out", "output")):
+                      ("params", "input"), ("psum_in", "input"), ("out", "output"),
+                      ("psum_out", "output")):
         assert listed[f"{stream}__valid"] == (d, 1)
         assert listed[f"{stream}__ready"][0] != d
     assert listed["busy"] == ("output", 1)
