@@ -330,23 +330,29 @@ class RtlRun:
 
 
 def save_jobs(path: pathlib.Path, jobs: list[GemmJob]) -> None:
+    """Write ``jobs`` (every field, ``psum`` and ``raw`` included) to one ``.npz`` file."""
     arrays = {}
     for i, job in enumerate(jobs):
         arrays.update({f"{i}_x": job.x, f"{i}_w": job.w, f"{i}_bias": job.bias,
                        f"{i}_m": np.asarray(job.m), f"{i}_s": np.asarray(job.s),
                        f"{i}_zy_relu": np.array([job.z_y, int(job.relu), int(job.accumulate),
-                                                 int(job.emit)])})
+                                                 int(job.emit), int(job.raw)])})
+        if job.load:
+            arrays[f"{i}_psum"] = job.psum
     np.savez(path, n=np.array(len(jobs)), **arrays)
 
 
 def load_jobs(cfg: ArrayConfig, path: pathlib.Path) -> list[GemmJob]:
+    """Inverse of :func:`save_jobs` (every job validated against ``cfg``)."""
     data = np.load(path)
     jobs = []
     for i in range(int(data["n"])):
-        z_y, relu, acc_in, emit = (int(v) for v in data[f"{i}_zy_relu"])
+        z_y, relu, acc_in, emit, raw = (int(v) for v in data[f"{i}_zy_relu"])
+        psum = data[f"{i}_psum"] if f"{i}_psum" in data else None
         jobs.append(GemmJob.create(cfg, data[f"{i}_x"], data[f"{i}_w"], data[f"{i}_bias"],
                                    data[f"{i}_m"], data[f"{i}_s"], z_y=z_y, relu=bool(relu),
-                                   accumulate=bool(acc_in), emit=bool(emit)))
+                                   accumulate=bool(acc_in), emit=bool(emit), psum=psum,
+                                   raw=bool(raw)))
     return jobs
 
 
@@ -366,7 +372,8 @@ def _slug(text: str) -> str:
 
 def run_jobs(cfg: ArrayConfig, jobs: list[GemmJob], sim: str, *, gaps: list[float] | None = None,
              scramble: list[bool] | None = None, seed: int = 0, name: str = "run",
-             waves: bool | None = None, check_model: bool = True) -> RtlRun:
+             waves: bool | None = None, check_model: bool = True,
+             feed: list[bool] | None = None) -> RtlRun:
     """Run ``jobs`` back to back on the RTL of ``cfg`` under ``sim`` through
     ``cocotb_tools.runner``; the cocotb bench (``qaccel.rtl_tb``) checks every output beat and,
     for gap-free jobs, the cycle count against ``sim.cycle.simulate``.
@@ -374,6 +381,9 @@ def run_jobs(cfg: ArrayConfig, jobs: list[GemmJob], sim: str, *, gaps: list[floa
     ``gaps[i]`` is the probability that a stream stalls in a cycle of job ``i`` (random
     ``valid``/``ready`` gaps; 0 = always valid/ready). ``scramble[i]`` fills the don't-care
     lanes of job ``i``'s input beats with random values (the RTL must mask them).
+    ``feed[i]``: job ``i`` (a ``load`` job of a partial-sum spill chain) loads the raw sums
+    the RTL sent on ``psum_out`` in job ``i - 1`` instead of its own ``psum`` (the host loop;
+    the checker then compares it with the reference of the chain so far).
     ``waves`` defaults to the ``QACCEL_WAVES`` environment variable. ``check_model=False``
     only records the RTL's outputs and cycles (used for speed measurements).
     """
@@ -385,6 +395,12 @@ def run_jobs(cfg: ArrayConfig, jobs: list[GemmJob], sim: str, *, gaps: list[floa
     scramble = [bool(v) for v in scramble] if scramble is not None else [False] * len(jobs)
     if len(scramble) != len(jobs):
         raise ValueError(f"scramble has {len(scramble)} entries for {len(jobs)} jobs")
+    feed = [bool(v) for v in feed] if feed is not None else [False] * len(jobs)
+    if len(feed) != len(jobs):
+        raise ValueError(f"feed has {len(feed)} entries for {len(jobs)} jobs")
+    for i, f in enumerate(feed):
+        if f and not (i > 0 and jobs[i].load and jobs[i - 1].raw):
+            raise ValueError(f"feed[{i}]: job {i} must load and job {i - 1} be raw")
     built = build_simulator(cfg, sim, waves=waves)
     from cocotb_tools.runner import get_results, get_runner
 
@@ -401,7 +417,7 @@ def run_jobs(cfg: ArrayConfig, jobs: list[GemmJob], sim: str, *, gaps: list[floa
     save_jobs(run_dir / "jobs.npz", jobs)
     results_json = run_dir / "results.json"
     spec = {"config": cfg.to_dict(), "jobs": str(run_dir / "jobs.npz"), "gaps": gaps,
-            "scramble": scramble, "seed": seed, "results": str(results_json),
+            "scramble": scramble, "feed": feed, "seed": seed, "results": str(results_json),
             "check_model": check_model}
     (run_dir / "spec.json").write_text(json.dumps(spec, indent=1))
     runner = get_runner(sim)

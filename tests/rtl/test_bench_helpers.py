@@ -110,3 +110,76 @@ def test_missing_tool_skips_or_fails(monkeypatch, tmp_path, require_tool, requir
         require_tool("icarus")
     with pytest.raises(ValueError, match="unknown tool 'gcc'"):
         workspace.current().tool_missing("gcc")
+
+
+def _load_raw_job(cfg, rng, T=9, K=6, N=7, load=True, raw=True):
+    job = random_job(cfg, T, K, N, rng)
+    psum = rng.integers(-500, 500, endpoint=True, size=(T, N)) if load else None
+    return dataclasses.replace(job, psum=psum, raw=raw)
+
+
+@pytest.mark.parametrize("cfg", CFGS, ids=lambda c: c.tag())
+def test_scramble_load_raw_dont_cares(cfg):
+    """psum_in lanes past N, all of bias under load, all of m, s (and relu) under raw are
+    scrambled; the model's beats and cycles do not change."""
+    rng = np.random.default_rng(5)
+    job = _load_raw_job(cfg, rng, N=cfg.cols + 2)       # a partial last n-tile
+    beats = job_beats(cfg, job)
+    scrambled = scramble_dont_cares(cfg, beats, rng)
+    assert not np.array_equal(scrambled.psum_in, beats.psum_in)
+    real = beats.psum_in != 0
+    assert np.array_equal(scrambled.psum_in[real], beats.psum_in[real])
+    assert not np.any(scrambled.bias == beats.bias)     # every lane: bias is don't-care
+    if cfg.per_channel:
+        assert not np.array_equal(scrambled.m, beats.m)
+    else:
+        assert (scrambled.cmd["m"], scrambled.cmd["s"]) != (beats.cmd["m"], beats.cmd["s"])
+    ref, got = simulate_beats(cfg, beats), simulate_beats(cfg, scrambled)
+    assert np.array_equal(ref.out_beats, got.out_beats) and ref.out_beats.shape[0] > 0
+    assert ref.cycles == got.cycles
+
+
+def test_load_raw_jobs_round_trip(tmp_path):
+    cfg = CFGS[1]
+    rng = np.random.default_rng(3)
+    jobs = [_load_raw_job(cfg, rng), _load_raw_job(cfg, rng, load=False),
+            _load_raw_job(cfg, rng, raw=False), random_job(cfg, 2, 3, 4, rng)]
+    save_jobs(tmp_path / "j.npz", jobs)
+    back = load_jobs(cfg, tmp_path / "j.npz")
+    for a, b in zip(jobs, back, strict=True):
+        assert (a.load, a.raw, a.accumulate, a.emit) == (b.load, b.raw, b.accumulate, b.emit)
+        if a.load:
+            assert np.array_equal(a.psum, b.psum)
+
+
+def test_checker_raw_handshakes_and_spill_reference():
+    """A raw job's psum_out beats are checked like out beats; a wrong handshake cycle fails
+    a gap-free job; a spill chain's last job is checked against the whole chain."""
+    from qaccel.sim.cycle import simulate
+    from qaccel.sim.reference import reference_gemm
+
+    from qaccel.rtl_tb import merge_spill
+
+    cfg = CFGS[1]
+    rng = np.random.default_rng(8)
+    whole = random_job(cfg, 6, 9, 5, rng)
+    first = dataclasses.replace(whole, x=whole.x[:, :4], w=whole.w[:4], raw=True)
+    first_y = reference_gemm(cfg, first).y
+    second = dataclasses.replace(whole, x=whole.x[:, 4:], w=whole.w[4:], psum=first_y)
+    assert np.array_equal(reference_gemm(cfg, merge_spill(cfg, [first, second])).y,
+                          reference_gemm(cfg, whole).y)
+    m1 = simulate(cfg, first, trace=True)
+    shakes = {name: getattr(m1.trace, name) for name in ("act", "weight", "params", "psum_in",
+                                                         "out", "psum_out")}
+    good = check_job(cfg, first, m1, m1.out_beats, m1.cycles, True, rtl_handshakes=shakes)
+    assert good["ok"] and good["handshakes_match"] and m1.out_beats.shape[0] == 6 * 2
+    late = dict(shakes, psum_out=shakes["psum_out"] + 1)
+    bad = check_job(cfg, first, m1, m1.out_beats, m1.cycles, True, rtl_handshakes=late)
+    assert not bad["ok"] and bad["handshakes_differ"] == ["psum_out"]
+    m2 = simulate(cfg, second)
+    ok = check_job(cfg, second, m2, m2.out_beats, m2.cycles, True, spill=[first, second])
+    assert ok["ok"] and ok["spill"]["chain_len"] == 2
+    # a chain whose first job is not the one that was run: the model != the whole reference
+    other = dataclasses.replace(first, x=np.zeros_like(first.x))
+    wrong = check_job(cfg, second, m2, m2.out_beats, m2.cycles, True, spill=[other, second])
+    assert not wrong["ok"] and wrong["model_matches_reference"] is False
