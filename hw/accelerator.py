@@ -38,7 +38,9 @@ class Accelerator(wiring.Component):
     ``bias`` (the beat is taken in that vector's accumulate cycle; the machine freezes while
     it is not valid); ``raw`` sends the final sums unrequantized on ``psum_out`` instead of
     ``out``, in the cycle the ``out`` beat would take (lanes past N are 0). With every stream
-    always valid/ready neither flag changes the timing.
+    always valid/ready neither flag changes the timing. ``load`` with ``accumulate`` is not a
+    valid command (the cycle model refuses it); the RTL would take the ``psum_in`` beats and
+    still resume from the bank.
 
     Parameters
     ----------
