@@ -261,7 +261,7 @@ def test_load_raw_job_matches_cycle_model(ci, T, K, N, load, raw, extreme, seed)
     """Random load / raw jobs, every don't-care scrambled: out and psum_out beats, the cycle
     count and every stream's handshake cycles == the cycle model (== gemm_cycles: the flags
     cost nothing); the model == the numpy reference; psum_in taken at the first K pass's
-    accumulate cycle."""
+    accumulate cycle; with random stream gaps and stalls the same beats, no fewer cycles."""
     import dataclasses
 
     from qaccel.hw.amaranth_sim import run_beats
@@ -288,6 +288,10 @@ def test_load_raw_job_matches_cycle_model(ci, T, K, N, load, raw, extreme, seed)
         assert run.handshakes["psum_in"].size == 0
     if raw:     # psum_out in the cycles the out beats would take
         assert np.array_equal(run.handshakes["psum_out"], beat_cycles(cfg, T, K, N)["out"])
+    # random gaps on every input (psum_in too) and stalls on out / psum_out: same beats
+    slow = run_beats(cfg, [beats], gaps=0.3, seed=seed)[0]
+    assert np.array_equal(slow.out, run.out) and np.array_equal(slow.psum_out, run.psum_out)
+    assert slow.cycles >= run.cycles
 
 
 @pytest.mark.parametrize(("cfg", "shape", "k_tile", "raw_end"), [
