@@ -341,3 +341,31 @@ def test_spill_chain_refuses_a_job_that_does_not_load():
     job = random_job(cfg, 3, 4, 2, np.random.default_rng(0))
     with pytest.raises(ValueError, match=r"jobs\[1\] must load the raw sums of jobs\[0\]"):
         run_spill_chain(cfg, [job, job])
+
+
+def test_sim_run_spill_chain_with_the_rtl_as_simulate_fn():
+    """``sim.cycle.run_spill_chain`` driving the Amaranth Accelerator (its ``simulate_fn``):
+    every job's sums / outputs and cycles == the cycle model's run of the same chain, and
+    the chain's result == the reference of the unsplit job."""
+    from types import SimpleNamespace
+
+    from qaccel.sim.cycle import run_spill_chain
+
+    cfg = SPILL_CFGS[2]
+    job = random_job(cfg, 12, 11, 7, np.random.default_rng(12), extreme=True)
+    runs = []
+
+    def on_rtl(c, sub):
+        run = run_job(c, sub)
+        runs.append(run)
+        beats = run.psum_out if sub.raw else run.out
+        return SimpleNamespace(y=out_beats_to_matrix(c, beats, sub.T, sub.N),
+                               cycles=run.cycles)
+
+    rtl = run_spill_chain(cfg, job, 4, on_rtl)
+    model = run_spill_chain(cfg, job, 4)
+    assert len(rtl) == len(model) == 3
+    for r, m in zip(rtl, model):
+        assert np.array_equal(r.y, m.y) and r.cycles == m.cycles
+    assert np.array_equal(rtl[-1].y, reference_gemm(cfg, job).y)
+    assert [run.psum_out.shape[0] > 0 for run in runs] == [True, True, False]
