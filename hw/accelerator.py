@@ -12,8 +12,15 @@ from ._checks import fail
 from .accumulator import AccumulatorBank
 from .array import SystolicArray
 from .controller import Sequencer, token_layout
-from .layouts import (act_layout, act_shape, cmd_layout, out_layout, params_layout, psum_layout,
-                      weight_layout)
+from .layouts import (
+    act_layout,
+    act_shape,
+    cmd_layout,
+    out_layout,
+    params_layout,
+    psum_layout,
+    weight_layout,
+)
 from .params_fifo import ParamsFifo
 from .requant import Requantizer
 

@@ -51,8 +51,15 @@ from qaccel.sim.cycle import new_bank, simulate_beats
 from qaccel.sim.job import merge_k
 from qaccel.sim.reference import reference_gemm
 from qaccel.sim.schedule import tiling
-from qaccel.sim.streams import (JobBeats, job_beats, out_beats_to_matrix, pack_cmd, pack_lanes,
-                                pack_params, unpack_lanes)
+from qaccel.sim.streams import (
+    JobBeats,
+    job_beats,
+    out_beats_to_matrix,
+    pack_cmd,
+    pack_lanes,
+    pack_params,
+    unpack_lanes,
+)
 
 CLOCK_NS = 10
 

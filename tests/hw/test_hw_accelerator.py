@@ -14,8 +14,14 @@ from qaccel.sim.config import ArrayConfig
 from qaccel.sim.job import random_job
 from qaccel.sim.reference import reference_gemm
 from qaccel.sim.schedule import beat_cycles, gemm_cycles, params_fifo_depth
-from qaccel.sim.streams import (job_beats, out_beats_to_matrix, pack_cmd, pack_lanes,
-                                pack_params, unpack_lanes)
+from qaccel.sim.streams import (
+    job_beats,
+    out_beats_to_matrix,
+    pack_cmd,
+    pack_lanes,
+    pack_params,
+    unpack_lanes,
+)
 
 
 def check_job(cfg: ArrayConfig, T: int, K: int, N: int, seed: int, *, gaps: float = 0.0,

@@ -251,7 +251,7 @@ def test_accumulator_load_starts_first_pass_from_start_not_bias():
         dut = AccumulatorBank(cols=cols, acc_bits=acc_bits, depth=depth)
         rng = np.random.default_rng(31 + load)
         tokens = []
-        for tile in range(2):
+        for _tile in range(2):
             bias = rng.integers(lo, hi, endpoint=True, size=cols)
             starts = rng.integers(lo, hi, endpoint=True, size=(L, cols))
             for kt in range(KT):
