@@ -14,8 +14,9 @@ import numpy as np
 from .arith import bits_for_range, requantize, wrap
 from .config import ArrayConfig
 from .job import GemmJob
+from .validate import check_int
 
-__all__ = ["ReferenceResult", "reference_gemm", "run_reference"]
+__all__ = ["ReferenceResult", "reference_gemm", "reference_spill_chain", "run_reference"]
 
 
 @dataclass(frozen=True)
@@ -56,3 +57,45 @@ def run_reference(job: GemmJob, acc_bits: int, lo: int, hi: int) -> ReferenceRes
 def reference_gemm(cfg: ArrayConfig, job: GemmJob) -> ReferenceResult:
     """``job`` on the ``cfg`` machine: ``cfg.acc_bits`` accumulators, ``cfg``'s output type."""
     return run_reference(job, cfg.acc_bits, *job.bounds(cfg))
+
+
+def reference_spill_chain(cfg: ArrayConfig, job: GemmJob, k_tile: int) -> list[GemmJob]:
+    """The jobs of ``job`` cut along K into a partial-sum spill chain, each job's starting
+    sums taken from the numpy reference of the job before it.
+
+    Job i has rows ``i * k_tile ..`` of ``w`` (columns of ``x``; the last may be shorter),
+    ``bias, m, s, z_y, relu`` of ``job``; it *loads* the raw sums
+    ``reference_gemm(cfg, job_{i-1}).y`` of the previous job (the first loads ``job.psum``,
+    or starts from ``bias`` if ``job`` does not load); every job but the last is ``raw``,
+    the last keeps ``job.raw``. So the last job's reference output is ``job``'s. A bench
+    that feeds the machine's own ``psum_out`` back instead uses only the jobs' operands.
+
+    Parameters
+    ----------
+    cfg : ArrayConfig
+        The machine (its ``acc_bits`` wrap the sums passed along).
+    job : GemmJob
+        The job to cut.
+    k_tile : int
+        Reduction rows per job, ``>= 1`` (``>= K``: the one job).
+
+    Returns
+    -------
+    list of GemmJob
+        The chain, in order.
+
+    Raises
+    ------
+    ValueError
+        If ``k_tile`` is not an integer ``>= 1``.
+    """
+    k_tile = check_int("reference_spill_chain", "k_tile", k_tile, 1)
+    chain, psum = [], job.psum
+    for k0 in range(0, job.K, k_tile):
+        last = k0 + k_tile >= job.K
+        sub = GemmJob.create(cfg, job.x[:, k0:k0 + k_tile], job.w[k0:k0 + k_tile], job.bias,
+                             job.m, job.s, z_y=job.z_y, relu=job.relu, psum=psum,
+                             raw=job.raw if last else True)
+        chain.append(sub)
+        psum = reference_gemm(cfg, sub).y
+    return chain

@@ -12,7 +12,7 @@ from qaccel.hw.accelerator import Accelerator
 from qaccel.hw.amaranth_sim import run_job
 from qaccel.sim.config import ArrayConfig
 from qaccel.sim.job import random_job
-from qaccel.sim.reference import reference_gemm
+from qaccel.sim.reference import reference_gemm, reference_spill_chain
 from qaccel.sim.schedule import beat_cycles, gemm_cycles, params_fifo_depth
 from qaccel.sim.streams import (
     job_beats,
@@ -197,22 +197,6 @@ def test_k_split_chain_matches_cycle_model(cfg, shape, k_tile):
 
 # ---- partial-sum spill: load / raw jobs, psum_in / psum_out streams ------------------------
 
-def _spill_chain(cfg: ArrayConfig, job, k_tile: int):
-    """``job`` cut along K into a spill chain: job i loads the raw sums of job i - 1 (from
-    the numpy reference), every job but the last is ``raw``; the last keeps ``job.raw``."""
-    from qaccel.sim.job import GemmJob
-
-    chain, psum = [], job.psum
-    for k0 in range(0, job.K, k_tile):
-        last = k0 + k_tile >= job.K
-        sub = GemmJob.create(cfg, job.x[:, k0:k0 + k_tile], job.w[k0:k0 + k_tile], job.bias,
-                             job.m, job.s, z_y=job.z_y, relu=job.relu, psum=psum,
-                             raw=job.raw if last else True)
-        chain.append(sub)
-        psum = reference_gemm(cfg, sub).y
-    return chain
-
-
 def _scrambled(cfg: ArrayConfig, beats, rng):
     """Every don't-care of a load / raw job filled at random: psum_in lanes past N, all of
     ``bias`` under load, all of ``m, s`` (and per-tensor ``m, s, z_y, relu``) under raw."""
@@ -317,7 +301,7 @@ def test_spill_chain_matches_cycle_model(cfg, shape, k_tile, raw_end):
 
     job = random_job(cfg, *shape, np.random.default_rng(sum(shape)), extreme=True)
     job = dataclasses.replace(job, raw=raw_end)
-    chain = _spill_chain(cfg, job, k_tile)
+    chain = reference_spill_chain(cfg, job, k_tile)
     assert len(chain) >= 3 and not any(j.chained for j in chain)
     runs = run_spill_chain(cfg, chain)
     prev = None

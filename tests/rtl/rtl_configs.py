@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from qaccel.sim import ArrayConfig, GemmJob, random_job
 from qaccel.sim.job import split_k
-from qaccel.sim.reference import reference_gemm
+from qaccel.sim.reference import reference_spill_chain
 
 
 @dataclass(frozen=True)
@@ -88,25 +88,10 @@ def seed_for(bench: BenchConfig) -> int:
     return bench.seed + int(os.environ.get("QACCEL_SEED", "0"))
 
 
-def spill_chain(cfg: ArrayConfig, job: GemmJob, k_tile: int) -> list[GemmJob]:
-    """``job`` cut along K into ``k_tile``-row jobs that pass their sums through the host:
-    job i loads the raw sums of job i - 1 (here from the numpy reference; the bench feeds
-    the RTL's own ``psum_out`` instead), every job but the last is ``raw``, the first starts
-    from ``job.psum`` (or bias) and the last keeps ``job.raw``."""
-    chain, psum = [], job.psum
-    for k0 in range(0, job.K, k_tile):
-        last = k0 + k_tile >= job.K
-        sub = GemmJob.create(cfg, job.x[:, k0:k0 + k_tile], job.w[k0:k0 + k_tile], job.bias,
-                             job.m, job.s, z_y=job.z_y, relu=job.relu, psum=psum,
-                             raw=job.raw if last else True)
-        chain.append(sub)
-        psum = reference_gemm(cfg, sub).y
-    return chain
-
-
 def make_jobs(bench: BenchConfig, specs, seed: int) -> list[GemmJob]:
     """One random job per spec; a ``k_tile`` spec gives its K-split chain, a ``spill`` spec
-    its spill chain (:func:`spill_chain`); ``load`` draws random starting sums."""
+    its spill chain (:func:`sim.reference.reference_spill_chain`); ``load`` draws random
+    starting sums."""
     rng = np.random.default_rng(seed)
     cfg = bench.cfg
     jobs = []
@@ -121,7 +106,7 @@ def make_jobs(bench: BenchConfig, specs, seed: int) -> list[GemmJob]:
         if s.k_tile:
             jobs += split_k(cfg, job, s.k_tile)
         elif s.spill:
-            jobs += spill_chain(cfg, job, s.spill)
+            jobs += reference_spill_chain(cfg, job, s.spill)
         else:
             jobs.append(job)
     return jobs

@@ -14,7 +14,7 @@ from qaccel.sim.arith import bits_for_range
 from qaccel.sim.config import ArrayConfig
 from qaccel.sim.cycle import run_mapping, run_spill_chain, simulate, simulate_beats
 from qaccel.sim.job import GemmJob, random_job
-from qaccel.sim.reference import reference_gemm
+from qaccel.sim.reference import reference_gemm, reference_spill_chain
 from qaccel.sim.schedule import beat_cycles, gemm_cycles, pass_starts, tiling
 from qaccel.sim.streams import job_beats
 
@@ -279,6 +279,35 @@ def test_spill_chain_checks_its_arguments():
     run_spill_chain(cfg, job, 2, fn)
     assert seen == [(2, False, True), (2, True, True), (1, True, False)]
 
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=SLOW)
+@given(flag_cases(), st.data())
+def test_reference_spill_chain_ends_at_the_unsplit_output(case, data):
+    """``sim.reference.reference_spill_chain``: ceil(K / k_tile) jobs of ``k_tile`` rows,
+    the first loading ``job.psum`` (if ``job`` loads), each later one the reference sums of
+    the job before, all raw but the last (which keeps ``job.raw``); the last job's
+    reference output == the unsplit job's."""
+    cfg, _plain, job = case
+    k_tile = data.draw(st.integers(1, job.K + 1))
+    chain = reference_spill_chain(cfg, job, k_tile)
+    assert [j.K for j in chain] == [min(k_tile, job.K - k0) for k0 in range(0, job.K, k_tile)]
+    assert [j.load for j in chain] == [job.load] + [True] * (len(chain) - 1)
+    assert [j.raw for j in chain] == [True] * (len(chain) - 1) + [job.raw]
+    if job.load:
+        np.testing.assert_array_equal(chain[0].psum, job.psum)
+    for prev, nxt in zip(chain, chain[1:]):
+        np.testing.assert_array_equal(nxt.psum, reference_gemm(cfg, prev).y)
+    np.testing.assert_array_equal(reference_gemm(cfg, chain[-1]).y, reference_gemm(cfg, job).y)
+
+
+def test_reference_spill_chain_refuses_a_bad_k_tile():
+    cfg = ArrayConfig(rows=2, cols=2, acc_depth=4)
+    job = random_job(cfg, 3, 5, 3, np.random.default_rng(1))
+    with pytest.raises(ValueError, match=r"reference_spill_chain\.k_tile must be >= 1, not 0"):
+        reference_spill_chain(cfg, job, 0)
+    with pytest.raises(ValueError, match=r"reference_spill_chain\.k_tile"):
+        reference_spill_chain(cfg, job, -2)
 
 # ---- (f): run_mapping with "spill" job steps ----------------------------------------------
 
