@@ -52,12 +52,12 @@ from qaccel.sim.job import merge_k
 from qaccel.sim.reference import reference_gemm
 from qaccel.sim.schedule import tiling
 from qaccel.sim.streams import (
-    JobBeats,
     job_beats,
     out_beats_to_matrix,
     pack_cmd,
     pack_lanes,
     pack_params,
+    scramble_dont_cares,
     unpack_lanes,
 )
 
@@ -150,50 +150,6 @@ class OutMonitor:
             self.beats.append(unpack_lanes(word, self.cfg.cols, self.lane_bits,
                                            self.lane_signed))
             self.cycles.append(cycle)
-
-
-def scramble_dont_cares(cfg: ArrayConfig, beats: JobBeats, rng: np.random.Generator) -> JobBeats:
-    """Fill every don't-care lane (act lanes past K, weight rows/lanes past K/N, params
-    lanes past N, psum_in lanes past N; all of ``bias`` in a ``load`` job; all of ``m, s``
-    and the ``relu`` bit in a ``raw`` job) with random in-range values: the RTL must mask
-    or ignore them."""
-    T, K, N = (int(beats.cmd[k]) for k in ("T", "K", "N"))
-    til = tiling(cfg, T, K, N)
-    R, C = cfg.rows, cfg.cols
-    kt_act = np.concatenate([np.full(til.tile_len(tt), kt) for _nt in range(til.NT)
-                             for tt in range(til.TT) for kt in range(til.KT)])
-    dc_act = kt_act[:, None] * R + np.arange(R)[None, :] >= K
-    coords = [(nt, kt) for nt in range(til.NT) for _tt in range(til.TT) for kt in range(til.KT)]
-    nt_w = np.repeat([c[0] for c in coords], R)
-    kt_w = np.repeat([c[1] for c in coords], R)
-    row_w = np.tile(np.arange(R), len(coords))
-    dc_w = (kt_w * R + row_w >= K)[:, None] | (nt_w[:, None] * C + np.arange(C)[None, :] >= N)
-    dc_p = np.arange(til.NT)[:, None] * C + np.arange(C)[None, :] >= N
-
-    def fill(arr, mask, lo, hi):
-        arr = np.array(arr, dtype=np.int64)
-        arr[mask] = rng.integers(lo, hi, endpoint=True, size=int(mask.sum()))
-        return arr
-
-    load, raw = bool(beats.cmd["load"]), bool(beats.cmd["raw"])
-    every = np.ones_like(dc_p)
-    changes = {"act": fill(beats.act, dc_act, *cfg.a_range),
-               "weight": fill(beats.weight, dc_w, *cfg.w_range),
-               "bias": fill(beats.bias, every if load else dc_p, *cfg.acc_range)}
-    if cfg.per_channel:
-        changes["m"] = fill(beats.m, every if raw else dc_p, *cfg.mult_range)
-        changes["s"] = fill(beats.s, every if raw else dc_p, 0, 63)
-    if load:
-        dc_in = np.repeat(dc_p, T, axis=0)           # beat nt*T + t has n-tile nt's lanes
-        changes["psum_in"] = fill(beats.psum_in, dc_in, *cfg.acc_range)
-    if raw:
-        cmd = dict(beats.cmd, relu=bool(rng.integers(0, 2)))
-        if not cfg.per_channel:
-            cmd.update(m=int(rng.integers(cfg.mult_range[0], cfg.mult_range[1],
-                                          endpoint=True)),
-                       s=int(rng.integers(0, 63, endpoint=True)))
-        changes["cmd"] = cmd
-    return dataclasses.replace(beats, **changes)
 
 
 def merge_spill(cfg: ArrayConfig, chain: list[GemmJob]) -> GemmJob:

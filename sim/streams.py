@@ -28,7 +28,7 @@ lane 0 in the least significant bits):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -38,7 +38,7 @@ from .schedule import tiling
 
 __all__ = ["JobBeats", "job_beats", "out_beats_to_matrix", "matrix_to_beats", "pack_lanes",
            "unpack_lanes", "cmd_fields", "pack_cmd", "params_fields", "pack_params",
-           "pack_psum", "unpack_psum"]
+           "pack_psum", "unpack_psum", "scramble_dont_cares"]
 
 
 @dataclass(frozen=True)
@@ -201,3 +201,68 @@ def pack_psum(cfg: ArrayConfig, beat) -> int:
 def unpack_psum(cfg: ArrayConfig, word: int) -> np.ndarray:
     """Inverse of :func:`pack_psum`: ``cols`` lanes, sign-extended from ``acc_bits``."""
     return unpack_lanes(word, cfg.cols, cfg.acc_bits, True)
+
+
+# ---- don't-care lanes and fields --------------------------------------------------------
+
+def scramble_dont_cares(cfg: ArrayConfig, beats: JobBeats,
+                        rng: np.random.Generator) -> JobBeats:
+    """``beats`` with every don't-care lane and field filled with random in-range values:
+    the machine (RTL or model) must mask or ignore them.
+
+    Scrambled: ``act`` lanes past K; ``weight`` rows past K and lanes past N; ``params``
+    lanes (``bias``, per-channel ``m, s``) past N; ``psum_in`` lanes past N; all of
+    ``bias`` in a ``load`` job; in a ``raw`` job all of ``m, s`` (per-channel lanes or the
+    per-tensor ``cmd`` fields) and ``z_y``, and ``relu`` inverted.
+
+    Parameters
+    ----------
+    cfg : ArrayConfig
+        The machine the beats are for.
+    beats : JobBeats
+        One job's beats, e.g. from :func:`job_beats`.
+    rng : numpy.random.Generator
+        Source of the random values.
+
+    Returns
+    -------
+    JobBeats
+        A copy with the don't-cares replaced; the beats that matter are unchanged.
+    """
+    T, K, N = (int(beats.cmd[k]) for k in ("T", "K", "N"))
+    til = tiling(cfg, T, K, N)
+    R, C = cfg.rows, cfg.cols
+    kt_act = np.concatenate([np.full(til.tile_len(tt), kt) for _nt in range(til.NT)
+                             for tt in range(til.TT) for kt in range(til.KT)])
+    dc_act = kt_act[:, None] * R + np.arange(R)[None, :] >= K
+    coords = [(nt, kt) for nt in range(til.NT) for _tt in range(til.TT) for kt in range(til.KT)]
+    nt_w = np.repeat([c[0] for c in coords], R)
+    kt_w = np.repeat([c[1] for c in coords], R)
+    row_w = np.tile(np.arange(R), len(coords))
+    dc_w = (kt_w * R + row_w >= K)[:, None] | (nt_w[:, None] * C + np.arange(C)[None, :] >= N)
+    dc_p = np.arange(til.NT)[:, None] * C + np.arange(C)[None, :] >= N
+
+    def fill(arr, mask, lo, hi):
+        arr = np.array(arr, dtype=np.int64)
+        arr[mask] = rng.integers(lo, hi, endpoint=True, size=int(mask.sum()))
+        return arr
+
+    load, raw = bool(beats.cmd["load"]), bool(beats.cmd["raw"])
+    every = np.ones_like(dc_p)
+    changes = {"act": fill(beats.act, dc_act, *cfg.a_range),
+               "weight": fill(beats.weight, dc_w, *cfg.w_range),
+               "bias": fill(beats.bias, every if load else dc_p, *cfg.acc_range)}
+    if cfg.per_channel:
+        changes["m"] = fill(beats.m, every if raw else dc_p, *cfg.mult_range)
+        changes["s"] = fill(beats.s, every if raw else dc_p, 0, 63)
+    if load:
+        dc_in = np.repeat(dc_p, T, axis=0)           # beat nt*T + t has n-tile nt's lanes
+        changes["psum_in"] = fill(beats.psum_in, dc_in, *cfg.acc_range)
+    if raw:
+        cmd = dict(beats.cmd, relu=not beats.cmd["relu"],
+                   z_y=int(rng.integers(*cfg.a_range, endpoint=True)))
+        if not cfg.per_channel:
+            cmd.update(m=int(rng.integers(*cfg.mult_range, endpoint=True)),
+                       s=int(rng.integers(0, 63, endpoint=True)))
+        changes["cmd"] = cmd
+    return replace(beats, **changes)

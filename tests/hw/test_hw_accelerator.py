@@ -20,6 +20,7 @@ from qaccel.sim.streams import (
     pack_cmd,
     pack_lanes,
     pack_params,
+    scramble_dont_cares,
     unpack_lanes,
 )
 
@@ -197,33 +198,6 @@ def test_k_split_chain_matches_cycle_model(cfg, shape, k_tile):
 
 # ---- partial-sum spill: load / raw jobs, psum_in / psum_out streams ------------------------
 
-def _scrambled(cfg: ArrayConfig, beats, rng):
-    """Every don't-care of a load / raw job filled at random: psum_in lanes past N, all of
-    ``bias`` under load, all of ``m, s`` (and per-tensor ``m, s, z_y, relu``) under raw."""
-    import dataclasses
-
-    N, C = int(beats.cmd["N"]), cfg.cols
-    changes = {}
-    if beats.cmd["load"]:
-        T = int(beats.cmd["T"])
-        nt = np.arange(beats.psum_in.shape[0]) // T
-        pin = beats.psum_in.copy()
-        dc = nt[:, None] * C + np.arange(C)[None, :] >= N
-        pin[dc] = rng.integers(*cfg.acc_range, endpoint=True, size=int(dc.sum()))
-        changes["psum_in"] = pin
-        changes["bias"] = rng.integers(*cfg.acc_range, endpoint=True, size=beats.bias.shape)
-    if beats.cmd["raw"]:
-        cmd = dict(beats.cmd, relu=not beats.cmd["relu"])
-        if cfg.per_channel:
-            changes["m"] = rng.integers(*cfg.mult_range, endpoint=True, size=beats.m.shape)
-            changes["s"] = rng.integers(0, 63, endpoint=True, size=beats.s.shape)
-        else:
-            cmd.update(m=int(rng.integers(*cfg.mult_range, endpoint=True)),
-                       s=int(rng.integers(0, 63, endpoint=True)))
-        changes["cmd"] = cmd
-    return dataclasses.replace(beats, **changes)
-
-
 def _psum_in_cycles(cfg: ArrayConfig, T: int, K: int, N: int) -> np.ndarray:
     """No stalls: the psum_in beat of a vector is taken in the accumulate cycle of its first
     K pass, R + C cycles after that pass's activation beat (independent of the model)."""
@@ -263,7 +237,7 @@ def test_load_raw_job_matches_cycle_model(ci, T, K, N, load, raw, extreme, seed)
     psum = rng.integers(*cfg.acc_range, endpoint=True, size=(T, N)) if load else None
     job = dataclasses.replace(job, psum=psum, raw=raw)
     ref = reference_gemm(cfg, job)
-    beats = _scrambled(cfg, job_beats(cfg, job), rng)
+    beats = scramble_dont_cares(cfg, job_beats(cfg, job), rng)
     run = run_beats(cfg, [beats])[0]
     model = simulate_beats(cfg, beats, trace=True)
     assert np.array_equal(model.y, ref.y)

@@ -16,7 +16,7 @@ from qaccel.sim.cycle import run_mapping, run_spill_chain, simulate, simulate_be
 from qaccel.sim.job import GemmJob, random_job
 from qaccel.sim.reference import reference_gemm, reference_spill_chain
 from qaccel.sim.schedule import beat_cycles, gemm_cycles, pass_starts, tiling
-from qaccel.sim.streams import job_beats
+from qaccel.sim.streams import job_beats, scramble_dont_cares
 
 MAX_CYCLES = 2500
 SLOW = [HealthCheck.filter_too_much, HealthCheck.too_slow]
@@ -148,31 +148,19 @@ def test_load_wraps_from_the_accumulator_ends():
 @settings(max_examples=40, deadline=None, suppress_health_check=SLOW)
 @given(flag_cases(), st.integers(0, 2**32 - 1))
 def test_dont_care_lanes_and_fields(case, seed):
-    """psum_in lanes past N, bias under load and m / s / z_y / relu under raw are
-    don't-care; psum_in is truncated to acc_bits like the other ports."""
+    """Every don't-care scrambled (``sim.streams.scramble_dont_cares``: psum_in lanes past
+    N, bias under load and m / s / z_y / relu under raw, lanes past K / N): the same beats,
+    cycles and psum_in handshakes; psum_in is truncated to acc_bits like the other ports."""
     cfg, _plain, job = case
     assume(job.load or job.raw)
     rng = np.random.default_rng(seed)
     beats = job_beats(cfg, job)
     clean = simulate_beats(cfg, beats, trace=True)
-    C, N = cfg.cols, job.N
-    NT = -(-N // C)
-    fields, cmd = {}, dict(beats.cmd)
-    if job.load:
-        lane_n = (np.arange(NT * job.T)[:, None] // job.T) * C + np.arange(C)
-        noise = rng.integers(*cfg.acc_range, endpoint=True, size=beats.psum_in.shape)
-        fields["psum_in"] = (np.where(lane_n < N, beats.psum_in, noise)
-                             + (np.int64(rng.integers(-3, 4)) << cfg.acc_bits))
-        fields["bias"] = rng.integers(*cfg.acc_range, endpoint=True, size=beats.bias.shape)
-    if job.raw:
-        if cfg.per_channel:
-            fields["m"] = rng.integers(*cfg.mult_range, endpoint=True, size=beats.m.shape)
-            fields["s"] = rng.integers(0, 63, endpoint=True, size=beats.s.shape)
-        else:
-            cmd.update(m=int(rng.integers(*cfg.mult_range, endpoint=True)),
-                       s=int(rng.integers(0, 63, endpoint=True)))
-        cmd.update(relu=not cmd["relu"])
-    noisy = simulate_beats(cfg, dataclasses.replace(beats, cmd=cmd, **fields), trace=True)
+    noisy = scramble_dont_cares(cfg, beats, rng)
+    # high bits past acc_bits on every psum_in lane: the port truncates them
+    high = rng.integers(-3, 4, size=noisy.psum_in.shape).astype(np.int64) << cfg.acc_bits
+    noisy = simulate_beats(cfg, dataclasses.replace(noisy, psum_in=noisy.psum_in + high),
+                           trace=True)
     np.testing.assert_array_equal(noisy.out_beats, clean.out_beats)
     np.testing.assert_array_equal(noisy.y, reference_gemm(cfg, job).y)
     assert noisy.cycles == clean.cycles
