@@ -14,6 +14,7 @@ from qaccel.sim.arith import bits_for_range
 from qaccel.sim.config import ArrayConfig
 from qaccel.sim.cycle import run_mapping, run_spill_chain, simulate, simulate_beats
 from qaccel.sim.job import GemmJob, random_job
+from qaccel.sim.mapping import Step
 from qaccel.sim.reference import reference_gemm, reference_spill_chain
 from qaccel.sim.schedule import beat_cycles, gemm_cycles, pass_starts, tiling
 from qaccel.sim.streams import job_beats, scramble_dont_cares
@@ -298,22 +299,6 @@ def test_reference_spill_chain_refuses_a_bad_k_tile():
         reference_spill_chain(cfg, job, -2)
 
 # ---- (f): run_mapping with "spill" job steps ----------------------------------------------
-
-try:
-    from qaccel.sim.mapping import Step
-    assert "psums" in {f.name for f in dataclasses.fields(Step)}
-except (ImportError, AssertionError):       # until sim.mapping.Step has psums
-    @dataclasses.dataclass(frozen=True)
-    class Step:
-        kind: str
-        operand: str = ""
-        key: tuple = ()
-        bits: int = 0
-        hold: int = 0
-        slab: int = -1
-        ntile: int = -1
-        psums: str = "bank"
-
 
 def spill_steps(T: int, K: int, N: int, t_tile: int, n_tile: int, k_tile: int,
                 interleave: bool) -> list:
