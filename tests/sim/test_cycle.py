@@ -15,24 +15,10 @@ from qaccel.sim.job import GemmJob, random_job, split_k
 from qaccel.sim.reference import reference_gemm
 from qaccel.sim.schedule import beat_cycles, gemm_cycles, params_fifo_depth, pass_starts, tiling
 from qaccel.sim.streams import job_beats
+from strategies import configs
 
 # keep one example's simulation short: the model steps one clock per Python iteration
 MAX_CYCLES = 2500
-
-
-@st.composite
-def configs(draw) -> ArrayConfig:
-    w_bits = draw(st.integers(2, 16))
-    a_bits = draw(st.integers(2, 16))
-    mult_bits = draw(st.integers(1, min(32, 62 - w_bits - a_bits)))
-    floor, ceil = w_bits + a_bits, min(60, 62 - mult_bits)
-    # narrow accumulators (which wrap) as often as wide ones
-    acc_bits = draw(st.one_of(st.integers(floor, min(ceil, floor + 4)),
-                              st.integers(floor, ceil)))
-    return ArrayConfig(rows=draw(st.integers(2, 9)), cols=draw(st.integers(2, 9)),
-                       w_bits=w_bits, a_bits=a_bits, a_signed=draw(st.booleans()),
-                       acc_bits=acc_bits, mult_bits=mult_bits,
-                       per_channel=draw(st.booleans()), acc_depth=draw(st.integers(1, 12)))
 
 
 @st.composite

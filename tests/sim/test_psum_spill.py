@@ -18,23 +18,12 @@ from qaccel.sim.mapping import Step
 from qaccel.sim.reference import reference_gemm, reference_spill_chain
 from qaccel.sim.schedule import beat_cycles, gemm_cycles, pass_starts, tiling
 from qaccel.sim.streams import job_beats, scramble_dont_cares
+from strategies import configs
 
 MAX_CYCLES = 2500
 SLOW = [HealthCheck.filter_too_much, HealthCheck.too_slow]
-
-
-@st.composite
-def configs(draw) -> ArrayConfig:
-    w_bits = draw(st.integers(2, 16))
-    a_bits = draw(st.integers(2, 16))
-    mult_bits = draw(st.integers(1, min(32, 62 - w_bits - a_bits)))
-    floor, ceil = w_bits + a_bits, min(60, 62 - mult_bits)
-    acc_bits = draw(st.one_of(st.integers(floor, min(ceil, floor + 4)),
-                              st.integers(floor, ceil)))
-    return ArrayConfig(rows=draw(st.integers(2, 7)), cols=draw(st.integers(2, 7)),
-                       w_bits=w_bits, a_bits=a_bits, a_signed=draw(st.booleans()),
-                       acc_bits=acc_bits, mult_bits=mult_bits,
-                       per_channel=draw(st.booleans()), acc_depth=draw(st.integers(1, 8)))
+# smaller arrays and banks than test_cycle's: chains run several jobs per example
+SPILL_CONFIGS = configs(max_dim=7, max_acc_depth=8)
 
 
 def starting_sums(cfg: ArrayConfig, T: int, N: int, rng, extreme: bool) -> np.ndarray:
@@ -52,7 +41,7 @@ def flagged(cfg: ArrayConfig, job: GemmJob, psum, raw: bool) -> GemmJob:
 @st.composite
 def flag_cases(draw):
     """A random job, with random starting sums (load) and / or raw outputs."""
-    cfg = draw(configs())
+    cfg = draw(SPILL_CONFIGS)
     T, K, N = (draw(st.integers(1, 30)) for _ in range(3))
     assume(gemm_cycles(cfg, T, K, N) <= MAX_CYCLES)
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -194,7 +183,7 @@ def test_beats_validation():
 def spill_cases(draw):
     """Any job (T may exceed acc_depth: several T-tiles; N need not fill the columns),
     cut along K into a spilled chain."""
-    cfg = draw(configs())
+    cfg = draw(SPILL_CONFIGS)
     T = draw(st.integers(1, 3 * cfg.acc_depth + 2))
     K = draw(st.integers(2, 30))
     N = draw(st.integers(1, 3 * cfg.cols + 1))
@@ -313,7 +302,7 @@ def spill_steps(T: int, K: int, N: int, t_tile: int, n_tile: int, k_tile: int,
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=SLOW)
-@given(configs(), st.integers(1, 12), st.integers(2, 14), st.integers(1, 12),
+@given(SPILL_CONFIGS, st.integers(1, 12), st.integers(2, 14), st.integers(1, 12),
        st.integers(0, 2**32 - 1), st.data())
 def test_run_mapping_spill_steps(cfg, T, K, N, seed, data):
     t_tile = data.draw(st.integers(1, T))
