@@ -147,6 +147,43 @@ def test_array_skew_double_buffer_and_freeze(rows, cols, w_bits, a_bits, a_signe
 
 # ---- accumulator bank -----------------------------------------------------------------------
 
+def _run_bank_with_random_enables(dut, tokens, rng, *, cols: int, depth: int,
+                                  lanes=("psum", "bias"), load: int | None = None) -> list:
+    """Drive ``tokens`` (dicts of ``valid, first, last, addr`` and the ``lanes`` vectors)
+    into an ``AccumulatorBank`` with ``en`` high in ~70 % of the cycles: a token advances
+    only in an enabled cycle, ``rd_addr`` follows the prefetch contract (the next token's
+    address in an enabled cycle, garbage in a frozen one, where the read port holds).
+    ``load`` (if given) is held for the whole run. Returns the ``sum`` vectors of the
+    enabled cycles with ``sum_valid``."""
+    got = []
+
+    async def tb(ctx):
+        if load is not None:
+            ctx.set(dut.load, load)
+        ctx.set(dut.en, 1)
+        ctx.set(dut.rd_addr, tokens[0]["addr"])
+        await ctx.tick()
+        i = 0
+        while i < len(tokens):
+            en = bool(rng.random() < 0.7)
+            tk = tokens[i]
+            ctx.set(dut.en, en)
+            nxt = tokens[i + 1]["addr"] if i + 1 < len(tokens) else 0
+            ctx.set(dut.rd_addr, nxt if en else int(rng.integers(0, depth)))
+            for k in ("valid", "first", "last", "addr"):
+                ctx.set(getattr(dut, k), tk[k])
+            for c in range(cols):
+                for k in lanes:
+                    ctx.set(getattr(dut, k)[c], int(tk[k][c]))
+            if en and ctx.get(dut.sum_valid):
+                got.append([ctx.get(dut.sum[c]) for c in range(cols)])
+            await ctx.tick()
+            i += en
+
+    _run(dut, tb)
+    return got
+
+
 def test_accumulator_bias_accumulate_wrap_and_freeze():
     cols, acc_bits, depth = 3, 8, 5
     dut = AccumulatorBank(cols=cols, acc_bits=acc_bits, depth=depth)
@@ -174,34 +211,7 @@ def test_accumulator_bias_accumulate_wrap_and_freeze():
             expect.append([int(v) for v in wrap(total, acc_bits)])
     assert np.any(np.array(exact) != np.array(expect))      # the test does exercise wrap
 
-    def lanes(v):
-        return sum((int(x) & 0xFF) << (8 * c) for c, x in enumerate(v))
-
-    got = []
-
-    async def tb(ctx):
-        ctx.set(dut.en, 1)
-        ctx.set(dut.rd_addr, tokens[0]["addr"])
-        await ctx.tick()
-        i = 0
-        while i < len(tokens):
-            en = bool(rng.random() < 0.7)
-            tk = tokens[i]
-            ctx.set(dut.en, en)
-            # prefetch contract: the address of the token of the next enabled cycle; in a
-            # frozen cycle the read port holds, so drive garbage there
-            nxt = tokens[i + 1]["addr"] if i + 1 < len(tokens) else 0
-            ctx.set(dut.rd_addr, nxt if en else int(rng.integers(0, depth)))
-            for k in ("valid", "first", "last", "addr"):
-                ctx.set(getattr(dut, k), tk[k])
-            ctx.set(dut.psum.as_value(), lanes(tk["psum"]))
-            ctx.set(dut.bias.as_value(), lanes(tk["bias"]))
-            if en and ctx.get(dut.sum_valid):
-                got.append([ctx.get(dut.sum[c]) for c in range(cols)])
-            await ctx.tick()
-            i += en
-
-    _run(dut, tb)
+    got = _run_bank_with_random_enables(dut, tokens, rng, cols=cols, depth=depth)
     assert got == expect
     sums = np.array(expect)
     assert sums.min() >= lo and sums.max() <= hi
@@ -275,31 +285,8 @@ def test_accumulator_load_starts_first_pass_from_start_not_bias():
                 expect.append([int(v) for v in total])
             else:
                 bank[tk["addr"]] = total
-        got = []
-
-        async def tb(ctx, dut=dut, rng=rng, tokens=tokens, load=load, got=got):
-            ctx.set(dut.load, load)
-            ctx.set(dut.en, 1)
-            ctx.set(dut.rd_addr, tokens[0]["addr"])
-            await ctx.tick()
-            i = 0
-            while i < len(tokens):
-                en = bool(rng.random() < 0.7)
-                tk = tokens[i]
-                ctx.set(dut.en, en)
-                nxt = tokens[i + 1]["addr"] if i + 1 < len(tokens) else 0
-                ctx.set(dut.rd_addr, nxt if en else int(rng.integers(0, depth)))
-                for k in ("valid", "first", "last", "addr"):
-                    ctx.set(getattr(dut, k), tk[k])
-                for c in range(cols):
-                    for k in ("psum", "bias", "start"):
-                        ctx.set(getattr(dut, k)[c], int(tk[k][c]))
-                if en and ctx.get(dut.sum_valid):
-                    got.append([ctx.get(dut.sum[c]) for c in range(cols)])
-                await ctx.tick()
-                i += en
-
-        _run(dut, tb)
+        got = _run_bank_with_random_enables(dut, tokens, rng, cols=cols, depth=depth,
+                                            lanes=("psum", "bias", "start"), load=load)
         assert got == expect
         assert len(expect) == 2 * L
 
