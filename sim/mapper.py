@@ -17,12 +17,15 @@ Space, per layer (one group job):
   accumulator bank (``t * ceil(n / cols) <= acc_depth``), the space holds the largest
   ``k_tile`` that fits, from ``rows`` times the divisors and powers of two of
   ``ceil(K / rows)`` (a convolution's also whole input channels: multiples of
-  ``lcm(rows, kh * kw)``), below ``K``. Where the pair's sums do not fit the bank but
-  fit the output buffer at ``acc_bits`` (``t * n * acc_bits``), the chain *spills* them
-  there instead (``psums = "buffer"``: raw sums out, loaded back by the next job);
-* params: a mapping that overflows only the weight buffer is also tried with streamed
-  params (``params = "stream"``: never held with the weights, read from DRAM by every
-  job) -- held params cost less DRAM traffic wherever they fit.
+  ``lcm(rows, kh * kw)``), below ``K`` -- and also the largest fitting one of whole
+  input channels (a chunk boundary inside a channel reads it twice). Where the pair's
+  sums fit the output buffer at ``acc_bits`` (``t * n * acc_bits``) and the bank is too
+  small or a partial-sum bit costs more there, the chain *spills* them to the output
+  buffer instead (``psums = "buffer"``: raw sums out, loaded back by the next job);
+* params: a mapping is also tried with streamed params (``params = "stream"``: never
+  held with the weights, read from DRAM by every job) where held ones overflow only the
+  weight buffer, or where streaming reads no more params from DRAM (a whole-K job whose
+  weights are re-read per slab anyway, or a single slab): it then skips the weight buffer.
 
 Every candidate is costed by the analytic model's own counts (:func:`sim.analytic.job_counts`
 per job shape, :func:`sim.mapping.dram_bits`) priced by the energy model; candidates whose
@@ -39,9 +42,18 @@ import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
+import numpy as np
+
 from .analytic import check_dims, job_counts
 from .config import ArrayConfig
-from .energy import EnergyTable, LayerCounts, buffer_bytes, default_table, layer_energy
+from .energy import (
+    EnergyTable,
+    LayerCounts,
+    acc_bank_bit_pj,
+    buffer_bytes,
+    default_table,
+    layer_energy,
+)
 from .mapping import Mapping, buffer_needs, dram_bits, plan
 from .traffic import LEVELS, OPERANDS
 from .validate import check_choice
@@ -111,29 +123,49 @@ def _fits(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> bool:
     return all(b <= getattr(cfg, f) * 8192 for f, b in buffer_needs(cfg, w, m).items())
 
 
-def _over_weights_only(cfg: ArrayConfig, w: GemmWorkload, m: Mapping) -> bool:
-    need = buffer_needs(cfg, w, m)
-    return need["weight_buffer_kib"] > cfg.weight_buffer_kib * 8192 and all(
-        need[f] <= getattr(cfg, f) * 8192 for f in ("act_buffer_kib", "out_buffer_kib"))
+def _over(cfg: ArrayConfig, need: dict) -> set[str]:
+    """The buffers a :func:`sim.mapping.buffer_needs` result overflows."""
+    return {f for f, b in need.items() if b > getattr(cfg, f) * 8192}
 
 
-def _streamed(cfg: ArrayConfig, w: GemmWorkload, m: Mapping):
-    """``m`` with streamed params, if held params are what overflows the weight buffer."""
-    if _over_weights_only(cfg, w, m):
-        ms = replace(m, params="stream")
-        if _fits(cfg, w, ms):
-            return ms
-    return None
+def _streamed(cfg: ArrayConfig, w: GemmWorkload, m: Mapping, over: set[str]):
+    """``m`` (held params, overflowing the buffers ``over``) with streamed params, if that
+    fits and either the held one does not or streaming reads no more params from DRAM
+    (it then also skips the weight buffer); else ``None``."""
+    if not over:
+        # streamed: every job reads its params (slabs x chunks per channel); held: as
+        # often as the weights (sim.mapping.dram_bits) -- at least as often only for
+        # whole-K jobs whose weights are read per slab anyway (or of a single slab)
+        if m.splits(w) or not (m.weights == "pass" or m.order == "slab_outer" and
+                               m.weights == "tile" or m.t_tile >= w.T):
+            return None
+    elif over != {"weight_buffer_kib"}:     # streaming frees only the weight buffer
+        return None
+    ms = replace(m, params="stream")
+    return ms if _fits(cfg, w, ms) else None
 
 
-def _chain(cfg: ArrayConfig, w: GemmWorkload, m: Mapping, ks: list[int], fmax: int,
-           psums: str):
-    """The largest fitting ``k_tile`` chain of ``m``'s tiles and residencies keeping its
-    sums in ``psums`` (held params, else streamed ones), or ``None``."""
+def _aligned_k(cfg: ArrayConfig, w: GemmWorkload) -> int:
+    """``k_tile`` step of chunks made of whole input channels (``lcm(rows, kh * kw)``;
+    ``rows`` for a GEMM or a 1x1 convolution)."""
+    g = w.geometry
+    if g is not None and g.out_h and g.out_w and g.kh * g.kw > 1:
+        return math.lcm(cfg.rows, g.kh * g.kw)
+    return cfg.rows
+
+
+def _chains(cfg: ArrayConfig, w: GemmWorkload, m: Mapping, ks: list[int], fmax: int,
+            psums: str) -> list[Mapping]:
+    """K-split chains of ``m``'s tiles and residencies keeping their sums in ``psums``:
+    for held and for streamed params, the largest fitting ``k_tile`` and the largest
+    fitting one of whole input channels (a chunk boundary inside a channel reads it
+    twice)."""
     C = cfg.cols
     wcap, acap = cfg.weight_buffer_kib * 8192, cfg.act_buffer_kib * 8192
     n = min(m.n_tile, w.N)
-    for k in ks:
+    step = _aligned_k(cfg, w)
+    found: dict = {}                     # (params, whole channels) -> mapping
+    for k in ks:                         # descending
         # cheap lower bounds of the chunk's holds first (a chunk reads at least its share
         # k / K of the slab)
         if m.weights == "tile" and m.order == "slab_outer" and \
@@ -142,39 +174,53 @@ def _chain(cfg: ArrayConfig, w: GemmWorkload, m: Mapping, ks: list[int], fmax: i
         if m.inputs == "slab" and m.order == "n_outer" and fmax * k * cfg.a_bits > acap * w.K:
             continue
         mk = replace(m, k_tile=k, psums=psums)
-        if _fits(cfg, w, mk):
-            return mk
-        mk = _streamed(cfg, w, mk)
-        if mk is not None:
-            return mk
-    return None
+        over = _over(cfg, buffer_needs(cfg, w, mk))
+        for v in (mk if not over else None, _streamed(cfg, w, mk, over)):
+            if v is None:
+                continue
+            for key in ((v.params, False), (v.params, True)):
+                if key not in found and (not key[1] or k % step == 0):
+                    found[key] = v
+        if ("held", True) in found:      # smaller chunks fit too, and cost more
+            break
+    return list(dict.fromkeys(found.values()))
 
 
-def candidate_mappings(cfg: ArrayConfig, w: GemmWorkload, k_split: bool = True):
+def _spill_cheaper(cfg: ArrayConfig, table: EnergyTable) -> bool:
+    """A partial-sum bit costs less in the output buffer than in the accumulator bank."""
+    out = buffer_bytes(cfg, "psums")
+    return (table.sram_bit_pj(out) + table.sram_bit_pj(out, write=True)
+            < acc_bank_bit_pj(cfg, table) + acc_bank_bit_pj(cfg, table, write=True))
+
+
+def candidate_mappings(cfg: ArrayConfig, w: GemmWorkload, k_split: bool = True,
+                       table: EnergyTable | None = None):
     """Every mapping of the pruned space for ``w``: whole-K ones fitting the buffers or
-    not (with streamed params where held ones overflow the weight buffer), and
-    (``k_split``) K-split chains (see the module docstring) only where they fit."""
+    not, each also with streamed params where that fits and held ones do not, or read
+    no fewer params from DRAM; and (``k_split``) K-split chains (see the module
+    docstring) only where they fit -- spilled ones where the bank is too small, or where
+    a partial-sum bit costs less in the output buffer than in the bank (``table``)."""
     ks = _k_tiles(cfg, w)[::-1] if k_split else []
     C = cfg.cols
     ocap = cfg.out_buffer_kib * 8192
+    spill_cheaper = _spill_cheaper(cfg, default_table() if table is None else table)
     for t in _t_tiles(cfg, w):
         for n in _n_tiles(cfg, w):
-            bank_ok = t * -(-n // C) <= cfg.acc_depth
-            spill_ok = not bank_ok and t * n * cfg.acc_bits <= ocap
+            bank = t * -(-n // C) <= cfg.acc_depth
+            spill = t * n * cfg.acc_bits <= ocap and (spill_cheaper or not bank)
+            homes = [h for h, ok in (("bank", bank), ("buffer", spill)) if ok]
             for order, wr, xr in _COMBOS:
                 m = Mapping(t_tile=t, n_tile=n, order=order, weights=wr, inputs=xr)
                 yield m
-                if _fits(cfg, w, m):
-                    continue
-                ms = _streamed(cfg, w, m)
+                over = _over(cfg, buffer_needs(cfg, w, m))
+                ms = _streamed(cfg, w, m, over)
                 if ms is not None:
                     yield ms
+                if not over or ms is not None or not ks or (order, wr, xr) not in _SPLIT_COMBOS:
                     continue
-                if (bank_ok or spill_ok) and ks and (order, wr, xr) in _SPLIT_COMBOS:
-                    mk = _chain(cfg, w, m, ks, plan(w, m).footprint_max,
-                                "bank" if bank_ok else "buffer")
-                    if mk is not None:
-                        yield mk
+                fmax = plan(w, m).footprint_max
+                for home in homes:
+                    yield from _chains(cfg, w, m, ks, fmax, home)
 
 
 @dataclass(frozen=True)
@@ -189,24 +235,39 @@ class MapperResult:
     fitting: int             # of which fit the buffers
 
 
+@lru_cache(maxsize=256)
+def _unit_prices(cfg: ArrayConfig, table: EnergyTable) -> tuple[float, float, float, np.ndarray]:
+    """The energy model's (linear) prices on ``cfg``: pJ per MAC, per accumulator update,
+    per requantized output, and per bit of every ``(level, operand, read/write)`` of
+    :class:`sim.traffic.Traffic` -- :func:`sim.energy.layer_energy` of unit counts."""
+    def one(**kw) -> float:
+        kw = {"macs": 0, "acc_updates": 0, "outputs": 0, "bits": {}} | kw
+        return layer_energy(cfg, LayerCounts(name="unit", **kw), table).total_pj
+
+    bits = np.zeros((len(LEVELS), len(OPERANDS), 2))
+    for i, lv in enumerate(LEVELS):
+        for j, op in enumerate(OPERANDS):
+            for k, rw in enumerate(("read", "write")):
+                bits[i, j, k] = one(bits={f"{lv}.{op}.{rw}": 1})
+    return one(macs=1), one(acc_updates=1), one(outputs=1), bits
+
+
 @lru_cache(maxsize=65536)
 def _job_energy(cfg: ArrayConfig, table: EnergyTable, shape: tuple,
                 params_stream: bool = False) -> tuple[float, int]:
     """On-chip energy (pJ, no DRAM, no buffer fills / drain) and cycles of one job of
-    :class:`sim.mapping.Plan` ``shape``; streamed params skip the weight buffer."""
+    :class:`sim.mapping.Plan` ``shape`` (its :func:`sim.analytic.job_counts` at the energy
+    model's prices); streamed params skip the weight buffer."""
     jc = job_counts(cfg, *shape)
-    bits = {}
-    for i, lv in enumerate(LEVELS):
-        for j, op in enumerate(OPERANDS):
-            if params_stream and lv == "buffer" and op == "params":
-                continue
-            for k, rw in enumerate(("read", "write")):
-                if jc.bits[i, j, k]:
-                    bits[f"{lv}.{op}.{rw}"] = int(jc.bits[i, j, k])
+    per_mac, per_add, per_out, per_bit = _unit_prices(cfg, table)
+    bits = jc.bits
+    if params_stream:
+        bits = bits.copy()
+        bits[LEVELS.index("buffer"), OPERANDS.index("params")] = 0
     t, K, n = shape[:3]
-    e = layer_energy(cfg, LayerCounts(name="job", macs=t * K * n, acc_updates=jc.acc_adds,
-                                      outputs=jc.requant_ops, bits=bits), table)
-    return e.total_pj, jc.cycles
+    e = (t * K * n * per_mac + jc.acc_adds * per_add + jc.requant_ops * per_out
+         + float((bits * per_bit).sum()))
+    return e, jc.cycles
 
 
 @lru_cache(maxsize=256)
@@ -237,7 +298,7 @@ def _search(cfg: ArrayConfig, w: GemmWorkload, geometry, objective: str, table: 
     best = best_key = None
     n_cand = n_fit = 0
     least = dict.fromkeys(caps, None)
-    for m in candidate_mappings(cfg, w, k_split):
+    for m in candidate_mappings(cfg, w, k_split, table):
         n_cand += 1
         need = buffer_needs(cfg, w, m)
         over = False

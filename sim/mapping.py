@@ -26,7 +26,8 @@ schedule around them, for one GEMM job of a layer (a grouped layer repeats it pe
   weights    ``tile``   the job's weight tile stays while it is used: once per job
                         (``slab_outer``) or once per n-tile across all slabs (``n_outer``)
   weights    ``pass``   the weights stream pass by pass: once per internal T-tile of a
-                        job (``ceil(t / acc_depth)`` times per job; once per chain)
+                        job (``ceil(t / acc_depth)`` times per job; once per chain in the
+                        bank, ``ceil(t / acc_depth)`` times per spilled chain)
   inputs     ``layer``  the layer's whole input footprint stays: read once
   inputs     ``slab``   a slab stays while its jobs use it: once per slab
                         (``slab_outer``) or once per slab and n-tile (``n_outer``; with
@@ -168,7 +169,7 @@ class Mapping:
         buffer)."""
         k = f" k{self.k_tile}" if self.k_tile else ""
         extra = (" P:stream" if self.params == "stream" else "") + \
-            (" S:buffer" if self.psums == "buffer" else "")
+            (" S:buffer" if self.psums == "buffer" and self.k_tile else "")
         return (f"t{self.t_tile} n{self.n_tile}{k} {self.order} W:{self.weights} "
                 f"A:{self.inputs}{extra}")
 

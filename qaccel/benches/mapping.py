@@ -100,7 +100,8 @@ def clear_caches() -> None:
     """Empty every cache the mapper fills (a cold search)."""
     from qaccel.sim import analytic, mapper, mapping, workload
 
-    for f in (mapper._search, mapper._job_energy, mapper._dram_prices, analytic.job_counts,
+    for f in (mapper._search, mapper._job_energy, mapper._unit_prices, mapper._dram_prices,
+              analytic.job_counts,
               mapping._plan, mapping._slabs, workload._taps_read):
         f.cache_clear()
 

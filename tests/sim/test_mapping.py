@@ -3,6 +3,8 @@ transfers, the fixed nest as a mapping, compulsory traffic, and the mapper."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -293,6 +295,56 @@ def test_streamed_params_free_the_weight_buffer():
         Mapping(1, 1, params="fifo")
     with pytest.raises(ValueError, match="Mapping.psums"):
         Mapping(1, 1, psums="dram")
+
+
+def _full_cost(cfg, w, m) -> float:
+    return layer_energy(cfg, counts_from_perf(analyze_layer(cfg, w, m))).total_pj
+
+
+def test_mapper_chooses_whole_channel_chunks_and_held_params_where_cheaper():
+    """A 3x3 convolution's chain: the largest fitting k_tile (192) cuts an input channel,
+    which is then read twice; the largest chunk of whole channels (144 = 16 x 9 taps) reads
+    less and wins. And where held params fit at a smaller chunk, they beat streamed ones
+    at a larger chunk (one read per chain instead of per job)."""
+    cfg = ArrayConfig(rows=16, cols=16, w_bits=4, a_bits=8, per_channel=True, acc_depth=64,
+                      weight_buffer_kib=4, act_buffer_kib=4, out_buffer_kib=4)
+    w = conv_workload("c", 28, 28, 128, 256, 3, stride=2, padding=1)
+    m = search_mapping(cfg, w)
+    assert m.splits(w) and m.k_tile % 9 == 0
+    cut = replace(m, k_tile=192)
+    assert all(b <= getattr(cfg, f) * 8192 for f, b in buffer_needs(cfg, w, cut).items())
+    assert dram_bits(cfg, w, cut)["activations"] > dram_bits(cfg, w, m)["activations"]
+    assert _full_cost(cfg, w, m) < _full_cost(cfg, w, cut)
+    cfg = ArrayConfig(rows=16, cols=16, acc_depth=64, weight_buffer_kib=16, act_buffer_kib=16,
+                      out_buffer_kib=8)
+    w = conv_workload("c", 28, 28, 128, 128, 3, padding=1)
+    m = search_mapping(cfg, w)
+    assert m.splits(w) and m.params == "held"
+
+
+def test_streamed_params_where_they_cost_no_more_dram():
+    """A single-slab layer with resident weights reads every param once either way:
+    streaming them skips the weight buffer's fill and read, so the mapper streams them."""
+    cfg = ArrayConfig(rows=32, cols=32, acc_depth=256)
+    w = GemmWorkload("g", 128, 64, 128)
+    m = search_mapping(cfg, w)
+    held = replace(m, params="held")
+    assert m.params == "stream" and m.t_tile == w.T
+    assert dram_bits(cfg, w, m) == dram_bits(cfg, w, held)
+    assert _full_cost(cfg, w, m) < _full_cost(cfg, w, held)
+
+
+def test_mapper_spills_where_the_bank_costs_more_per_bit():
+    """A 4096-deep bank costs more per partial-sum bit than a 4 KiB output buffer: where a
+    chain's sums fit both, the spilled chain is in the space and is the cheaper one."""
+    cfg = ArrayConfig(rows=8, cols=8, acc_depth=4096, weight_buffer_kib=1, act_buffer_kib=1,
+                      out_buffer_kib=4)
+    w = GemmWorkload("g", 32, 512, 32)
+    m = search_mapping(cfg, w)
+    assert m.spills(w)
+    banked = [c for c in candidate_mappings(cfg, w) if c.splits(w) and not c.spills(w)
+              and all(b <= getattr(cfg, f) * 8192 for f, b in buffer_needs(cfg, w, c).items())]
+    assert banked and _full_cost(cfg, w, m) < min(_full_cost(cfg, w, c) for c in banked)
 
 
 def test_mapper_error_names_layer_operand_and_buffer():
