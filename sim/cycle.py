@@ -65,10 +65,10 @@ import numpy as np
 
 from .arith import bits_for_range, rounding_term, wrap
 from .config import ArrayConfig
-from .job import GemmJob
+from .job import GemmJob, spill_chain
 from .schedule import PIPELINE_TAIL, gemm_cycles, params_fifo_depth, tiling
 from .streams import JobBeats, job_beats, out_beats_to_matrix
-from .validate import check_int, fail
+from .validate import fail
 
 __all__ = ["CycleResult", "StreamTrace", "MappedResult", "simulate", "simulate_beats",
            "simulate_chain", "run_spill_chain", "new_bank", "run_mapping"]
@@ -164,7 +164,6 @@ def run_spill_chain(cfg: ArrayConfig, job: GemmJob, k_tile: int, simulate_fn=Non
     list
         One result per job, in chain order.
     """
-    k_tile = check_int("run_spill_chain", "k_tile", k_tile, 1)
     job = job.for_config(cfg)
     if job.chained:
         raise fail("run_spill_chain", "job", "an unchained job (accumulate=False, emit=True)",
@@ -172,17 +171,7 @@ def run_spill_chain(cfg: ArrayConfig, job: GemmJob, k_tile: int, simulate_fn=Non
     if simulate_fn is None:
         def simulate_fn(c, j):
             return simulate(c, j, trace=trace)
-    results = []
-    psum = job.psum
-    for k0 in range(0, job.K, k_tile):
-        last = k0 + k_tile >= job.K
-        sub = GemmJob.create(cfg, job.x[:, k0:k0 + k_tile], job.w[k0:k0 + k_tile], job.bias,
-                             job.m, job.s, z_y=job.z_y, relu=job.relu, psum=psum,
-                             raw=job.raw or not last)
-        res = simulate_fn(cfg, sub)
-        results.append(res)
-        psum = res.y
-    return results
+    return [res for _, res in spill_chain(cfg, job, k_tile, simulate_fn, "run_spill_chain")]
 
 
 def _port(values, bits: int, signed: bool) -> np.ndarray:

@@ -13,7 +13,7 @@ from .arith import int_range, output_bounds, wrap
 from .config import ArrayConfig
 from .validate import check_bool, check_int, fail
 
-__all__ = ["GemmJob", "random_job", "split_k", "merge_k"]
+__all__ = ["GemmJob", "random_job", "split_k", "merge_k", "spill_chain"]
 
 
 def _as_int_array(name: str, value, ndim: int) -> np.ndarray:
@@ -210,6 +210,28 @@ def split_k(cfg: ArrayConfig, job: GemmJob, k_tile: int) -> list[GemmJob]:
                            job.m, job.s, z_y=job.z_y, relu=job.relu, accumulate=k0 > 0,
                            emit=k0 + k_tile >= job.K, psum=job.psum if k0 == 0 else None,
                            raw=job.raw and k0 + k_tile >= job.K) for k0 in starts]
+
+
+def spill_chain(cfg: ArrayConfig, job: GemmJob, k_tile: int, run, owner: str = "spill_chain"
+                ) -> list[tuple[GemmJob, object]]:
+    """Run ``job`` as a partial-sum spill chain on ``run(cfg, sub_job) -> result`` (the
+    sums in ``result.y``): one job per ``k_tile`` rows of ``w`` (the last may be shorter),
+    with ``bias, m, s, z_y, relu`` of ``job``; the first loads ``job.psum`` (or starts from
+    ``bias``), each later one loads the sums the job before it returned; every job but the
+    last is ``raw``, the last keeps ``job.raw`` -- so the last result is ``job``'s.
+    Returns ``(sub_job, result)`` pairs in chain order; ``ValueError`` naming ``owner``'s
+    ``k_tile`` unless it is an integer ``>= 1`` (``>= K``: the one job)."""
+    k_tile = check_int(owner, "k_tile", k_tile, 1)
+    out, psum = [], job.psum
+    for k0 in range(0, job.K, k_tile):
+        last = k0 + k_tile >= job.K
+        sub = GemmJob.create(cfg, job.x[:, k0:k0 + k_tile], job.w[k0:k0 + k_tile], job.bias,
+                             job.m, job.s, z_y=job.z_y, relu=job.relu, psum=psum,
+                             raw=job.raw or not last)
+        res = run(cfg, sub)
+        out.append((sub, res))
+        psum = res.y
+    return out
 
 
 def merge_k(cfg: ArrayConfig, chain) -> GemmJob:

@@ -13,8 +13,7 @@ import numpy as np
 
 from .arith import bits_for_range, requantize, wrap
 from .config import ArrayConfig
-from .job import GemmJob
-from .validate import check_int
+from .job import GemmJob, spill_chain
 
 __all__ = ["ReferenceResult", "reference_gemm", "reference_spill_chain", "run_reference"]
 
@@ -89,13 +88,5 @@ def reference_spill_chain(cfg: ArrayConfig, job: GemmJob, k_tile: int) -> list[G
     ValueError
         If ``k_tile`` is not an integer ``>= 1``.
     """
-    k_tile = check_int("reference_spill_chain", "k_tile", k_tile, 1)
-    chain, psum = [], job.psum
-    for k0 in range(0, job.K, k_tile):
-        last = k0 + k_tile >= job.K
-        sub = GemmJob.create(cfg, job.x[:, k0:k0 + k_tile], job.w[k0:k0 + k_tile], job.bias,
-                             job.m, job.s, z_y=job.z_y, relu=job.relu, psum=psum,
-                             raw=job.raw if last else True)
-        chain.append(sub)
-        psum = reference_gemm(cfg, sub).y
-    return chain
+    return [sub for sub, _ in spill_chain(cfg, job, k_tile, reference_gemm,
+                                          "reference_spill_chain")]
