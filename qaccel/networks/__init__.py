@@ -1,8 +1,9 @@
 """Shipped networks for shapes (plain torch modules; torchvision is not installable here).
 
 ``NETWORKS[name]`` builds ``(model, example_input)``; :func:`network_workloads` maps it to
-GEMM workloads with :mod:`qaccel.mapping`. The digits models come from
-``quant.digits`` (8x8 greyscale input).
+GEMM workloads with :mod:`qaccel.mapping`, :func:`network_vector_workloads` to the
+vector-unit layers around them (pooling, residual adds; softmax, LayerNorm, GELU).
+The digits models come from ``quant.digits`` (8x8 greyscale input).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 from torch import nn
 
 __all__ = ["NetworkSpec", "NETWORKS", "MAX_ROWS", "build_network", "network_workloads",
-           "network_names"]
+           "network_vector_workloads", "network_names"]
 
 #: Most GEMM rows a network is built for (batch x sequence positions or image pixels): the
 #: largest job dimension of any array is ``2**24 - 1`` (``ArrayConfig.dim_bits <= 24``), so
@@ -113,3 +114,27 @@ def network_workloads(name: str, method: str = "auto", **kw):
 
     model, x = build_network(name, **kw)
     return workloads_from_model(model, x, method=method)
+
+
+def network_vector_workloads(name: str, a_bits: int | None = 8, **kw) -> list:
+    """Vector-unit layers of a shipped network (:class:`qaccel.sim.workload.VectorWorkload`,
+    widths left to the array's ``a_bits``), with the same options as
+    :func:`build_network`: ``bert_base``'s hand-written, named description
+    (:func:`qaccel.networks.bert.bert_vector_workloads`; the generic trace finds the same
+    ops, named ``softmax0`` / ``add0`` ...), every other network's from
+    :func:`qaccel.mapping.vector_workloads_from_model` (max / global average pooling and
+    residual adds; the ReLUs are fused into the convolutions' and adds' requantizers).
+    ``a_bits``: a GELU is a table up to :data:`qaccel.sim.vector.LUT_MAX_BITS` bits, the
+    integer GELU above; ``None`` keeps it ``gelu``
+    (:func:`qaccel.mapping.vectors_at_bits` resolves it later)."""
+    from qaccel.mapping import vector_workloads_from_model
+
+    model, x = build_network(name, **kw)       # validates name and options
+    if name == "bert_base":
+        from qaccel.sim.vector import LUT_MAX_BITS
+
+        from .bert import bert_vector_workloads
+
+        return bert_vector_workloads(int(x.shape[0]), int(x.shape[1]),
+                                     a_bits=LUT_MAX_BITS + 1 if a_bits is None else a_bits)
+    return vector_workloads_from_model(model, x, a_bits=a_bits)
