@@ -9,9 +9,10 @@ analytic model (:mod:`sim.analytic`) and the energies from :mod:`sim.energy` (de
 table: Horowitz, ISSCC 2014, 45 nm). ``--plot`` sweeps bit-widths (``--sweep``, default
 W8A8, W8A4, W4A8, W4A4, W2A8) x per-tensor / per-channel on the same array and draws the
 stacked energy breakdown, the latency and (with ``--area``) the synthesized area.
-The vector unit's layers (``--int-network`` files, ``bert_base``: softmax, LayerNorm, GELU,
-residual adds, pooling) are listed after the array's, with their operations, cycles and
-energy (category ``vector``, :func:`sim.energy.vector_energy`), and counted in the totals.
+The vector unit's layers (``--int-network`` files and every ``--network``: the CNNs' max /
+global average pooling and residual adds, bert_base's softmax, LayerNorm, GELU and residual
+adds) are listed after the array's, with their operations, cycles and energy (category
+``vector``, :func:`sim.energy.vector_energy`), and counted in the totals.
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@
 Without ``--scalesim-compat`` the analytic model of our weight-stationary RTL
 (:mod:`sim.analytic`, cycle-exact with the cycle model) runs; with it, SCALE-Sim 3.0.0's
 conventions (:mod:`sim.scalesim_compat`) and its ws / os / is dataflows.
-The non-GEMM ops of ``--int-network`` files and of ``--network bert_base`` (softmax,
-LayerNorm, GELU, residual adds, pooling) run on the vector unit (``--vector-lanes``), listed
-after the array's layers and counted in the totals (:func:`sim.analytic.analyze_vector`).
+The non-GEMM ops of ``--int-network`` files and of every ``--network`` (the CNNs' max /
+global average pooling and residual adds; bert_base's softmax, LayerNorm, GELU and residual
+adds) run on the vector unit (``--vector-lanes``), listed after the array's layers and
+counted in the totals (:func:`sim.analytic.analyze_vector`); topology files are GEMMs only.
 The option helpers here (:func:`add_perf_options`, :func:`perf_config`,
 :func:`perf_workloads`) are reused by commands that take the same inputs.
 """
@@ -17,6 +18,7 @@ The option helpers here (:func:`add_perf_options`, :func:`perf_config`,
 from __future__ import annotations
 
 import argparse
+import functools
 
 from qaccel.sim.analytic import LEVELS, OPERANDS, NetworkPerf, analyze_layer, analyze_vector
 from qaccel.sim.mapper import MAPPINGS, OBJECTIVES, choose_mapping
@@ -69,8 +71,9 @@ def add_perf_options(p: argparse.ArgumentParser) -> None:
     vec = p.add_argument_group("vector unit (softmax, LayerNorm, GELU, adds, pooling)")
     vec.add_argument("--vector-lanes", type=int, default=0, metavar="N",
                      help="integer operations per cycle of the vector unit that runs the "
-                          "non-GEMM ops of --int-network files and bert_base (default: 0 = "
-                          "one lane per array column)")
+                          "non-GEMM ops (pooling, residual adds, softmax, LayerNorm, GELU) "
+                          "of --network and --int-network workloads (default: 0 = one lane "
+                          "per array column)")
     mp = p.add_argument_group("mapping (tiling, loop order, residency per layer)")
     mp.add_argument("--mapping", choices=MAPPINGS, default=None,
                     help="search: the best mapping per layer (sim.mapper); fixed: the one "
@@ -172,22 +175,31 @@ def _seq_len_option(fn, net, args: argparse.Namespace):
 
 def perf_vector_workloads(args: argparse.Namespace, cfg) -> list[VectorWorkload]:
     """The vector-unit layers of the workload: an ``--int-network`` file's (its own shapes
-    and widths on one sample input, :func:`sim.executor.vector_workloads`), ``bert_base``'s
-    (:func:`qaccel.networks.bert.bert_vector_workloads` at ``cfg.a_bits``); none for the
-    other shipped networks (their pooling and residual adds are not described) and for
-    topology files (GEMMs only)."""
+    and widths on one sample input, :func:`sim.executor.vector_workloads`), a shipped
+    network's at ``cfg.a_bits`` (:func:`qaccel.networks.network_vector_workloads`: the
+    CNNs' max / global average pooling and residual adds, ``bert_base``'s softmax,
+    LayerNorms, GELU and residual adds); none for topology files (GEMMs only)."""
     net = int_network(args)
     if net is not None:
         from qaccel.flow import network_vector_workloads
 
         return _seq_len_option(network_vector_workloads, net, args)
-    if args.topology is None and args.network == "bert_base":
-        from qaccel.networks import NETWORKS
-        from qaccel.networks.bert import bert_vector_workloads
+    if args.topology is not None:
+        return []
+    from qaccel.mapping import vectors_at_bits
 
-        seq = args.seq_len or NETWORKS["bert_base"].input_shape[1]
-        return bert_vector_workloads(args.batch, seq, a_bits=cfg.a_bits)
-    return []
+    return vectors_at_bits(_shipped_vectors(args.network, args.batch, args.seq_len),
+                           cfg.a_bits)
+
+
+@functools.lru_cache(maxsize=8)
+def _shipped_vectors(name: str, batch: int, seq_len: int | None) -> tuple:
+    """A shipped network's vector-unit layers, GELU left ``gelu`` (traced once for every
+    bit-width of an energy sweep)."""
+    from qaccel.networks import network_vector_workloads
+
+    kw = {} if seq_len is None else {"seq_len": seq_len}
+    return tuple(network_vector_workloads(name, a_bits=None, batch=batch, **kw))
 
 
 def mapping_mode(args: argparse.Namespace) -> str:

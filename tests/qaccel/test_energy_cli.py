@@ -9,6 +9,7 @@ import pytest
 from qaccel.sim import ArrayConfig
 from qaccel.sim.analytic import analyze_layer
 from qaccel.sim.energy import CATEGORIES, DEFAULT_TABLE_PATH, counts_from_perf, layer_energy
+from qaccel.sim.mapper import choose_mapping
 from qaccel.sim.topology import read_topology
 
 from qaccel.cli import main
@@ -22,8 +23,9 @@ def test_json_csv_match_the_models(topo, tmp_path, capsys):
                  "--json", str(js), "--csv", str(cs)]) == 0
     out = capsys.readouterr().out
     cfg = ArrayConfig(rows=8, cols=8, acc_depth=32, w_bits=4, per_channel=True)
-    expect = [layer_energy(cfg, counts_from_perf(analyze_layer(cfg, x.workload())))
-              for x in read_topology(topo)]
+    expect = [layer_energy(cfg, counts_from_perf(analyze_layer(
+        cfg, x.workload(), choose_mapping(cfg, x.workload(), "search", "energy"))))
+        for x in read_topology(topo)]                 # --mapping search, the default
     doc = json.loads(js.read_text())
     assert doc["config"]["w_bits"] == 4 and doc["config"]["per_channel"] is True
     assert doc["table"]["name"] == "horowitz45"
@@ -145,6 +147,28 @@ def test_bert_energy_includes_the_vector_unit(tmp_path, capsys):
     assert main([*argv, "--vector-lanes", "128", "--json", str(wide)]) == 0
     w = json.loads(wide.read_text())["total"]
     assert w["categories_pj"]["vector"] == pytest.approx(e_vec) and w["cycles"] < t["cycles"]
+
+
+def test_resnet50_energy_has_the_vector_category(tmp_path, capsys):
+    """energy --network resnet50 (default settings): the max pool, 16 residual adds and the
+    global average pool priced on the vector unit, in the totals and the sweep."""
+    js = tmp_path / "r.json"
+    assert main(["energy", "--network", "resnet50", "--json", str(js), "--sweep",
+                 "W8A8,W4A4"]) == 0
+    out = capsys.readouterr().out
+    doc = json.loads(js.read_text())
+    vec = doc["vector_unit"]
+    assert [r["kind"] for r in vec] == ["maxpool2d"] + ["add"] * 16 + ["global_avgpool"]
+    t = doc["total"]
+    e_vec = t["categories_pj"]["vector"]
+    assert e_vec > 0 and e_vec == pytest.approx(sum(r["total_pj"] for r in vec))
+    assert t["total_pj"] == pytest.approx(sum(L["total_pj"] for L in doc["layers"]) + e_vec)
+    assert t["cycles"] == sum(L["cycles"] for L in doc["layers"]) + sum(
+        r["cycles"] for r in vec)
+    assert sum(r["ops"] for r in vec) == 40_550_400
+    assert vec[1]["terms_pj"]["vector.add"] > 0 and vec[0]["terms_pj"]["vector.buffer"] > 0
+    assert "vector unit total: 18 layers" in out
+    assert all(r["vector_pj"] > 0 for r in doc["sweep"])
 
 
 def test_report_totals_count_the_vector_units_dram():

@@ -76,6 +76,35 @@ def test_network_bert(capsys, tmp_path):
     assert t["vector_lanes"] == 32                                  # = cols by default
 
 
+def test_network_resnet18_lists_and_counts_its_vector_layers(tmp_path, capsys):
+    """perf --network resnet18: the max pool, the 8 residual adds and the global average
+    pool are listed after the array's layers, and the total grows over the GEMM-only
+    total by exactly their analyze_vector cycles (ceil(ops / 32 lanes))."""
+    from qaccel.sim.analytic import analyze_vector
+
+    from qaccel.mapping import vector_workloads_from_model
+    from qaccel.networks import build_network
+
+    js, cs = tmp_path / "r.json", tmp_path / "r.csv"
+    assert main(["perf", "--network", "resnet18", "--json", str(js), "--csv", str(cs)]) == 0
+    out = capsys.readouterr().out
+    assert "vector unit total: 10 layers" in out and "layer4.1.add0" in out
+    rows = list(csv.DictReader(open(cs)))
+    vec = [r for r in rows if r["unit"] == "vector"]
+    assert [r["op"] for r in vec] == ["maxpool2d"] + ["add"] * 8 + ["global_avgpool"]
+    assert [r["unit"] for r in rows] == ["array"] * 21 + ["vector"] * 10
+    cfg = ArrayConfig(rows=32, cols=32, acc_depth=256)
+    want = [analyze_vector(cfg, v) for v in vector_workloads_from_model(
+        *build_network("resnet18"))]
+    assert [int(r["cycles"]) for r in vec] == [vp.cycles for vp in want]
+    assert want[0].cycles == -(-64 * 56 * 56 * 9 // 32)                # maxpool, 9-window
+    t = json.loads(js.read_text())["totals"]
+    gemm_only = sum(int(r["cycles"]) for r in rows if r["unit"] == "array")
+    assert t["array_cycles"] == gemm_only
+    assert t["cycles"] - gemm_only == t["vector_cycles"] == sum(vp.cycles for vp in want)
+    assert t["vector_cycles"] == 221_936
+
+
 def test_bert_vector_ops_scale_with_batch_and_tokens():
     """BERT-base's vector-unit layers: adds, LayerNorm and GELU per token, softmax per
     score (seq x seq per head); every count proportional to the batch."""
