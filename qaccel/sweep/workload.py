@@ -3,6 +3,8 @@
 The GEMM list of a shipped network comes from tracing the torch model (seconds); it is
 cached in the workspace (``sweep/workloads/<hash>.json``) keyed by the workload and the
 source of the mapping code, so a sweep maps its network once, not once per point or run.
+So is the list of its vector-unit layers (pooling, residual adds, ...), which every point
+costs too.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import json
 import pathlib
 from dataclasses import dataclass
 
-from qaccel.sim.workload import ConvGeometry, GemmWorkload
+from qaccel.sim.workload import ConvGeometry, GemmWorkload, VectorWorkload
 
 from .spec import WorkloadSpec
 
-__all__ = ["WorkloadContext", "prepare", "gemms_to_json", "gemms_from_json"]
+__all__ = ["WorkloadContext", "prepare", "gemms_to_json", "gemms_from_json",
+           "vectors_to_json", "vectors_from_json"]
 
 _GEMM_KEYS = ("name", "T", "K", "N", "repeat", "op", "input_elems")
 
@@ -45,6 +48,10 @@ class WorkloadContext:
     bert_tokens : tuple or None
         ``(batch, seq_len)`` of a ``bert_base`` workload, whose vector-unit layers
         (:func:`qaccel.networks.bert.bert_vector_workloads`) every point costs too.
+    vector_ops : tuple of VectorWorkload
+        The vector-unit layers of another shipped network (its pooling and residual
+        adds, :func:`qaccel.networks.network_vector_workloads` with a GELU left
+        ``gelu``), which every point costs too.
     workspace : str
         Root of the client's workspace: workers cache shared work below it.
     """
@@ -58,16 +65,20 @@ class WorkloadContext:
     workspace: str = ""
     seq_len: int | None = None
     bert_tokens: tuple[int, int] | None = None
+    vector_ops: tuple[VectorWorkload, ...] = ()
 
     def vectors(self, cfg) -> list:
-        """The vector-unit layers of a shipped network on ``cfg`` (``bert_base``'s; none
-        for the others, whose pooling and residual adds are not described, and for
-        topology files)."""
-        if self.bert_tokens is None:
-            return []
-        from qaccel.networks.bert import bert_vector_workloads
+        """The vector-unit layers of a shipped network on ``cfg`` (``bert_base``'s at
+        ``cfg.a_bits``, the others' pooling and residual adds); none for topology files."""
+        if self.bert_tokens is not None:
+            from qaccel.networks.bert import bert_vector_workloads
 
-        return bert_vector_workloads(*self.bert_tokens, a_bits=cfg.a_bits)
+            return bert_vector_workloads(*self.bert_tokens, a_bits=cfg.a_bits)
+        if not self.vector_ops:
+            return []
+        from qaccel.mapping import vectors_at_bits
+
+        return vectors_at_bits(self.vector_ops, cfg.a_bits)
 
 
 def gemms_to_json(gemms) -> list[dict]:
@@ -90,6 +101,16 @@ def gemms_from_json(rows) -> tuple[GemmWorkload, ...]:
                                   for k, v in geo.items()})
         out.append(GemmWorkload(**{k: r[k] for k in _GEMM_KEYS}, geometry=geo))
     return tuple(out)
+
+
+def vectors_to_json(vectors) -> list[dict]:
+    return [v.to_dict() for v in vectors]
+
+
+def vectors_from_json(rows) -> tuple[VectorWorkload, ...]:
+    return tuple(VectorWorkload(**{**r, "in_shapes": tuple(map(tuple, r["in_shapes"])),
+                                   "out_shape": tuple(r["out_shape"]),
+                                   "in_bits": tuple(r["in_bits"])}) for r in rows)
 
 
 def _mapping_fingerprint() -> str:
@@ -125,18 +146,42 @@ def network_gemms(name: str, ws, **kw) -> tuple[GemmWorkload, ...]:
     return gemms
 
 
+def network_vectors(name: str, ws, **kw) -> tuple[VectorWorkload, ...]:
+    """Vector-unit layers of a shipped network, a GELU left ``gelu``
+    (:func:`qaccel.networks.network_vector_workloads` with ``a_bits=None``), cached in
+    ``ws`` by content hash like :func:`network_gemms`."""
+    kw = {k: v for k, v in kw.items() if k != "method"}    # one trace for every front end
+    key = hashlib.sha256(json.dumps({"network": name, **kw, "src": _mapping_fingerprint(),
+                                     "vectors": 1}, sort_keys=True).encode()).hexdigest()[:24]
+    path = ws.dir("sweep", "workloads") / f"{name}-vectors-{key}.json"
+    if path.exists():
+        try:
+            return vectors_from_json(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError):
+            pass                                     # a damaged cache entry: trace again
+    from qaccel.networks import network_vector_workloads
+
+    vectors = tuple(network_vector_workloads(name, a_bits=None, **kw))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(vectors_to_json(vectors)))
+    tmp.replace(path)
+    return vectors
+
+
 def prepare(spec: WorkloadSpec, ws) -> WorkloadContext:
     """The :class:`WorkloadContext` of a validated workload (client side)."""
     root = str(ws.root)
     if spec.kind == "network":
         kw = {k: v for k, v in spec.options.items()}
-        bert = None
+        bert, vectors = None, ()
         if spec.name == "bert_base":
             from qaccel.networks import NETWORKS
 
             bert = (kw["batch"], kw.get("seq_len") or NETWORKS["bert_base"].input_shape[1])
+        else:
+            vectors = network_vectors(spec.name, ws, **kw)
         return WorkloadContext(spec.label, spec.kind, network_gemms(spec.name, ws, **kw),
-                               workspace=root, bert_tokens=bert)
+                               workspace=root, bert_tokens=bert, vector_ops=vectors)
     if spec.kind == "topology":
         from qaccel.sim.topology import read_topology
 
