@@ -179,7 +179,8 @@ def test_swept_mapping_and_buffers_reach_the_cost_model():
            res[p.config_hash] for p in s.points}
     for p in s.points:
         rep = flow.network_energy_report(p.array, ctx.gemms, load_table(None),
-                                         mapping=p.mapping, objective=p.objective)["total"]
+                                         mapping=p.mapping, objective=p.objective,
+                                         vectors=ctx.vectors(p.array))["total"]
         m = res[p.config_hash]
         assert (m["cycles"], m["dram_bits"]) == (rep["cycles"], rep["dram_bits"])
         assert m["energy_j"] == pytest.approx(rep["total_pj"] * 1e-12, rel=1e-12)
