@@ -126,24 +126,31 @@ def _mapping_fingerprint() -> str:
     return h.hexdigest()
 
 
+def _json_cached(path, load, compute, dump):
+    """``load`` of the JSON cached at ``path``, else ``compute()`` stored there as
+    ``dump(value)`` (written to a temporary file, then renamed: readers never see half a
+    file; a damaged entry is computed again)."""
+    if path.exists():
+        try:
+            return load(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError):
+            pass
+    value = compute()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dump(value)))
+    tmp.replace(path)
+    return value
+
+
 def network_gemms(name: str, ws, **kw) -> tuple[GemmWorkload, ...]:
     """GEMMs of a shipped network, cached in ``ws`` by content hash."""
     key = hashlib.sha256(json.dumps({"network": name, **kw, "src": _mapping_fingerprint(),
                                      "format": 2},
                                     sort_keys=True).encode()).hexdigest()[:24]
-    path = ws.dir("sweep", "workloads") / f"{name}-{key}.json"
-    if path.exists():
-        try:
-            return gemms_from_json(json.loads(path.read_text()))
-        except (ValueError, KeyError, TypeError):
-            pass                                     # a damaged cache entry: map again
     from qaccel.networks import network_workloads
 
-    gemms = tuple(network_workloads(name, **kw))
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(gemms_to_json(gemms)))
-    tmp.replace(path)
-    return gemms
+    return _json_cached(ws.dir("sweep", "workloads") / f"{name}-{key}.json", gemms_from_json,
+                        lambda: tuple(network_workloads(name, **kw)), gemms_to_json)
 
 
 def network_vectors(name: str, ws, **kw) -> tuple[VectorWorkload, ...]:
@@ -153,19 +160,12 @@ def network_vectors(name: str, ws, **kw) -> tuple[VectorWorkload, ...]:
     kw = {k: v for k, v in kw.items() if k != "method"}    # one trace for every front end
     key = hashlib.sha256(json.dumps({"network": name, **kw, "src": _mapping_fingerprint(),
                                      "vectors": 1}, sort_keys=True).encode()).hexdigest()[:24]
-    path = ws.dir("sweep", "workloads") / f"{name}-vectors-{key}.json"
-    if path.exists():
-        try:
-            return vectors_from_json(json.loads(path.read_text()))
-        except (ValueError, KeyError, TypeError):
-            pass                                     # a damaged cache entry: trace again
     from qaccel.networks import network_vector_workloads
 
-    vectors = tuple(network_vector_workloads(name, a_bits=None, **kw))
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(vectors_to_json(vectors)))
-    tmp.replace(path)
-    return vectors
+    return _json_cached(ws.dir("sweep", "workloads") / f"{name}-vectors-{key}.json",
+                        vectors_from_json,
+                        lambda: tuple(network_vector_workloads(name, a_bits=None, **kw)),
+                        vectors_to_json)
 
 
 def prepare(spec: WorkloadSpec, ws) -> WorkloadContext:

@@ -133,26 +133,11 @@ def test_bert_vector_ops_scale_with_batch_and_tokens():
 @pytest.fixture(scope="module")
 def encoder_npz(tmp_path_factory):
     """A small exported encoder layer (softmax, LayerNorm, GELU table, residual adds)."""
-    import math
-
     import torch
-    import torch.nn.functional as F
+    from flow_models import Encoder
     from qaccel.quant import QuantConfig
-    from torch import nn
 
     from qaccel import quant
-
-    class Encoder(nn.Module):
-        def __init__(self, d=16, ff=32):
-            super().__init__()
-            self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
-            self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-            self.ff1, self.ff2, self.act = nn.Linear(d, ff), nn.Linear(ff, d), nn.GELU()
-
-        def forward(self, x):
-            att = F.softmax(self.q(x) @ self.k(x).transpose(-2, -1) / math.sqrt(16), dim=-1)
-            h = self.ln1(x + self.o(att @ self.v(x)))
-            return self.ln2(h + self.ff2(self.act(self.ff1(h))))
 
     torch.manual_seed(0)
     x = torch.randn(16, 6, 16)

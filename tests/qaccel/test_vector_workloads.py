@@ -4,12 +4,12 @@ integer executor's description of an exported network, and the sweep's cached co
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 
 import pytest
 import torch
 import torch.nn.functional as F
+from flow_models import Encoder
 from qaccel.sim import ArrayConfig
 from qaccel.sim.analytic import analyze_vector
 from qaccel.sim.vector import LUT_MAX_BITS
@@ -146,21 +146,8 @@ class _TinyResNet(nn.Module):
         return self.fc(self.gap(x).flatten(1))
 
 
-class _Encoder(nn.Module):
-    def __init__(self, d=16, ff=32):
-        super().__init__()
-        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
-        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-        self.ff1, self.ff2, self.act = nn.Linear(d, ff), nn.Linear(ff, d), nn.GELU()
-
-    def forward(self, x):
-        att = F.softmax(self.q(x) @ self.k(x).transpose(-2, -1) / math.sqrt(16), dim=-1)
-        h = self.ln1(x + self.o(att @ self.v(x)))
-        return self.ln2(h + self.ff2(self.act(self.ff1(h))))
-
-
 @pytest.mark.parametrize("model, shape", [(_TinyResNet, (8, 3, 8, 8)),
-                                          (_Encoder, (8, 6, 16))])
+                                          (Encoder, (8, 6, 16))])
 def test_same_layers_as_the_exported_integer_network(model, shape):
     """The float model's description == sim.executor.vector_workloads of its export
     (kinds, shapes, windows, params; widths aside): the ReLUs fused and kept alike."""
