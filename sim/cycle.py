@@ -530,17 +530,15 @@ def run_mapping(cfg: ArrayConfig, job: GemmJob, steps) -> MappedResult:
     peak = dict.fromkeys(cap, 0)
     y = np.full((job.T, job.N), np.iinfo(np.int64).min, dtype=np.int64)
     cycles = macs = jobs = 0
-    buf_of = dict(BUFFER_OF, outputs="out_buffer_kib")
-    buf_of.setdefault("psums", "out_buffer_kib")
     bank = new_bank(cfg)
     spilled: dict = {}                        # (t0, n0) -> (k reached, raw sums [t, n])
 
     def held(extra) -> None:
         use = dict.fromkeys(cap, 0)
         for (op, _k), b in resident.items():
-            use[buf_of[op]] += b
+            use[BUFFER_OF[op]] += b
         for op, b in extra:
-            use[buf_of[op]] += b
+            use[BUFFER_OF[op]] += b
         for f, b in use.items():
             peak[f] = max(peak[f], b)
             if b > cap[f]:
@@ -566,7 +564,7 @@ def run_mapping(cfg: ArrayConfig, job: GemmJob, steps) -> MappedResult:
             m = job.m[n0:n0 + n] if np.ndim(job.m) else job.m
             s = job.s[n0:n0 + n] if np.ndim(job.s) else job.s
             last = k0 + k == job.K
-            psums = getattr(st, "psums", "bank")
+            psums = st.psums
             if psums == "bank":
                 flags = {"accumulate": k0 > 0, "emit": last}
             elif psums == "spill":
