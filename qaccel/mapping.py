@@ -122,13 +122,16 @@ def _mha(name: str, mod: nn.MultiheadAttention, q_shape, k_shape) -> list[GemmWo
 
 
 class _Namer:
-    def __init__(self):
-        self.counts: dict[str, int] = {}
+    """Names of function / method calls: ``<module path>.<op><i>``, counted per path and
+    op (``n`` numbers taken at once)."""
 
-    def __call__(self, path: str, n: int = 1) -> str:
-        i = self.counts.get(path, 0)
-        self.counts[path] = i + n
-        return f"{path + '.' if path else ''}matmul{i}"
+    def __init__(self):
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def __call__(self, path: str, n: int = 1, op: str = "matmul") -> str:
+        i = self.counts.get((path, op), 0)
+        self.counts[path, op] = i + n
+        return f"{path + '.' if path else ''}{op}{i}"
 
 
 def _is_leaf_gemm(mod: nn.Module) -> bool:
@@ -179,7 +182,6 @@ def fx_workloads(model: nn.Module, example_input: torch.Tensor) -> list[GemmWork
     def shape(arg):
         return arg.meta["qaccel_shape"]
 
-    path_of = _path_of
 
     for node in gm.graph.nodes:
         if node.op == "call_module":
@@ -195,11 +197,11 @@ def fx_workloads(model: nn.Module, example_input: torch.Tensor) -> list[GemmWork
         elif (node.op == "call_function" and node.target in _MATMUL_FUNCS) or (
                 node.op == "call_method" and node.target in _MATMUL_METHODS):
             a, b = node.args[0], node.args[1]
-            out.append(_matmul(namer(path_of(node)), shape(a), shape(b)))
+            out.append(_matmul(namer(_path_of(node)), shape(a), shape(b)))
         elif node.op == "call_function" and node.target is _SDPA:
             args = list(node.args) + [node.kwargs.get(n) for n in ("query", "key", "value")
                                       if n in node.kwargs]
-            name = namer(path_of(node), 2)
+            name = namer(_path_of(node), 2)
             out.extend(_sdpa(name[:-1], *(shape(a) for a in args[:3])))
     return out
 
@@ -346,7 +348,7 @@ def vector_workloads_from_model(model: nn.Module, example_input: torch.Tensor, *
     gelu = "lut" if a_bits is not None and a_bits <= LUT_MAX_BITS else "gelu"
     out: list[VectorWorkload] = []
     seen: dict[str, int] = {}
-    counts: dict[tuple[str, str], int] = {}
+    namer = _Namer()
 
     def name_of(node, op: str) -> str:
         if node.op == "call_module":
@@ -354,10 +356,7 @@ def vector_workloads_from_model(model: nn.Module, example_input: torch.Tensor, *
             k = seen.get(name, 0)
             seen[name] = k + 1
             return name if k == 0 else f"{name}#{k}"
-        path = _path_of(node)
-        i = counts.get((path, op), 0)
-        counts[path, op] = i + 1
-        return f"{path + '.' if path else ''}{op}{i}"
+        return namer(_path_of(node), op=op)
 
     def shape(arg) -> tuple[int, ...]:
         return tuple(int(s) for s in arg.meta["qaccel_shape"])
