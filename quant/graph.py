@@ -518,6 +518,7 @@ def insert_quantizers(gm: fx.GraphModule, cfg, acts: dict[str, str]) -> list[str
                 if act != "none" and user.args[0] is node:
                     user.replace_all_uses_with(node)
                     gm.graph.erase_node(user)
+                    erased.add(user)          # later in the node list: skip it there
                 else:
                     act = "none"
             swap(node, "quant_add", QuantAdd(cfg.a_bits, signed=cfg.a_signed, act=act),

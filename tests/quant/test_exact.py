@@ -144,6 +144,33 @@ def test_random_cnn_exact_mode_equals_executor(case):
     assert int((got != want).sum()) == 0
 
 
+class _AddAct(nn.Module):
+    """A residual add followed by a ReLU6 / ReLU (fused into the add's requantizer)."""
+
+    def __init__(self, act):
+        super().__init__()
+        self.c1, self.c2, self.act = nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(3, 3, 1), act
+        self.fc = nn.Linear(3 * 4 * 4, 4)
+
+    def forward(self, x):
+        y = self.c1(x)
+        return self.fc(self.act(y + self.c2(y)).flatten(1))
+
+
+@pytest.mark.parametrize("act", [F.relu6, F.relu, nn.ReLU6()], ids=["relu6", "relu", "ReLU6"])
+def test_activation_after_an_add_is_fused_and_exact(act):
+    """The activation after a residual add goes into the add (its node is erased once and
+    skipped afterwards): the network quantizes, exports and runs exactly."""
+    torch.manual_seed(0)
+    m = _AddAct(act).eval()
+    x = torch.randn(48, 2, 4, 4) * 3
+    qm = quant.quantize(m, [x[:24], x[24:]], QuantConfig(w_bits=4, a_bits=4))
+    net, got, want = _exact_vs_executor(qm, torch.randn(16, 2, 4, 4) * 3)
+    assert int((got != want).sum()) == 0
+    kinds = [layer.kind for layer in net.layers]
+    assert "add" in kinds and "lut" not in kinds and "relu" not in kinds
+
+
 @pytest.mark.parametrize("model_fn", [resnetish, seq_cnn], ids=["resnetish", "seq_cnn"])
 def test_exact_mode_is_exact_where_float32_mode_is_not(model_fn):
     """The float32 straight-through mode differs by 1 LSB on some outputs (measured, so the
